@@ -1,0 +1,88 @@
+import {Command, Flags, type Interfaces} from '@oclif/core'
+
+import {VidsyncError} from './lib/errors.js'
+import {resolveHome} from './lib/home.js'
+import type {ControlPlane} from './lib/store/control-plane.js'
+import {openStore, type StoreOptions} from './lib/store/open.js'
+
+export type CommandFlags<T extends typeof Command> = Interfaces.InferredFlags<(typeof BaseCommand)['baseFlags'] & T['flags']>
+export type CommandArgs<T extends typeof Command> = Interfaces.InferredArgs<T['args']>
+
+interface OclifError extends Error {
+  oclif?: {exit?: number}
+}
+
+/**
+ * Every vidsync command: global flags, `--json`, and the one place where errors become output
+ * and exit codes (see the README's table).
+ */
+export abstract class BaseCommand<T extends typeof Command> extends Command {
+  static override enableJsonFlag = true
+
+  static override baseFlags = {
+    home: Flags.string({
+      summary: 'Directory for vidsync state: keys, certificates and the embedded database [default: ~/.vidsync].',
+      env: 'VIDSYNC_HOME',
+      helpGroup: 'GLOBAL',
+    }),
+    'database-url': Flags.string({
+      summary: 'Postgres URL of the control plane; without it the embedded database in the home is used.',
+      env: 'VIDSYNC_DATABASE_URL',
+      helpGroup: 'GLOBAL',
+    }),
+  }
+
+  protected flags!: CommandFlags<T>
+  protected args!: CommandArgs<T>
+
+  override async init(): Promise<void> {
+    await super.init()
+    const {args, flags} = await this.parse({
+      flags: this.ctor.flags,
+      baseFlags: (super.ctor as typeof BaseCommand).baseFlags,
+      enableJsonFlag: this.ctor.enableJsonFlag,
+      args: this.ctor.args,
+      strict: this.ctor.strict,
+    })
+    this.flags = flags as CommandFlags<T>
+    this.args = args as CommandArgs<T>
+  }
+
+  protected get home(): string {
+    return resolveHome(this.flags.home)
+  }
+
+  protected get storeOptions(): StoreOptions {
+    return {home: this.home, databaseUrl: this.flags['database-url']}
+  }
+
+  /** Opens the control plane for the length of `work`. */
+  protected async withControlPlane<R>(work: (controlPlane: ControlPlane) => Promise<R>): Promise<R> {
+    const store = await openStore(this.storeOptions)
+    try {
+      return await work(store.controlPlane)
+    } finally {
+      await store.close()
+    }
+  }
+
+  protected override async catch(error: OclifError): Promise<unknown> {
+    const parseExit = error.oclif?.exit
+    if (!(error instanceof VidsyncError) && parseExit !== undefined && !this.jsonEnabled()) {
+      // oclif's own errors (unknown flag, missing argument) keep oclif's rendering and help hint.
+      throw error
+    }
+    const known = error instanceof VidsyncError
+    const exitCode = known ? error.exitCode : (parseExit ?? 1)
+    const code = known ? error.code : parseExit === undefined ? 'internal' : 'usage'
+    const message = known || parseExit !== undefined ? error.message : `unexpected error: ${error.message}`
+    if (this.jsonEnabled()) {
+      this.logJson({error: {code, exitCode, message}})
+    } else {
+      this.logToStderr(`Error: ${message}`)
+      if (!known && process.env.VIDSYNC_DEBUG) this.logToStderr(error.stack ?? '')
+      else if (!known) this.logToStderr('Set VIDSYNC_DEBUG=1 to see where it happened.')
+    }
+    this.exit(exitCode)
+  }
+}

@@ -1,0 +1,36 @@
+import {Args, Flags} from '@oclif/core'
+
+import {BaseCommand} from '../../base-command.js'
+import {formatDuration, parseDuration} from '../../lib/duration.js'
+import type {Project} from '../../lib/store/control-plane.js'
+
+export default class ProjectCreate extends BaseCommand<typeof ProjectCreate> {
+  static override summary = 'Create a project with its own overlay network.'
+  static override description = `A project is a team's overlay network: an IPv4 range (/16 to /30) that does not overlap any other project's, from which every device gets its overlay address. Fill its address pool afterwards with \`pool populate\`.`
+  static override examples = [
+    '<%= config.bin %> <%= command.id %> studio --cidr 10.99.1.0/24',
+    '<%= config.bin %> <%= command.id %> lab --cidr 10.98.0.0/16 --quarantine 1h --json',
+  ]
+
+  static override args = {
+    name: Args.string({description: 'Project name: lowercase letters, digits and hyphens.', required: true}),
+  }
+
+  static override flags = {
+    cidr: Flags.string({summary: 'Overlay network of the project, e.g. 10.99.1.0/24.', required: true}),
+    quarantine: Flags.string({
+      summary: 'How long a released address rests before it is handed out again (30m, 24h, 7d).',
+      default: '24h',
+    }),
+  }
+
+  async run(): Promise<Project> {
+    const quarantineSeconds = parseDuration(this.flags.quarantine, 'quarantine')
+    const project = await this.withControlPlane((controlPlane) =>
+      controlPlane.createProject({name: this.args.name, cidr: this.flags.cidr, quarantineSeconds}),
+    )
+    this.log(`Created project ${project.name} (${project.cidr}, quarantine ${formatDuration(project.quarantineSeconds)}).`)
+    this.log(`Next: vidsync pool populate ${project.name}`)
+    return project
+  }
+}

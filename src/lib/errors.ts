@@ -1,0 +1,86 @@
+/**
+ * The errors vidsync reports to users. Each class has one exit code, documented in the README;
+ * the base command maps them to output. Library code throws these and never exits the process.
+ */
+export const ExitCode = {
+  ok: 0,
+  internal: 1,
+  usage: 2,
+  notFound: 3,
+  conflict: 4,
+  exhausted: 5,
+  unavailable: 6,
+  incompatible: 7,
+  missingDependency: 8,
+  permission: 9,
+} as const
+
+export type ErrorCode = keyof typeof ExitCode
+
+export class VidsyncError extends Error {
+  constructor(
+    message: string,
+    readonly code: ErrorCode,
+  ) {
+    super(message)
+    this.name = new.target.name
+  }
+
+  get exitCode(): number {
+    return ExitCode[this.code]
+  }
+}
+
+/** The input is malformed or out of range: nothing was written. */
+export class InvalidInputError extends VidsyncError {
+  constructor(message: string) {
+    super(message, 'usage')
+  }
+}
+
+export class NotFoundError extends VidsyncError {
+  constructor(message: string) {
+    super(message, 'notFound')
+  }
+}
+
+/** The request clashes with existing state (duplicate name, overlapping range, existing file). */
+export class ConflictError extends VidsyncError {
+  constructor(message: string) {
+    super(message, 'conflict')
+  }
+}
+
+export class ExhaustedError extends VidsyncError {
+  constructor(message: string) {
+    super(message, 'exhausted')
+  }
+}
+
+/** A backend or service could not be reached. */
+export class UnavailableError extends VidsyncError {
+  constructor(message: string) {
+    super(message, 'unavailable')
+  }
+}
+
+/** The database was migrated by a newer vidsync, or needs `db migrate`. */
+export class IncompatibleSchemaError extends VidsyncError {
+  constructor(message: string) {
+    super(message, 'incompatible')
+  }
+}
+
+/** A required program (nebula-cert, nebula, syncthing) is not installed. */
+export class MissingDependencyError extends VidsyncError {
+  constructor(message: string) {
+    super(message, 'missingDependency')
+  }
+}
+
+/** Privileges or file modes are wrong (CA key readable by others, no CAP_NET_ADMIN, ...). */
+export class PermissionError extends VidsyncError {
+  constructor(message: string) {
+    super(message, 'permission')
+  }
+}

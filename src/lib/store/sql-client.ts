@@ -1,0 +1,158 @@
+import {PGlite} from '@electric-sql/pglite'
+import pg from 'pg'
+
+import {UnavailableError} from '../errors.js'
+
+/** The smallest SQL surface vidsync needs; PGlite and node-postgres both provide it. */
+export interface SqlClient {
+  query<R>(text: string, params?: unknown[]): Promise<R[]>
+  /** Runs a script of several statements (migrations). */
+  exec(script: string): Promise<void>
+  transaction<T>(work: (tx: SqlClient) => Promise<T>): Promise<T>
+  close(): Promise<void>
+}
+
+/** The URL with its password replaced, safe to print. */
+export function redactUrl(url: string): string {
+  try {
+    const parsed = new URL(url)
+    if (parsed.password) parsed.password = '***'
+    return parsed.toString()
+  } catch {
+    return '<unparseable database URL>'
+  }
+}
+
+const unreachableCodes: Record<string, string> = {
+  ECONNREFUSED: 'connection refused',
+  ENOTFOUND: 'host not found',
+  ETIMEDOUT: 'connection timed out',
+  EHOSTUNREACH: 'host unreachable',
+  ECONNRESET: 'connection reset',
+  '3D000': 'database does not exist',
+  '28P01': 'password authentication failed',
+  '28000': 'authentication rejected',
+}
+
+function unreachable(url: string, error: unknown): UnavailableError | undefined {
+  const {code, message} = error as {code?: string; message?: string}
+  const reason = (code && unreachableCodes[code]) ?? (/timeout/i.test(message ?? '') ? 'connection timed out' : undefined)
+  if (!reason) return undefined
+  return new UnavailableError(
+    `cannot reach the database at ${redactUrl(url)} (${reason}): check --database-url or VIDSYNC_DATABASE_URL`,
+  )
+}
+
+class PgTransaction implements SqlClient {
+  constructor(protected readonly client: pg.ClientBase) {}
+
+  async query<R>(text: string, params?: unknown[]): Promise<R[]> {
+    const result = await this.client.query(text, params)
+    return result.rows as R[]
+  }
+
+  async exec(script: string): Promise<void> {
+    await this.client.query(script)
+  }
+
+  async transaction<T>(work: (tx: SqlClient) => Promise<T>): Promise<T> {
+    return work(this)
+  }
+
+  async close(): Promise<void> {}
+}
+
+/** A pool of connections to a Postgres server. */
+export class PostgresClient implements SqlClient {
+  private readonly pool: pg.Pool
+
+  constructor(
+    private readonly url: string,
+    maxConnections = 4,
+  ) {
+    this.pool = new pg.Pool({connectionString: url, max: maxConnections, connectionTimeoutMillis: 10_000})
+    // An idle connection dropped by the server must not crash the process.
+    this.pool.on('error', () => {})
+  }
+
+  private async connect(): Promise<pg.PoolClient> {
+    try {
+      return await this.pool.connect()
+    } catch (error) {
+      throw unreachable(this.url, error) ?? error
+    }
+  }
+
+  async query<R>(text: string, params?: unknown[]): Promise<R[]> {
+    const client = await this.connect()
+    try {
+      return await new PgTransaction(client).query<R>(text, params)
+    } finally {
+      client.release()
+    }
+  }
+
+  async exec(script: string): Promise<void> {
+    await this.query(script)
+  }
+
+  async transaction<T>(work: (tx: SqlClient) => Promise<T>): Promise<T> {
+    const client = await this.connect()
+    try {
+      await client.query('BEGIN')
+      const result = await work(new PgTransaction(client))
+      await client.query('COMMIT')
+      return result
+    } catch (error) {
+      await client.query('ROLLBACK').catch(() => {})
+      throw error
+    } finally {
+      client.release()
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.pool.end()
+  }
+}
+
+type PGliteLike = Pick<PGlite, 'query' | 'exec'>
+
+class PGliteTransaction implements SqlClient {
+  constructor(protected readonly db: PGliteLike) {}
+
+  async query<R>(text: string, params?: unknown[]): Promise<R[]> {
+    const result = await this.db.query<R>(text, params)
+    return result.rows
+  }
+
+  async exec(script: string): Promise<void> {
+    await this.db.exec(script)
+  }
+
+  async transaction<T>(work: (tx: SqlClient) => Promise<T>): Promise<T> {
+    return work(this)
+  }
+
+  async close(): Promise<void> {}
+}
+
+/** Postgres compiled to WebAssembly, in-process; `dataDir` undefined keeps it in memory. */
+export class EmbeddedClient extends PGliteTransaction {
+  private constructor(private readonly pglite: PGlite) {
+    super(pglite)
+  }
+
+  static async open(dataDir?: string): Promise<EmbeddedClient> {
+    const pglite = await PGlite.create(dataDir)
+    return new EmbeddedClient(pglite)
+  }
+
+  override async transaction<T>(work: (tx: SqlClient) => Promise<T>): Promise<T> {
+    return this.pglite.transaction((tx) => work(new PGliteTransaction(tx)))
+  }
+
+  override async close(): Promise<void> {
+    await this.pglite.close()
+  }
+}
