@@ -79,6 +79,9 @@ BEGIN
   IF family(v) <> 4 THEN
     RAISE EXCEPTION 'IPv6 network "%" is not supported: expected an IPv4 network such as 10.99.1.0/24', p_text USING ERRCODE = 'VS400';
   END IF;
+  IF p_text !~ '^[0-9]{1,3}(\.[0-9]{1,3}){3}/[0-9]{1,2}$' THEN
+    RAISE EXCEPTION 'malformed CIDR "%": expected four dotted numbers and a prefix length, such as 10.99.1.0/24', p_text USING ERRCODE = 'VS400';
+  END IF;
   IF v <> network(v)::inet THEN
     RAISE EXCEPTION 'CIDR "%" has host bits set: expected the network address, %', p_text, network(v) USING ERRCODE = 'VS400';
   END IF;

@@ -1,0 +1,177 @@
+import {runCommand} from '@oclif/test'
+import {expect} from 'chai'
+import {execa} from 'execa'
+
+import {createThrowawayDatabase, type ThrowawayDatabase} from './helpers/postgres.js'
+import {removeTempDirs, tempDir} from './helpers/temp.js'
+
+const root = new URL('..', import.meta.url).pathname
+
+/** Runs the built binary the way a script would: never a TTY, JSON parsed when asked for. */
+async function cli(args: string[], env: Record<string, string> = {}) {
+  const result = await execa('node', ['bin/run.js', ...args], {
+    cwd: root,
+    env: {VIDSYNC_DATABASE_URL: '', ...env},
+    reject: false,
+    stdin: 'ignore',
+    timeout: 60_000,
+  })
+  const json = args.includes('--json') && result.stdout ? JSON.parse(result.stdout) : undefined
+  return {exitCode: result.exitCode, stdout: result.stdout, stderr: result.stderr, json}
+}
+
+describe('commands through runCommand (embedded backend)', () => {
+  let home: string
+  const previousHome = process.env.VIDSYNC_HOME
+
+  before(async () => {
+    home = await tempDir()
+    process.env.VIDSYNC_HOME = home
+  })
+
+  after(async () => {
+    if (previousHome === undefined) delete process.env.VIDSYNC_HOME
+    else process.env.VIDSYNC_HOME = previousHome
+    await removeTempDirs()
+  })
+
+  it('creates, populates, lists and counts', async () => {
+    const created = await runCommand<{name: string; cidr: string}>(['project', 'create', 'studio', '--cidr', '10.99.1.0/24'])
+    expect(created.error).to.equal(undefined)
+    expect(created.result).to.include({name: 'studio', cidr: '10.99.1.0/24'})
+    expect(created.stdout).to.contain('Created project studio (10.99.1.0/24, quarantine 1d)')
+
+    const populated = await runCommand<{added: number}>(['pool', 'populate', 'studio'])
+    expect(populated.result?.added).to.equal(254)
+
+    const listed = await runCommand(['project', 'list'])
+    expect(listed.stdout).to.match(/NAME\s+CIDR\s+POOL\s+ALLOCATED\s+QUARANTINE\nstudio\s+10\.99\.1\.0\/24\s+254\s+0\s+1d/)
+
+    const status = await runCommand<{free: number}>(['pool', 'status', 'studio'])
+    expect(status.result).to.include({total: 254, allocated: 0, quarantined: 0, free: 254})
+    expect(status.stdout).to.match(/free\s+254/)
+
+    const allocated = await runCommand<{addresses: unknown[]}>(['pool', 'list', 'studio', '--allocated'])
+    expect(allocated.result?.addresses).to.deep.equal([])
+  })
+
+  it('reports user errors in one line with their exit code', async () => {
+    const unknown = await runCommand(['pool', 'status', 'nope'])
+    expect(unknown.error?.oclif?.exit).to.equal(3)
+    expect(unknown.stderr.trim()).to.equal('Error: unknown project "nope": see the projects with `vidsync project list`')
+
+    const badDuration = await runCommand(['project', 'create', 'x', '--cidr', '10.1.0.0/24', '--quarantine', 'soon'])
+    expect(badDuration.error?.oclif?.exit).to.equal(2)
+    expect(badDuration.stderr).to.contain('invalid quarantine "soon"')
+  })
+})
+
+describe('the built binary', function () {
+  this.timeout(120_000)
+  let home: string
+  let database: ThrowawayDatabase
+
+  before(async () => {
+    home = await tempDir()
+    database = await createThrowawayDatabase('cli')
+  })
+
+  after(async () => {
+    await database?.drop()
+    await removeTempDirs()
+  })
+
+  const embedded = (...args: string[]) => cli([...args, '--json'], {VIDSYNC_HOME: home})
+
+  it('prints help quickly with every topic', async () => {
+    const help = await cli(['--help'])
+    expect(help.exitCode).to.equal(0)
+    for (const topic of ['db', 'pool', 'project']) expect(help.stdout).to.contain(topic)
+  })
+
+  it('answers --json with parseable results on the embedded backend', async () => {
+    const created = await embedded('project', 'create', 'films', '--cidr', '10.60.0.0/24', '--quarantine', '1h')
+    expect(created.exitCode).to.equal(0)
+    expect(created.json).to.include({name: 'films', cidr: '10.60.0.0/24', quarantineSeconds: 3600})
+    const populated = await embedded('pool', 'populate', 'films', '--cidr', '10.60.0.0/28')
+    expect(populated.json).to.deep.equal({project: 'films', cidr: '10.60.0.0/28', added: 15, total: 15})
+    const list = await embedded('project', 'list')
+    expect(list.json.projects).to.have.length(1)
+  })
+
+  const userErrors: [string, string[], number, RegExp][] = [
+    ['malformed CIDR', ['project', 'create', 'a', '--cidr', '10.1.2/24'], 2, /malformed CIDR/],
+    ['IPv6', ['project', 'create', 'a', '--cidr', '2001:db8::/48'], 2, /IPv6/],
+    ['host bits', ['project', 'create', 'a', '--cidr', '10.61.0.1/24'], 2, /host bits set: expected the network address, 10.61.0.0\/24/],
+    ['prefix too large', ['project', 'create', 'a', '--cidr', '10.0.0.0/8'], 2, /too large: use a \/16 to \/30/],
+    ['prefix too small', ['project', 'create', 'a', '--cidr', '10.61.0.0/32'], 2, /too small/],
+    ['invalid name', ['project', 'create', 'Films!', '--cidr', '10.61.0.0/24'], 2, /invalid project name/],
+    ['duplicate name', ['project', 'create', 'films', '--cidr', '10.61.0.0/24'], 4, /already exists/],
+    ['overlap', ['project', 'create', 'b', '--cidr', '10.60.0.0/23'], 4, /overlaps project "films"/],
+    ['unknown project', ['pool', 'status', 'ghost'], 3, /unknown project "ghost"/],
+    ['missing flag', ['project', 'create', 'c'], 2, /cidr/],
+  ]
+  for (const [what, args, exitCode, message] of userErrors) {
+    it(`exits ${exitCode} on ${what}, as JSON and as one line without a stack`, async () => {
+      const json = await embedded(...args)
+      expect(json.exitCode).to.equal(exitCode)
+      expect(json.json.error.exitCode).to.equal(exitCode)
+      expect(json.json.error.message).to.match(message)
+      const human = await cli(args, {VIDSYNC_HOME: home})
+      expect(human.exitCode).to.equal(exitCode)
+      expect(human.stderr).to.match(message)
+      expect(human.stderr).not.to.match(/\n\s+at /)
+    })
+  }
+
+  it('serialises concurrent processes on the embedded database', async () => {
+    const runs = await Promise.all(
+      ['p1', 'p2', 'p3', 'p4'].map((name, i) => embedded('project', 'create', name, '--cidr', `10.62.${i}.0/24`)),
+    )
+    expect(runs.map((run) => run.exitCode)).to.deep.equal([0, 0, 0, 0])
+  })
+
+  describe('on Postgres', () => {
+    const postgres = (...args: string[]) => cli([...args, '--json'], {VIDSYNC_HOME: home, VIDSYNC_DATABASE_URL: database.url})
+
+    it('asks for `db migrate` before use, then works', async () => {
+      const early = await postgres('pool', 'status', 'any')
+      expect(early.exitCode).to.equal(7)
+      expect(early.json.error.message).to.contain('run `vidsync db migrate`')
+
+      const migrated = await postgres('db', 'migrate')
+      expect(migrated.exitCode).to.equal(0)
+      expect(migrated.json.backend).to.equal('postgres')
+      expect(migrated.json.applied[0].name).to.equal('001_foundation')
+      expect((await postgres('db', 'migrate')).json.applied).to.deep.equal([])
+
+      const created = await cli(['project', 'create', 'pg', '--cidr', '10.63.0.0/24', '--database-url', database.url, '--json'])
+      expect(created.exitCode).to.equal(0)
+      expect((await postgres('pool', 'populate', 'pg')).json.added).to.equal(254)
+      expect((await postgres('pool', 'status', 'pg')).json.free).to.equal(254)
+    })
+
+    it('refuses a schema from a newer vidsync with exit 7', async () => {
+      const {PostgresClient} = await import('../src/lib/store/sql-client.js')
+      const sql = new PostgresClient(database.url, 1)
+      try {
+        await sql.query("INSERT INTO vidsync.schema_migrations (version, name) VALUES (998, '998_future')")
+        const status = await postgres('pool', 'status', 'pg')
+        expect(status.exitCode).to.equal(7)
+        expect(status.json.error.message).to.match(/version 998 .* upgrade vidsync/)
+        expect((await postgres('db', 'migrate')).exitCode).to.equal(7)
+      } finally {
+        await sql.query('DELETE FROM vidsync.schema_migrations WHERE version = 998')
+        await sql.close()
+      }
+    })
+
+    it('exits 6 when the database is unreachable, without showing the password', async () => {
+      const url = 'postgres://vidsync:s3cret-pass@127.0.0.1:1/vidsync'
+      const down = await cli(['pool', 'status', 'pg', '--json'], {VIDSYNC_HOME: home, VIDSYNC_DATABASE_URL: url})
+      expect(down.exitCode).to.equal(6)
+      expect(down.json.error.message).to.contain('cannot reach the database at postgres://vidsync:***@127.0.0.1:1/vidsync')
+      expect(down.stdout + down.stderr).not.to.contain('s3cret-pass')
+    })
+  })
+})
