@@ -1,6 +1,8 @@
 import {Command, Flags, type Interfaces} from '@oclif/core'
 
-import {VidsyncError} from './lib/errors.js'
+import {confirm} from '@inquirer/prompts'
+
+import {InvalidInputError, VidsyncError} from './lib/errors.js'
 import {resolveHome} from './lib/home.js'
 import type {ControlPlane} from './lib/store/control-plane.js'
 import {openStore, type StoreOptions} from './lib/store/open.js'
@@ -64,6 +66,18 @@ export abstract class BaseCommand<T extends typeof Command> extends Command {
     } finally {
       await store.close()
     }
+  }
+
+  /** True where a person can answer a prompt: stdin and stdout are terminals and --json is off. */
+  protected get interactive(): boolean {
+    return Boolean(process.stdin.isTTY && process.stdout.isTTY) && !this.jsonEnabled()
+  }
+
+  /** Asks before a destructive step; scripts must pass --yes instead. */
+  protected async confirmDestructive(question: string, yes: boolean | undefined): Promise<void> {
+    if (yes) return
+    if (!this.interactive) throw new InvalidInputError(`${question.replace(/\?$/, '')}: pass --yes to confirm when not interactive`)
+    if (!(await confirm({message: question, default: false}))) throw new InvalidInputError('cancelled: nothing was changed')
   }
 
   protected override async catch(error: OclifError): Promise<unknown> {

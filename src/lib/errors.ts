@@ -84,3 +84,13 @@ export class PermissionError extends VidsyncError {
     super(message, 'permission')
   }
 }
+
+/** An external program (nebula-cert, nebula, syncthing) ran but failed; the message carries its own reason. */
+export class ToolFailedError extends VidsyncError {
+  constructor(
+    message: string,
+    readonly reason: string,
+  ) {
+    super(message, 'internal')
+  }
+}

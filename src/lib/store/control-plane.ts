@@ -7,6 +7,8 @@ import type {SqlClient} from './sql-client.js'
  */
 export interface Rpc {
   call<R>(fn: string, args?: Record<string, unknown>): Promise<R[]>
+  /** Runs `work` in one database transaction, where the transport has them. */
+  transaction?<T>(work: (rpc: Rpc) => Promise<T>): Promise<T>
 }
 
 const errorBySqlState: Record<string, new (message: string) => VidsyncError> = {
@@ -32,13 +34,17 @@ export class SqlRpc implements Rpc {
   async call<R>(fn: string, args: Record<string, unknown> = {}): Promise<R[]> {
     if (!/^[a-z_]+$/.test(fn)) throw new Error(`invalid control-plane function name ${fn}`)
     const names = Object.keys(args).filter((name) => args[name] !== undefined)
-    for (const name of names) if (!/^p_[a-z_]+$/.test(name)) throw new Error(`invalid argument name ${name}`)
+    for (const name of names) if (!/^p_[a-z0-9_]+$/.test(name)) throw new Error(`invalid argument name ${name}`)
     const placeholders = names.map((name, index) => `${name} => $${index + 1}`).join(', ')
     try {
       return await this.sql.query<R>(`SELECT * FROM vidsync.${fn}(${placeholders})`, names.map((name) => args[name]))
     } catch (error) {
       throw mapDatabaseError(error)
     }
+  }
+
+  transaction<T>(work: (rpc: Rpc) => Promise<T>): Promise<T> {
+    return this.sql.transaction((tx) => work(new SqlRpc(tx)))
   }
 }
 
@@ -91,6 +97,55 @@ export interface Release {
   quarantinedUntil: string
 }
 
+export interface Registration extends Allocation {
+  prefixLength: number
+}
+
+export interface DeviceRecord {
+  name: string
+  ip: string
+  status: 'active' | 'revoked'
+  lighthouse: boolean
+  endpoint: string | null
+  relay: boolean
+  groups: string[]
+  syncthingId: string | null
+  operatorKey: boolean
+  publicKey: string | null
+  fingerprint: string | null
+  notAfter: string | null
+  createdAt: string
+  revokedAt: string | null
+}
+
+export interface Lighthouse {
+  name: string
+  ip: string
+  endpoint: string
+  relay: boolean
+}
+
+export interface ProjectNetwork {
+  cidr: string
+  lighthouses: Lighthouse[]
+  blocklist: string[]
+}
+
+export interface Revocation extends Release {
+  fingerprints: string[]
+}
+
+export interface RegisterOptions {
+  project: string
+  device: string
+  publicKey: string
+  publicKeySha256: string
+  groups?: string[]
+  syncthingId?: string
+  lighthouse?: {endpoint: string; relay: boolean}
+  operatorKey?: boolean
+}
+
 type Timestamp = Date | string
 
 const iso = (value: Timestamp): string => new Date(value).toISOString()
@@ -102,9 +157,35 @@ function single<R>(rows: R[], fn: string): R {
   return row
 }
 
+interface DeviceRow {
+  name: string
+  ip: string
+  status: 'active' | 'revoked'
+  lighthouse: boolean
+  endpoint: string | null
+  relay: boolean
+  groups: string[]
+  syncthing_id: string | null
+  operator_key: boolean
+  public_key: string | null
+  fingerprint: string | null
+  not_after: Timestamp | null
+  created_at: Timestamp
+  revoked_at: Timestamp | null
+}
+
 /** Typed calls of the control-plane contract in migrations/. */
 export class ControlPlane {
   constructor(readonly rpc: Rpc) {}
+
+  /**
+   * Runs `work` against a control plane whose calls share one transaction: all of them take
+   * effect or none. Transports without transactions run the calls one by one.
+   */
+  async transaction<T>(work: (controlPlane: ControlPlane) => Promise<T>): Promise<T> {
+    if (!this.rpc.transaction) return work(this)
+    return this.rpc.transaction((rpc) => work(new ControlPlane(rpc)))
+  }
 
   async createProject(options: {name: string; cidr: string; quarantineSeconds?: number}): Promise<Project> {
     const rows = await this.rpc.call<{name: string; cidr: string; quarantine_seconds: number; created_at: Timestamp}>(
@@ -172,6 +253,83 @@ export class ControlPlane {
       p_device: options.device,
     })
     const row = single(rows, 'release_ip')
+    return {device: row.device, ip: row.ip, quarantinedUntil: iso(row.quarantined_until)}
+  }
+
+  async registerDevice(options: RegisterOptions): Promise<Registration> {
+    const rows = await this.rpc.call<{device_id: number | string; device: string; ip: string; prefix_length: number}>(
+      'register_device',
+      {
+        p_project: options.project,
+        p_device: options.device,
+        p_public_key: options.publicKey,
+        p_public_key_sha256: options.publicKeySha256,
+        p_groups: options.groups ?? [],
+        p_syncthing_id: options.syncthingId,
+        p_lighthouse: options.lighthouse !== undefined,
+        p_endpoint: options.lighthouse?.endpoint,
+        p_relay: options.lighthouse?.relay ?? false,
+        p_operator_key: options.operatorKey ?? false,
+      },
+    )
+    const row = single(rows, 'register_device')
+    return {deviceId: Number(row.device_id), device: row.device, ip: row.ip, prefixLength: row.prefix_length}
+  }
+
+  async recordCertificate(options: {project: string; device: string; fingerprint: string; notAfter: string; pem: string}) {
+    await this.rpc.call('record_certificate', {
+      p_project: options.project,
+      p_device: options.device,
+      p_fingerprint: options.fingerprint,
+      p_not_after: options.notAfter,
+      p_pem: options.pem,
+    })
+  }
+
+  async listDevices(options: {project: string; device?: string}): Promise<DeviceRecord[]> {
+    const rows = await this.rpc.call<DeviceRow>('list_devices', {p_project: options.project, p_device: options.device})
+    return rows.map((row) => ({
+      name: row.name,
+      ip: row.ip,
+      status: row.status,
+      lighthouse: row.lighthouse,
+      endpoint: row.endpoint,
+      relay: row.relay,
+      groups: row.groups,
+      syncthingId: row.syncthing_id,
+      operatorKey: row.operator_key,
+      publicKey: row.public_key,
+      fingerprint: row.fingerprint,
+      notAfter: isoOrNull(row.not_after),
+      createdAt: iso(row.created_at),
+      revokedAt: isoOrNull(row.revoked_at),
+    }))
+  }
+
+  async device(options: {project: string; device: string}): Promise<DeviceRecord> {
+    return single(await this.listDevices(options), 'list_devices')
+  }
+
+  async projectNetwork(options: {project: string}): Promise<ProjectNetwork> {
+    const rows = await this.rpc.call<ProjectNetwork>('project_network', {p_project: options.project})
+    return single(rows, 'project_network')
+  }
+
+  async revokeDevice(options: {project: string; device: string}): Promise<Revocation> {
+    const rows = await this.rpc.call<{device: string; ip: string; quarantined_until: Timestamp; fingerprints: string[]}>(
+      'revoke_device',
+      {p_project: options.project, p_device: options.device},
+    )
+    const row = single(rows, 'revoke_device')
+    return {device: row.device, ip: row.ip, quarantinedUntil: iso(row.quarantined_until), fingerprints: row.fingerprints}
+  }
+
+  async releaseDevice(options: {project: string; device: string}): Promise<Release> {
+    const rows = await this.rpc.call<{device: string; ip: string; quarantined_until: Timestamp}>('release_device', {
+      p_project: options.project,
+      p_device: options.device,
+    })
+    const row = single(rows, 'release_device')
     return {device: row.device, ip: row.ip, quarantinedUntil: iso(row.quarantined_until)}
   }
 }

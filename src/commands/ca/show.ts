@@ -1,0 +1,17 @@
+import {BaseCommand} from '../../base-command.js'
+import {type CaInfo, caInfo} from '../../lib/pki/ca.js'
+
+export default class CaShow extends BaseCommand<typeof CaShow> {
+  static override summary = "Show the CA certificate's name, fingerprint and validity."
+  static override description = 'Reads <home>/ca/ca.crt with nebula-cert. The key is neither read nor shown.'
+  static override examples = ['<%= config.bin %> <%= command.id %>', '<%= config.bin %> <%= command.id %> --json']
+
+  async run(): Promise<CaInfo> {
+    const ca = await caInfo({home: this.home})
+    this.log(`name         ${ca.name}`)
+    this.log(`fingerprint  ${ca.fingerprint}`)
+    this.log(`not before   ${ca.notBefore}`)
+    this.log(`not after    ${ca.notAfter}`)
+    return ca
+  }
+}

@@ -1,0 +1,30 @@
+import {Args} from '@oclif/core'
+
+import {BaseCommand} from '../../base-command.js'
+import {renderTable} from '../../lib/output/table.js'
+import type {DeviceRecord} from '../../lib/store/control-plane.js'
+
+export default class DeviceList extends BaseCommand<typeof DeviceList> {
+  static override summary = "List a project's devices and lighthouses."
+  static override description = 'Every device that holds an address: its overlay IP, status, groups and certificate expiry. Released devices are not shown.'
+  static override examples = ['<%= config.bin %> <%= command.id %> studio', '<%= config.bin %> <%= command.id %> studio --json']
+
+  static override args = {
+    project: Args.string({description: 'Project name.', required: true}),
+  }
+
+  async run(): Promise<{project: string; devices: DeviceRecord[]}> {
+    const devices = await this.withControlPlane((controlPlane) => controlPlane.listDevices({project: this.args.project}))
+    this.log(
+      renderTable(devices, [
+        {header: 'name', get: (d) => d.name},
+        {header: 'ip', get: (d) => d.ip},
+        {header: 'role', get: (d) => (d.lighthouse ? `lighthouse ${d.endpoint}` : 'device')},
+        {header: 'status', get: (d) => d.status},
+        {header: 'groups', get: (d) => d.groups.join(',') || '-'},
+        {header: 'expires', get: (d) => d.notAfter},
+      ]),
+    )
+    return {project: this.args.project, devices}
+  }
+}

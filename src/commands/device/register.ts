@@ -1,0 +1,58 @@
+import {Args, Flags} from '@oclif/core'
+
+import {BaseCommand} from '../../base-command.js'
+import {type BundleResult, defaultBundlePath, registerDevice} from '../../lib/devices/issue.js'
+import {parseDuration} from '../../lib/duration.js'
+import {readUserFile} from '../../lib/input.js'
+
+export default class DeviceRegister extends BaseCommand<typeof DeviceRegister> {
+  static override summary = 'Register a device and write its bundle.'
+  static override description = `Allocates the next free overlay address, signs the device's public key with the local CA (nebula-cert) and writes a bundle zip with ca.crt, node.crt, nebula.yml, README.md and vidsync.json. All or nothing: if signing or writing fails, no address stays allocated. The user then runs \`vidsync join <bundle>\` on the device.`
+  static override examples = [
+    '<%= config.bin %> <%= command.id %> studio --name laptop --public-key laptop.pub',
+    'cat node.pub | <%= config.bin %> <%= command.id %> studio --name ci-runner --public-key - --groups ci --json',
+    '<%= config.bin %> <%= command.id %> studio --name kiosk --generate-key --out kiosk.zip',
+  ]
+
+  static override args = {
+    project: Args.string({description: 'Project name.', required: true}),
+  }
+
+  static override flags = {
+    name: Flags.string({summary: 'Device name: lowercase letters, digits and hyphens.', required: true}),
+    'public-key': Flags.string({
+      summary: 'File with the public key from `vidsync key create` on the device, or - for stdin.',
+      exactlyOne: ['public-key', 'generate-key'],
+    }),
+    'generate-key': Flags.boolean({
+      summary: 'Generate the key pair here and put the private key into the bundle (the bundle says so).',
+      exactlyOne: ['public-key', 'generate-key'],
+    }),
+    groups: Flags.string({summary: 'Comma-separated Nebula groups for firewall rules.', delimiter: ',', multiple: true}),
+    'syncthing-id': Flags.string({summary: "The device's Syncthing ID, shared with its peers."}),
+    duration: Flags.string({summary: 'Certificate lifetime (e.g. 8760h, 365d) [default: until the CA expires].'}),
+    out: Flags.string({summary: 'Bundle path [default: ./<project>-<name>.zip].'}),
+  }
+
+  async run(): Promise<BundleResult> {
+    const {flags} = this
+    const result = await this.withControlPlane(async (controlPlane) =>
+      registerDevice({
+        home: this.home,
+        controlPlane,
+        project: this.args.project,
+        name: flags.name,
+        publicKeyPem: flags['public-key'] === undefined ? undefined : await readUserFile(flags['public-key'], 'public key'),
+        generateKey: flags['generate-key'],
+        groups: flags.groups,
+        syncthingId: flags['syncthing-id'],
+        durationSeconds: flags.duration === undefined ? undefined : parseDuration(flags.duration, 'duration'),
+        outPath: flags.out ?? defaultBundlePath(this.args.project, flags.name),
+      }),
+    )
+    this.log(`Registered ${result.device.name} in ${result.project} at ${result.device.ip}; certificate valid until ${result.device.notAfter}.`)
+    this.log(`Bundle: ${result.bundle}`)
+    if (result.operatorGeneratedKey) this.warn('the bundle holds the private key generated here: hand it over privately and delete copies.')
+    return result
+  }
+}

@@ -1,0 +1,36 @@
+import {Args} from '@oclif/core'
+
+import {BaseCommand} from '../../base-command.js'
+import type {DeviceRecord} from '../../lib/store/control-plane.js'
+
+export default class DeviceShow extends BaseCommand<typeof DeviceShow> {
+  static override summary = 'Show one device: address, certificate, key.'
+  static override description = 'Details of a registered device or lighthouse, including its certificate fingerprint and expiry and its public key.'
+  static override examples = ['<%= config.bin %> <%= command.id %> studio laptop', '<%= config.bin %> <%= command.id %> studio laptop --json']
+
+  static override args = {
+    project: Args.string({description: 'Project name.', required: true}),
+    name: Args.string({description: 'Device name.', required: true}),
+  }
+
+  async run(): Promise<DeviceRecord> {
+    const device = await this.withControlPlane((controlPlane) =>
+      controlPlane.device({project: this.args.project, device: this.args.name}),
+    )
+    const rows: [string, unknown][] = [
+      ['name', device.name],
+      ['overlay ip', device.ip],
+      ['status', device.status],
+      ['role', device.lighthouse ? `lighthouse at ${device.endpoint}${device.relay ? ', relay' : ''}` : 'device'],
+      ['groups', device.groups.join(', ') || '-'],
+      ['syncthing id', device.syncthingId ?? '-'],
+      ['fingerprint', device.fingerprint],
+      ['expires', device.notAfter],
+      ['key made by', device.operatorKey ? 'the operator (--generate-key)' : 'the device'],
+      ['registered', device.createdAt],
+    ]
+    if (device.revokedAt) rows.push(['revoked', device.revokedAt])
+    for (const [label, value] of rows) this.log(`${label.padEnd(13)} ${value ?? '-'}`)
+    return device
+  }
+}

@@ -1,0 +1,54 @@
+import {Args, Flags} from '@oclif/core'
+
+import {BaseCommand} from '../../base-command.js'
+import {type BundleResult, defaultBundlePath, registerDevice} from '../../lib/devices/issue.js'
+import {readUserFile} from '../../lib/input.js'
+
+export default class LighthouseAdd extends BaseCommand<typeof LighthouseAdd> {
+  static override summary = 'Add a lighthouse to a project and write its bundle.'
+  static override description = `A lighthouse is a node with a fixed public address that tells devices where their peers are and helps them punch through NAT (and, with --relay, relays traffic when they cannot). It gets an overlay address and a certificate like a device; bundles issued afterwards list it. Several lighthouses are allowed.`
+  static override examples = [
+    '<%= config.bin %> <%= command.id %> studio --name lh1 --endpoint lh1.example.org:4242 --public-key lh1.pub',
+    '<%= config.bin %> <%= command.id %> studio --name lh2 --endpoint 192.0.2.10:4242 --generate-key --relay --out lh2.zip',
+  ]
+
+  static override args = {
+    project: Args.string({description: 'Project name.', required: true}),
+  }
+
+  static override flags = {
+    name: Flags.string({summary: 'Lighthouse name.', required: true}),
+    endpoint: Flags.string({summary: 'Public HOST:PORT where devices reach it over UDP.', required: true}),
+    'public-key': Flags.string({
+      summary: 'File with the public key from `vidsync key create` on the lighthouse, or - for stdin.',
+      exactlyOne: ['public-key', 'generate-key'],
+    }),
+    'generate-key': Flags.boolean({
+      summary: 'Generate the key pair here and put the private key into the bundle (the bundle says so).',
+      exactlyOne: ['public-key', 'generate-key'],
+    }),
+    relay: Flags.boolean({summary: 'Also relay traffic for devices that cannot reach each other directly.'}),
+    out: Flags.string({summary: 'Bundle path [default: ./<project>-<name>.zip].'}),
+  }
+
+  async run(): Promise<BundleResult> {
+    const {flags} = this
+    const result = await this.withControlPlane(async (controlPlane) =>
+      registerDevice({
+        home: this.home,
+        controlPlane,
+        project: this.args.project,
+        name: flags.name,
+        publicKeyPem: flags['public-key'] === undefined ? undefined : await readUserFile(flags['public-key'], 'public key'),
+        generateKey: flags['generate-key'],
+        groups: ['lighthouse'],
+        lighthouse: {endpoint: flags.endpoint, relay: flags.relay},
+        outPath: flags.out ?? defaultBundlePath(this.args.project, flags.name),
+      }),
+    )
+    this.log(`Added lighthouse ${result.device.name} at ${result.device.endpoint} (overlay ${result.device.ip}).`)
+    this.log(`Bundle: ${result.bundle}`)
+    if (result.operatorGeneratedKey) this.warn('the bundle holds the private key generated here: hand it over privately and delete copies.')
+    return result
+  }
+}

@@ -1,0 +1,83 @@
+import {randomBytes} from 'node:crypto'
+import {chmod, link, mkdir, mkdtemp, rename, rm, writeFile} from 'node:fs/promises'
+import {basename, dirname, join} from 'node:path'
+
+import {InvalidInputError, PermissionError} from './errors.js'
+
+/** Maps a filesystem error while writing `path` to the error users see; others pass through. */
+export function writeError(error: unknown, path: string): unknown {
+  switch ((error as NodeJS.ErrnoException).code) {
+    case 'EACCES':
+    case 'EPERM':
+      return new PermissionError(`cannot write ${path}: permission denied`)
+    case 'EROFS':
+      return new PermissionError(`cannot write ${path}: read-only file system`)
+    case 'ENOENT':
+      return new InvalidInputError(`cannot write ${path}: directory ${dirname(path)} does not exist`)
+    case 'ENOTDIR':
+      return new InvalidInputError(`cannot write ${path}: a parent of it is not a directory`)
+    case 'EISDIR':
+      return new InvalidInputError(`cannot write ${path}: it is a directory`)
+    default:
+      return error
+  }
+}
+
+/**
+ * Creates `dir` and missing parents as 0700. `private` also narrows an existing `dir` to 0700:
+ * only for vidsync's own directories, never for one the user named.
+ */
+export async function ensureDir(dir: string, options: {private?: boolean} = {}): Promise<void> {
+  try {
+    await mkdir(dir, {recursive: true, mode: 0o700})
+    if (options.private) await chmod(dir, 0o700)
+  } catch (error) {
+    throw writeError(error, dir)
+  }
+}
+
+/** Runs `work` in a fresh 0700 directory under `parent` and removes it whatever happens. */
+export async function withTempDir<R>(parent: string, work: (dir: string) => Promise<R>): Promise<R> {
+  const dir = await mkdtemp(join(parent, '.vidsync-tmp-')).catch((error: unknown) => {
+    throw writeError(error, parent)
+  })
+  try {
+    return await work(dir)
+  } finally {
+    await rm(dir, {recursive: true, force: true})
+  }
+}
+
+/**
+ * Gives files their final names without ever replacing an existing file (link(2) fails on an
+ * existing target, unlike rename). All appear or none: on failure the new names are removed.
+ */
+export async function publishNew(files: {from: string; to: string}[], onExists: (path: string) => Error): Promise<void> {
+  const published: string[] = []
+  try {
+    for (const {from, to} of files) {
+      try {
+        await link(from, to)
+      } catch (error) {
+        throw (error as NodeJS.ErrnoException).code === 'EEXIST' ? onExists(to) : writeError(error, to)
+      }
+      published.push(to)
+    }
+  } catch (error) {
+    await Promise.all(published.map((path) => rm(path, {force: true})))
+    throw error
+  }
+}
+
+/** Writes through a temporary file in the same directory and a rename, so readers never see half a file. */
+export async function writeFileAtomic(path: string, data: string | Buffer, mode: number): Promise<void> {
+  const temp = join(dirname(path), `.${basename(path)}.${randomBytes(6).toString('hex')}.tmp`)
+  try {
+    await writeFile(temp, data, {mode, flag: 'wx'})
+    await chmod(temp, mode) // exactly `mode`: writeFile's is filtered by the umask
+    await rename(temp, path)
+  } catch (error) {
+    await rm(temp, {force: true}).catch(() => undefined) // the original error is the one to report
+    throw writeError(error, path)
+  }
+}

@@ -1,0 +1,115 @@
+import YAML from 'yaml'
+
+import {InvalidInputError, ToolFailedError} from '../errors.js'
+import {runTool, type Tools} from '../exec.js'
+
+/** Syncthing's sync protocol port: the only service vidsync opens on the overlay besides ping. */
+export const syncthingPort = 22000
+
+export interface Lighthouse {
+  overlayIp: string
+  /** Public underlay addresses, "host:port". */
+  endpoints: string[]
+}
+
+export interface NebulaConfigOptions {
+  /**
+   * Files the config references. Nebula resolves relative paths against its working directory,
+   * so the defaults (ca.crt, node.crt, node.key) mean "next to nebula.yml" only when it runs there.
+   */
+  caPath?: string
+  certPath?: string
+  keyPath?: string
+  lighthouses: Lighthouse[]
+  amLighthouse?: boolean
+  listenPort?: number
+  /** The project's overlay network, e.g. 10.99.1.0/24. */
+  cidr: string
+  /** Fingerprints of revoked certificates. */
+  blocklist?: string[]
+  relays?: {useRelays: boolean; amRelay: boolean; relayIps: string[]}
+  /** Tun device name; Nebula picks one when absent. */
+  tunDev?: string
+  /** Open the Syncthing port only to certificates carrying one of these groups, instead of the whole project. */
+  syncGroups?: string[]
+  /**
+   * Reader pairs for tun and UDP (default 2). Above 1 is Linux-only: Nebula 1.6.1 fails to start
+   * on macOS and Windows ("multiqueue not implemented"), and `nebula -test` does not notice.
+   */
+  routines?: number
+}
+
+function validate(options: NebulaConfigOptions): void {
+  for (const fingerprint of options.blocklist ?? []) {
+    // Nebula accepts any string here, so a typo would silently leave a revoked device in.
+    if (!/^[0-9a-f]{64}$/.test(fingerprint)) throw new InvalidInputError(`invalid certificate fingerprint in blocklist: "${fingerprint}"`)
+  }
+  for (const endpoint of options.lighthouses.flatMap((lighthouse) => lighthouse.endpoints)) {
+    if (!/^.+:\d{1,5}$/.test(endpoint)) throw new InvalidInputError(`invalid lighthouse endpoint "${endpoint}": expected HOST:PORT`)
+  }
+  if (options.amLighthouse && options.listenPort === 0) throw new InvalidInputError('a lighthouse needs a fixed listen port')
+}
+
+/** The nebula.yml of one node, for Nebula 1.6.1. */
+export function renderNebulaConfig(options: NebulaConfigOptions): string {
+  validate(options)
+  const amLighthouse = options.amLighthouse ?? false
+  const relays = options.relays ?? {useRelays: true, amRelay: false, relayIps: []}
+  const syncRules = options.syncGroups?.length
+    ? options.syncGroups.map((group) => ({port: syncthingPort, proto: 'tcp', group}))
+    : [{port: syncthingPort, proto: 'tcp', cidr: options.cidr}]
+  const config = {
+    pki: {
+      ca: options.caPath ?? 'ca.crt',
+      cert: options.certPath ?? 'node.crt',
+      key: options.keyPath ?? 'node.key',
+      blocklist: options.blocklist ?? [],
+      disconnect_invalid: true,
+    },
+    static_host_map: Object.fromEntries(options.lighthouses.map((lighthouse) => [lighthouse.overlayIp, lighthouse.endpoints])),
+    lighthouse: {
+      am_lighthouse: amLighthouse,
+      interval: 60,
+      // A lighthouse must not report to other lighthouses.
+      hosts: amLighthouse ? [] : options.lighthouses.map((lighthouse) => lighthouse.overlayIp),
+    },
+    listen: {host: '0.0.0.0', port: options.listenPort ?? 4242, read_buffer: 10_485_760, write_buffer: 10_485_760},
+    punchy: {punch: true, respond: true},
+    // Nebula ignores `relays` on a relay, and says so in its log.
+    relay: {relays: relays.amRelay ? [] : relays.relayIps, am_relay: relays.amRelay, use_relays: relays.useRelays},
+    tun: {disabled: false, ...(options.tunDev ? {dev: options.tunDev} : {}), mtu: 1440, tx_queue: 1000},
+    routines: options.routines ?? 2,
+    logging: {level: 'info', format: 'text'},
+    firewall: {
+      conntrack: {tcp_timeout: '12m', udp_timeout: '3m', default_timeout: '10m'},
+      outbound: [{port: 'any', proto: 'any', host: 'any'}],
+      // Nebula's firewall denies whatever no rule allows.
+      inbound: [{port: 'any', proto: 'icmp', host: 'any'}, ...syncRules],
+    },
+  }
+  // Nebula parses YAML 1.1 (go-yaml v2): quote what 1.1 would read as a number or boolean.
+  return YAML.stringify(config, {version: '1.1'})
+}
+
+/** `message (fields)` out of a logrus line such as `time=... level=error msg="..." vpnIp=...`. */
+function logrusMessage(line: string): string {
+  const msg = /\bmsg="((?:[^"\\]|\\.)*)"/.exec(line)
+  if (msg === null) return line
+  const fields = line.slice(msg.index + msg[0].length).trim()
+  return fields === '' ? `${msg[1]}` : `${msg[1]} (${fields})`
+}
+
+/**
+ * Runs `nebula -test`, which also loads the certificates and key the config references and
+ * resolves hostnames in static_host_map. It does not flag unknown keys.
+ */
+export async function testNebulaConfig(options: {configPath: string; tools?: Tools}): Promise<void> {
+  try {
+    await runTool('nebula', ['-test', '-config', options.configPath], {tools: options.tools})
+  } catch (error) {
+    if (error instanceof ToolFailedError) {
+      throw new InvalidInputError(`nebula rejects ${options.configPath}: ${logrusMessage(error.reason)}`)
+    }
+    throw error
+  }
+}

@@ -1,0 +1,130 @@
+import {chmod, lstat, readFile, stat} from 'node:fs/promises'
+import {join} from 'node:path'
+
+import {ConflictError, InvalidInputError, NotFoundError, PermissionError} from '../errors.js'
+import {runTool, type Tools} from '../exec.js'
+import {ensureDir, publishNew, withTempDir} from '../files.js'
+import {type CertInfo, readCert} from './cert.js'
+
+export interface CaPaths {
+  dir: string
+  certPath: string
+  keyPath: string
+}
+
+export interface CaInfo {
+  name: string
+  fingerprint: string
+  notBefore: string
+  notAfter: string
+  groups: string[]
+  ips: string[]
+}
+
+export interface LoadedCa extends CaPaths {
+  cert: CertInfo
+}
+
+/** Two years: a CA's expiry ends every certificate it issued, so it should outlive them comfortably. */
+export const defaultCaDurationSeconds = 2 * 365 * 86_400
+
+export function caPaths(home: string): CaPaths {
+  const dir = join(home, 'ca')
+  return {dir, certPath: join(dir, 'ca.crt'), keyPath: join(dir, 'ca.key')}
+}
+
+const exists = (path: string) =>
+  lstat(path).then(
+    () => true,
+    () => false,
+  )
+
+const toInfo = ({name, fingerprint, notBefore, notAfter, groups, ips}: CertInfo): CaInfo => ({
+  name,
+  fingerprint,
+  notBefore,
+  notAfter,
+  groups,
+  ips,
+})
+
+function caExists(dir: string): ConflictError {
+  return new ConflictError(
+    `a CA already exists in ${dir}; replacing it would invalidate every certificate it has issued. ` +
+      `If that is really intended, move ${dir} away yourself and run \`vidsync ca init\` again`,
+  )
+}
+
+/** Creates the operator's CA; its key is written 0600 and never printed, and an existing CA is never replaced. */
+export async function initCa(options: {home: string; name: string; durationSeconds?: number; tools?: Tools}): Promise<CaInfo & CaPaths> {
+  const durationSeconds = options.durationSeconds ?? defaultCaDurationSeconds
+  if (options.name.trim() === '') throw new InvalidInputError('the CA name must not be empty')
+  if (!Number.isInteger(durationSeconds) || durationSeconds <= 0) {
+    throw new InvalidInputError(`invalid CA duration ${durationSeconds}s: use a positive duration such as 17520h`)
+  }
+  const paths = caPaths(options.home)
+  await ensureDir(paths.dir, {private: true})
+  if ((await exists(paths.keyPath)) || (await exists(paths.certPath))) throw caExists(paths.dir)
+  // Generated in a private temporary directory next to the final names, then linked into place.
+  await withTempDir(paths.dir, async (temp) => {
+    const certPath = join(temp, 'ca.crt')
+    const keyPath = join(temp, 'ca.key')
+    const args = ['ca', '-name', options.name, '-duration', `${durationSeconds}s`, '-out-crt', certPath, '-out-key', keyPath]
+    await runTool('nebula-cert', args, {tools: options.tools})
+    await chmod(keyPath, 0o600)
+    await chmod(certPath, 0o644)
+    await publishNew(
+      [
+        {from: keyPath, to: paths.keyPath},
+        {from: certPath, to: paths.certPath},
+      ],
+      () => caExists(paths.dir),
+    )
+  })
+  return {...toInfo(await readCert(paths.certPath, options.tools)), ...paths}
+}
+
+async function requireCaCert(paths: CaPaths): Promise<void> {
+  if (!(await exists(paths.certPath))) throw new NotFoundError(`no CA in ${paths.dir}: run \`vidsync ca init\``)
+}
+
+/** The CA ready to sign with: present, key private to the user, certificate a CA and not expired. */
+export async function loadCa(options: {home: string; tools?: Tools; now?: Date}): Promise<LoadedCa> {
+  const paths = caPaths(options.home)
+  await requireCaCert(paths)
+  const keyMode = await stat(paths.keyPath).then(
+    (stats) => stats.mode & 0o777,
+    () => {
+      throw new NotFoundError(`no CA key ${paths.keyPath}: run \`vidsync ca init\`, or restore the key from your backup`)
+    },
+  )
+  // Like ssh: any access for group or others is refused.
+  if ((keyMode & 0o077) !== 0) {
+    const mode = keyMode.toString(8).padStart(4, '0')
+    throw new PermissionError(`CA key ${paths.keyPath} has mode ${mode}: run chmod 600 ${paths.keyPath}`)
+  }
+  const cert = await readCert(paths.certPath, options.tools)
+  if (!cert.isCa) throw new InvalidInputError(`${paths.certPath} is not a CA certificate`)
+  const now = options.now ?? new Date()
+  if (Date.parse(cert.notAfter) <= now.getTime()) {
+    throw new InvalidInputError(
+      `the CA in ${paths.dir} expired at ${cert.notAfter}: certificates can no longer be signed with it; ` +
+        'a new CA means re-registering every device',
+    )
+  }
+  return {...paths, cert}
+}
+
+/** Name, fingerprint and validity of the CA certificate (shown even when expired). */
+export async function caInfo(options: {home: string; tools?: Tools}): Promise<CaInfo> {
+  const paths = caPaths(options.home)
+  await requireCaCert(paths)
+  return toInfo(await readCert(paths.certPath, options.tools))
+}
+
+/** The CA certificate as PEM: public, what devices trust. Never the key. */
+export async function exportCa(options: {home: string}): Promise<string> {
+  const paths = caPaths(options.home)
+  await requireCaCert(paths)
+  return readFile(paths.certPath, 'utf8')
+}

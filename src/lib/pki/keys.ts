@@ -1,0 +1,81 @@
+import {createHash} from 'node:crypto'
+import {chmod, readFile} from 'node:fs/promises'
+import {join} from 'node:path'
+
+import {ConflictError, InvalidInputError} from '../errors.js'
+import {runTool, type Tools} from '../exec.js'
+import {ensureDir, publishNew, withTempDir} from '../files.js'
+
+const publicKeyLabel = 'NEBULA X25519 PUBLIC KEY'
+
+export interface PublicKey {
+  /** Canonical PEM: one base64 line, trailing newline. */
+  pem: string
+  /** sha256 hex of the raw 32 key bytes: the same key always has the same fingerprint. */
+  fingerprint: string
+}
+
+export interface KeyPair {
+  privateKeyPath: string
+  publicKeyPath: string
+  publicKey: string
+}
+
+/** Accepts exactly one Nebula X25519 public key PEM, as `nebula-cert keygen` writes it. */
+export function validatePublicKey(input: Buffer | string): PublicKey {
+  const size = typeof input === 'string' ? Buffer.byteLength(input) : input.length
+  // A real one is about 125 bytes; the bounds keep junk and huge uploads out before parsing.
+  if (size < 100 || size > 10_000) {
+    throw new InvalidInputError(`not a Nebula public key: ${size} bytes, expected a PEM of about 125 bytes`)
+  }
+  const text = input.toString()
+  const blocks = [...text.matchAll(/-----BEGIN ([A-Z0-9 ]+)-----([\s\S]*?)-----END \1-----/g)]
+  const [block, ...others] = blocks
+  if (block === undefined) {
+    throw new InvalidInputError(`not a Nebula public key: expected a "-----BEGIN ${publicKeyLabel}-----" PEM block`)
+  }
+  const [whole, label = '', body = ''] = block
+  if (label.includes('PRIVATE')) {
+    throw new InvalidInputError(`this is a private key (${label}): send the public key (.pub file), never the private one`)
+  }
+  if (label !== publicKeyLabel) throw new InvalidInputError(`not a Nebula public key: expected ${publicKeyLabel}, got ${label}`)
+  if (others.length > 0 || text.replace(whole, '').trim() !== '') {
+    throw new InvalidInputError('not a Nebula public key: expected the PEM block alone, found other text around it')
+  }
+  const base64 = body.replace(/\s+/g, '')
+  const raw = Buffer.from(base64, 'base64')
+  // Buffer.from ignores invalid characters, so insist the bytes encode back to the same text.
+  if (raw.length !== 32 || raw.toString('base64') !== base64) {
+    throw new InvalidInputError('not a Nebula public key: the PEM body must be the base64 of 32 bytes')
+  }
+  return {
+    pem: `-----BEGIN ${label}-----\n${base64}\n-----END ${label}-----\n`,
+    fingerprint: createHash('sha256').update(raw).digest('hex'),
+  }
+}
+
+/** Generates `<name>.key` (0600) and `<name>.pub` in `outDir`, refusing to replace either. */
+export async function createKeyPair(options: {outDir: string; name?: string; tools?: Tools}): Promise<KeyPair> {
+  const name = options.name ?? 'node'
+  if (!/^[A-Za-z0-9][A-Za-z0-9._-]*$/.test(name)) {
+    throw new InvalidInputError(`invalid key name "${name}": use letters, digits, dots, hyphens and underscores`)
+  }
+  const privateKeyPath = join(options.outDir, `${name}.key`)
+  const publicKeyPath = join(options.outDir, `${name}.pub`)
+  await ensureDir(options.outDir)
+  await withTempDir(options.outDir, async (temp) => {
+    const key = join(temp, 'key')
+    const pub = join(temp, 'pub')
+    await runTool('nebula-cert', ['keygen', '-out-key', key, '-out-pub', pub], {tools: options.tools})
+    await chmod(key, 0o600)
+    await chmod(pub, 0o644)
+    await publishNew(
+      [
+        {from: key, to: privateKeyPath},
+        {from: pub, to: publicKeyPath},
+      ],
+      (path) => new ConflictError(`${path} already exists: choose another --name or --out, a key is never overwritten`),
+    )
+  })
+  return {privateKeyPath, publicKeyPath, publicKey: await readFile(publicKeyPath, 'utf8')}
+}
