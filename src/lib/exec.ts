@@ -1,3 +1,6 @@
+import {closeSync, openSync} from 'node:fs'
+import {readFile} from 'node:fs/promises'
+
 import {execa} from 'execa'
 
 import {MissingDependencyError, ToolFailedError} from './errors.js'
@@ -81,4 +84,100 @@ export async function runTool(tool: ToolName, args: string[], options: RunToolOp
     throw new ToolFailedError(`${command} failed: ${reason}`, reason)
   }
   return {stdout: result.stdout, stderr: result.stderr, exitCode: result.exitCode ?? 0}
+}
+
+export interface DaemonOptions {
+  cwd?: string
+  env?: Record<string, string>
+  tools?: Tools
+  /** Append the program's stdout and stderr to this file (needed for `detached`). */
+  logPath?: string
+  /** Keep running after vidsync exits (own process group, no pipes back to us). */
+  detached?: boolean
+}
+
+export interface Daemon {
+  pid: number
+  /** Settles when the program ends, with its exit code or the signal that ended it. */
+  exited: Promise<{exitCode?: number; signal?: string}>
+  /** The last lines it printed (empty when they go to a log file). */
+  recentOutput(): string
+  stop(timeoutMs?: number): Promise<void>
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
+
+export function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0)
+    return true
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM'
+  }
+}
+
+/** The command line of a running process (Linux /proc), to tell our daemon from a recycled PID. */
+export async function processCommandLine(pid: number): Promise<string[] | undefined> {
+  const raw = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => undefined)
+  return raw === undefined || raw === '' ? undefined : raw.split('\0').filter(Boolean)
+}
+
+/** Ends one process by PID: SIGTERM, then SIGKILL after `timeoutMs`. Resolves once it is gone. */
+export async function stopPid(pid: number, timeoutMs = 10_000): Promise<void> {
+  const signal = (name: NodeJS.Signals) => {
+    try {
+      process.kill(pid, name)
+    } catch {
+      // already gone
+    }
+  }
+  signal('SIGTERM')
+  const deadline = Date.now() + timeoutMs
+  while (isAlive(pid) && Date.now() < deadline) await sleep(50)
+  if (!isAlive(pid)) return
+  signal('SIGKILL')
+  const killDeadline = Date.now() + 5000
+  while (isAlive(pid) && Date.now() < killDeadline) await sleep(50)
+}
+
+/** Starts a long-running program (nebula, syncthing) with an argument array and typed start errors. */
+export async function startDaemon(tool: ToolName, args: string[], options: DaemonOptions = {}): Promise<Daemon> {
+  const file = (options.tools ?? resolveTools())[toolKey[tool]]
+  const logFd = options.logPath === undefined ? undefined : openSync(options.logPath, 'a', 0o600)
+  const output: string[] = []
+  try {
+    const child = execa(file, args, {
+      cwd: options.cwd,
+      env: options.env,
+      detached: options.detached ?? false,
+      stdio: ['ignore', logFd ?? 'pipe', logFd ?? 'pipe'] as ['ignore', 'pipe', 'pipe'], // a number is a file descriptor
+      reject: false,
+      cleanup: !options.detached,
+    })
+    const started = await new Promise<NodeJS.ErrnoException | undefined>((resolve) => {
+      child.once('spawn', () => resolve(undefined))
+      child.once('error', (error) => resolve(error as NodeJS.ErrnoException))
+    })
+    if (started?.code === 'ENOENT') {
+      throw new MissingDependencyError(`${tool} not found${file === tool ? '' : ` at ${file}`}: ${installHint[tool]}`)
+    }
+    if (started || child.pid === undefined) throw new ToolFailedError(`${tool} did not start: ${started?.message}`, 'spawn failed')
+    const remember = (chunk: Buffer | string) => {
+      output.push(...lines(chunk.toString()))
+      output.splice(0, Math.max(0, output.length - 50))
+    }
+    child.stdout?.on('data', remember)
+    child.stderr?.on('data', remember)
+    if (options.detached) child.unref()
+    const pid = child.pid
+    const exited = child.then((result) => ({exitCode: result.exitCode, signal: result.signal}))
+    return {
+      pid,
+      exited,
+      recentOutput: () => output.join('\n'),
+      stop: (timeoutMs) => stopPid(pid, timeoutMs),
+    }
+  } finally {
+    if (logFd !== undefined) closeSync(logFd)
+  }
 }
