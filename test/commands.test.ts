@@ -1,24 +1,9 @@
 import {runCommand} from '@oclif/test'
 import {expect} from 'chai'
-import {execa} from 'execa'
 
+import {cli} from './helpers/cli.js'
 import {createThrowawayDatabase, type ThrowawayDatabase} from './helpers/postgres.js'
 import {removeTempDirs, tempDir} from './helpers/temp.js'
-
-const root = new URL('..', import.meta.url).pathname
-
-/** Runs the built binary the way a script would: never a TTY, JSON parsed when asked for. */
-async function cli(args: string[], env: Record<string, string> = {}) {
-  const result = await execa('node', ['bin/run.js', ...args], {
-    cwd: root,
-    env: {VIDSYNC_DATABASE_URL: '', ...env},
-    reject: false,
-    stdin: 'ignore',
-    timeout: 60_000,
-  })
-  const json = args.includes('--json') && result.stdout ? JSON.parse(result.stdout) : undefined
-  return {exitCode: result.exitCode, stdout: result.stdout, stderr: result.stderr, json}
-}
 
 describe('commands through runCommand (embedded backend)', () => {
   let home: string

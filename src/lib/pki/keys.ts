@@ -1,4 +1,4 @@
-import {createHash} from 'node:crypto'
+import {createHash, createPrivateKey, createPublicKey} from 'node:crypto'
 import {chmod, readFile} from 'node:fs/promises'
 import {join} from 'node:path'
 
@@ -13,6 +13,8 @@ export interface PublicKey {
   pem: string
   /** sha256 hex of the raw 32 key bytes: the same key always has the same fingerprint. */
   fingerprint: string
+  /** The raw key bytes in hex, as `nebula-cert print -json` shows a certificate's publicKey. */
+  hex: string
 }
 
 export interface KeyPair {
@@ -51,7 +53,21 @@ export function validatePublicKey(input: Buffer | string): PublicKey {
   return {
     pem: `-----BEGIN ${label}-----\n${base64}\n-----END ${label}-----\n`,
     fingerprint: createHash('sha256').update(raw).digest('hex'),
+    hex: raw.toString('hex'),
   }
+}
+
+const privateKeyLabel = 'NEBULA X25519 PRIVATE KEY'
+// DER prefix of a PKCS#8 X25519 private key; the raw 32 bytes follow.
+const x25519Pkcs8Prefix = Buffer.from('302e020100300506032b656e04220420', 'hex')
+
+/** The public key (hex, as certificates show it) that belongs to a Nebula private key PEM. */
+export function publicKeyHexOfPrivateKey(pem: string | Buffer): string {
+  const match = new RegExp(`-----BEGIN ${privateKeyLabel}-----([\\s\\S]*?)-----END ${privateKeyLabel}-----`).exec(pem.toString())
+  const raw = match ? Buffer.from((match[1] ?? '').replace(/\s+/g, ''), 'base64') : Buffer.alloc(0)
+  if (raw.length !== 32) throw new InvalidInputError(`not a Nebula private key: expected a "-----BEGIN ${privateKeyLabel}-----" PEM of 32 bytes`)
+  const privateKey = createPrivateKey({key: Buffer.concat([x25519Pkcs8Prefix, raw]), format: 'der', type: 'pkcs8'})
+  return createPublicKey(privateKey).export({format: 'der', type: 'spki'}).subarray(-32).toString('hex')
 }
 
 /** Generates `<name>.key` (0600) and `<name>.pub` in `outDir`, refusing to replace either. */

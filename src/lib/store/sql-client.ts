@@ -23,7 +23,10 @@ export function redactUrl(url: string): string {
   }
 }
 
+const tooManyConnections = '53300'
+
 const unreachableCodes: Record<string, string> = {
+  [tooManyConnections]: 'too many connections',
   ECONNREFUSED: 'connection refused',
   ENOTFOUND: 'host not found',
   ETIMEDOUT: 'connection timed out',
@@ -75,11 +78,20 @@ export class PostgresClient implements SqlClient {
     this.pool.on('error', () => {})
   }
 
+  /**
+   * A connection from the pool. A server at its connection limit (many CI jobs at once) is waited
+   * for, within a bound, rather than failing the command.
+   */
   private async connect(): Promise<pg.PoolClient> {
-    try {
-      return await this.pool.connect()
-    } catch (error) {
-      throw unreachable(this.url, error) ?? error
+    const deadline = Date.now() + 30_000
+    for (;;) {
+      try {
+        return await this.pool.connect()
+      } catch (error) {
+        const atLimit = (error as {code?: string}).code === tooManyConnections
+        if (!atLimit || Date.now() > deadline) throw unreachable(this.url, error) ?? error
+        await new Promise((resolve) => setTimeout(resolve, 50 + Math.random() * 200))
+      }
     }
   }
 

@@ -1,0 +1,147 @@
+import {mkdir, readFile, stat, writeFile} from 'node:fs/promises'
+import {join} from 'node:path'
+
+import YAML from 'yaml'
+
+import {readBundle} from '../bundle/bundle.js'
+import type {BundleManifest} from '../devices/bundle-files.js'
+import {InvalidInputError, NotFoundError, PermissionError} from '../errors.js'
+import type {Tools} from '../exec.js'
+import {ensureDir, withTempDir, writeFileAtomic} from '../files.js'
+import {testNebulaConfig} from '../nebula/config.js'
+import {readCert, verifyCert} from '../pki/cert.js'
+import {publicKeyHexOfPrivateKey} from '../pki/keys.js'
+
+export interface JoinOptions {
+  home: string
+  bundlePath: string
+  /** The device's private key from `vidsync key create` [default: <home>/keys/node.key]. */
+  keyPath?: string
+  tools?: Tools
+  now?: Date
+}
+
+export interface JoinResult {
+  project: string
+  device: string
+  ip: string
+  projectDir: string
+  notAfter: string
+  /** False when the same bundle was already installed. */
+  changed: boolean
+  operatorGeneratedKey: boolean
+  warnings: string[]
+}
+
+/** Where a joined project's files live. */
+export const projectDir = (home: string, project: string) => join(home, 'projects', project)
+
+/** Nebula's tun device for a project: interface names have at most 15 characters. */
+export const tunDeviceName = (project: string) => `vs-${project}`.slice(0, 15)
+
+/** Clocks further apart than this make certificates look not-yet-valid on one side. */
+const clockSkewToleranceMs = 5 * 60_000
+
+function parseManifest(raw: Buffer | undefined, bundlePath: string): BundleManifest {
+  try {
+    const manifest = JSON.parse(raw?.toString() ?? '') as BundleManifest
+    if (manifest.version === 1 && /^[a-z0-9-]{1,63}$/.test(manifest.project) && typeof manifest.ip === 'string') return manifest
+  } catch {
+    // reported below
+  }
+  throw new InvalidInputError(`${bundlePath} has an unreadable vidsync.json: ask the operator for a new bundle`)
+}
+
+async function readKey(path: string): Promise<Buffer> {
+  const info = await stat(path).catch(() => undefined)
+  if (!info) {
+    throw new NotFoundError(`no device key at ${path}: run \`vidsync key create\` and send the .pub file to the operator, or pass --key`)
+  }
+  if ((info.mode & 0o077) !== 0) {
+    throw new PermissionError(`device key ${path} is readable by others (mode ${(info.mode & 0o777).toString(8)}): run chmod 600 ${path}`)
+  }
+  return readFile(path)
+}
+
+/** The bundle's nebula.yml with absolute paths into `dir` and the project's own tun device. */
+function localConfig(nebulaYml: string, dir: string, project: string): string {
+  const config = YAML.parse(nebulaYml, {version: '1.1'}) as Record<string, Record<string, unknown>>
+  config.pki = {...config.pki, ca: join(dir, 'ca.crt'), cert: join(dir, 'node.crt'), key: join(dir, 'node.key')}
+  config.tun = {...config.tun, dev: tunDeviceName(project)}
+  return YAML.stringify(config, {version: '1.1'})
+}
+
+async function sameContent(dir: string, files: Map<string, string | Buffer>): Promise<boolean> {
+  for (const [name, content] of files) {
+    const existing = await readFile(join(dir, name)).catch(() => undefined)
+    if (!existing?.equals(Buffer.from(content))) return false
+  }
+  return true
+}
+
+/**
+ * Installs a bundle on this device after checking it: the certificate is signed by the bundle's
+ * CA, is valid now, and carries this device's public key, and nebula accepts the config. Re-running
+ * with the same bundle changes nothing; a renewed bundle replaces the files.
+ */
+export async function joinBundle(options: JoinOptions): Promise<JoinResult> {
+  const now = options.now ?? new Date()
+  const files = await readBundle(options.bundlePath)
+  const manifest = parseManifest(files.get('vidsync.json'), options.bundlePath)
+  const bundledKey = files.get('node.key')
+  const key = bundledKey ?? (await readKey(options.keyPath ?? join(options.home, 'keys', 'node.key')))
+  const projectsDir = join(options.home, 'projects')
+  await ensureDir(projectsDir, {private: true})
+  const finalDir = projectDir(options.home, manifest.project)
+  const warnings: string[] = []
+  if (bundledKey) warnings.push('this bundle carried a private key made by the operator: delete every copy of the bundle now')
+
+  return withTempDir(projectsDir, async (temp) => {
+    const stage = join(temp, 'stage')
+    await mkdir(stage, {mode: 0o700})
+    await writeFile(join(stage, 'ca.crt'), files.get('ca.crt') ?? '', {mode: 0o644})
+    await writeFile(join(stage, 'node.crt'), files.get('node.crt') ?? '', {mode: 0o644})
+    await writeFile(join(stage, 'node.key'), key, {mode: 0o600})
+
+    const cert = await readCert(join(stage, 'node.crt'), options.tools)
+    if (Date.parse(cert.notAfter) <= now.getTime()) {
+      throw new InvalidInputError(`the certificate in ${options.bundlePath} expired at ${cert.notAfter}: ask the operator for \`vidsync device renew\``)
+    }
+    if (Date.parse(cert.notBefore) > now.getTime() + clockSkewToleranceMs) {
+      warnings.push(`this machine's clock is behind: the certificate is valid from ${cert.notBefore}; fix the clock or nebula will refuse it`)
+    }
+    if (cert.publicKey !== publicKeyHexOfPrivateKey(key)) {
+      throw new InvalidInputError(
+        `${options.bundlePath} was issued for another key than this device's: ask the operator to register the public key from \`vidsync key create\`, or pass --key`,
+      )
+    }
+    await verifyCert({caCertPath: join(stage, 'ca.crt'), certPath: join(stage, 'node.crt'), tools: options.tools})
+    await writeFile(join(stage, 'nebula.yml'), localConfig(files.get('nebula.yml')?.toString() ?? '', stage, manifest.project))
+    await testNebulaConfig({configPath: join(stage, 'nebula.yml'), tools: options.tools})
+
+    const installed = new Map<string, string | Buffer>([
+      ['ca.crt', files.get('ca.crt') ?? ''],
+      ['node.crt', files.get('node.crt') ?? ''],
+      ['node.key', key],
+      ['nebula.yml', localConfig(files.get('nebula.yml')?.toString() ?? '', finalDir, manifest.project)],
+      ['vidsync.json', files.get('vidsync.json') ?? ''],
+    ])
+    const result = {
+      project: manifest.project,
+      device: manifest.device,
+      ip: manifest.ip,
+      projectDir: finalDir,
+      notAfter: cert.notAfter,
+      operatorGeneratedKey: bundledKey !== undefined,
+      warnings,
+    }
+    if (await sameContent(finalDir, installed)) return {...result, changed: false}
+    // File by file, each atomic; the config last, so it never names files that are not there yet.
+    // The directory also holds nebula's pid and log files, which stay.
+    await ensureDir(finalDir, {private: true})
+    for (const [name, content] of installed) {
+      await writeFileAtomic(join(finalDir, name), content, name === 'node.key' ? 0o600 : 0o644)
+    }
+    return {...result, changed: true}
+  })
+}
