@@ -171,6 +171,9 @@ BEGIN
    WHERE set_masklen(network(v_range) + g, 32) NOT IN (set_masklen(network(v_net), 32), set_masklen(broadcast(v_net), 32))
   ON CONFLICT (project_id, ip) DO NOTHING;
   GET DIAGNOSTICS v_added = ROW_COUNT;
+  -- Fresh statistics let allocate_ip read the free-address index in order: without them the
+  -- planner sorts the whole pool per allocation (about 100x slower; PGlite has no autovacuum).
+  ANALYZE vidsync.ip_pool;
   PERFORM vidsync.audit('pool.populate', v_id, NULL, NULL, jsonb_build_object('range', v_range::text, 'added', v_added));
   RETURN QUERY SELECT p_project, v_range, v_added, (SELECT count(*)::integer FROM vidsync.ip_pool i WHERE i.project_id = v_id);
 END $$;
