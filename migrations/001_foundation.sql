@@ -1,7 +1,7 @@
 -- vidsync control plane: projects, per-project IP pools, devices and the audit log.
 -- Every state change goes through the functions below; clients never write tables directly.
 -- Errors use SQLSTATE class VS: VS400 invalid input, VS404 not found, VS409 conflict,
--- VS507 pool exhausted. The CLI maps them to exit codes.
+-- VS503 busy, VS507 pool exhausted. The CLI maps them to exit codes.
 
 CREATE TABLE vidsync.projects (
   id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -179,8 +179,10 @@ BEGIN
 END $$;
 
 -- Allocates the lowest free address to a new device row, in the caller's transaction.
--- SKIP LOCKED lets concurrent allocations take different rows without waiting; when it finds
--- nothing, the second pass waits for rows other transactions hold, since a rollback frees them.
+-- SKIP LOCKED lets concurrent allocations take different rows without waiting. When it finds
+-- nothing, addresses that still look free are held by allocations in flight, and one of them may
+-- roll back: poll (bounded) until one comes free or none is left. A blocking FOR UPDATE here
+-- instead would keep locks on rows it rejects and can deadlock with other waiters.
 CREATE FUNCTION vidsync.allocate_ip(p_project text, p_device text)
 RETURNS TABLE (device_id bigint, device text, ip inet)
 LANGUAGE plpgsql AS $$
@@ -190,19 +192,25 @@ DECLARE
   v_ip inet;
   v_device_id bigint;
   v_net cidr;
+  v_deadline timestamptz := clock_timestamp() + interval '10 seconds';
 BEGIN
   PERFORM vidsync.check_name('device', p_device);
   IF EXISTS (SELECT 1 FROM vidsync.devices d WHERE d.project_id = v_id AND d.name = p_device AND d.status <> 'released') THEN
     RAISE EXCEPTION 'device "%" already exists in project "%": choose another name', p_device, p_project USING ERRCODE = 'VS409';
   END IF;
-  SELECT i.ip INTO v_ip FROM vidsync.ip_pool i
-   WHERE i.project_id = v_id AND i.device_id IS NULL AND (i.quarantined_until IS NULL OR i.quarantined_until <= now())
-   ORDER BY i.ip LIMIT 1 FOR UPDATE SKIP LOCKED;
-  IF v_ip IS NULL THEN
+  LOOP
     SELECT i.ip INTO v_ip FROM vidsync.ip_pool i
      WHERE i.project_id = v_id AND i.device_id IS NULL AND (i.quarantined_until IS NULL OR i.quarantined_until <= now())
-     ORDER BY i.ip LIMIT 1 FOR UPDATE;
-  END IF;
+     ORDER BY i.ip LIMIT 1 FOR UPDATE SKIP LOCKED;
+    EXIT WHEN v_ip IS NOT NULL;
+    EXIT WHEN NOT EXISTS (SELECT 1 FROM vidsync.ip_pool i
+     WHERE i.project_id = v_id AND i.device_id IS NULL AND (i.quarantined_until IS NULL OR i.quarantined_until <= now()));
+    IF clock_timestamp() > v_deadline THEN
+      RAISE EXCEPTION 'the pool of project "%" is busy: its last free addresses are held by registrations in progress; retry in a moment', p_project
+        USING ERRCODE = 'VS503';
+    END IF;
+    PERFORM pg_sleep(0.01);
+  END LOOP;
   IF v_ip IS NULL THEN
     SELECT p.cidr INTO v_net FROM vidsync.projects p WHERE p.id = v_id;
     IF NOT EXISTS (SELECT 1 FROM vidsync.ip_pool i WHERE i.project_id = v_id) THEN

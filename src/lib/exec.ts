@@ -1,4 +1,4 @@
-import {closeSync, openSync} from 'node:fs'
+import {closeSync, openSync, readFileSync} from 'node:fs'
 import {readFile} from 'node:fs/promises'
 
 import {execa} from 'execa'
@@ -107,12 +107,17 @@ export interface Daemon {
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
 
+/** Whether `pid` runs. A zombie (exited, not yet reaped by its parent) counts as gone. */
 export function isAlive(pid: number): boolean {
   try {
     process.kill(pid, 0)
-    return true
   } catch (error) {
     return (error as NodeJS.ErrnoException).code === 'EPERM'
+  }
+  try {
+    return !/^\d+ \(.*\) Z /s.test(readFileSync(`/proc/${pid}/stat`, 'utf8'))
+  } catch {
+    return true // no /proc (macOS): the signal check is all there is
   }
 }
 

@@ -9,6 +9,7 @@ import {InvalidInputError, NotFoundError, PermissionError} from '../errors.js'
 import type {Tools} from '../exec.js'
 import {ensureDir, withTempDir, writeFileAtomic} from '../files.js'
 import {testNebulaConfig} from '../nebula/config.js'
+import {projectDir, projectsDir, tunDeviceName} from '../nebula/project.js'
 import {readCert, verifyCert} from '../pki/cert.js'
 import {publicKeyHexOfPrivateKey} from '../pki/keys.js'
 
@@ -32,12 +33,6 @@ export interface JoinResult {
   operatorGeneratedKey: boolean
   warnings: string[]
 }
-
-/** Where a joined project's files live. */
-export const projectDir = (home: string, project: string) => join(home, 'projects', project)
-
-/** Nebula's tun device for a project: interface names have at most 15 characters. */
-export const tunDeviceName = (project: string) => `vs-${project}`.slice(0, 15)
 
 /** Clocks further apart than this make certificates look not-yet-valid on one side. */
 const clockSkewToleranceMs = 5 * 60_000
@@ -90,13 +85,12 @@ export async function joinBundle(options: JoinOptions): Promise<JoinResult> {
   const manifest = parseManifest(files.get('vidsync.json'), options.bundlePath)
   const bundledKey = files.get('node.key')
   const key = bundledKey ?? (await readKey(options.keyPath ?? join(options.home, 'keys', 'node.key')))
-  const projectsDir = join(options.home, 'projects')
-  await ensureDir(projectsDir, {private: true})
+  await ensureDir(projectsDir(options.home), {private: true})
   const finalDir = projectDir(options.home, manifest.project)
   const warnings: string[] = []
   if (bundledKey) warnings.push('this bundle carried a private key made by the operator: delete every copy of the bundle now')
 
-  return withTempDir(projectsDir, async (temp) => {
+  return withTempDir(projectsDir(options.home), async (temp) => {
     const stage = join(temp, 'stage')
     await mkdir(stage, {mode: 0o700})
     await writeFile(join(stage, 'ca.crt'), files.get('ca.crt') ?? '', {mode: 0o644})

@@ -2,6 +2,7 @@ import YAML from 'yaml'
 
 import {InvalidInputError, ToolFailedError} from '../errors.js'
 import {runTool, type Tools} from '../exec.js'
+import {describeLogLine} from './log.js'
 
 /** Syncthing's sync protocol port: the only service vidsync opens on the overlay besides ping. */
 export const syncthingPort = 22000
@@ -92,13 +93,6 @@ export function renderNebulaConfig(options: NebulaConfigOptions): string {
 }
 
 /** `message (fields)` out of a logrus line such as `time=... level=error msg="..." vpnIp=...`. */
-function logrusMessage(line: string): string {
-  const msg = /\bmsg="((?:[^"\\]|\\.)*)"/.exec(line)
-  if (msg === null) return line
-  const fields = line.slice(msg.index + msg[0].length).trim()
-  return fields === '' ? `${msg[1]}` : `${msg[1]} (${fields})`
-}
-
 /**
  * Runs `nebula -test`, which also loads the certificates and key the config references and
  * resolves hostnames in static_host_map. It does not flag unknown keys.
@@ -108,7 +102,7 @@ export async function testNebulaConfig(options: {configPath: string; tools?: Too
     await runTool('nebula', ['-test', '-config', options.configPath], {tools: options.tools})
   } catch (error) {
     if (error instanceof ToolFailedError) {
-      throw new InvalidInputError(`nebula rejects ${options.configPath}: ${logrusMessage(error.reason)}`)
+      throw new InvalidInputError(`nebula rejects ${options.configPath}: ${describeLogLine(error.reason)}`)
     }
     throw error
   }

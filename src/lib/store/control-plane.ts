@@ -1,4 +1,4 @@
-import {ConflictError, ExhaustedError, InvalidInputError, NotFoundError, VidsyncError} from '../errors.js'
+import {ConflictError, ExhaustedError, InvalidInputError, NotFoundError, UnavailableError, VidsyncError} from '../errors.js'
 import type {SqlClient} from './sql-client.js'
 
 /**
@@ -15,6 +15,7 @@ const errorBySqlState: Record<string, new (message: string) => VidsyncError> = {
   VS400: InvalidInputError,
   VS404: NotFoundError,
   VS409: ConflictError,
+  VS503: UnavailableError,
   VS507: ExhaustedError,
   '23505': ConflictError, // unique violation: a concurrent create won the race
   '23P01': ConflictError, // exclusion violation: a concurrent project took an overlapping range

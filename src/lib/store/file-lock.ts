@@ -1,18 +1,10 @@
 import {open, readFile, rm} from 'node:fs/promises'
 
 import {UnavailableError} from '../errors.js'
+import {isAlive} from '../exec.js'
 
 export interface FileLock {
   release(): Promise<void>
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM'
-  }
 }
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))

@@ -1,0 +1,27 @@
+import {Args} from '@oclif/core'
+
+import {BaseCommand} from '../../base-command.js'
+import {nebulaStatus, type NebulaStatus} from '../../lib/nebula/process.js'
+import {resolveProjectDir} from '../../lib/nebula/project.js'
+
+export default class NebulaStatusCommand extends BaseCommand<typeof NebulaStatusCommand> {
+  static override summary = "Show whether this device's nebula runs and reaches a lighthouse."
+  static override description =
+    'Reads the pid file, the tun device (as seen from this network namespace) and nebula\'s log since it started. PROJECT may be left out when only one project is joined.'
+  static override examples = ['<%= config.bin %> <%= command.id %>', '<%= config.bin %> <%= command.id %> studio --json']
+
+  static override args = {
+    project: Args.string({description: 'Joined project [default: the only one].'}),
+  }
+
+  async run(): Promise<NebulaStatus> {
+    const status = await nebulaStatus({projectDir: await resolveProjectDir({home: this.home, project: this.args.project})})
+    const lighthouse = {true: 'answered', false: status.running ? 'no answer yet' : '-', null: 'none to reach (this node is a lighthouse, or has none)'}
+    this.log(`project     ${status.project}`)
+    this.log(`nebula      ${status.running ? `running (pid ${status.pid})` : 'not running'}`)
+    this.log(`overlay     ${status.overlayIp} on ${status.tunDev} (${status.tunUp ? 'up' : 'down'})`)
+    this.log(`lighthouse  ${lighthouse[`${status.lighthouseReachable}`]}`)
+    this.log(`log         ${status.logPath}`)
+    return status
+  }
+}
