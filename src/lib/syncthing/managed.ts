@@ -1,0 +1,407 @@
+import {randomBytes} from 'node:crypto'
+import {open, readFile, rm, stat} from 'node:fs/promises'
+import {createServer} from 'node:net'
+import {join} from 'node:path'
+
+import {ConflictError, InvalidInputError, NotFoundError, ToolFailedError, UnavailableError} from '../errors.js'
+import {isAlive, processCommandLine, runTool, startDaemon, stopPid, type Tools} from '../exec.js'
+import {ensureDir, writeFileAtomic} from '../files.js'
+import {syncthingPort} from '../nebula/config.js'
+import {SyncthingClient} from './client.js'
+
+export const defaultGuiPort = 8384
+export const defaultListenAddress = `tcp://0.0.0.0:${syncthingPort}`
+
+/** The managed instance's files: Syncthing's own home (config, keys, database) plus ours. */
+export function managedPaths(vidsyncHome: string) {
+  const dir = join(vidsyncHome, 'syncthing')
+  return {
+    dir,
+    config: join(dir, 'config.xml'),
+    apiKey: join(dir, 'apikey'),
+    pid: join(dir, 'syncthing.pid'),
+    log: join(dir, 'syncthing.log'),
+  }
+}
+
+/**
+ * Options forced on the managed instance: the Nebula overlay finds peers and crosses NATs, so
+ * Syncthing must not announce itself, use relays or open router ports, and it must not phone home.
+ */
+const safeOptions: Record<string, string> = {
+  globalAnnounceEnabled: 'false',
+  localAnnounceEnabled: 'false',
+  relaysEnabled: 'false',
+  natEnabled: 'false',
+  urAccepted: '-1', // usage reporting declined
+  crashReportingEnabled: 'false',
+  autoUpgradeIntervalH: '0',
+  startBrowser: 'false',
+}
+
+// config.xml is edited as text: Syncthing writes one element per line and no XML library is a
+// dependency. Only elements directly inside <options> and <gui> are touched.
+const escapeXml = (value: string) => value.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;')
+const unescapeXml = (value: string) => value.replace(/&lt;/g, '<').replace(/&gt;/g, '>').replace(/&amp;/g, '&')
+
+function section(xml: string, name: string): {start: number; body: string} {
+  const match = new RegExp(`<${name}\\b[^>]*>([\\s\\S]*?)</${name}>`).exec(xml)
+  if (!match) throw new InvalidInputError(`Syncthing's config.xml has no <${name}> section`)
+  return {start: match.index + match[0].indexOf('>') + 1, body: match[1] ?? ''}
+}
+
+/** The text of every `<element>` in `<sectionName>`. */
+export function readConfigValues(xml: string, sectionName: string, element: string): string[] {
+  const {body} = section(xml, sectionName)
+  return [...body.matchAll(new RegExp(`<${element}>([^<]*)</${element}>`, 'g'))].map((match) => unescapeXml(match[1] ?? ''))
+}
+
+/** Replaces every `<element>` in `<sectionName>` with one element per value, where the first one was. */
+function setConfigValues(xml: string, sectionName: string, element: string, values: string[]): string {
+  const {start, body} = section(xml, sectionName)
+  const indent = /\n([ \t]+)</.exec(body)?.[1] ?? '    '
+  const lines = values.map((value) => `${indent}<${element}>${escapeXml(value)}</${element}>\n`).join('')
+  let placed = false
+  let next = body.replace(new RegExp(`[ \\t]*<${element}(?:\\s[^>]*)?(?:/>|>[^<]*</${element}>)\\n?`, 'g'), () => {
+    if (placed) return ''
+    placed = true
+    return lines
+  })
+  if (!placed) {
+    const cut = next.lastIndexOf('\n') + 1
+    next = next.slice(0, cut) + lines + next.slice(cut)
+  }
+  return xml.slice(0, start) + next + xml.slice(start + body.length)
+}
+
+function validateListenAddress(address: string): {host: string; port: number} {
+  const match = /^tcp:\/\/(\[[0-9a-fA-F:.]+\]|[^:/[\]]+):(\d{1,5})$/.exec(address)
+  const port = Number(match?.[2])
+  if (!match?.[1] || port < 1 || port > 65535) {
+    throw new InvalidInputError(`invalid listen address "${address}": expected tcp://IP:PORT, e.g. tcp://10.99.1.5:${syncthingPort}`)
+  }
+  return {host: match[1].replace(/^\[|\]$/g, ''), port}
+}
+
+function validateGuiPort(port: number): void {
+  if (!Number.isInteger(port) || port < 1 || port > 65535) throw new InvalidInputError(`invalid GUI port ${port}: expected 1-65535`)
+}
+
+export interface ManagedConfigOptions {
+  vidsyncHome: string
+  /** [default: the port already configured, 8384 on first use] */
+  guiPort?: number
+  /** [default: the addresses already configured, tcp://0.0.0.0:22000 on first use] */
+  listenAddresses?: string[]
+  tools?: Tools
+}
+
+export interface ManagedConfig {
+  configPath: string
+  url: string
+  apiKey: string
+  guiAddress: string
+  listenAddresses: string[]
+}
+
+/** Reads the managed instance's API address and key; NotFoundError when it was never set up. */
+export async function readManagedConfig(vidsyncHome: string): Promise<ManagedConfig> {
+  const paths = managedPaths(vidsyncHome)
+  const xml = await readFile(paths.config, 'utf8').catch(() => undefined)
+  if (xml === undefined) {
+    throw new NotFoundError(`no vidsync-managed Syncthing in ${vidsyncHome}: start one with \`vidsync sync up\`, or pass --syncthing-url`)
+  }
+  const guiAddress = readConfigValues(xml, 'gui', 'address')[0] ?? `127.0.0.1:${defaultGuiPort}`
+  return {
+    configPath: paths.config,
+    url: `http://${guiAddress}`,
+    apiKey: readConfigValues(xml, 'gui', 'apikey')[0] ?? '',
+    guiAddress,
+    listenAddresses: readConfigValues(xml, 'options', 'listenAddress'),
+  }
+}
+
+/**
+ * Creates (first time: keys via `syncthing generate`) or updates the managed config.xml while
+ * Syncthing is stopped: safe options, GUI/API on loopback only, and an API key that is also
+ * stored in `<home>/syncthing/apikey` (0600).
+ */
+export async function writeManagedConfig(options: ManagedConfigOptions): Promise<ManagedConfig> {
+  if (options.guiPort !== undefined) validateGuiPort(options.guiPort)
+  options.listenAddresses?.forEach(validateListenAddress)
+  if (options.listenAddresses?.length === 0) throw new InvalidInputError('at least one listen address is needed')
+  const paths = managedPaths(options.vidsyncHome)
+  await ensureDir(paths.dir, {private: true})
+  let xml = await readFile(paths.config, 'utf8').catch(() => undefined)
+  const firstUse = xml === undefined
+  if (xml === undefined) {
+    // --skip-port-probing: the ports are ours to set below, not Syncthing's to pick.
+    await runTool('syncthing', ['generate', `--home=${paths.dir}`, '--no-default-folder', '--skip-port-probing'], {tools: options.tools})
+    xml = await readFile(paths.config, 'utf8')
+  }
+  for (const [name, value] of Object.entries(safeOptions)) xml = setConfigValues(xml, 'options', name, [value])
+  if (options.listenAddresses || firstUse) {
+    xml = setConfigValues(xml, 'options', 'listenAddress', options.listenAddresses ?? [defaultListenAddress])
+  }
+  if (options.guiPort !== undefined || firstUse) {
+    xml = setConfigValues(xml, 'gui', 'address', [`127.0.0.1:${options.guiPort ?? defaultGuiPort}`])
+  }
+  // Keep the key across restarts: scripts and the user's own tools may hold it.
+  const apiKey = (firstUse ? undefined : readConfigValues(xml, 'gui', 'apikey')[0]) || randomBytes(24).toString('base64url')
+  xml = setConfigValues(xml, 'gui', 'apikey', [apiKey])
+  await writeFileAtomic(paths.config, xml, 0o600)
+  await writeFileAtomic(paths.apiKey, `${apiKey}\n`, 0o600)
+  return readManagedConfig(options.vidsyncHome)
+}
+
+/** Fails with a clear error when `host:port` cannot be bound (taken, or an address this machine lacks). */
+async function assertCanListen(host: string, port: number, what: string, hint: string): Promise<void> {
+  const server = createServer()
+  const error = await new Promise<NodeJS.ErrnoException | undefined>((resolve) => {
+    server.once('error', resolve)
+    server.listen({host, port, exclusive: true}, () => resolve(undefined))
+  })
+  await new Promise((resolve) => server.close(resolve))
+  if (error?.code === 'EADDRINUSE') throw new ConflictError(`${what} ${host}:${port} is already in use (another Syncthing?): stop it or ${hint}`)
+  if (error?.code === 'EADDRNOTAVAIL') {
+    throw new InvalidInputError(`${what} ${host}:${port} cannot be used: ${host} is not an address of this machine (is the Nebula overlay up?)`)
+  }
+  if (error) throw new InvalidInputError(`${what} ${host}:${port} cannot be used: ${error.message}`)
+}
+
+async function readPid(path: string): Promise<number | undefined> {
+  const pid = Number((await readFile(path, 'utf8').catch(() => '')).trim())
+  return Number.isInteger(pid) && pid > 0 ? pid : undefined
+}
+
+/** True when `pid` is a Syncthing serving this home (not a recycled PID). */
+async function isManagedSyncthing(pid: number, dir: string): Promise<boolean> {
+  const args = await processCommandLine(pid)
+  if (!args?.includes('serve')) return false
+  const home = args.indexOf('--home')
+  return home >= 0 && args[home + 1] === dir
+}
+
+/** The PID of the running managed instance; a stale pid file is removed. */
+async function runningPid(vidsyncHome: string): Promise<number | undefined> {
+  const paths = managedPaths(vidsyncHome)
+  const pid = await readPid(paths.pid)
+  if (pid === undefined) return undefined
+  if (isAlive(pid) && (await isManagedSyncthing(pid, paths.dir))) return pid
+  await rm(paths.pid, {force: true})
+  return undefined
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
+
+/** Syncthing's own reason from the log lines it wrote since `offset`, e.g. "Starting API/GUI: listen tcp ...: address already in use". */
+async function reasonFromLog(logPath: string, offset: number): Promise<string> {
+  const handle = await open(logPath, 'r').catch(() => undefined)
+  if (!handle) return ''
+  try {
+    const {size} = await handle.stat()
+    const buffer = Buffer.alloc(Math.max(0, size - offset))
+    await handle.read(buffer, 0, buffer.length, offset)
+    const lines = buffer.toString().split('\n').filter((line) => line.trim() !== '')
+    const important = lines.filter((line) => /\b(WARNING|FATAL|ERROR)\b|^panic:/.test(line)).at(-1) ?? lines.at(-1) ?? ''
+    return important.replace(/^.*?\b(?:WARNING|FATAL|ERROR|INFO): /, '').trim()
+  } finally {
+    await handle.close()
+  }
+}
+
+/** Waits (bounded) until the API answers; stops early with `exited()` true when the process is gone. */
+async function waitForApi(client: SyncthingClient, timeoutMs: number, exited: () => boolean): Promise<'ready' | 'exited' | 'timeout'> {
+  const deadline = Date.now() + timeoutMs
+  while (Date.now() < deadline) {
+    if (exited()) return 'exited'
+    try {
+      await client.ping()
+      return 'ready'
+    } catch (error) {
+      if (!(error instanceof UnavailableError)) throw error
+    }
+    await sleep(200)
+  }
+  return 'timeout'
+}
+
+/** Syncthing keeps running when it cannot listen for peers, and says why in its status. */
+async function listenErrors(client: SyncthingClient, listenAddresses: string[], timeoutMs = 5000): Promise<string[]> {
+  const deadline = Date.now() + timeoutMs
+  for (;;) {
+    const services = (await client.status()).connectionServiceStatus
+    if (listenAddresses.every((address) => services[address]) || Date.now() > deadline) {
+      return listenAddresses.flatMap((address) => {
+        const error = services[address]?.error
+        return error ? [`${address}: ${error}`] : []
+      })
+    }
+    await sleep(200)
+  }
+}
+
+export interface StartManagedOptions extends ManagedConfigOptions {
+  /** Keep running after vidsync exits. */
+  detached?: boolean
+  /** How long to wait for the API to answer [default: 30 s]. */
+  startTimeoutMs?: number
+}
+
+export interface ManagedSyncthing {
+  url: string
+  /** For REST calls; never print it. */
+  apiKey: string
+  deviceId: string
+  pid: number
+  /** True when an instance was already running for this home and was reused. */
+  adopted: boolean
+  listenAddresses: string[]
+  logPath: string
+  /** Settles when the instance ends; only for an instance started here and not detached. */
+  exited?: Promise<{exitCode?: number; signal?: string}>
+}
+
+/**
+ * Starts the vidsync-managed Syncthing of `vidsyncHome` (or adopts the one already running),
+ * from a config written beforehand, and waits until its API answers.
+ */
+export async function startManagedSyncthing(options: StartManagedOptions): Promise<ManagedSyncthing> {
+  const paths = managedPaths(options.vidsyncHome)
+  const startTimeoutMs = options.startTimeoutMs ?? 30_000
+  const running = await runningPid(options.vidsyncHome)
+  if (running !== undefined) {
+    const config = await readManagedConfig(options.vidsyncHome)
+    const client = new SyncthingClient({url: config.url, apiKey: config.apiKey})
+    const state = await waitForApi(client, startTimeoutMs, () => !isAlive(running))
+    if (state !== 'ready') {
+      throw new UnavailableError(`Syncthing (pid ${running}) is running but its API at ${config.url} does not answer: see ${paths.log}`)
+    }
+    const {myID} = await client.status()
+    const {url, apiKey, listenAddresses} = config
+    return {url, apiKey, deviceId: myID, pid: running, adopted: true, listenAddresses, logPath: paths.log}
+  }
+
+  const config = await writeManagedConfig(options)
+  const guiPort = Number(config.guiAddress.split(':').at(-1))
+  await assertCanListen('127.0.0.1', guiPort, "Syncthing's GUI/API address", 'pass --gui-port')
+  for (const address of config.listenAddresses) {
+    const {host, port} = validateListenAddress(address)
+    await assertCanListen(host, port, "Syncthing's listen address", 'pass --listen tcp://IP:PORT')
+  }
+
+  const logOffset = (await stat(paths.log).catch(() => undefined))?.size ?? 0
+  const daemon = await startDaemon('syncthing', ['serve', '--home', paths.dir, '--no-browser', '--no-restart', '--logflags=3'], {
+    env: {STNOUPGRADE: '1'},
+    logPath: paths.log,
+    detached: options.detached,
+    tools: options.tools,
+  })
+  let ended = false
+  const pidWritten = writeFileAtomic(paths.pid, `${daemon.pid}\n`, 0o600)
+  const exited = daemon.exited.then(async (result) => {
+    ended = true
+    await pidWritten.catch(() => undefined)
+    if ((await readPid(paths.pid)) === daemon.pid) await rm(paths.pid, {force: true})
+    return result
+  })
+  const fail = async (error: Error): Promise<never> => {
+    await daemon.stop()
+    await exited
+    throw error
+  }
+  await pidWritten.catch(fail)
+
+  const client = new SyncthingClient({url: config.url, apiKey: config.apiKey})
+  const state = await waitForApi(client, startTimeoutMs, () => ended).catch(fail)
+  if (state !== 'ready') {
+    if (state === 'timeout') await daemon.stop()
+    await exited
+    const reason = (await reasonFromLog(paths.log, logOffset)) || (state === 'timeout' ? 'timed out' : 'exited')
+    if (/address already in use/.test(reason)) throw new ConflictError(`Syncthing could not start: ${reason}: stop the other program or pass --gui-port`)
+    const what = state === 'timeout' ? `did not answer on ${config.url} within ${startTimeoutMs / 1000}s` : 'exited while starting'
+    throw new ToolFailedError(`syncthing ${what}: ${reason} (log: ${paths.log})`, reason)
+  }
+  const problems = await listenErrors(client, config.listenAddresses).catch(fail)
+  if (problems.length > 0) {
+    const message = `Syncthing cannot listen for peers on ${problems.join('; ')}`
+    const taken = problems.some((problem) => /address already in use/.test(problem))
+    await fail(taken ? new ConflictError(`${message}: pass --listen tcp://IP:PORT`) : new ToolFailedError(message, problems.join('; ')))
+  }
+  const {myID} = await client.status().catch(fail)
+  return {
+    url: config.url,
+    apiKey: config.apiKey,
+    deviceId: myID,
+    pid: daemon.pid,
+    adopted: false,
+    listenAddresses: config.listenAddresses,
+    logPath: paths.log,
+    exited: options.detached ? undefined : exited,
+  }
+}
+
+/** PIDs of a process's children (Syncthing's monitor process runs the real one as its child). */
+async function childPids(pid: number): Promise<number[]> {
+  const raw = await readFile(`/proc/${pid}/task/${pid}/children`, 'utf8').catch(() => '')
+  return raw.split(/\s+/).filter(Boolean).map(Number)
+}
+
+export interface StopManagedResult {
+  stopped: boolean
+  pid?: number
+}
+
+/** Stops the managed instance by the PID in its pid file, after checking that PID is really it. */
+export async function stopManagedSyncthing(options: {vidsyncHome: string; timeoutMs?: number}): Promise<StopManagedResult> {
+  const paths = managedPaths(options.vidsyncHome)
+  const pid = await runningPid(options.vidsyncHome)
+  if (pid === undefined) return {stopped: false}
+  const children = await childPids(pid)
+  await stopPid(pid, options.timeoutMs)
+  // The monitor stops its child on SIGTERM; only a SIGKILLed monitor leaves it behind.
+  for (const child of children) {
+    if (isAlive(child) && (await isManagedSyncthing(child, paths.dir))) await stopPid(child, options.timeoutMs)
+  }
+  await rm(paths.pid, {force: true})
+  return {stopped: true, pid}
+}
+
+export interface ConnectOptions {
+  vidsyncHome: string
+  /** The user's own Syncthing; without it, the managed instance. */
+  url?: string
+  /** [default: $VIDSYNC_SYNCTHING_API_KEY, else <gui><apikey> of configXmlPath] */
+  apiKey?: string
+  configXmlPath?: string
+  timeoutMs?: number
+}
+
+export interface SyncthingConnection {
+  client: SyncthingClient
+  managed: boolean
+}
+
+/** A client for the managed instance, or for the user's own Syncthing at `url` (whose global options vidsync never changes). */
+export async function connectSyncthing(options: ConnectOptions): Promise<SyncthingConnection> {
+  if (options.url === undefined) {
+    if (options.apiKey !== undefined || options.configXmlPath !== undefined) {
+      throw new InvalidInputError('an API key or config.xml is only used with --syncthing-url: the managed Syncthing has its own')
+    }
+    const config = await readManagedConfig(options.vidsyncHome)
+    return {client: new SyncthingClient({url: config.url, apiKey: config.apiKey, timeoutMs: options.timeoutMs}), managed: true}
+  }
+  let apiKey = options.apiKey ?? process.env.VIDSYNC_SYNCTHING_API_KEY
+  if (!apiKey && options.configXmlPath !== undefined) {
+    const xml = await readFile(options.configXmlPath, 'utf8').catch(() => {
+      throw new NotFoundError(`cannot read Syncthing's config ${options.configXmlPath}`)
+    })
+    apiKey = readConfigValues(xml, 'gui', 'apikey')[0]
+  }
+  if (!apiKey) {
+    throw new InvalidInputError(
+      `no API key for Syncthing at ${options.url}: pass --api-key, set VIDSYNC_SYNCTHING_API_KEY, or pass --syncthing-config with its config.xml`,
+    )
+  }
+  return {client: new SyncthingClient({url: options.url, apiKey, timeoutMs: options.timeoutMs}), managed: false}
+}

@@ -1,0 +1,56 @@
+import {readFile} from 'node:fs/promises'
+import {join} from 'node:path'
+
+import type {BundleManifest} from '../devices/bundle-files.js'
+import {InvalidInputError, NotFoundError} from '../errors.js'
+import {resolveProjectDir} from '../nebula/project.js'
+import type {FolderType, SyncthingClient} from './client.js'
+import {addFolder, type AddFolderResult} from './folders.js'
+
+/** The vidsync.json of a joined project; without `project`, of the only one joined here. */
+export async function loadProjectManifest(vidsyncHome: string, project?: string): Promise<BundleManifest> {
+  const path = join(await resolveProjectDir({home: vidsyncHome, project}), 'vidsync.json')
+  const raw = await readFile(path, 'utf8').catch(() => {
+    throw new NotFoundError(`${path} is missing: run \`vidsync join <bundle>\` again`)
+  })
+  try {
+    const manifest = JSON.parse(raw) as BundleManifest
+    if (typeof manifest.cidr === 'string' && Array.isArray(manifest.peers)) return manifest
+  } catch {
+    // reported below
+  }
+  throw new InvalidInputError(`${path} is unreadable: join the project again with a fresh bundle`)
+}
+
+export interface AddProjectFolderOptions {
+  client: SyncthingClient
+  vidsyncHome: string
+  path: string
+  project?: string
+  folderId?: string
+  label?: string
+  type?: FolderType
+}
+
+export interface AddProjectFolderResult extends AddFolderResult {
+  project: string
+  /** Peers in the manifest without a Syncthing ID yet: they join the share once they connect and are accepted. */
+  skippedPeers: string[]
+}
+
+/** Shares a directory with the peers listed in a joined project's manifest, at their overlay addresses. */
+export async function addProjectFolder(options: AddProjectFolderOptions): Promise<AddProjectFolderResult> {
+  const manifest = await loadProjectManifest(options.vidsyncHome, options.project)
+  const peers = manifest.peers.flatMap((peer) => (peer.syncthingId ? [{deviceId: peer.syncthingId, name: peer.name, overlayIp: peer.ip}] : []))
+  const result = await addFolder({
+    client: options.client,
+    path: options.path,
+    project: manifest.project,
+    folderId: options.folderId,
+    label: options.label,
+    type: options.type,
+    peers,
+    projectCidr: manifest.cidr,
+  })
+  return {...result, project: manifest.project, skippedPeers: manifest.peers.filter((peer) => !peer.syncthingId).map((peer) => peer.name)}
+}
