@@ -5,13 +5,16 @@ import {execa} from 'execa'
 
 import {MissingDependencyError, ToolFailedError} from './errors.js'
 
-export type ToolName = 'nebula-cert' | 'nebula' | 'syncthing'
+export type ToolName = 'nebula-cert' | 'nebula' | 'syncthing' | 'ip' | 'tc'
 
 /** Where the external programs live. Tests point an entry at a fake to inject failures. */
 export interface Tools {
   nebulaCert: string
   nebula: string
   syncthing: string
+  /** iproute2, for the network-namespace lab. */
+  ip: string
+  tc: string
 }
 
 /** Names on PATH unless overridden here or by VIDSYNC_NEBULA_CERT / VIDSYNC_NEBULA / VIDSYNC_SYNCTHING. */
@@ -20,16 +23,20 @@ export function resolveTools(overrides: Partial<Tools> = {}): Tools {
     nebulaCert: overrides.nebulaCert ?? process.env.VIDSYNC_NEBULA_CERT ?? 'nebula-cert',
     nebula: overrides.nebula ?? process.env.VIDSYNC_NEBULA ?? 'nebula',
     syncthing: overrides.syncthing ?? process.env.VIDSYNC_SYNCTHING ?? 'syncthing',
+    ip: overrides.ip ?? 'ip',
+    tc: overrides.tc ?? 'tc',
   }
 }
 
-const toolKey = {'nebula-cert': 'nebulaCert', nebula: 'nebula', syncthing: 'syncthing'} as const
+const toolKey = {'nebula-cert': 'nebulaCert', nebula: 'nebula', syncthing: 'syncthing', ip: 'ip', tc: 'tc'} as const
 
 const nebulaHint = 'install it with `apt-get install nebula` (Debian/Ubuntu) or from https://github.com/slackhq/nebula/releases'
 const installHint: Record<ToolName, string> = {
   'nebula-cert': nebulaHint,
   nebula: nebulaHint,
   syncthing: 'install it with `apt-get install syncthing` (Debian/Ubuntu) or from https://syncthing.net/downloads/',
+  ip: 'install iproute2 with `apt-get install iproute2` (Debian/Ubuntu)',
+  tc: 'install iproute2 with `apt-get install iproute2` (Debian/Ubuntu)',
 }
 
 export interface RunToolOptions {
@@ -148,6 +155,16 @@ export async function stopPid(pid: number, timeoutMs = 10_000): Promise<void> {
 /** Starts a long-running program (nebula, syncthing) with an argument array and typed start errors. */
 export async function startDaemon(tool: ToolName, args: string[], options: DaemonOptions = {}): Promise<Daemon> {
   const file = (options.tools ?? resolveTools())[toolKey[tool]]
+  return spawnDaemon(tool, file, args, options)
+}
+
+/** Starts this same vidsync (same Node, flags and entry point) as a daemon, e.g. the `up --detach` loop. */
+export async function startSelf(args: string[], options: DaemonOptions = {}): Promise<Daemon> {
+  const entry = process.argv[1] ?? ''
+  return spawnDaemon('vidsync', process.execPath, [...process.execArgv, entry, ...args], options)
+}
+
+async function spawnDaemon(label: string, file: string, args: string[], options: DaemonOptions): Promise<Daemon> {
   const logFd = options.logPath === undefined ? undefined : openSync(options.logPath, 'a', 0o600)
   const output: string[] = []
   try {
@@ -163,10 +180,11 @@ export async function startDaemon(tool: ToolName, args: string[], options: Daemo
       child.once('spawn', () => resolve(undefined))
       child.once('error', (error) => resolve(error as NodeJS.ErrnoException))
     })
-    if (started?.code === 'ENOENT') {
-      throw new MissingDependencyError(`${tool} not found${file === tool ? '' : ` at ${file}`}: ${installHint[tool]}`)
+    if (started?.code === 'ENOENT' && label in installHint) {
+      const hint = installHint[label as ToolName]
+      throw new MissingDependencyError(`${label} not found${file === label ? '' : ` at ${file}`}: ${hint}`)
     }
-    if (started || child.pid === undefined) throw new ToolFailedError(`${tool} did not start: ${started?.message}`, 'spawn failed')
+    if (started || child.pid === undefined) throw new ToolFailedError(`${label} did not start: ${started?.message}`, 'spawn failed')
     const remember = (chunk: Buffer | string) => {
       output.push(...lines(chunk.toString()))
       output.splice(0, Math.max(0, output.length - 50))

@@ -289,6 +289,34 @@ export async function syncStatus(options: {client: SyncthingClient}): Promise<Sy
   return {folders: withPeers, peers, total: connections.total}
 }
 
+/**
+ * Makes sure `peers` are devices at their overlay addresses and share every folder in `folders`.
+ * Idempotent: writes only what is missing.
+ */
+export async function sharePeers(options: {client: SyncthingClient; projectCidr: string; folders: string[]; peers: Peer[]}): Promise<void> {
+  const {client} = options
+  const {myID} = await client.status()
+  const peers = options.peers.filter((peer) => peer.deviceId !== myID)
+  if (peers.length === 0) return
+  for (const peer of peers) await upsertPeer(client, peer, options.projectCidr)
+  for (const folderId of options.folders) {
+    await shareWith(client, await existingFolder(client, folderId), peers.map((peer) => peer.deviceId))
+  }
+}
+
+/** This project's folders here: named after the project, or shared with a device inside its network. */
+export async function projectFolders(options: {client: SyncthingClient; project: string; projectCidr: string}): Promise<string[]> {
+  const {client} = options
+  const network = subnet(options.projectCidr)
+  const [folders, devices] = await Promise.all([client.folders(), client.devices()])
+  const inProject = new Set(
+    devices.filter((device) => device.addresses.some((address) => inSubnet(network, hostOf(address)))).map((device) => device.deviceID),
+  )
+  return folders
+    .filter((folder) => folder.id.startsWith(`${options.project}-`) || folder.devices.some((device) => inProject.has(device.deviceID)))
+    .map((folder) => folder.id)
+}
+
 export interface AcceptPendingOptions {
   client: SyncthingClient
   projectCidr: string
@@ -312,9 +340,9 @@ export interface PendingDecision {
 export async function acceptPendingDevices(options: AcceptPendingOptions): Promise<{accepted: PendingDecision[]; ignored: PendingDecision[]}> {
   const {client} = options
   const network = subnet(options.projectCidr)
-  const folders = await Promise.all(options.folders.map((folderId) => existingFolder(client, folderId)))
   const accepted: PendingDecision[] = []
   const ignored: PendingDecision[] = []
+  const peers: Peer[] = []
   for (const [deviceId, pending] of Object.entries(await client.pendingDevices())) {
     const decision = {deviceId, name: pending.name, address: pending.address}
     const ip = hostOf(pending.address)
@@ -322,11 +350,9 @@ export async function acceptPendingDevices(options: AcceptPendingOptions): Promi
       ignored.push(decision)
       continue
     }
-    await upsertPeer(client, {deviceId, name: pending.name || deviceId.slice(0, 7), overlayIp: ip, port: options.syncPort}, options.projectCidr)
+    peers.push({deviceId, name: pending.name || deviceId.slice(0, 7), overlayIp: ip, port: options.syncPort})
     accepted.push(decision)
   }
-  if (accepted.length > 0) {
-    for (const folder of folders) await shareWith(client, folder, accepted.map((device) => device.deviceId))
-  }
+  await sharePeers({client, projectCidr: options.projectCidr, folders: options.folders, peers})
   return {accepted, ignored}
 }

@@ -241,6 +241,17 @@ async function listenErrors(client: SyncthingClient, listenAddresses: string[], 
   }
 }
 
+/**
+ * This device's Syncthing ID, which the operator records at registration so that peers can
+ * share with it. Sets the managed instance up (without starting it) the first time.
+ */
+export async function syncthingDeviceId(options: {vidsyncHome: string; tools?: Tools}): Promise<string> {
+  const paths = managedPaths(options.vidsyncHome)
+  await readManagedConfig(options.vidsyncHome).catch(() => writeManagedConfig(options))
+  const {stdout} = await runTool('syncthing', [`--home=${paths.dir}`, '--device-id'], {tools: options.tools})
+  return stdout.trim()
+}
+
 export interface StartManagedOptions extends ManagedConfigOptions {
   /** Keep running after vidsync exits. */
   detached?: boolean

@@ -1,0 +1,22 @@
+import {Args} from '@oclif/core'
+
+import {BaseCommand} from '../base-command.js'
+import {type DoctorCheck, doctor} from '../lib/up/status.js'
+
+export default class Doctor extends BaseCommand<typeof Doctor> {
+  static override summary = 'Check every step from joined project to syncing folders.'
+  static override description = 'Checks the joined project, nebula (binary, privileges, /dev/net/tun, config, running, overlay address, lighthouse), Syncthing (installed, configured, answering), folders and peers, and says what to fix. Exits 1 when a check fails.'
+  static override examples = ['<%= config.bin %> <%= command.id %>', '<%= config.bin %> <%= command.id %> --json']
+
+  static override args = {
+    project: Args.string({description: 'Joined project [default: the only one joined].'}),
+  }
+
+  async run(): Promise<{ok: boolean; checks: DoctorCheck[]}> {
+    const checks = await doctor({home: this.home, project: this.args.project})
+    for (const check of checks) this.log(`${check.ok ? 'ok  ' : 'FAIL'}  ${check.name}${check.fix ? `: ${check.fix}` : ''}`)
+    const ok = checks.every((check) => check.ok)
+    if (!ok) process.exitCode = 1
+    return {ok, checks}
+  }
+}

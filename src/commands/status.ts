@@ -1,0 +1,43 @@
+import {Args, Flags} from '@oclif/core'
+
+import {BaseCommand} from '../base-command.js'
+import {parseDuration} from '../lib/duration.js'
+import {InvalidInputError} from '../lib/errors.js'
+import {renderStatus} from '../lib/output/status.js'
+import {type DeviceStatus, deviceStatus} from '../lib/up/status.js'
+
+export default class Status extends BaseCommand<typeof Status> {
+  static override summary = "Show this device's overlay, peers and sync progress."
+  static override description = 'Overlay: whether Nebula runs, the overlay IP and whether a lighthouse answered. Sync: connected peers, and per folder how complete it is here and on each connected peer, with bytes and transfer rate. --watch redraws until Ctrl-C.'
+  static override examples = ['<%= config.bin %> <%= command.id %>', '<%= config.bin %> <%= command.id %> --watch', '<%= config.bin %> <%= command.id %> --json']
+
+  static override args = {
+    project: Args.string({description: 'Joined project [default: the only one joined].'}),
+  }
+
+  static override flags = {
+    watch: Flags.boolean({summary: 'Keep refreshing until Ctrl-C.'}),
+    interval: Flags.string({summary: 'Refresh interval with --watch.', default: '2s'}),
+  }
+
+  async run(): Promise<DeviceStatus> {
+    if (this.flags.watch && this.jsonEnabled()) throw new InvalidInputError('--watch draws for people: use --json alone and poll it in scripts')
+    const options = {home: this.home, project: this.args.project}
+    let status = await deviceStatus(options)
+    if (!this.flags.watch) {
+      this.log(renderStatus(status, {color: this.interactive}))
+      return status
+    }
+    const intervalMs = parseDuration(this.flags.interval, 'interval') * 1000
+    const stop = new AbortController()
+    process.once('SIGINT', () => stop.abort())
+    while (!stop.signal.aborted) {
+      // Clear and redraw on a terminal; elsewhere append one snapshot per interval.
+      if (this.interactive) process.stdout.write('\u001B[2J\u001B[H')
+      this.log(renderStatus(status, {color: this.interactive}))
+      await new Promise((resolve) => setTimeout(resolve, intervalMs))
+      if (!stop.signal.aborted) status = await deviceStatus({...options, previous: status})
+    }
+    return status
+  }
+}

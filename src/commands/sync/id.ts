@@ -1,0 +1,14 @@
+import {BaseCommand} from '../../base-command.js'
+import {syncthingDeviceId} from '../../lib/syncthing/managed.js'
+
+export default class SyncId extends BaseCommand<typeof SyncId> {
+  static override summary = "Print this device's Syncthing ID."
+  static override description = "The operator passes it to `vidsync device register --syncthing-id`, so the project's other devices can share folders with this one. Sets up the managed Syncthing (keys and safe config, not started) the first time."
+  static override examples = ['<%= config.bin %> <%= command.id %>', '<%= config.bin %> <%= command.id %> --json']
+
+  async run(): Promise<{deviceId: string}> {
+    const deviceId = await syncthingDeviceId({vidsyncHome: this.home})
+    this.log(deviceId)
+    return {deviceId}
+  }
+}

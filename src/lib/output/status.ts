@@ -1,0 +1,49 @@
+import {Chalk} from 'chalk'
+
+import type {DeviceStatus} from '../up/status.js'
+
+const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB']
+
+export function formatBytes(bytes: number): string {
+  let value = bytes
+  let unit = 0
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024
+    unit++
+  }
+  return `${value.toFixed(unit === 0 ? 0 : 1)} ${units[unit]}`
+}
+
+function bar(percent: number, width = 24): string {
+  const filled = Math.round((Math.min(100, Math.max(0, percent)) / 100) * width)
+  return `[${'#'.repeat(filled)}${'-'.repeat(width - filled)}]`
+}
+
+/** The human view of `vidsync status`: overlay, peers, and a progress bar per folder. */
+export function renderStatus(status: DeviceStatus, options: {color: boolean}): string {
+  const paint = new Chalk({level: options.color ? 1 : 0})
+  const good = (ok: boolean, text: string) => (ok ? paint.green(text) : paint.red(text))
+  const {overlay, syncthing} = status
+  const lines = [
+    `overlay   ${good(overlay.running && overlay.tunUp, overlay.running ? 'up' : 'down')}  ${overlay.overlayIp} on ${overlay.tunDev}` +
+      (overlay.lighthouseReachable === null ? '' : `, lighthouse ${good(overlay.lighthouseReachable, overlay.lighthouseReachable ? 'answers' : 'silent')}`),
+  ]
+  if (!syncthing.reachable) return [...lines, `syncthing ${paint.red('unreachable')}: ${syncthing.problem}`].join('\n')
+  const connected = syncthing.peers.filter((peer) => peer.connected)
+  lines.push(`peers     ${connected.length}/${syncthing.peers.length} connected`)
+  for (const peer of syncthing.peers) {
+    lines.push(`  ${good(peer.connected, peer.connected ? '●' : '○')} ${peer.name || peer.deviceId.slice(0, 7)} ${peer.address}`)
+  }
+  if (status.rate) {
+    lines.push(`rate      in ${formatBytes(status.rate.inBytesPerSecond)}/s, out ${formatBytes(status.rate.outBytesPerSecond)}/s`)
+  }
+  lines.push(`folders   ${syncthing.folders.length}`)
+  for (const folder of syncthing.folders) {
+    const done = folder.globalBytes - folder.needBytes
+    lines.push(
+      `  ${bar(folder.completion)} ${folder.completion.toFixed(0).padStart(3)}%  ${folder.folderId}  ${formatBytes(done)} of ${formatBytes(folder.globalBytes)}  ${folder.state}${folder.error ? `: ${paint.red(folder.error)}` : ''}`,
+    )
+    for (const peer of folder.peers) lines.push(`      ${peer.deviceId.slice(0, 7)} ${peer.completion.toFixed(0)}%`)
+  }
+  return lines.join('\n')
+}

@@ -1,0 +1,87 @@
+import {type NebulaStatus, nebulaStatus, preflight} from '../nebula/process.js'
+import {resolveProjectDir} from '../nebula/project.js'
+import {runTool, type Tools} from '../exec.js'
+import {VidsyncError} from '../errors.js'
+import {type SyncStatus, syncStatus} from '../syncthing/folders.js'
+import {connectSyncthing, readManagedConfig} from '../syncthing/managed.js'
+
+export interface DeviceStatus {
+  overlay: NebulaStatus
+  syncthing: ({reachable: true} & SyncStatus) | {reachable: false; problem: string}
+  /** Bytes per second in and out over all peers since the previous sample (absent on the first). */
+  rate?: {inBytesPerSecond: number; outBytesPerSecond: number}
+}
+
+/** Overlay and sync state of this device; pass the previous sample to get transfer rates. */
+export async function deviceStatus(options: {home: string; project?: string; previous?: DeviceStatus}): Promise<DeviceStatus> {
+  const dir = await resolveProjectDir({home: options.home, project: options.project})
+  const overlay = await nebulaStatus({projectDir: dir})
+  let syncthing: DeviceStatus['syncthing']
+  try {
+    const {client} = await connectSyncthing({vidsyncHome: options.home})
+    syncthing = {reachable: true, ...(await syncStatus({client}))}
+  } catch (error) {
+    if (!(error instanceof VidsyncError)) throw error
+    syncthing = {reachable: false, problem: error.message}
+  }
+  const before = options.previous?.syncthing
+  if (!before?.reachable || !syncthing.reachable) return {overlay, syncthing}
+  const seconds = (Date.parse(syncthing.total.at) - Date.parse(before.total.at)) / 1000
+  if (seconds <= 0) return {overlay, syncthing}
+  const rate = {
+    inBytesPerSecond: Math.max(0, (syncthing.total.inBytesTotal - before.total.inBytesTotal) / seconds),
+    outBytesPerSecond: Math.max(0, (syncthing.total.outBytesTotal - before.total.outBytesTotal) / seconds),
+  }
+  return {overlay, syncthing, rate}
+}
+
+export interface DoctorCheck {
+  name: string
+  ok: boolean
+  /** What is wrong and what to do, when not ok. */
+  fix?: string
+}
+
+/** Checks every step from joined project to syncing folders and says what to fix. */
+export async function doctor(options: {home: string; project?: string; tools?: Tools}): Promise<DoctorCheck[]> {
+  const checks: DoctorCheck[] = []
+  const check = (name: string, problem: string | undefined) => checks.push(problem ? {name, ok: false, fix: problem} : {name, ok: true})
+  let dir: string
+  try {
+    dir = await resolveProjectDir({home: options.home, project: options.project})
+    check('project joined', undefined)
+  } catch (error) {
+    check('project joined', (error as Error).message)
+    return checks
+  }
+  for (const step of await preflight({projectDir: dir, tools: options.tools})) check(`nebula ${step.name}`, step.problem?.message)
+  const overlay = await nebulaStatus({projectDir: dir})
+  check('nebula running', overlay.running ? undefined : 'nebula is not running: start it with `vidsync up` or `vidsync nebula up`')
+  if (overlay.running) {
+    check('overlay address', overlay.tunUp ? undefined : `${overlay.tunDev} does not have ${overlay.overlayIp}: see ${overlay.logPath}`)
+    if (overlay.lighthouseReachable !== null) {
+      check('lighthouse answers', overlay.lighthouseReachable ? undefined : `no lighthouse answered: check its endpoint and that UDP reaches it (log: ${overlay.logPath})`)
+    }
+  }
+  const binary = await runTool('syncthing', ['--version'], {tools: options.tools}).then(
+    () => undefined,
+    (error: Error) => error.message,
+  )
+  check('syncthing installed', binary)
+  const config = await readManagedConfig(options.home).then(
+    () => undefined,
+    () => 'vidsync has not set up Syncthing here yet: run `vidsync up` (or `vidsync sync up`)',
+  )
+  check('syncthing configured', config)
+  const status = await deviceStatus({home: options.home, project: options.project})
+  const {syncthing} = status
+  check('syncthing answers', syncthing.reachable ? undefined : syncthing.problem)
+  if (syncthing.reachable) {
+    for (const folder of syncthing.folders) {
+      check(`folder ${folder.folderId}`, folder.error ? `${folder.path}: ${folder.error}` : undefined)
+    }
+    const connected = syncthing.peers.filter((peer) => peer.connected).length
+    check('peers connected', connected > 0 || syncthing.peers.length === 0 ? undefined : 'no peer is connected: are they up, and is the overlay reachable?')
+  }
+  return checks
+}

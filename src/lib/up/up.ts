@@ -1,0 +1,138 @@
+import {readFile, rm} from 'node:fs/promises'
+import {join} from 'node:path'
+
+import {isAlive, processCommandLine, startSelf, stopPid, type Tools} from '../exec.js'
+import {writeFileAtomic} from '../files.js'
+import {type NebulaStatus, nebulaStatus, startNebula, stopNebula} from '../nebula/process.js'
+import {loadProject, resolveProjectDir} from '../nebula/project.js'
+import {syncthingPort} from '../nebula/config.js'
+import type {SyncthingClient} from '../syncthing/client.js'
+import {acceptPendingDevices, type PendingDecision, projectFolders, sharePeers} from '../syncthing/folders.js'
+import {connectSyncthing, startManagedSyncthing, stopManagedSyncthing} from '../syncthing/managed.js'
+import {loadProjectManifest} from '../syncthing/project.js'
+
+export interface UpOptions {
+  home: string
+  project?: string
+  guiPort?: number
+  nebulaTimeoutMs?: number
+  tools?: Tools
+}
+
+export interface ReconcileResult {
+  folders: string[]
+  /** Devices that connected from inside the overlay and were accepted in this pass. */
+  accepted: PendingDecision[]
+  /** Pending devices outside the project's network, left alone. */
+  ignored: PendingDecision[]
+}
+
+export interface UpResult {
+  project: string
+  overlayIp: string
+  nebula: NebulaStatus
+  syncthing: {deviceId: string; url: string; pid: number; listenAddresses: string[]}
+  reconcile: ReconcileResult
+}
+
+/**
+ * One reconcile pass: the manifest's peers (with their Syncthing IDs) and the devices that
+ * connect from inside the overlay become devices sharing the project's folders. The Nebula
+ * certificate already proved a connecting device belongs to the project.
+ */
+export async function reconcile(options: {client: SyncthingClient; home: string; project: string}): Promise<ReconcileResult> {
+  const {client} = options
+  const manifest = await loadProjectManifest(options.home, options.project)
+  const folders = await projectFolders({client, project: manifest.project, projectCidr: manifest.cidr})
+  const peers = manifest.peers.flatMap((peer) => (peer.syncthingId ? [{deviceId: peer.syncthingId, name: peer.name, overlayIp: peer.ip}] : []))
+  await sharePeers({client, projectCidr: manifest.cidr, folders, peers})
+  const {accepted, ignored} = await acceptPendingDevices({client, projectCidr: manifest.cidr, folders})
+  return {folders, accepted, ignored}
+}
+
+/**
+ * Brings a joined device up: the Nebula overlay (detached), then the managed Syncthing listening
+ * on the overlay address only, then one reconcile pass. Parts already running are reused.
+ */
+export async function bringUp(options: UpOptions): Promise<UpResult & {client: SyncthingClient}> {
+  const dir = await resolveProjectDir({home: options.home, project: options.project})
+  const project = await loadProject(dir)
+  const current = await nebulaStatus({projectDir: dir})
+  const nebula = current.running
+    ? current
+    : await startNebula({projectDir: dir, detach: true, tools: options.tools, timeoutMs: options.nebulaTimeoutMs})
+  const syncthing = await startManagedSyncthing({
+    vidsyncHome: options.home,
+    guiPort: options.guiPort,
+    listenAddresses: [`tcp://${project.overlayIp}:${syncthingPort}`],
+    detached: true,
+    tools: options.tools,
+  })
+  const {client} = await connectSyncthing({vidsyncHome: options.home})
+  const result = await reconcile({client, home: options.home, project: project.name})
+  return {
+    project: project.name,
+    overlayIp: project.overlayIp,
+    nebula,
+    syncthing: {deviceId: syncthing.deviceId, url: syncthing.url, pid: syncthing.pid, listenAddresses: syncthing.listenAddresses},
+    reconcile: result,
+    client,
+  }
+}
+
+/** Reconciles every `intervalMs` until `signal` aborts; a failed pass is reported and retried. */
+export async function reconcileLoop(options: {
+  client: SyncthingClient
+  home: string
+  project: string
+  intervalMs: number
+  signal: AbortSignal
+  onPass: (result: ReconcileResult | Error) => void
+}): Promise<void> {
+  while (!options.signal.aborted) {
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, options.intervalMs)
+      options.signal.addEventListener('abort', () => (clearTimeout(timer), resolve()), {once: true})
+    })
+    if (options.signal.aborted) return
+    options.onPass(await reconcile(options).catch((error: unknown) => error as Error))
+  }
+}
+
+const loopPaths = (dir: string) => ({pidPath: join(dir, 'up.pid'), logPath: join(dir, 'up.log')})
+
+/** The PID of this project's background `up` loop, if one runs (a stale pid file is ignored). */
+async function runningLoop(dir: string): Promise<number | undefined> {
+  const pid = Number.parseInt(await readFile(loopPaths(dir).pidPath, 'utf8').catch(() => ''), 10)
+  if (!Number.isInteger(pid) || !isAlive(pid)) return undefined
+  const command = await processCommandLine(pid)
+  return command?.includes('up') && command.includes(dir.split('/').at(-1) ?? '') ? pid : undefined
+}
+
+/**
+ * Runs `vidsync up` for the project in the background (its log in up.log, its PID in up.pid),
+ * so devices that join later keep being accepted after this command returns.
+ */
+export async function detachLoop(options: {home: string; project: string; intervalSeconds: number}): Promise<{pid: number; logPath: string}> {
+  const dir = await resolveProjectDir({home: options.home, project: options.project})
+  const {pidPath, logPath} = loopPaths(dir)
+  const running = await runningLoop(dir)
+  if (running) return {pid: running, logPath}
+  const args = ['up', options.project, '--home', options.home, '--interval', `${options.intervalSeconds}s`]
+  const daemon = await startSelf(args, {detached: true, logPath})
+  await writeFileAtomic(pidPath, `${daemon.pid}\n`, 0o644)
+  return {pid: daemon.pid, logPath}
+}
+
+/** Stops what `up` started: Syncthing, Nebula, then the background loop. Idempotent. */
+export async function bringDown(options: {home: string; project?: string}) {
+  const dir = await resolveProjectDir({home: options.home, project: options.project})
+  // Syncthing and Nebula first, so the result says what was running; the loop ends through here
+  // too (on SIGTERM) and must not wait for its own PID.
+  const syncthing = await stopManagedSyncthing({vidsyncHome: options.home})
+  const nebula = await stopNebula({projectDir: dir})
+  const loop = await runningLoop(dir)
+  if (loop && loop !== process.pid) await stopPid(loop, 20_000)
+  if (loop !== process.pid) await rm(loopPaths(dir).pidPath, {force: true})
+  return {loopStopped: loop !== undefined && loop !== process.pid, syncthing, nebula}
+}
