@@ -32,6 +32,11 @@ export abstract class BaseCommand<T extends typeof Command> extends Command {
       env: 'VIDSYNC_DATABASE_URL',
       helpGroup: 'GLOBAL',
     }),
+    'supabase-url': Flags.string({
+      summary: "Supabase project URL of the control plane, with the key in $VIDSYNC_SUPABASE_KEY (never a flag: it would show in the process list).",
+      env: 'VIDSYNC_SUPABASE_URL',
+      helpGroup: 'GLOBAL',
+    }),
   }
 
   protected flags!: CommandFlags<T>
@@ -55,7 +60,12 @@ export abstract class BaseCommand<T extends typeof Command> extends Command {
   }
 
   protected get storeOptions(): StoreOptions {
-    return {home: this.home, databaseUrl: this.flags['database-url']}
+    const supabaseUrl = this.flags['supabase-url']
+    return {
+      home: this.home,
+      databaseUrl: this.flags['database-url'],
+      supabase: supabaseUrl ? {url: supabaseUrl, key: process.env.VIDSYNC_SUPABASE_KEY} : undefined,
+    }
   }
 
   /** Opens the control plane for the length of `work`. */

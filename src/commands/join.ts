@@ -1,26 +1,71 @@
 import {Args, Flags} from '@oclif/core'
+import ora from 'ora'
 
 import {BaseCommand} from '../base-command.js'
+import {parseDuration} from '../lib/duration.js'
+import {InvalidInputError} from '../lib/errors.js'
+import {isInviteCode} from '../lib/invites/secrets.js'
+import {joinWithInvite} from '../lib/join/invite.js'
 import {joinBundle, type JoinResult} from '../lib/join/join.js'
+import {selectedBackend} from '../lib/store/open.js'
 
 export default class Join extends BaseCommand<typeof Join> {
-  static override summary = 'Join a project with the bundle the operator sent.'
-  static override description = `Checks the bundle (certificate signed by its CA, valid now, issued for this device's key from \`vidsync key create\`, config accepted by nebula) and installs it under <home>/projects/<project>/. Running it again with the same bundle changes nothing; a renewed bundle replaces the old files. Then bring the overlay up with \`vidsync nebula up\`, or everything with \`vidsync up\`.`
+  static override summary = 'Join a project with the bundle or the invite code the operator sent.'
+  static override description = `With a bundle zip: checks it (certificate signed by its CA, valid now, issued for this device's key from \`vidsync key create\`, config accepted by nebula) and installs it under <home>/projects/<project>/. Running it again with the same bundle changes nothing; a renewed bundle replaces the old files.
+
+With an invite code (vsi_...): needs the control plane, usually VIDSYNC_SUPABASE_URL with the anon key in VIDSYNC_SUPABASE_KEY. Makes this device's key pair when missing (the private key never leaves the device), redeems the code and waits for the operator's \`vidsync device approve\`, then installs the bundle the same way and keeps the device token (0600) for later refreshes. If the wait times out, \`vidsync join --resume\` (or the same command again) carries on where it stopped.
+
+Then bring the overlay up with \`vidsync nebula up\`, or everything with \`vidsync up\`.`
   static override examples = [
     '<%= config.bin %> <%= command.id %> studio-laptop.zip',
     '<%= config.bin %> <%= command.id %> studio-laptop.zip --key ~/keys/laptop.key --json',
+    'VIDSYNC_SUPABASE_URL=https://abcd.supabase.co VIDSYNC_SUPABASE_KEY=<anon key> <%= config.bin %> <%= command.id %> vsi_... --name laptop',
+    '<%= config.bin %> <%= command.id %> --resume',
   ]
 
   static override args = {
-    bundle: Args.string({description: 'The bundle zip from `vidsync device register`.', required: true}),
+    source: Args.string({description: 'The bundle zip from `vidsync device register`, or an invite code from `vidsync invite create`.'}),
   }
 
   static override flags = {
     key: Flags.string({summary: "This device's private key [default: <home>/keys/node.key].", env: 'VIDSYNC_KEY'}),
+    name: Flags.string({summary: "With an invite code: this device's name [default: the host name]."}),
+    wait: Flags.string({summary: "With an invite code: how long to wait for the operator's approval.", default: '15m'}),
+    resume: Flags.boolean({summary: 'Carry on with the join that is waiting for approval.'}),
   }
 
   async run(): Promise<JoinResult> {
-    const result = await joinBundle({home: this.home, bundlePath: this.args.bundle, keyPath: this.flags.key})
+    const {source} = this.args
+    const {flags} = this
+    let result: JoinResult
+    if (source !== undefined && !isInviteCode(source.trim()) && !flags.resume) {
+      result = await joinBundle({home: this.home, bundlePath: source, keyPath: flags.key})
+    } else {
+      if (source === undefined && !flags.resume) throw new InvalidInputError('give a bundle zip or an invite code, or --resume')
+      if (selectedBackend(this.storeOptions) === 'embedded') {
+        throw new InvalidInputError('joining with an invite code needs the control plane: set VIDSYNC_SUPABASE_URL and VIDSYNC_SUPABASE_KEY (the anon key)')
+      }
+      const waitMs = parseDuration(flags.wait, 'wait') * 1000
+      // A spinner only for a person watching: never in scripts, logs or --json.
+      const spinner = process.stderr.isTTY && !this.jsonEnabled() ? ora({stream: process.stderr}) : undefined
+      try {
+        result = await this.withControlPlane((controlPlane) =>
+          joinWithInvite({
+            home: this.home,
+            controlPlane,
+            code: source,
+            name: flags.name,
+            keyPath: flags.key,
+            waitMs,
+            onWaiting: ({project, device}) => {
+              if (spinner && !spinner.isSpinning) spinner.start(`${device} is waiting for the operator's approval in ${project} (vidsync device approve ${project})`)
+            },
+          }),
+        )
+      } finally {
+        spinner?.stop()
+      }
+    }
     for (const warning of result.warnings) this.warn(warning)
     this.log(
       result.changed

@@ -37,14 +37,14 @@ export interface JoinResult {
 /** Clocks further apart than this make certificates look not-yet-valid on one side. */
 const clockSkewToleranceMs = 5 * 60_000
 
-function parseManifest(raw: Buffer | undefined, bundlePath: string): BundleManifest {
+function parseManifest(raw: Buffer | undefined, origin: string): BundleManifest {
   try {
     const manifest = JSON.parse(raw?.toString() ?? '') as BundleManifest
     if (manifest.version === 1 && /^[a-z0-9-]{1,63}$/.test(manifest.project) && typeof manifest.ip === 'string') return manifest
   } catch {
     // reported below
   }
-  throw new InvalidInputError(`${bundlePath} has an unreadable vidsync.json: ask the operator for a new bundle`)
+  throw new InvalidInputError(`${origin} has an unreadable vidsync.json: ask the operator for a new bundle`)
 }
 
 async function readKey(path: string): Promise<Buffer> {
@@ -74,15 +74,28 @@ async function sameContent(dir: string, files: Map<string, string | Buffer>): Pr
   return true
 }
 
+/** Installs a bundle zip on this device: see installBundle. */
+export async function joinBundle(options: JoinOptions): Promise<JoinResult> {
+  const {bundlePath, ...rest} = options
+  return installBundle({...rest, files: await readBundle(bundlePath), origin: bundlePath})
+}
+
+export interface InstallOptions extends Omit<JoinOptions, 'bundlePath'> {
+  /** The bundle's files by name, from a zip or from the control plane. */
+  files: Map<string, Buffer>
+  /** Where the files came from, for messages: the zip's path or a description. */
+  origin: string
+}
+
 /**
  * Installs a bundle on this device after checking it: the certificate is signed by the bundle's
  * CA, is valid now, and carries this device's public key, and nebula accepts the config. Re-running
  * with the same bundle changes nothing; a renewed bundle replaces the files.
  */
-export async function joinBundle(options: JoinOptions): Promise<JoinResult> {
+export async function installBundle(options: InstallOptions): Promise<JoinResult> {
+  const {files, origin} = options
   const now = options.now ?? new Date()
-  const files = await readBundle(options.bundlePath)
-  const manifest = parseManifest(files.get('vidsync.json'), options.bundlePath)
+  const manifest = parseManifest(files.get('vidsync.json'), origin)
   const bundledKey = files.get('node.key')
   const key = bundledKey ?? (await readKey(options.keyPath ?? join(options.home, 'keys', 'node.key')))
   await ensureDir(projectsDir(options.home), {private: true})
@@ -99,14 +112,14 @@ export async function joinBundle(options: JoinOptions): Promise<JoinResult> {
 
     const cert = await readCert(join(stage, 'node.crt'), options.tools)
     if (Date.parse(cert.notAfter) <= now.getTime()) {
-      throw new InvalidInputError(`the certificate in ${options.bundlePath} expired at ${cert.notAfter}: ask the operator for \`vidsync device renew\``)
+      throw new InvalidInputError(`the certificate in ${origin} expired at ${cert.notAfter}: ask the operator for \`vidsync device renew\``)
     }
     if (Date.parse(cert.notBefore) > now.getTime() + clockSkewToleranceMs) {
       warnings.push(`this machine's clock is behind: the certificate is valid from ${cert.notBefore}; fix the clock or nebula will refuse it`)
     }
     if (cert.publicKey !== publicKeyHexOfPrivateKey(key)) {
       throw new InvalidInputError(
-        `${options.bundlePath} was issued for another key than this device's: ask the operator to register the public key from \`vidsync key create\`, or pass --key`,
+        `${origin} was issued for another key than this device's: ask the operator to register the public key from \`vidsync key create\`, or pass --key`,
       )
     }
     await verifyCert({caCertPath: join(stage, 'ca.crt'), certPath: join(stage, 'node.crt'), tools: options.tools})

@@ -2,8 +2,8 @@ import {ConflictError, ExhaustedError, InvalidInputError, NotFoundError, Unavail
 import type {SqlClient} from './sql-client.js'
 
 /**
- * How the control plane's SQL functions are reached: a SQL connection (embedded, Postgres) or,
- * later, Supabase's `rpc`. Arguments are named, as PostgREST requires.
+ * How the control plane's SQL functions are reached: a SQL connection (embedded, Postgres) or
+ * Supabase's `rpc` (supabase.ts). Arguments are named, as PostgREST requires.
  */
 export interface Rpc {
   call<R>(fn: string, args?: Record<string, unknown>): Promise<R[]>
@@ -17,6 +17,7 @@ const errorBySqlState: Record<string, new (message: string) => VidsyncError> = {
   VS409: ConflictError,
   VS503: UnavailableError,
   VS507: ExhaustedError,
+  VS429: UnavailableError, // rate limited: the message says when to retry
   '23505': ConflictError, // unique violation: a concurrent create won the race
   '23P01': ConflictError, // exclusion violation: a concurrent project took an overlapping range
 }
@@ -147,6 +148,87 @@ export interface RegisterOptions {
   operatorKey?: boolean
 }
 
+export type InviteState = 'active' | 'expired' | 'revoked' | 'used'
+
+export interface Invite {
+  id: number
+  project: string
+  groups: string[]
+  maxUses: number
+  uses: number
+  state: InviteState
+  expiresAt: string
+  revokedAt: string | null
+  createdAt: string
+  /** Devices that redeemed it and wait for approval. */
+  pending: number
+}
+
+export interface JoinRequest {
+  id: number
+  project: string
+  device: string
+  publicKey: string
+  groups: string[]
+  inviteId: number
+  source: string | null
+  createdAt: string
+}
+
+export interface ApprovalAttempt {
+  approved: boolean
+  project: string
+  device: string
+  /** The committed address when approved, else the candidate to sign for. */
+  ip: string
+  prefixLength: number
+}
+
+export interface Redemption {
+  project: string
+  device: string
+  /** The join request's status: pending, or where a retry finds it. */
+  status: 'pending' | 'approved' | 'rejected'
+}
+
+/** Where a device's join stands: waiting, turned down, or the status of the device it became. */
+export type JoinStatus = 'pending' | 'rejected' | DeviceStatus
+
+export type DeviceStatus = 'active' | 'revoked' | 'released'
+
+export interface DeviceBundle {
+  project: string
+  device: string
+  status: JoinStatus
+  /** The bundle's files by name, once the device is active. */
+  bundle: Record<string, string> | null
+}
+
+export interface Peer {
+  name: string
+  ip: string
+  syncthingId: string | null
+}
+
+export interface DeviceRefresh {
+  project: string
+  device: string
+  status: DeviceStatus
+  /** Null, like cidr, and the lists empty, unless the device is active. */
+  ip: string | null
+  cidr: string | null
+  lighthouses: Lighthouse[]
+  blocklist: string[]
+  peers: Peer[]
+}
+
+export interface StaleDevice {
+  device: string
+  ip: string
+  lastSeenAt: string | null
+  createdAt: string
+}
+
 type Timestamp = Date | string
 
 const iso = (value: Timestamp): string => new Date(value).toISOString()
@@ -174,6 +256,32 @@ interface DeviceRow {
   created_at: Timestamp
   revoked_at: Timestamp | null
 }
+
+interface InviteRow {
+  id: number | string
+  project: string
+  groups: string[]
+  max_uses: number
+  uses: number
+  state: InviteState
+  expires_at: Timestamp
+  revoked_at: Timestamp | null
+  created_at: Timestamp
+  pending: number
+}
+
+const toInvite = (row: InviteRow): Invite => ({
+  id: Number(row.id),
+  project: row.project,
+  groups: row.groups,
+  maxUses: row.max_uses,
+  uses: row.uses,
+  state: row.state,
+  expiresAt: iso(row.expires_at),
+  revokedAt: isoOrNull(row.revoked_at),
+  createdAt: iso(row.created_at),
+  pending: row.pending,
+})
 
 /** Typed calls of the control-plane contract in migrations/. */
 export class ControlPlane {
@@ -332,5 +440,117 @@ export class ControlPlane {
     })
     const row = single(rows, 'release_device')
     return {device: row.device, ip: row.ip, quarantinedUntil: iso(row.quarantined_until)}
+  }
+
+  // Invites and approval: operator side (service role).
+
+  async createInvite(options: {project: string; codeSha256: string; maxUses?: number; expiresSeconds?: number; groups?: string[]}): Promise<Invite> {
+    const rows = await this.rpc.call<InviteRow>('create_invite', {
+      p_project: options.project,
+      p_code_sha256: options.codeSha256,
+      p_max_uses: options.maxUses,
+      p_expires_seconds: options.expiresSeconds,
+      p_groups: options.groups ?? [],
+    })
+    return toInvite(single(rows, 'create_invite'))
+  }
+
+  async listInvites(options: {project: string}): Promise<Invite[]> {
+    return (await this.rpc.call<InviteRow>('list_invites', {p_project: options.project})).map(toInvite)
+  }
+
+  async revokeInvite(options: {project: string; id: number}): Promise<{id: number; revokedAt: string; rejected: number}> {
+    const rows = await this.rpc.call<{id: number | string; revoked_at: Timestamp; rejected: number}>('revoke_invite', {
+      p_project: options.project,
+      p_id: options.id,
+    })
+    const row = single(rows, 'revoke_invite')
+    return {id: Number(row.id), revokedAt: iso(row.revoked_at), rejected: row.rejected}
+  }
+
+  async listJoinRequests(options: {project?: string} = {}): Promise<JoinRequest[]> {
+    const rows = await this.rpc.call<{
+      id: number | string
+      project: string
+      device: string
+      public_key: string
+      groups: string[]
+      invite_id: number | string
+      source: string | null
+      created_at: Timestamp
+    }>('list_join_requests', {p_project: options.project})
+    return rows.map((row) => ({
+      id: Number(row.id),
+      project: row.project,
+      device: row.device,
+      publicKey: row.public_key,
+      groups: row.groups,
+      inviteId: Number(row.invite_id),
+      source: row.source,
+      createdAt: iso(row.created_at),
+    }))
+  }
+
+  /**
+   * One step of approving a join request (see approve_join_request): without `signed` it only
+   * answers the candidate address; with it, it commits when the address is still the one signed for.
+   */
+  async approveJoinRequest(options: {
+    requestId: number
+    signed?: {ip: string; fingerprint: string; notAfter: string; certPem: string; bundle: Record<string, string>}
+  }): Promise<ApprovalAttempt> {
+    const {signed} = options
+    const rows = await this.rpc.call<{approved: boolean; project: string; device: string; ip: string; prefix_length: number}>(
+      'approve_join_request',
+      {
+        p_request_id: options.requestId,
+        p_ip: signed?.ip,
+        p_fingerprint: signed?.fingerprint,
+        p_not_after: signed?.notAfter,
+        p_cert_pem: signed?.certPem,
+        p_bundle: signed?.bundle,
+      },
+    )
+    const row = single(rows, 'approve_join_request')
+    return {approved: row.approved, project: row.project, device: row.device, ip: row.ip, prefixLength: row.prefix_length}
+  }
+
+  async reclaimStale(options: {project: string; staleSeconds: number; dryRun?: boolean}): Promise<StaleDevice[]> {
+    const rows = await this.rpc.call<{device: string; ip: string; last_seen_at: Timestamp | null; created_at: Timestamp}>('reclaim_stale', {
+      p_project: options.project,
+      p_stale_seconds: options.staleSeconds,
+      p_dry_run: options.dryRun ?? false,
+    })
+    return rows.map((row) => ({device: row.device, ip: row.ip, lastSeenAt: isoOrNull(row.last_seen_at), createdAt: iso(row.created_at)}))
+  }
+
+  // Device side (anon key): each call carries the device's token or the invite code.
+
+  /** Redeems an invite for this device; a refused code becomes the matching error. */
+  async redeemInvite(options: {code: string; token: string; device: string; publicKey: string}): Promise<Redemption> {
+    const rows = await this.rpc.call<Redemption & {error_code: string | null; error_message: string | null}>(
+      'redeem_invite',
+      {p_code: options.code, p_token: options.token, p_device: options.device, p_public_key: options.publicKey},
+    )
+    const row = single(rows, 'redeem_invite')
+    if (row.error_code) throw mapDatabaseError({code: row.error_code, message: row.error_message})
+    return {project: row.project, device: row.device, status: row.status}
+  }
+
+  async deviceBundle(options: {token: string}): Promise<DeviceBundle> {
+    return single(await this.rpc.call<DeviceBundle>('device_bundle', {p_token: options.token}), 'device_bundle')
+  }
+
+  /** The device's heartbeat; answers its project's lighthouses, blocklist and peers. */
+  async deviceRefresh(options: {token: string; syncthingId?: string}): Promise<DeviceRefresh> {
+    const rows = await this.rpc.call<DeviceRefresh>('device_refresh', {
+      p_token: options.token,
+      p_syncthing_id: options.syncthingId,
+    })
+    return single(rows, 'device_refresh')
+  }
+
+  async schemaVersion(): Promise<number> {
+    return single(await this.rpc.call<{version: number}>('schema_version'), 'schema_version').version
   }
 }

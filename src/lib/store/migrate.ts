@@ -80,8 +80,12 @@ export async function migrate(sql: SqlClient, migrations: Migration[]): Promise<
 
 /** Refuses a schema that is older (needs `db migrate`) or newer (needs a newer vidsync) than this build. */
 export async function assertSchemaCurrent(sql: SqlClient, migrations: Migration[]): Promise<void> {
+  checkSchemaVersion(await schemaVersion(sql), migrations)
+}
+
+/** assertSchemaCurrent for a version read some other way (Supabase's API). */
+export function checkSchemaVersion(current: number, migrations: Migration[]): void {
   const known = migrations.at(-1)?.version ?? 0
-  const current = await schemaVersion(sql)
   if (current > known) throw newerSchema(current, known)
   if (current < known) {
     throw new IncompatibleSchemaError(

@@ -1,34 +1,50 @@
 import {join} from 'node:path'
 
+import {InvalidInputError} from '../errors.js'
 import {ensureHome} from '../home.js'
 import {ControlPlane, SqlRpc} from './control-plane.js'
 import {acquireFileLock} from './file-lock.js'
-import {assertSchemaCurrent, loadMigrations, migrate, type MigrationResult, schemaVersion} from './migrate.js'
+import {assertSchemaCurrent, checkSchemaVersion, loadMigrations, migrate, type MigrationResult, schemaVersion} from './migrate.js'
 import {EmbeddedClient, PostgresClient, type SqlClient} from './sql-client.js'
+import {SupabaseRpc} from './supabase.js'
 
-export type Backend = 'embedded' | 'postgres'
+export type Backend = 'embedded' | 'postgres' | 'supabase'
 
 export interface StoreOptions {
   /** vidsync home; the embedded database lives in its db/ folder. */
   home: string
   /** A Postgres URL selects the Postgres backend; without one the embedded backend is used. */
   databaseUrl?: string
+  /** Supabase's API, used when no databaseUrl is given. */
+  supabase?: {url: string; key?: string}
   /** Connections in the Postgres pool. */
   maxConnections?: number
 }
 
 export interface Connection {
-  backend: Backend
+  backend: Exclude<Backend, 'supabase'>
   sql: SqlClient
   close(): Promise<void>
 }
 
-export interface Store extends Connection {
+export interface Store {
+  backend: Backend
   controlPlane: ControlPlane
+  close(): Promise<void>
 }
 
-/** Connects to the configured backend without looking at its schema. */
+/** The backend the options select: a database URL wins over Supabase, which wins over the embedded one. */
+export function selectedBackend(options: StoreOptions): Backend {
+  return options.databaseUrl ? 'postgres' : options.supabase ? 'supabase' : 'embedded'
+}
+
+/** Connects to the configured SQL backend without looking at its schema. */
 export async function connect(options: StoreOptions): Promise<Connection> {
+  if (selectedBackend(options) === 'supabase') {
+    throw new InvalidInputError(
+      "Supabase's API cannot change the schema: pass its direct connection string as --database-url (see docs/supabase.md)",
+    )
+  }
   if (options.databaseUrl) {
     const sql = new PostgresClient(options.databaseUrl, options.maxConnections)
     return {backend: 'postgres', sql, close: () => sql.close()}
@@ -67,6 +83,7 @@ export async function migrateBackend(options: StoreOptions): Promise<MigrationRe
  * database must already be at this build's schema (`vidsync db migrate`).
  */
 export async function openStore(options: StoreOptions): Promise<Store> {
+  if (!options.databaseUrl && options.supabase) return openSupabase(options.supabase)
   const connection = await connect(options)
   try {
     const migrations = await loadMigrations()
@@ -76,5 +93,19 @@ export async function openStore(options: StoreOptions): Promise<Store> {
     await connection.close()
     throw error
   }
-  return {...connection, controlPlane: new ControlPlane(new SqlRpc(connection.sql))}
+  return {backend: connection.backend, controlPlane: new ControlPlane(new SqlRpc(connection.sql)), close: () => connection.close()}
+}
+
+async function openSupabase(options: {url: string; key?: string}): Promise<Store> {
+  if (!options.key) {
+    throw new InvalidInputError(
+      'VIDSYNC_SUPABASE_URL is set but VIDSYNC_SUPABASE_KEY is not: operators use the service-role key, devices the anon key',
+    )
+  }
+  if (!/^https?:\/\/[^\s/]+/.test(options.url)) {
+    throw new InvalidInputError(`invalid Supabase URL "${options.url}": expected https://<project>.supabase.co`)
+  }
+  const controlPlane = new ControlPlane(new SupabaseRpc({url: options.url, key: options.key}))
+  checkSchemaVersion(await controlPlane.schemaVersion(), await loadMigrations())
+  return {backend: 'supabase', controlPlane, close: async () => {}}
 }

@@ -1,0 +1,53 @@
+import {Args, Flags} from '@oclif/core'
+
+import {BaseCommand} from '../../base-command.js'
+import {formatDuration, parseDuration} from '../../lib/duration.js'
+import {type ApprovalFailure, type Approved, approveJoinRequests, type ApproveResult, watchJoinRequests} from '../../lib/invites/approve.js'
+
+export default class DeviceApprove extends BaseCommand<typeof DeviceApprove> {
+  static override summary = 'Sign the keys of devices that joined with an invite code.'
+  static override description = `Every device waiting for approval (redeemed an invite with \`vidsync join CODE\`) gets an address, a certificate signed here with the local CA (nebula-cert) and a bundle that the control plane keeps for the device to fetch with its token. The bundle never holds a private key. With --watch it keeps approving devices as they arrive until --timeout (or until --count devices are approved): the unattended mode for CI.`
+  static override examples = [
+    '<%= config.bin %> <%= command.id %> studio',
+    '<%= config.bin %> <%= command.id %> studio --watch --count 1 --timeout 10m --yes --json',
+  ]
+
+  static override args = {
+    project: Args.string({description: 'Project name [default: every project].'}),
+  }
+
+  static override flags = {
+    watch: Flags.boolean({summary: 'Keep approving devices as they arrive, until --timeout.'}),
+    timeout: Flags.string({summary: 'With --watch: how long to keep watching.', default: '10m'}),
+    count: Flags.integer({summary: 'With --watch: stop after this many approvals; fewer by the timeout is an error.', min: 1, dependsOn: ['watch']}),
+    yes: Flags.boolean({char: 'y', summary: 'Do not ask for confirmation.'}),
+  }
+
+  async run(): Promise<ApproveResult> {
+    const {flags} = this
+    const project = this.args.project
+    const scope = project ?? 'every project'
+    const onApproved = (a: Approved) => this.log(`Approved ${a.device} in ${a.project} at ${a.ip}; certificate valid until ${a.notAfter}.`)
+    const onFailed = (f: ApprovalFailure) => this.warn(`could not approve ${f.device} in ${f.project}: ${f.message}`)
+    if (flags.watch) {
+      const timeoutMs = parseDuration(flags.timeout, 'timeout') * 1000
+      await this.confirmDestructive(`Approve every device that joins ${scope} in the next ${formatDuration(timeoutMs / 1000)} without asking?`, flags.yes)
+      return this.withControlPlane((controlPlane) =>
+        watchJoinRequests({home: this.home, controlPlane, project, timeoutMs, count: flags.count, onApproved, onFailed}),
+      )
+    }
+    return this.withControlPlane(async (controlPlane) => {
+      const requests = await controlPlane.listJoinRequests({project})
+      if (requests.length === 0) {
+        this.log(`No device is waiting for approval in ${scope}.`)
+        return {approved: [], failed: []}
+      }
+      const names = requests.map((r) => `${r.device} (${r.project}, from ${r.source ?? 'unknown'} at ${r.createdAt})`).join(', ')
+      await this.confirmDestructive(`Sign the keys of ${names}?`, flags.yes)
+      const result = await approveJoinRequests({home: this.home, controlPlane, project, requests})
+      result.approved.forEach(onApproved)
+      result.failed.forEach(onFailed)
+      return result
+    })
+  }
+}

@@ -1,0 +1,296 @@
+import {readdir, stat} from 'node:fs/promises'
+import {join} from 'node:path'
+
+import {expect} from 'chai'
+import {execa} from 'execa'
+
+import {IncompatibleSchemaError, InvalidInputError, NotFoundError, PermissionError, UnavailableError, ConflictError, type VidsyncError} from '../src/lib/errors.js'
+import {newSecret, sha256Hex} from '../src/lib/invites/secrets.js'
+import {readDeviceToken} from '../src/lib/join/invite.js'
+import {ControlPlane} from '../src/lib/store/control-plane.js'
+import {loadMigrations, migrate} from '../src/lib/store/migrate.js'
+import {migrateBackend, openStore} from '../src/lib/store/open.js'
+import {PostgresClient} from '../src/lib/store/sql-client.js'
+import {SupabaseRpc} from '../src/lib/store/supabase.js'
+import {cli, type CliResult, root} from './helpers/cli.js'
+import {createThrowawayDatabase, type ThrowawayDatabase} from './helpers/postgres.js'
+import {startPostgrestStandIn, type StandIn, standInKeys} from './helpers/postgrest.js'
+import {removeTempDirs, tempDir} from './helpers/temp.js'
+
+async function rejection(promise: Promise<unknown>): Promise<VidsyncError> {
+  try {
+    await promise
+  } catch (error) {
+    return error as VidsyncError
+  }
+  throw new Error('expected the call to fail')
+}
+
+const publicKey = `-----BEGIN NEBULA X25519 PUBLIC KEY-----\n${Buffer.alloc(32, 7).toString('base64')}\n-----END NEBULA X25519 PUBLIC KEY-----\n`
+
+describe('Supabase transport: supabase-js against the PostgREST stand-in on real Postgres', function () {
+  this.timeout(120_000)
+  let database: ThrowawayDatabase
+  let standIn: StandIn
+  const api = (key: string, url = standIn.url) => new ControlPlane(new SupabaseRpc({url, key}))
+
+  before(async () => {
+    database = await createThrowawayDatabase('supabase')
+    const sql = new PostgresClient(database.url)
+    await migrate(sql, await loadMigrations())
+    await sql.close()
+    standIn = await startPostgrestStandIn({databaseUrl: database.url})
+  })
+
+  after(async () => {
+    await standIn?.close()
+    await database?.drop()
+  })
+
+  it('runs operator calls with the service-role key and converts the JSON answers', async () => {
+    const operator = api(standInKeys.service_role)
+    const created = await operator.createProject({name: 'films', cidr: '10.70.0.0/24', quarantineSeconds: 3600})
+    expect(created).to.deep.include({name: 'films', cidr: '10.70.0.0/24', quarantineSeconds: 3600})
+    expect(created.createdAt).to.match(/^\d{4}-\d\d-\d\dT.*Z$/)
+    expect(await operator.populatePool({project: 'films', cidr: '10.70.0.0/28'})).to.deep.equal({project: 'films', cidr: '10.70.0.0/28', added: 15, total: 15})
+    const invite = await operator.createInvite({project: 'films', codeSha256: sha256Hex(newSecret('invite')), maxUses: 3, groups: ['crew']})
+    expect(invite).to.include({project: 'films', maxUses: 3, uses: 0, state: 'active', pending: 0})
+    expect(invite.groups).to.deep.equal(['crew'])
+    expect(standIn.calls.every((call) => call.role === 'service_role' && call.status === 200)).to.equal(true)
+  })
+
+  it('maps control-plane errors to vidsync errors', async () => {
+    const operator = api(standInKeys.service_role)
+    const unknown = await rejection(operator.poolStatus({project: 'ghost'}))
+    expect(unknown).to.be.instanceOf(NotFoundError)
+    expect(unknown.message).to.contain('unknown project "ghost"')
+    expect(await rejection(operator.createProject({name: 'films', cidr: '10.71.0.0/24'}))).to.be.instanceOf(ConflictError)
+    expect(await rejection(operator.createProject({name: 'Bad!', cidr: '10.71.0.0/24'}))).to.be.instanceOf(InvalidInputError)
+  })
+
+  it('lets the anon key reach the device functions only, and redeems with the source the gateway reports', async () => {
+    const device = api(standInKeys.anon)
+    const operator = api(standInKeys.service_role)
+    const denied = await rejection(device.listProjects())
+    expect(denied).to.be.instanceOf(PermissionError)
+    expect(denied.message).to.match(/may not call vidsync.list_projects: operator commands need the service-role key/)
+    expect(standIn.calls.at(-1)).to.deep.equal({fn: 'list_projects', role: 'anon', status: 401})
+
+    const code = newSecret('invite')
+    await operator.createInvite({project: 'films', codeSha256: sha256Hex(code)})
+    const token = newSecret('device')
+    expect(await device.redeemInvite({code, token, device: 'cam', publicKey})).to.deep.equal({project: 'films', device: 'cam', status: 'pending'})
+    expect((await operator.listJoinRequests({project: 'films'}))[0]).to.include({device: 'cam', source: '127.0.0.1'})
+    expect(await device.deviceBundle({token})).to.deep.equal({project: 'films', device: 'cam', status: 'pending', bundle: null})
+    const used = await rejection(device.redeemInvite({code, token: newSecret('device'), device: 'cam2', publicKey}))
+    expect(used).to.be.instanceOf(ConflictError)
+    expect(used.message).to.match(/used up/)
+    expect(await device.schemaVersion()).to.equal((await loadMigrations()).at(-1)?.version)
+  })
+
+  it('reports a refused key, an unexposed schema, a missing function and an unreachable URL without the key', async () => {
+    const wrongKey = 'sb_secret_wrongwrongwrong'
+    const refused = await rejection(api(wrongKey).listProjects())
+    expect(refused).to.be.instanceOf(PermissionError)
+    expect(refused.message).to.match(/refused the key in VIDSYNC_SUPABASE_KEY \(HTTP 401\)/)
+
+    const hidden = await startPostgrestStandIn({databaseUrl: database.url, exposedSchemas: ['public']})
+    try {
+      const unexposed = await rejection(api(standInKeys.anon, hidden.url).schemaVersion())
+      expect(unexposed).to.be.instanceOf(IncompatibleSchemaError)
+      expect(unexposed.message).to.match(/does not expose the vidsync schema/)
+    } finally {
+      await hidden.close()
+    }
+
+    const missing = await rejection(new SupabaseRpc({url: standIn.url, key: standInKeys.service_role}).call('no_such_function'))
+    expect(missing).to.be.instanceOf(IncompatibleSchemaError)
+    expect(missing.message).to.match(/vidsync db migrate --database-url/)
+
+    const unreachable = await rejection(api(standInKeys.service_role, 'http://127.0.0.1:9').listProjects())
+    expect(unreachable).to.be.instanceOf(UnavailableError)
+    expect(unreachable.message).to.match(/cannot reach Supabase at http:\/\/127.0.0.1:9/)
+    for (const error of [refused, missing, unreachable]) {
+      expect(error.message).not.to.contain(wrongKey)
+      expect(error.message).not.to.contain(standInKeys.service_role)
+    }
+  })
+
+  it('opens the Supabase backend after checking the schema version; migrations need the direct connection', async () => {
+    const home = await tempDir()
+    const store = await openStore({home, supabase: {url: standIn.url, key: standInKeys.anon}})
+    expect(store.backend).to.equal('supabase')
+    await store.close()
+    expect(await rejection(openStore({home, supabase: {url: standIn.url}}))).to.be.instanceOf(InvalidInputError)
+    const migrating = await rejection(migrateBackend({home, supabase: {url: standIn.url, key: standInKeys.service_role}}))
+    expect(migrating.message).to.match(/direct connection string as --database-url/)
+    // A database URL wins: that is how `db migrate` reaches Supabase.
+    expect((await migrateBackend({home, databaseUrl: database.url, supabase: {url: standIn.url}})).backend).to.equal('postgres')
+  })
+})
+
+describe('invite flow through the built CLI over the stand-in', function () {
+  this.timeout(240_000)
+  let database: ThrowawayDatabase
+  let standIn: StandIn
+  let operatorHome: string
+  const outputs: CliResult[] = []
+  const deviceHomes: Record<string, string> = {}
+
+  const operator = async (...args: string[]) => {
+    const result = await cli([...args, '--json'], {VIDSYNC_HOME: operatorHome, VIDSYNC_SUPABASE_URL: standIn.url, VIDSYNC_SUPABASE_KEY: standInKeys.service_role})
+    outputs.push(result)
+    return result
+  }
+  const deviceEnv = (name: string) => ({
+    VIDSYNC_DATABASE_URL: '',
+    VIDSYNC_HOME: deviceHomes[name] ?? '',
+    VIDSYNC_SUPABASE_URL: standIn.url,
+    VIDSYNC_SUPABASE_KEY: standInKeys.anon,
+  })
+  const device = async (name: string, ...args: string[]) => {
+    const result = await cli([...args, '--json'], deviceEnv(name), {timeoutMs: 120_000})
+    outputs.push(result)
+    return result
+  }
+
+  before(async () => {
+    database = await createThrowawayDatabase('supaflow')
+    standIn = await startPostgrestStandIn({databaseUrl: database.url})
+    operatorHome = await tempDir()
+    for (const name of ['laptop', 'desktop', 'phone']) deviceHomes[name] = await tempDir()
+  })
+
+  after(async () => {
+    await standIn?.close()
+    await database?.drop()
+    await removeTempDirs()
+  })
+
+  it('migrates through the direct connection only', async () => {
+    const viaApi = await operator('db', 'migrate')
+    expect(viaApi.exitCode).to.equal(2)
+    expect(viaApi.json.error.message).to.contain('--database-url')
+    const direct = await operator('db', 'migrate', '--database-url', database.url)
+    expect(direct.exitCode).to.equal(0)
+    expect(direct.json.backend).to.equal('postgres')
+  })
+
+  it('sets up a project over the API with the service-role key', async () => {
+    expect((await operator('ca', 'init', '--name', 'studio-ca', '--duration', '30d')).exitCode).to.equal(0)
+    expect((await operator('project', 'create', 'studio', '--cidr', '10.99.1.0/24')).exitCode).to.equal(0)
+    expect((await operator('pool', 'populate', 'studio')).exitCode).to.equal(0)
+    const lighthouse = await operator('lighthouse', 'add', 'studio', '--name', 'lh1', '--endpoint', '192.0.2.1:4242', '--generate-key', '--out', join(operatorHome, 'lh1.zip'))
+    expect(lighthouse.exitCode, lighthouse.stdout).to.equal(0)
+  })
+
+  let code: string
+  let inviteId: number
+
+  it('creates an invite whose code is printed once and never listed', async () => {
+    const created = await operator('invite', 'create', 'studio', '--uses', '2', '--expires', '1h', '--groups', 'editors')
+    expect(created.exitCode).to.equal(0)
+    ;({code, id: inviteId} = created.json)
+    expect(code).to.match(/^vsi_[A-Za-z0-9_-]{43}$/)
+    const listed = await operator('invite', 'list', 'studio')
+    expect(listed.json.invites).to.have.length(1)
+    expect(listed.json.invites[0]).to.include({id: inviteId, state: 'active', uses: 0, maxUses: 2})
+    expect(listed.stdout).not.to.contain(code)
+  })
+
+  it('joins with a code: key made locally, waits bounded, resumes after the unattended approval', async () => {
+    const early = await device('laptop', 'join', code, '--name', 'laptop', '--wait', '1s')
+    expect(early.exitCode).to.equal(6)
+    expect(early.json.error.message).to.match(/laptop is still waiting for approval in studio after 1s: .*`vidsync join --resume`/)
+    expect((await stat(join(deviceHomes.laptop ?? '', 'keys', 'node.key'))).mode & 0o777).to.equal(0o600)
+    const [pendingFile] = await readdir(join(deviceHomes.laptop ?? '', 'joins'))
+    expect((await stat(join(deviceHomes.laptop ?? '', 'joins', pendingFile ?? ''))).mode & 0o777).to.equal(0o600)
+
+    // The second device waits while the operator's unattended approval runs, as in CI.
+    const desktop = execa('node', [`${root}bin/run.js`, 'join', code, '--name', 'desktop', '--wait', '90s', '--json'], {
+      env: deviceEnv('desktop'),
+      reject: false,
+      stdin: 'ignore',
+      timeout: 120_000,
+    })
+    const approved = await operator('device', 'approve', 'studio', '--watch', '--count', '2', '--timeout', '60s', '--yes')
+    expect(approved.exitCode, approved.stdout).to.equal(0)
+    expect(approved.json.approved.map((a: {device: string}) => a.device).sort()).to.deep.equal(['desktop', 'laptop'])
+    const joined = await desktop
+    outputs.push({exitCode: joined.exitCode, stdout: String(joined.stdout), stderr: String(joined.stderr), json: undefined})
+    expect(joined.exitCode, String(joined.stderr)).to.equal(0)
+    expect(JSON.parse(String(joined.stdout))).to.include({project: 'studio', device: 'desktop', changed: true, operatorGeneratedKey: false})
+
+    const resumed = await device('laptop', 'join', '--resume')
+    expect(resumed.exitCode, resumed.stdout).to.equal(0)
+    expect(resumed.json).to.include({project: 'studio', device: 'laptop', changed: true})
+    const dir = resumed.json.projectDir as string
+    expect((await readdir(dir)).sort()).to.deep.equal(['ca.crt', 'device.token', 'nebula.yml', 'node.crt', 'node.key', 'vidsync.json'])
+    expect((await stat(join(dir, 'device.token'))).mode & 0o777).to.equal(0o600)
+    expect(await readdir(join(deviceHomes.laptop ?? '', 'joins'))).to.deep.equal([])
+  })
+
+  it('stored bundles that hold neither a private key nor the CA key, and a used-up code refuses a third device', async () => {
+    const sql = new PostgresClient(database.url)
+    try {
+      const bundles = await sql.query<{bundle: Record<string, string>}>('SELECT bundle FROM vidsync.join_requests WHERE bundle IS NOT NULL')
+      expect(bundles).to.have.length(2)
+      for (const {bundle} of bundles) {
+        expect(Object.keys(bundle).sort()).to.deep.equal(['README.md', 'ca.crt', 'nebula.yml', 'node.crt', 'vidsync.json'])
+        expect(JSON.stringify(bundle)).not.to.match(/PRIVATE KEY/)
+        expect(JSON.parse(bundle['vidsync.json'] ?? '{}').groups).to.deep.equal(['editors'])
+      }
+    } finally {
+      await sql.close()
+    }
+    const third = await device('phone', 'join', code, '--name', 'phone', '--wait', '5s')
+    expect(third.exitCode).to.equal(4)
+    expect(third.json.error.message).to.match(/used up \(2 of 2 uses\)/)
+    expect(await readdir(join(deviceHomes.phone ?? '', 'joins'))).to.deep.equal([])
+  })
+
+  it('shows a revocation in the next refresh of the other device', async () => {
+    const desktop = new ControlPlane(new SupabaseRpc({url: standIn.url, key: standInKeys.anon}))
+    const token = await readDeviceToken(deviceHomes.desktop ?? '', 'studio')
+    const before = await desktop.deviceRefresh({token})
+    expect(before.peers.map((peer) => peer.name)).to.deep.equal(['laptop'])
+    expect(before.lighthouses.map((lighthouse) => lighthouse.name)).to.deep.equal(['lh1'])
+    const laptop = (await operator('device', 'show', 'studio', 'laptop')).json
+    expect((await operator('device', 'revoke', 'studio', 'laptop', '--yes')).exitCode).to.equal(0)
+    const after = await desktop.deviceRefresh({token})
+    expect(after.blocklist).to.deep.equal([laptop.fingerprint])
+    expect(after.peers).to.deep.equal([])
+  })
+
+  it('revokes the invite, and reclaims stale devices only with --yes in scripts', async () => {
+    const revoked = await operator('invite', 'revoke', 'studio', String(inviteId), '--yes')
+    expect(revoked.exitCode).to.equal(0)
+    expect((await operator('invite', 'list', 'studio')).json.invites[0].state).to.equal('revoked')
+
+    const sql = new PostgresClient(database.url)
+    await sql.query("UPDATE vidsync.devices SET last_seen_at = now() - interval '40 days' WHERE name = 'desktop'")
+    await sql.close()
+    const unconfirmed = await operator('pool', 'reclaim', 'studio', '--stale', '30d')
+    expect(unconfirmed.exitCode).to.equal(2)
+    expect(unconfirmed.json.error.message).to.contain('pass --yes')
+    const dryRun = await operator('pool', 'reclaim', 'studio', '--stale', '30d', '--dry-run')
+    expect(dryRun.json.devices.map((d: {device: string}) => d.device)).to.deep.equal(['desktop'])
+    const reclaimed = await operator('pool', 'reclaim', 'studio', '--stale', '30d', '--yes')
+    expect(reclaimed.json).to.deep.include({dryRun: false})
+    expect(reclaimed.json.devices.map((d: {device: string}) => d.device)).to.deep.equal(['desktop'])
+    expect((await operator('device', 'list', 'studio')).json.devices.map((d: {name: string}) => d.name)).not.to.include('desktop')
+  })
+
+  it('used the service-role key for the operator and the anon key for devices, and never printed either', () => {
+    const roles = new Set(standIn.calls.map((call) => call.role))
+    expect([...roles].sort()).to.deep.equal(['anon', 'service_role'])
+    for (const call of standIn.calls.filter((c) => ['redeem_invite', 'device_bundle'].includes(c.fn))) expect(call.role).to.equal('anon')
+    for (const call of standIn.calls.filter((c) => ['create_invite', 'approve_join_request'].includes(c.fn))) expect(call.role).to.equal('service_role')
+    for (const output of outputs) {
+      for (const key of Object.values(standInKeys)) {
+        expect(output.stdout).not.to.contain(key)
+        expect(output.stderr).not.to.contain(key)
+      }
+    }
+  })
+})
