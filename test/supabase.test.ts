@@ -1,8 +1,9 @@
-import {readdir, stat} from 'node:fs/promises'
+import {readdir, readFile, stat} from 'node:fs/promises'
 import {join} from 'node:path'
 
 import {expect} from 'chai'
 import {execa} from 'execa'
+import YAML from 'yaml'
 
 import {IncompatibleSchemaError, InvalidInputError, NotFoundError, PermissionError, UnavailableError, ConflictError, type VidsyncError} from '../src/lib/errors.js'
 import {newSecret, sha256Hex} from '../src/lib/invites/secrets.js'
@@ -12,6 +13,7 @@ import {loadMigrations, migrate} from '../src/lib/store/migrate.js'
 import {migrateBackend, openStore} from '../src/lib/store/open.js'
 import {PostgresClient} from '../src/lib/store/sql-client.js'
 import {SupabaseRpc} from '../src/lib/store/supabase.js'
+import {refreshFromControlPlane} from '../src/lib/up/refresh.js'
 import {cli, type CliResult, root} from './helpers/cli.js'
 import {createThrowawayDatabase, type ThrowawayDatabase} from './helpers/postgres.js'
 import {startPostgrestStandIn, type StandIn, standInKeys} from './helpers/postgrest.js'
@@ -260,6 +262,21 @@ describe('invite flow through the built CLI over the stand-in', function () {
     const after = await desktop.deviceRefresh({token})
     expect(after.blocklist).to.deep.equal([laptop.fingerprint])
     expect(after.peers).to.deep.equal([])
+
+    // What the `up` loop does with it: the blocklist goes into nebula.yml, the peers into vidsync.json.
+    const home = deviceHomes.desktop ?? ''
+    const refreshed = await refreshFromControlPlane({home, project: 'studio', controlPlane: desktop})
+    expect(refreshed).to.deep.equal({status: 'active', peersChanged: true, blocklistChanged: true, nebulaReloaded: false})
+    const config = YAML.parse(await readFile(join(home, 'projects', 'studio', 'nebula.yml'), 'utf8'), {version: '1.1'})
+    expect(config.pki.blocklist).to.deep.equal([laptop.fingerprint])
+    expect(JSON.parse(await readFile(join(home, 'projects', 'studio', 'vidsync.json'), 'utf8')).peers).to.deep.equal([])
+    expect(await refreshFromControlPlane({home, project: 'studio', controlPlane: desktop})).to.deep.equal({
+      status: 'active',
+      peersChanged: false,
+      blocklistChanged: false,
+      nebulaReloaded: false,
+    })
+    expect(await refreshFromControlPlane({home: deviceHomes.phone ?? '', project: 'studio', controlPlane: desktop})).to.equal(undefined)
   })
 
   it('revokes the invite, and reclaims stale devices only with --yes in scripts', async () => {

@@ -2,6 +2,7 @@ import {Args, Flags} from '@oclif/core'
 
 import {BaseCommand} from '../base-command.js'
 import {parseDuration} from '../lib/duration.js'
+import type {ControlPlane} from '../lib/store/control-plane.js'
 import {bringDown, bringUp, detachLoop, reconcileLoop, type UpResult} from '../lib/up/up.js'
 
 export default class Up extends BaseCommand<typeof Up> {
@@ -21,8 +22,17 @@ export default class Up extends BaseCommand<typeof Up> {
   }
 
   async run(): Promise<UpResult & {loopPid?: number}> {
+    // Devices that joined with an invite refresh from a shared control plane; the embedded
+    // database is the operator's, never a device's.
+    const {databaseUrl, supabase} = this.storeOptions
+    if (!databaseUrl && !supabase) return this.runUp()
+    return this.withControlPlane((controlPlane) => this.runUp(controlPlane))
+  }
+
+  private async runUp(controlPlane?: ControlPlane): Promise<UpResult & {loopPid?: number}> {
     const intervalSeconds = parseDuration(this.flags.interval, 'interval')
     const {client, ...result} = await bringUp({
+      controlPlane,
       home: this.home,
       project: this.args.project,
       guiPort: this.flags['gui-port'],
@@ -31,7 +41,12 @@ export default class Up extends BaseCommand<typeof Up> {
     this.log(`${result.project}: overlay ${result.overlayIp} up, Syncthing ${result.syncthing.deviceId.slice(0, 7)} on ${result.syncthing.listenAddresses.join(', ')}.`)
     this.log(`Folders: ${result.reconcile.folders.join(', ') || 'none yet (add one with `vidsync sync add DIR`)'}.`)
     if (this.flags.detach) {
-      const loop = await detachLoop({home: this.home, project: result.project, intervalSeconds})
+      const {databaseUrl, supabase} = this.storeOptions
+      const env = {
+        ...(databaseUrl ? {VIDSYNC_DATABASE_URL: databaseUrl} : {}),
+        ...(supabase ? {VIDSYNC_SUPABASE_URL: supabase.url} : {}),
+      }
+      const loop = await detachLoop({home: this.home, project: result.project, intervalSeconds, env})
       this.log(`Reconciling in the background (pid ${loop.pid}, log ${loop.logPath}); stop with \`vidsync down\`.`)
       return {...result, loopPid: loop.pid}
     }
@@ -43,13 +58,17 @@ export default class Up extends BaseCommand<typeof Up> {
     try {
       await reconcileLoop({
         client,
+        controlPlane,
         home: this.home,
         project: result.project,
         intervalMs: intervalSeconds * 1000,
         signal: stop.signal,
         onPass: (pass) => {
           if (pass instanceof Error) this.logToStderr(`reconcile failed, retrying: ${pass.message}`)
-          else for (const device of pass.accepted) this.log(`accepted ${device.name || device.deviceId} from ${device.address}`)
+          else {
+            for (const device of pass.accepted) this.log(`accepted ${device.name || device.deviceId} from ${device.address}`)
+            if (pass.refresh?.blocklistChanged) this.log(`blocklist updated${pass.refresh.nebulaReloaded ? '; nebula reloaded' : ''}`)
+          }
         },
       })
     } finally {

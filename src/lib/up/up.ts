@@ -10,9 +10,12 @@ import type {SyncthingClient} from '../syncthing/client.js'
 import {acceptPendingDevices, type PendingDecision, projectFolders, sharePeers} from '../syncthing/folders.js'
 import {connectSyncthing, startManagedSyncthing, stopManagedSyncthing} from '../syncthing/managed.js'
 import {loadProjectManifest} from '../syncthing/project.js'
+import type {ControlPlane} from '../store/control-plane.js'
+import {refreshFromControlPlane, type RefreshResult} from './refresh.js'
 
 export interface UpOptions {
   home: string
+  controlPlane?: ControlPlane
   project?: string
   guiPort?: number
   nebulaTimeoutMs?: number
@@ -20,6 +23,8 @@ export interface UpOptions {
 }
 
 export interface ReconcileResult {
+  /** What the control plane said, for devices that joined with an invite. */
+  refresh?: RefreshResult
   folders: string[]
   /** Devices that connected from inside the overlay and were accepted in this pass. */
   accepted: PendingDecision[]
@@ -35,19 +40,30 @@ export interface UpResult {
   reconcile: ReconcileResult
 }
 
+export interface ReconcileOptions {
+  client: SyncthingClient
+  home: string
+  project: string
+  /** The control plane that invite-joined devices refresh from (heartbeat, peers, blocklist). */
+  controlPlane?: ControlPlane
+}
+
 /**
  * One reconcile pass: the manifest's peers (with their Syncthing IDs) and the devices that
  * connect from inside the overlay become devices sharing the project's folders. The Nebula
  * certificate already proved a connecting device belongs to the project.
  */
-export async function reconcile(options: {client: SyncthingClient; home: string; project: string}): Promise<ReconcileResult> {
+export async function reconcile(options: ReconcileOptions): Promise<ReconcileResult> {
   const {client} = options
+  const refresh = options.controlPlane
+    ? await refreshFromControlPlane({home: options.home, project: options.project, controlPlane: options.controlPlane, syncthingId: (await client.status()).myID})
+    : undefined
   const manifest = await loadProjectManifest(options.home, options.project)
   const folders = await projectFolders({client, project: manifest.project, projectCidr: manifest.cidr})
   const peers = manifest.peers.flatMap((peer) => (peer.syncthingId ? [{deviceId: peer.syncthingId, name: peer.name, overlayIp: peer.ip}] : []))
   await sharePeers({client, projectCidr: manifest.cidr, folders, peers})
   const {accepted, ignored} = await acceptPendingDevices({client, projectCidr: manifest.cidr, folders})
-  return {folders, accepted, ignored}
+  return {...(refresh ? {refresh} : {}), folders, accepted, ignored}
 }
 
 /**
@@ -69,7 +85,7 @@ export async function bringUp(options: UpOptions): Promise<UpResult & {client: S
     tools: options.tools,
   })
   const {client} = await connectSyncthing({vidsyncHome: options.home})
-  const result = await reconcile({client, home: options.home, project: project.name})
+  const result = await reconcile({client, home: options.home, project: project.name, controlPlane: options.controlPlane})
   return {
     project: project.name,
     overlayIp: project.overlayIp,
@@ -81,10 +97,7 @@ export async function bringUp(options: UpOptions): Promise<UpResult & {client: S
 }
 
 /** Reconciles every `intervalMs` until `signal` aborts; a failed pass is reported and retried. */
-export async function reconcileLoop(options: {
-  client: SyncthingClient
-  home: string
-  project: string
+export async function reconcileLoop(options: ReconcileOptions & {
   intervalMs: number
   signal: AbortSignal
   onPass: (result: ReconcileResult | Error) => void
@@ -113,13 +126,19 @@ async function runningLoop(dir: string): Promise<number | undefined> {
  * Runs `vidsync up` for the project in the background (its log in up.log, its PID in up.pid),
  * so devices that join later keep being accepted after this command returns.
  */
-export async function detachLoop(options: {home: string; project: string; intervalSeconds: number}): Promise<{pid: number; logPath: string}> {
+export async function detachLoop(options: {
+  home: string
+  project: string
+  intervalSeconds: number
+  /** Control-plane settings for the loop, passed in its environment (never on its command line). */
+  env?: Record<string, string>
+}): Promise<{pid: number; logPath: string}> {
   const dir = await resolveProjectDir({home: options.home, project: options.project})
   const {pidPath, logPath} = loopPaths(dir)
   const running = await runningLoop(dir)
   if (running) return {pid: running, logPath}
   const args = ['up', options.project, '--home', options.home, '--interval', `${options.intervalSeconds}s`]
-  const daemon = await startSelf(args, {detached: true, logPath})
+  const daemon = await startSelf(args, {detached: true, logPath, env: options.env})
   await writeFileAtomic(pidPath, `${daemon.pid}\n`, 0o644)
   return {pid: daemon.pid, logPath}
 }
