@@ -129,6 +129,20 @@ describe('lab (real nebula in network namespaces, as root)', function () {
     })
   })
 
+  it('lab demo: sample data from d1 arrives identical on every device, then the lab is gone', async function () {
+    this.timeout(300_000)
+    const home = await newHome()
+    const demo = await cli(['lab', 'demo', '--devices', '3', '--big', '4', '--small', '20', '--home', home, '--json'], {}, {timeoutMs: 280_000})
+    expect(demo.exitCode, demo.stdout + demo.stderr).to.equal(0)
+    expect(demo.json).to.include({files: 21, bytes: 4 * 1024 * 1024 + 20 * 16 * 1024})
+    expect(demo.json.devices.map((d: {device: string; identical: boolean}) => [d.device, d.identical])).to.deep.equal([
+      ['d2', true],
+      ['d3', true],
+    ])
+    for (const device of demo.json.devices) expect(device.mibPerSecond).to.be.above(0)
+    await expectGone(home, pidsOf(demo.json.lab))
+  })
+
   it('says clearly that it needs root', async () => {
     const nobody = ['--reuid', '65534', '--regid', '65534', '--clear-groups', process.execPath, `${root}bin/run.js`, 'lab', 'up', '--home', '/nonexistent', '--json']
     const result = await execa('setpriv', nobody, {reject: false, env: {VIDSYNC_DATABASE_URL: ''}, timeout: 30_000})

@@ -1,13 +1,12 @@
-import {Flags} from '@oclif/core'
-
 import {BaseCommand} from '../../base-command.js'
+import {labFlags} from '../../lab-flags.js'
 import {parseDuration} from '../../lib/duration.js'
 import {defaultLabHome, labUp, type LabState, vidsyncCli} from '../../lib/lab/lab.js'
 import {renderTable} from '../../lib/output/table.js'
 
 export default class LabUp extends BaseCommand<typeof LabUp> {
   static override summary = 'Bring up a lab on this machine: a lighthouse and N devices in network namespaces, joined with vidsync.'
-  static override description = `Needs root on Linux, plus ip and tc (iproute2), nebula and syncthing. Creates a network namespace per node on a private bridge (underlay 192.0.2.0/24, no route anywhere else; the host's network is not touched), then builds the overlay only with vidsync's own commands on the embedded backend: ca init, project create, pool populate, lighthouse add, and per device key create, device register, join and nebula up. The lab lives in <home>/lab; its state file lets \`vidsync lab down\` remove everything, also after a crash. Each step's output is in <home>/lab/logs until the next lab up.
+  static override description = `Needs root on Linux, plus ip and tc (iproute2), nebula and syncthing. Creates a network namespace per node on a private bridge (underlay 192.0.2.0/24, no route anywhere else; the host's network is not touched), then builds the overlay only with vidsync's own commands on the embedded backend: ca init, project create, pool populate, lighthouse add, and per device key create, sync id, device register, join, up --detach (nebula, Syncthing on the overlay address, reconcile loop) and sync add of a shared folder (<home>/lab/d<N>/shared). The lab lives in <home>/lab; its state file lets \`vidsync lab down\` remove everything, also after a crash. Each step's output is in <home>/lab/logs until the next lab up.
 
 --rate and --delay shape every node's link with netem: each node gets RATE in each direction, and DELAY on what it sends, so the round trip between two nodes is twice DELAY.`
   static override examples = [
@@ -15,12 +14,7 @@ export default class LabUp extends BaseCommand<typeof LabUp> {
     '<%= config.bin %> <%= command.id %> --devices 2 --rate 1gbit --delay 10ms --json',
   ]
 
-  static override flags = {
-    devices: Flags.integer({summary: 'How many devices besides the lighthouse.', default: 3, min: 1, max: 249}),
-    rate: Flags.string({summary: "Each node's link rate in each direction, in tc units (100mbit, 1gbit)."}),
-    delay: Flags.string({summary: 'Delay added to what each node sends (10ms): the round trip between two nodes is twice this.'}),
-    timeout: Flags.string({summary: 'Time limit for each step.', default: '60s'}),
-  }
+  static override flags = labFlags
 
   async run(): Promise<LabState> {
     const {flags} = this
