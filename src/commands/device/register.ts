@@ -1,9 +1,9 @@
 import {Args, Flags} from '@oclif/core'
 
 import {BaseCommand} from '../../base-command.js'
+import {publicKeyFlags, readPublicKeyFlag} from '../../flags/key.js'
 import {type BundleResult, defaultBundlePath, registerDevice} from '../../lib/devices/issue.js'
 import {parseDuration} from '../../lib/duration.js'
-import {readUserFile} from '../../lib/input.js'
 
 export default class DeviceRegister extends BaseCommand<typeof DeviceRegister> {
   static override summary = 'Register a device and write its bundle.'
@@ -20,14 +20,7 @@ export default class DeviceRegister extends BaseCommand<typeof DeviceRegister> {
 
   static override flags = {
     name: Flags.string({summary: 'Device name: lowercase letters, digits and hyphens.', required: true}),
-    'public-key': Flags.string({
-      summary: 'File with the public key from `vidsync key create` on the device, or - for stdin.',
-      exactlyOne: ['public-key', 'generate-key'],
-    }),
-    'generate-key': Flags.boolean({
-      summary: 'Generate the key pair here and put the private key into the bundle (the bundle says so).',
-      exactlyOne: ['public-key', 'generate-key'],
-    }),
+    ...publicKeyFlags,
     groups: Flags.string({summary: 'Comma-separated Nebula groups for firewall rules.', delimiter: ',', multiple: true}),
     'syncthing-id': Flags.string({summary: "The device's Syncthing ID, shared with its peers."}),
     duration: Flags.string({summary: 'Certificate lifetime (e.g. 8760h, 365d) [default: until the CA expires].'}),
@@ -42,7 +35,7 @@ export default class DeviceRegister extends BaseCommand<typeof DeviceRegister> {
         controlPlane,
         project: this.args.project,
         name: flags.name,
-        publicKeyPem: flags['public-key'] === undefined ? undefined : await readUserFile(flags['public-key'], 'public key'),
+        publicKeyPem: await readPublicKeyFlag(flags),
         generateKey: flags['generate-key'],
         groups: flags.groups,
         syncthingId: flags['syncthing-id'],

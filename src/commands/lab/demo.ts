@@ -1,7 +1,7 @@
 import {Flags} from '@oclif/core'
 
 import {BaseCommand} from '../../base-command.js'
-import {labFlags} from '../../lab-flags.js'
+import {labFlags} from '../../flags/lab.js'
 import {parseDuration} from '../../lib/duration.js'
 import {type DemoResult, labDemo} from '../../lib/lab/demo.js'
 import {defaultLabHome, vidsyncCli} from '../../lib/lab/lab.js'

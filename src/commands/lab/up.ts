@@ -1,5 +1,5 @@
 import {BaseCommand} from '../../base-command.js'
-import {labFlags} from '../../lab-flags.js'
+import {labFlags} from '../../flags/lab.js'
 import {parseDuration} from '../../lib/duration.js'
 import {defaultLabHome, labUp, type LabState, vidsyncCli} from '../../lib/lab/lab.js'
 import {renderTable} from '../../lib/output/table.js'

@@ -1,8 +1,8 @@
 import {Args, Flags} from '@oclif/core'
 
 import {BaseCommand} from '../../base-command.js'
+import {publicKeyFlags, readPublicKeyFlag} from '../../flags/key.js'
 import {type BundleResult, defaultBundlePath, registerDevice} from '../../lib/devices/issue.js'
-import {readUserFile} from '../../lib/input.js'
 
 export default class LighthouseAdd extends BaseCommand<typeof LighthouseAdd> {
   static override summary = 'Add a lighthouse to a project and write its bundle.'
@@ -19,14 +19,7 @@ export default class LighthouseAdd extends BaseCommand<typeof LighthouseAdd> {
   static override flags = {
     name: Flags.string({summary: 'Lighthouse name.', required: true}),
     endpoint: Flags.string({summary: 'Public HOST:PORT where devices reach it over UDP.', required: true}),
-    'public-key': Flags.string({
-      summary: 'File with the public key from `vidsync key create` on the lighthouse, or - for stdin.',
-      exactlyOne: ['public-key', 'generate-key'],
-    }),
-    'generate-key': Flags.boolean({
-      summary: 'Generate the key pair here and put the private key into the bundle (the bundle says so).',
-      exactlyOne: ['public-key', 'generate-key'],
-    }),
+    ...publicKeyFlags,
     relay: Flags.boolean({summary: 'Also relay traffic for devices that cannot reach each other directly.'}),
     out: Flags.string({summary: 'Bundle path [default: ./<project>-<name>.zip].'}),
   }
@@ -39,7 +32,7 @@ export default class LighthouseAdd extends BaseCommand<typeof LighthouseAdd> {
         controlPlane,
         project: this.args.project,
         name: flags.name,
-        publicKeyPem: flags['public-key'] === undefined ? undefined : await readUserFile(flags['public-key'], 'public key'),
+        publicKeyPem: await readPublicKeyFlag(flags),
         generateKey: flags['generate-key'],
         groups: ['lighthouse'],
         lighthouse: {endpoint: flags.endpoint, relay: flags.relay},

@@ -1,7 +1,7 @@
 import {Args, Flags} from '@oclif/core'
 
 import {BaseCommand} from '../../base-command.js'
-import {connectFromFlags, connectionFlags} from '../../syncthing-flags.js'
+import {connectFromFlags, connectionFlags} from '../../flags/syncthing.js'
 import {folderTypes} from '../../lib/syncthing/folders.js'
 import {addProjectFolder, type AddProjectFolderResult} from '../../lib/syncthing/project.js'
 

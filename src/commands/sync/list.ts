@@ -1,6 +1,6 @@
 import {BaseCommand} from '../../base-command.js'
 import {renderTable} from '../../lib/output/table.js'
-import {connectFromFlags, connectionFlags} from '../../syncthing-flags.js'
+import {connectFromFlags, connectionFlags} from '../../flags/syncthing.js'
 import {listFolders, type FolderState} from '../../lib/syncthing/folders.js'
 
 const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB']

@@ -1,7 +1,7 @@
 import {Args} from '@oclif/core'
 
 import {BaseCommand} from '../../base-command.js'
-import {connectFromFlags, connectionFlags} from '../../syncthing-flags.js'
+import {connectFromFlags, connectionFlags} from '../../flags/syncthing.js'
 import {removeFolder} from '../../lib/syncthing/folders.js'
 
 export default class SyncRemove extends BaseCommand<typeof SyncRemove> {

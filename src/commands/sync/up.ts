@@ -1,7 +1,7 @@
 import {Flags} from '@oclif/core'
 
 import {BaseCommand} from '../../base-command.js'
-import {connectFromFlags, connectionFlags} from '../../syncthing-flags.js'
+import {connectFromFlags, connectionFlags} from '../../flags/syncthing.js'
 import {startManagedSyncthing, stopManagedSyncthing} from '../../lib/syncthing/managed.js'
 
 export interface SyncUpResult {

@@ -1,6 +1,6 @@
 import {Flags} from '@oclif/core'
 
-import {connectSyncthing, type SyncthingConnection} from './lib/syncthing/managed.js'
+import {connectSyncthing, type SyncthingConnection} from '../lib/syncthing/managed.js'
 
 /** Flags of every command that talks to Syncthing: the managed instance unless --syncthing-url names the user's own. */
 export const connectionFlags = {
