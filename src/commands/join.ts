@@ -11,7 +11,7 @@ import {selectedBackend} from '../lib/store/open.js'
 
 export default class Join extends BaseCommand<typeof Join> {
   static override summary = 'Join a project with the bundle or the invite code the operator sent.'
-  static override description = `With a bundle zip: checks it (certificate signed by its CA, valid now, issued for this device's key from \`vidsync key create\`, config accepted by nebula) and installs it under <home>/projects/<project>/. Running it again with the same bundle changes nothing; a renewed bundle replaces the old files.
+  static override description = `With a bundle zip: checks it (certificate signed by its CA, valid now, issued for this device's key from \`vidsync key create\`, config accepted by nebula) and installs it under <home>/projects/<project>/. Running it again with the same bundle changes nothing; a renewed bundle replaces the old files, and a nebula already running for the project reloads them (SIGHUP: the new certificate and the current blocklist) without a restart.
 
 With an invite code (vsi_...): needs the control plane, usually VIDSYNC_SUPABASE_URL with the anon key in VIDSYNC_SUPABASE_KEY. Makes this device's key pair when missing (the private key never leaves the device), redeems the code and waits for the operator's \`vidsync device approve\`, then installs the bundle the same way and keeps the device token (0600) for later refreshes. If the wait times out, \`vidsync join --resume\` (or the same command again) carries on where it stopped.
 
@@ -73,7 +73,7 @@ Then bring the overlay up with \`vidsync nebula up\`, or everything with \`vidsy
         : `Already joined ${result.project} as ${result.device} with this bundle; nothing changed.`,
     )
     this.log(`Files: ${result.projectDir}`)
-    this.log('Next: vidsync nebula up')
+    this.log(result.nebulaReloaded ? 'Nebula was running and reloaded the new files.' : 'Next: vidsync nebula up')
     return result
   }
 }

@@ -172,6 +172,7 @@ export interface RenewResult extends BundleResult {
 export async function renewDevice(options: RenewOptions): Promise<RenewResult> {
   const ca = await loadCa({home: options.home, tools: options.tools})
   const durationSeconds = capDurationSeconds({caNotAfter: ca.cert.notAfter, requestedSeconds: options.durationSeconds})
+  const cappedAtCaExpiry = options.durationSeconds === undefined || durationSeconds < options.durationSeconds
   const result = await withBundleTransaction(options.controlPlane, options.outPath, async (controlPlane) => {
     const device = await controlPlane.device({project: options.project, device: options.name})
     if (device.status !== 'active' || !device.publicKey) {
@@ -182,10 +183,11 @@ export async function renewDevice(options: RenewOptions): Promise<RenewResult> {
       controlPlane,
       caCertPath: ca.certPath,
       device: {name: device.name, ip: device.ip, groups: device.groups, publicKeyPem: device.publicKey},
-      durationSeconds,
+      // Up to the CA's expiry: signDevice measures what is left when it signs, which is later than
+      // now (a duration computed here would be a second too long once a second has passed).
+      durationSeconds: cappedAtCaExpiry ? undefined : durationSeconds,
     })
   })
-  const cappedAtCaExpiry = options.durationSeconds === undefined || durationSeconds < options.durationSeconds
   return {...result, cappedAtCaExpiry, caNotAfter: ca.cert.notAfter}
 }
 

@@ -9,6 +9,7 @@ import {InvalidInputError, NotFoundError, PermissionError} from '../errors.js'
 import type {Tools} from '../exec.js'
 import {ensureDir, withTempDir, writeFileAtomic} from '../files.js'
 import {testNebulaConfig} from '../nebula/config.js'
+import {reloadNebula} from '../nebula/process.js'
 import {projectDir, projectsDir, tunDeviceName} from '../nebula/project.js'
 import {readCert, verifyCert} from '../pki/cert.js'
 import {publicKeyHexOfPrivateKey} from '../pki/keys.js'
@@ -30,6 +31,8 @@ export interface JoinResult {
   notAfter: string
   /** False when the same bundle was already installed. */
   changed: boolean
+  /** Nebula was running for the project and was told to reload the new files (SIGHUP). */
+  nebulaReloaded: boolean
   operatorGeneratedKey: boolean
   warnings: string[]
 }
@@ -98,12 +101,13 @@ export async function installBundle(options: InstallOptions): Promise<JoinResult
   const manifest = parseManifest(files.get('vidsync.json'), origin)
   const bundledKey = files.get('node.key')
   const key = bundledKey ?? (await readKey(options.keyPath ?? join(options.home, 'keys', 'node.key')))
-  await ensureDir(projectsDir(options.home), {private: true})
+  // Checks happen in a private temp dir in the home: a refused bundle leaves nothing behind.
+  await ensureDir(options.home, {private: true})
   const finalDir = projectDir(options.home, manifest.project)
   const warnings: string[] = []
   if (bundledKey) warnings.push('this bundle carried a private key made by the operator: delete every copy of the bundle now')
 
-  return withTempDir(projectsDir(options.home), async (temp) => {
+  return withTempDir(options.home, async (temp) => {
     const stage = join(temp, 'stage')
     await mkdir(stage, {mode: 0o700})
     await writeFile(join(stage, 'ca.crt'), files.get('ca.crt') ?? '', {mode: 0o644})
@@ -142,13 +146,24 @@ export async function installBundle(options: InstallOptions): Promise<JoinResult
       operatorGeneratedKey: bundledKey !== undefined,
       warnings,
     }
-    if (await sameContent(finalDir, installed)) return {...result, changed: false}
+    if (await sameContent(finalDir, installed)) return {...result, changed: false, nebulaReloaded: false}
+    const previousIp = await readFile(join(finalDir, 'vidsync.json'), 'utf8').then(
+      (text) => (JSON.parse(text) as {ip?: unknown}).ip,
+      () => undefined,
+    )
     // File by file, each atomic; the config last, so it never names files that are not there yet.
     // The directory also holds nebula's pid and log files, which stay.
+    await ensureDir(projectsDir(options.home), {private: true})
     await ensureDir(finalDir, {private: true})
     for (const [name, content] of installed) {
       await writeFileAtomic(join(finalDir, name), content, name === 'node.key' ? 0o600 : 0o644)
     }
-    return {...result, changed: true}
+    // A running nebula picks up a renewed certificate and the current blocklist without a restart;
+    // without this, a revocation in a renewed bundle would wait for the next restart.
+    const nebulaReloaded = await reloadNebula({projectDir: finalDir})
+    if (nebulaReloaded && previousIp !== undefined && previousIp !== manifest.ip) {
+      warnings.push(`the overlay address changed from ${previousIp} to ${manifest.ip}: restart nebula to use it (vidsync down, then vidsync up)`)
+    }
+    return {...result, changed: true, nebulaReloaded}
   })
 }

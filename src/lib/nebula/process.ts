@@ -236,6 +236,22 @@ export async function startNebula(options: StartNebulaOptions): Promise<StartedN
   }
 }
 
+/**
+ * Tells the project's running nebula to reload nebula.yml and the files it names (SIGHUP): CA,
+ * certificate, blocklist, firewall. Nebula 1.6.1 keeps its overlay IP, tun device and listen
+ * port until it is restarted. False when nebula does not run for the project.
+ */
+export async function reloadNebula(options: {projectDir: string}): Promise<boolean> {
+  const pid = await runningPid(projectPaths(options.projectDir))
+  if (pid === undefined) return false
+  try {
+    process.kill(pid, 'SIGHUP')
+    return true
+  } catch {
+    return false // ended meanwhile, or another user's (a system service): it reloads when restarted
+  }
+}
+
 export interface StoppedNebula {
   project: string
   /** False when nebula was not running (nothing to do). */

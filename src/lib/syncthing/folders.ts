@@ -77,6 +77,21 @@ async function upsertPeer(client: SyncthingClient, peer: Peer, cidr: string): Pr
   return 'updated'
 }
 
+/**
+ * Has Syncthing redo its handshake with those of `deviceIds` that are connected (pause, resume).
+ * Syncthing 1.19 can miss that a folder was just shared with a device it is already connected
+ * to, and then exchanges no index for that folder until the two reconnect: seen in about one of
+ * six three-device setups where `up` accepted the peers before `sync add` shared the folder.
+ */
+async function reconnect(client: SyncthingClient, deviceIds: string[]): Promise<void> {
+  if (deviceIds.length === 0) return
+  const {connections} = await client.connections()
+  for (const deviceId of deviceIds.filter((id) => connections[id]?.connected)) {
+    await client.patchDevice(deviceId, {paused: true})
+    await client.patchDevice(deviceId, {paused: false})
+  }
+}
+
 /** Adds devices to a folder's share, keeping every device it already has. */
 async function shareWith(client: SyncthingClient, folder: FolderConfig, deviceIds: string[], fields: Partial<FolderConfig> = {}): Promise<void> {
   const known = new Set(folder.devices.map((device) => device.deviceID))
@@ -84,6 +99,7 @@ async function shareWith(client: SyncthingClient, folder: FolderConfig, deviceId
   const changed = Object.entries(fields).some(([key, value]) => folder[key] !== value)
   if (added.length === 0 && !changed) return
   await client.patchFolder(folder.id, {...fields, devices: [...folder.devices, ...added]})
+  await reconnect(client, added.map((device) => device.deviceID))
 }
 
 async function existingFolder(client: SyncthingClient, folderId: string): Promise<FolderConfig> {
@@ -174,6 +190,7 @@ export async function addFolder(options: AddFolderOptions): Promise<AddFolderRes
       devices: deviceIds.map((deviceID) => ({deviceID})),
       versioning: defaultVersioning,
     })
+    await reconnect(client, deviceIds)
   }
 
   const folder = await existingFolder(client, folderId)
@@ -304,6 +321,22 @@ export async function sharePeers(options: {client: SyncthingClient; projectCidr:
   }
 }
 
+/**
+ * Shares `folders` with every configured device dialled inside the project network: devices
+ * accepted before a folder existed (`up` runs before `sync add`) get it on the next pass.
+ * Idempotent: writes only what is missing.
+ */
+export async function shareWithProjectDevices(options: {client: SyncthingClient; projectCidr: string; folders: string[]}): Promise<void> {
+  const {client} = options
+  const network = subnet(options.projectCidr)
+  const [devices, {myID}] = await Promise.all([client.devices(), client.status()])
+  const deviceIds = devices
+    .filter((device) => device.deviceID !== myID && device.addresses.some((address) => inSubnet(network, hostOf(address))))
+    .map((device) => device.deviceID)
+  if (deviceIds.length === 0) return
+  for (const folderId of options.folders) await shareWith(client, await existingFolder(client, folderId), deviceIds)
+}
+
 /** This project's folders here: named after the project, or shared with a device inside its network. */
 export async function projectFolders(options: {client: SyncthingClient; project: string; projectCidr: string}): Promise<string[]> {
   const {client} = options
@@ -340,6 +373,8 @@ export interface PendingDecision {
 export async function acceptPendingDevices(options: AcceptPendingOptions): Promise<{accepted: PendingDecision[]; ignored: PendingDecision[]}> {
   const {client} = options
   const network = subnet(options.projectCidr)
+  // Unknown folders are an error even when nobody is pending.
+  await Promise.all(options.folders.map((folderId) => existingFolder(client, folderId)))
   const accepted: PendingDecision[] = []
   const ignored: PendingDecision[] = []
   const peers: Peer[] = []

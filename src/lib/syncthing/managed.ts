@@ -1,5 +1,5 @@
 import {randomBytes} from 'node:crypto'
-import {open, readFile, rm, stat} from 'node:fs/promises'
+import {open, readdir, readFile, rm, stat} from 'node:fs/promises'
 import {createServer} from 'node:net'
 import {join} from 'node:path'
 
@@ -352,10 +352,14 @@ export async function startManagedSyncthing(options: StartManagedOptions): Promi
   }
 }
 
-/** PIDs of a process's children (Syncthing's monitor process runs the real one as its child). */
-async function childPids(pid: number): Promise<number[]> {
-  const raw = await readFile(`/proc/${pid}/task/${pid}/children`, 'utf8').catch(() => '')
-  return raw.split(/\s+/).filter(Boolean).map(Number)
+/**
+ * PIDs of a process's children (Syncthing's monitor process runs the real one as its child).
+ * Linux lists them per thread, and Go starts a child from any of its threads: read them all.
+ */
+export async function childPids(pid: number): Promise<number[]> {
+  const tasks = await readdir(`/proc/${pid}/task`).catch((): string[] => [])
+  const lists = await Promise.all(tasks.map((task) => readFile(`/proc/${pid}/task/${task}/children`, 'utf8').catch(() => '')))
+  return [...new Set(lists.join(' ').split(/\s+/).filter(Boolean).map(Number))]
 }
 
 export interface StopManagedResult {

@@ -8,7 +8,7 @@ import type {Tools} from '../exec.js'
 import {writeFileAtomic} from '../files.js'
 import {readDeviceToken} from '../join/invite.js'
 import {testNebulaConfig} from '../nebula/config.js'
-import {nebulaStatus} from '../nebula/process.js'
+import {reloadNebula} from '../nebula/process.js'
 import {projectDir} from '../nebula/project.js'
 import type {ControlPlane} from '../store/control-plane.js'
 
@@ -69,11 +69,7 @@ export async function refreshFromControlPlane(options: {
       await rm(candidate, {force: true})
     }
     await writeFileAtomic(configPath, text, 0o644)
-    const nebula = await nebulaStatus({projectDir: dir})
-    if (nebula.running && nebula.pid) {
-      process.kill(nebula.pid, 'SIGHUP') // nebula reloads its config, blocklist included, on SIGHUP
-      nebulaReloaded = true
-    }
+    nebulaReloaded = await reloadNebula({projectDir: dir})
   }
   return {status: refresh.status, peersChanged, blocklistChanged, nebulaReloaded}
 }

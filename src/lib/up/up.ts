@@ -7,7 +7,7 @@ import {type NebulaStatus, nebulaStatus, startNebula, stopNebula} from '../nebul
 import {loadProject, resolveProjectDir} from '../nebula/project.js'
 import {syncthingPort} from '../nebula/config.js'
 import type {SyncthingClient} from '../syncthing/client.js'
-import {acceptPendingDevices, type PendingDecision, projectFolders, sharePeers} from '../syncthing/folders.js'
+import {acceptPendingDevices, type PendingDecision, projectFolders, sharePeers, shareWithProjectDevices} from '../syncthing/folders.js'
 import {connectSyncthing, startManagedSyncthing, stopManagedSyncthing} from '../syncthing/managed.js'
 import {loadProjectManifest} from '../syncthing/project.js'
 import type {ControlPlane} from '../store/control-plane.js'
@@ -49,9 +49,10 @@ export interface ReconcileOptions {
 }
 
 /**
- * One reconcile pass: the manifest's peers (with their Syncthing IDs) and the devices that
- * connect from inside the overlay become devices sharing the project's folders. The Nebula
- * certificate already proved a connecting device belongs to the project.
+ * One reconcile pass: the manifest's peers (with their Syncthing IDs), the devices that
+ * connect from inside the overlay and those accepted earlier become devices sharing the
+ * project's folders. The Nebula certificate already proved a connecting device belongs to the
+ * project.
  */
 export async function reconcile(options: ReconcileOptions): Promise<ReconcileResult> {
   const {client} = options
@@ -63,6 +64,7 @@ export async function reconcile(options: ReconcileOptions): Promise<ReconcileRes
   const peers = manifest.peers.flatMap((peer) => (peer.syncthingId ? [{deviceId: peer.syncthingId, name: peer.name, overlayIp: peer.ip}] : []))
   await sharePeers({client, projectCidr: manifest.cidr, folders, peers})
   const {accepted, ignored} = await acceptPendingDevices({client, projectCidr: manifest.cidr, folders})
+  await shareWithProjectDevices({client, projectCidr: manifest.cidr, folders})
   return {...(refresh ? {refresh} : {}), folders, accepted, ignored}
 }
 

@@ -1,0 +1,263 @@
+import {createHash} from 'node:crypto'
+import {mkdir, readFile, stat} from 'node:fs/promises'
+import {join} from 'node:path'
+
+import {expect} from 'chai'
+
+import {cli, root} from '../helpers/cli.js'
+import {createLab, type Lab, removeLab, runIn} from '../helpers/netns.js'
+import {removeTempDirs, tempDir} from '../helpers/temp.js'
+
+export const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
+export const sha256 = (data: Buffer) => createHash('sha256').update(data).digest('hex')
+
+/** Polls `check` every `intervalMs` until it returns something other than undefined, for at most `timeoutMs`. */
+export async function waitFor<T>(what: string, check: () => Promise<T | undefined>, options: {timeoutMs?: number; intervalMs?: number} = {}): Promise<T> {
+  const timeoutMs = options.timeoutMs ?? 60_000
+  const deadline = Date.now() + timeoutMs
+  let lastError: unknown
+  for (let attempt = 0; attempt < 100_000; attempt++) {
+    try {
+      const value = await check()
+      if (value !== undefined) return value
+      lastError = undefined
+    } catch (error) {
+      lastError = error
+    }
+    if (Date.now() >= deadline) break
+    await sleep(options.intervalMs ?? 300)
+  }
+  throw new Error(`timed out after ${timeoutMs / 1000}s waiting for ${what}${lastError ? `: ${(lastError as Error).message}` : ''}`)
+}
+
+/** The sha256 of a file, or undefined when it is missing or does not have `size` bytes (yet). */
+export async function fileHash(path: string, size?: number): Promise<string | undefined> {
+  const info = await stat(path).catch(() => undefined)
+  if (!info?.isFile() || (size !== undefined && info.size !== size)) return undefined
+  const data = await readFile(path).catch(() => undefined)
+  return data && sha256(data)
+}
+
+export interface RunResult {
+  exitCode: number | undefined
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  json: any
+  stdout: string
+  stderr: string
+}
+
+function parseJson(text: string): unknown {
+  try {
+    return text ? JSON.parse(text) : undefined
+  } catch {
+    return undefined
+  }
+}
+
+/** A script run by `node` inside a namespace: one call of Syncthing's REST API on its loopback. */
+const restScript = `
+const [url, method, body] = process.argv.slice(1)
+const response = await fetch(url, {
+  method,
+  headers: {'X-API-Key': process.env.VST_API_KEY, ...(body ? {'Content-Type': 'application/json'} : {})},
+  body: body || undefined,
+  signal: AbortSignal.timeout(10000),
+})
+const text = await response.text()
+if (!response.ok) {
+  process.stderr.write(response.status + ' ' + text)
+  process.exit(1)
+}
+process.stdout.write(text)
+`
+
+export interface MeshOptions {
+  project: string
+  cidr: string
+  devices: string[]
+}
+
+/**
+ * A lighthouse and devices in network namespaces, set up the way an operator and end users do it
+ * with the built CLI: the operator (embedded backend, home in a temp dir) creates the project and
+ * registers each device; each device makes its key, joins from its bundle, runs `up --detach` and
+ * shares `<home>/shared`. `stop()` undoes everything by PID and name, also after a partial start.
+ */
+export class Mesh {
+  lab: Lab | undefined
+  operator = ''
+  readonly homes: Record<string, string> = {}
+  readonly folders: Record<string, string> = {}
+  readonly overlayIps: Record<string, string> = {}
+  readonly project: string
+  readonly cidr: string
+  readonly devices: string[]
+
+  constructor(options: MeshOptions) {
+    this.project = options.project
+    this.cidr = options.cidr
+    this.devices = options.devices
+  }
+
+  /** The folder ID every device arrives at for `<home>/shared`. */
+  get folderId(): string {
+    return `${this.project}-shared`
+  }
+
+  ns(node: string): string {
+    const ns = this.lab?.nodes[node]?.ns
+    if (!ns) throw new Error(`no lab node ${node}`)
+    return ns
+  }
+
+  /** The built CLI inside a node's namespace, as that device's user runs it (always --json). */
+  async on(node: string, args: string[], timeoutMs = 60_000): Promise<RunResult> {
+    const result = await runIn(this.ns(node), process.execPath, [`${root}bin/run.js`, ...args, '--home', this.homes[node] ?? '', '--json'], {
+      env: {VIDSYNC_DATABASE_URL: ''},
+      timeoutMs,
+    })
+    return {exitCode: result.exitCode, json: parseJson(result.stdout), stdout: result.stdout, stderr: result.stderr}
+  }
+
+  /** Same, and the command must succeed. */
+  async must(node: string, args: string[], timeoutMs = 60_000): Promise<RunResult> {
+    const result = await this.on(node, args, timeoutMs)
+    expect(result.exitCode, `${node}: vidsync ${args.join(' ')}: ${result.stdout} ${result.stderr}`).to.equal(0)
+    return result
+  }
+
+  /** An operator command on the host (embedded backend in the operator's home); must succeed. */
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  async admin(...args: string[]): Promise<any> {
+    const result = await cli([...args, '--json'], {VIDSYNC_HOME: this.operator})
+    expect(result.exitCode, `vidsync ${args.join(' ')}: ${result.stdout} ${result.stderr}`).to.equal(0)
+    return result.json
+  }
+
+  /** The lab, the operator's project and a running lighthouse. */
+  async start(): Promise<void> {
+    this.lab = await createLab(['lh', ...this.devices])
+    this.operator = await tempDir()
+    for (const node of ['lh', ...this.devices]) this.homes[node] = await tempDir()
+    await this.admin('ca', 'init')
+    await this.admin('project', 'create', this.project, '--cidr', this.cidr, '--quarantine', '1m')
+    await this.admin('pool', 'populate', this.project)
+    const bundle = join(this.operator, 'lh.zip')
+    await this.admin('lighthouse', 'add', this.project, '--name', 'lh', '--endpoint', `${this.lab.nodes.lh?.ip}:4242`, '--generate-key', '--out', bundle)
+    await this.must('lh', ['join', bundle])
+    await this.must('lh', ['nebula', 'up', '--detach'])
+  }
+
+  /** The device's key pair and Syncthing ID, made on the device. */
+  async prepare(node: string): Promise<{publicKeyPath: string; deviceId: string}> {
+    const key = await this.must(node, ['key', 'create'])
+    const {deviceId} = (await this.on(node, ['sync', 'id'])).json
+    return {publicKeyPath: key.json.publicKeyPath, deviceId}
+  }
+
+  /** The operator registers the device; returns its bundle. */
+  async register(node: string, device: {publicKeyPath: string; deviceId: string}): Promise<string> {
+    const bundle = join(this.operator, `${node}.zip`)
+    await this.admin('device', 'register', this.project, '--name', node, '--public-key', device.publicKeyPath, '--syncthing-id', device.deviceId, '--out', bundle)
+    return bundle
+  }
+
+  /** join, `up --detach`, `sync add <home>/shared`: the results of up and sync add. */
+  async bringUp(node: string, bundle: string, interval = '1s'): Promise<{up: RunResult; added: RunResult}> {
+    await this.must(node, ['join', bundle])
+    const up = await this.on(node, ['up', '--detach', '--interval', interval])
+    expect(up.exitCode, `${node}: up: ${up.stdout} ${up.stderr}`).to.equal(0)
+    this.overlayIps[node] = up.json.overlayIp
+    this.folders[node] = join(this.homes[node] ?? '', 'shared')
+    await mkdir(this.folders[node] ?? '', {recursive: true})
+    const added = await this.on(node, ['sync', 'add', this.folders[node] ?? ''])
+    expect(added.exitCode, `${node}: sync add: ${added.stdout} ${added.stderr}`).to.equal(0)
+    return {up, added}
+  }
+
+  /** One device from nothing to sharing its folder. */
+  async addDevice(node: string, interval = '1s'): Promise<{up: RunResult; added: RunResult}> {
+    return this.bringUp(node, await this.register(node, await this.prepare(node)), interval)
+  }
+
+  /** Several devices: keys in parallel, registration one by one (one operator database), then join and up in parallel. */
+  async addDevices(nodes: string[], interval = '1s'): Promise<void> {
+    const prepared = await Promise.all(nodes.map((node) => this.prepare(node)))
+    const bundles: string[] = []
+    for (const [index, node] of nodes.entries()) bundles.push(await this.register(node, prepared[index] ?? {publicKeyPath: '', deviceId: ''}))
+    await Promise.all(nodes.map((node, index) => this.bringUp(node, bundles[index] ?? '', interval)))
+  }
+
+  /** One call of the Syncthing REST API of a device (inside its namespace). */
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  async rest(node: string, method: string, path: string, body?: unknown): Promise<any> {
+    const apiKey = (await readFile(join(this.homes[node] ?? '', 'syncthing', 'apikey'), 'utf8')).trim()
+    const args = ['--input-type=module', '-e', restScript, `http://127.0.0.1:8384${path}`, method, body === undefined ? '' : JSON.stringify(body)]
+    const result = await runIn(this.ns(node), process.execPath, args, {env: {VST_API_KEY: apiKey}, timeoutMs: 20_000})
+    if (result.exitCode !== 0) throw new Error(`${node}: ${method} ${path}: ${result.stderr || `exit ${result.exitCode}`}`)
+    return parseJson(result.stdout)
+  }
+
+  /** Asks a device's Syncthing to rescan the shared folder now instead of after its watcher delay (~10 s). */
+  async scan(...nodes: string[]): Promise<void> {
+    await Promise.all(nodes.map((node) => this.rest(node, 'POST', `/rest/db/scan?folder=${encodeURIComponent(this.folderId)}`)))
+  }
+
+  /** The Syncthing device ID of each node, from the managed instance. */
+  async deviceId(node: string): Promise<string> {
+    return (await this.rest(node, 'GET', '/rest/system/status')).myID
+  }
+
+  /**
+   * Whether a TCP connection from `from` reaches Syncthing's port on `to`'s overlay address within
+   * `timeoutMs`: only through a nebula tunnel between the two.
+   */
+  async reaches(from: string, to: string, timeoutMs = 2000): Promise<boolean> {
+    const script = `const socket = require('node:net').connect({host: process.argv[1], port: 22000, timeout: ${timeoutMs}})
+socket.on('connect', () => process.exit(0)).on('timeout', () => process.exit(1)).on('error', () => process.exit(1))`
+    const result = await runIn(this.ns(from), process.execPath, ['-e', script, this.overlayIps[to] ?? ''], {timeoutMs: timeoutMs + 5000})
+    return result.exitCode === 0
+  }
+
+  /** What each device's Syncthing says about peers and the shared folder, and its log's end: for failure reports. */
+  async diagnose(): Promise<string> {
+    const lines: string[] = []
+    const ids = new Map<string, string>()
+    for (const node of this.devices) ids.set(await this.deviceId(node).catch(() => '?'), node)
+    const name = (id: string) => ids.get(id) ?? id.slice(0, 7)
+    for (const node of this.devices) {
+      const part = async (label: string, get: () => Promise<unknown>) => {
+        const value = await get().catch((error: Error) => `error: ${error.message}`)
+        lines.push(`${node} ${label}: ${typeof value === 'string' ? value : JSON.stringify(value)}`)
+      }
+      const folder = encodeURIComponent(this.folderId)
+      await part('connections', async () => {
+        const {connections} = await this.rest(node, 'GET', '/rest/system/connections')
+        return Object.entries(connections as Record<string, {connected: boolean; address: string}>).map(([id, c]) => `${name(id)} ${c.connected ? `up ${c.address}` : 'down'}`)
+      })
+      await part('folder shared with', async () => (await this.rest(node, 'GET', `/rest/config/folders/${folder}`)).devices.map((d: {deviceID: string}) => name(d.deviceID)))
+      await part('folder status', async () => {
+        const status = await this.rest(node, 'GET', `/rest/db/status?folder=${folder}`)
+        return {state: status.state, error: status.error, globalFiles: status.globalFiles, localFiles: status.localFiles, needFiles: status.needFiles, pullErrors: status.pullErrors}
+      })
+      await part('pending', async () => ({
+        devices: Object.keys((await this.rest(node, 'GET', '/rest/cluster/pending/devices')) ?? {}).map(name),
+        folders: await this.rest(node, 'GET', '/rest/cluster/pending/folders'),
+      }))
+      const log = await readFile(join(this.homes[node] ?? '', 'syncthing', 'syncthing.log'), 'utf8').catch(() => '')
+      lines.push(`${node} syncthing.log:`, ...log.trimEnd().split('\n').slice(-12).map((line) => `    ${line}`))
+    }
+    return lines.join('\n')
+  }
+
+  /** Everything `start` and the devices started, by PID and name; safe after a partial start. */
+  async stop(): Promise<void> {
+    if (this.lab) {
+      await Promise.all(this.devices.filter((node) => this.homes[node]).map((node) => this.on(node, ['down']).catch(() => undefined)))
+      if (this.homes.lh) await this.on('lh', ['nebula', 'down']).catch(() => undefined)
+    }
+    await removeLab(this.lab)
+    this.lab = undefined
+    await removeTempDirs()
+  }
+}

@@ -1,0 +1,121 @@
+import {chmod, readdir, readFile, stat, writeFile} from 'node:fs/promises'
+import {join} from 'node:path'
+
+import {expect} from 'chai'
+import YAML from 'yaml'
+import yazl from 'yazl'
+
+import {readBundle} from '../src/lib/bundle/bundle.js'
+import {cli} from './helpers/cli.js'
+import {removeTempDirs, tempDir} from './helpers/temp.js'
+
+async function zip(path: string, files: Record<string, string | Buffer>): Promise<void> {
+  const archive = new yazl.ZipFile()
+  for (const [name, content] of Object.entries(files)) archive.addBuffer(Buffer.from(content), name)
+  archive.end()
+  const chunks: Buffer[] = []
+  for await (const chunk of archive.outputStream) chunks.push(chunk as Buffer)
+  await writeFile(path, Buffer.concat(chunks))
+}
+
+describe('join BUNDLE.zip', function () {
+  this.timeout(120_000)
+  let operator: string
+  let device: string
+  let out: string
+  const admin = (...args: string[]) => cli([...args, '--json'], {VIDSYNC_HOME: operator})
+  const onDevice = (...args: string[]) => cli([...args, '--json'], {VIDSYNC_HOME: device})
+
+  before(async () => {
+    operator = await tempDir()
+    device = await tempDir()
+    out = await tempDir()
+    for (const args of [['ca', 'init'], ['project', 'create', 'films', '--cidr', '10.97.0.0/24'], ['pool', 'populate', 'films']]) {
+      expect((await admin(...args)).exitCode).to.equal(0)
+    }
+    await admin('lighthouse', 'add', 'films', '--name', 'lh', '--endpoint', '192.0.2.1:4242', '--generate-key', '--out', join(out, 'lh.zip'))
+    const key = await onDevice('key', 'create')
+    expect(key.exitCode).to.equal(0)
+    const registered = await admin('device', 'register', 'films', '--name', 'cutter', '--public-key', key.json.publicKeyPath, '--out', join(out, 'cutter.zip'))
+    expect(registered.exitCode).to.equal(0)
+  })
+
+  after(removeTempDirs)
+
+  it('installs a verified bundle with absolute paths, its own tun device and private modes; a re-run changes nothing', async () => {
+    const joined = await onDevice('join', join(out, 'cutter.zip'))
+    expect(joined.exitCode, joined.stdout).to.equal(0)
+    expect(joined.json).to.include({project: 'films', device: 'cutter', ip: '10.97.0.2', changed: true, operatorGeneratedKey: false})
+    const dir = joined.json.projectDir as string
+    expect((await readdir(dir)).sort()).to.deep.equal(['ca.crt', 'nebula.yml', 'node.crt', 'node.key', 'vidsync.json'])
+    expect((await stat(join(dir, 'node.key'))).mode & 0o777).to.equal(0o600)
+    expect((await stat(dir)).mode & 0o777).to.equal(0o700)
+    const config = YAML.parse(await readFile(join(dir, 'nebula.yml'), 'utf8'), {version: '1.1'})
+    expect(config.pki).to.include({ca: join(dir, 'ca.crt'), cert: join(dir, 'node.crt'), key: join(dir, 'node.key')})
+    expect(config.tun.dev).to.equal('vs-films')
+    expect((await onDevice('join', join(out, 'cutter.zip'))).json.changed).to.equal(false)
+  })
+
+  it('refuses a bundle issued for another key', async () => {
+    const other = await tempDir()
+    await cli(['key', 'create', '--json'], {VIDSYNC_HOME: other})
+    const result = await cli(['join', join(out, 'cutter.zip'), '--json'], {VIDSYNC_HOME: other})
+    expect(result.exitCode).to.equal(2)
+    expect(result.json.error.message).to.match(/issued for another key than this device's/)
+    expect(await readdir(other)).not.to.include('projects')
+  })
+
+  it('says how to make a key when the device has none', async () => {
+    const result = await cli(['join', join(out, 'cutter.zip'), '--json'], {VIDSYNC_HOME: await tempDir()})
+    expect(result.exitCode).to.equal(3)
+    expect(result.json.error.message).to.match(/no device key at .*run `vidsync key create`/)
+  })
+
+  it('refuses a key readable by others', async () => {
+    const keyPath = join(device, 'keys', 'node.key')
+    await chmod(keyPath, 0o644)
+    try {
+      const result = await onDevice('join', join(out, 'cutter.zip'))
+      expect(result.exitCode).to.equal(9)
+      expect(result.json.error.message).to.contain(`chmod 600 ${keyPath}`)
+    } finally {
+      await chmod(keyPath, 0o600)
+    }
+  })
+
+  it('refuses a corrupt zip, a foreign zip and a missing file, each in one line', async () => {
+    await writeFile(join(out, 'corrupt.zip'), 'this is not a zip')
+    await zip(join(out, 'foreign.zip'), {'photo.jpg': 'jpeg bytes'})
+    const cases: [string, number, RegExp][] = [
+      [join(out, 'corrupt.zip'), 2, /is not a readable zip file/],
+      [join(out, 'foreign.zip'), 2, /is not a vidsync bundle: it lacks ca.crt, node.crt, nebula.yml, vidsync.json/],
+      [join(out, 'absent.zip'), 3, /no bundle at/],
+    ]
+    for (const [path, exitCode, message] of cases) {
+      const result = await onDevice('join', path)
+      expect(result.exitCode, path).to.equal(exitCode)
+      expect(result.json.error.message).to.match(message)
+    }
+  })
+
+  it('refuses a certificate signed by another CA', async () => {
+    const files = await readBundle(join(out, 'cutter.zip'))
+    const strangerHome = await tempDir()
+    await cli(['ca', 'init', '--name', 'stranger'], {VIDSYNC_HOME: strangerHome})
+    const strangerCa = await readFile(join(strangerHome, 'ca', 'ca.crt'))
+    await zip(join(out, 'swapped.zip'), {...Object.fromEntries(files), 'ca.crt': strangerCa})
+    const result = await onDevice('join', join(out, 'swapped.zip'))
+    expect(result.exitCode).to.equal(2)
+    expect(result.json.error.message).to.match(/does not verify against/)
+  })
+
+  it('refuses an expired certificate, and warns when this clock is behind the certificate', async () => {
+    const key = await onDevice('key', 'create', '--name', 'short')
+    const short = join(out, 'short.zip')
+    expect((await admin('device', 'register', 'films', '--name', 'short', '--public-key', key.json.publicKeyPath, '--duration', '2s', '--out', short)).exitCode).to.equal(0)
+    await new Promise((resolve) => setTimeout(resolve, 2500))
+    const result = await onDevice('join', short, '--key', key.json.privateKeyPath)
+    expect(result.exitCode).to.equal(2)
+    expect(result.json.error.message).to.match(/expired at .*`vidsync device renew`/)
+  })
+})
