@@ -77,21 +77,6 @@ async function upsertPeer(client: SyncthingClient, peer: Peer, cidr: string): Pr
   return 'updated'
 }
 
-/**
- * Has Syncthing redo its handshake with those of `deviceIds` that are connected (pause, resume).
- * Syncthing 1.19 can miss that a folder was just shared with a device it is already connected
- * to, and then exchanges no index for that folder until the two reconnect: seen in about one of
- * six three-device setups where `up` accepted the peers before `sync add` shared the folder.
- */
-async function reconnect(client: SyncthingClient, deviceIds: string[]): Promise<void> {
-  if (deviceIds.length === 0) return
-  const {connections} = await client.connections()
-  for (const deviceId of deviceIds.filter((id) => connections[id]?.connected)) {
-    await client.patchDevice(deviceId, {paused: true})
-    await client.patchDevice(deviceId, {paused: false})
-  }
-}
-
 /** Adds devices to a folder's share, keeping every device it already has. */
 async function shareWith(client: SyncthingClient, folder: FolderConfig, deviceIds: string[], fields: Partial<FolderConfig> = {}): Promise<void> {
   const known = new Set(folder.devices.map((device) => device.deviceID))
@@ -99,7 +84,6 @@ async function shareWith(client: SyncthingClient, folder: FolderConfig, deviceId
   const changed = Object.entries(fields).some(([key, value]) => folder[key] !== value)
   if (added.length === 0 && !changed) return
   await client.patchFolder(folder.id, {...fields, devices: [...folder.devices, ...added]})
-  await reconnect(client, added.map((device) => device.deviceID))
 }
 
 async function existingFolder(client: SyncthingClient, folderId: string): Promise<FolderConfig> {
@@ -134,6 +118,8 @@ export interface AddFolderOptions {
   peers: Peer[]
   /** The project's overlay network: peers may connect from and be dialled at addresses in it only. */
   projectCidr: string
+  /** Devices already configured here to share the folder with too, their settings untouched. */
+  alsoShareWith?: string[]
 }
 
 export interface AddFolderResult {
@@ -178,7 +164,7 @@ export async function addFolder(options: AddFolderOptions): Promise<AddFolderRes
   for (const peer of peers) {
     changes.push({deviceId: peer.deviceId, name: peer.name, change: await upsertPeer(client, peer, options.projectCidr)})
   }
-  const deviceIds = peers.map((peer) => peer.deviceId)
+  const deviceIds = [...new Set([...peers.map((peer) => peer.deviceId), ...(options.alsoShareWith ?? []).filter((id) => id !== myID)])]
   if (existing) {
     await shareWith(client, existing, deviceIds, options.type === undefined ? {} : {type: options.type})
   } else {
@@ -190,7 +176,6 @@ export async function addFolder(options: AddFolderOptions): Promise<AddFolderRes
       devices: deviceIds.map((deviceID) => ({deviceID})),
       versioning: defaultVersioning,
     })
-    await reconnect(client, deviceIds)
   }
 
   const folder = await existingFolder(client, folderId)
@@ -321,6 +306,15 @@ export async function sharePeers(options: {client: SyncthingClient; projectCidr:
   }
 }
 
+/** The devices configured here (this one excluded) that are dialled at an address inside the project network. */
+export async function projectDeviceIds(options: {client: SyncthingClient; projectCidr: string}): Promise<string[]> {
+  const network = subnet(options.projectCidr)
+  const [devices, {myID}] = await Promise.all([options.client.devices(), options.client.status()])
+  return devices
+    .filter((device) => device.deviceID !== myID && device.addresses.some((address) => inSubnet(network, hostOf(address))))
+    .map((device) => device.deviceID)
+}
+
 /**
  * Shares `folders` with every configured device dialled inside the project network: devices
  * accepted before a folder existed (`up` runs before `sync add`) get it on the next pass.
@@ -328,11 +322,7 @@ export async function sharePeers(options: {client: SyncthingClient; projectCidr:
  */
 export async function shareWithProjectDevices(options: {client: SyncthingClient; projectCidr: string; folders: string[]}): Promise<void> {
   const {client} = options
-  const network = subnet(options.projectCidr)
-  const [devices, {myID}] = await Promise.all([client.devices(), client.status()])
-  const deviceIds = devices
-    .filter((device) => device.deviceID !== myID && device.addresses.some((address) => inSubnet(network, hostOf(address))))
-    .map((device) => device.deviceID)
+  const deviceIds = await projectDeviceIds({client, projectCidr: options.projectCidr})
   if (deviceIds.length === 0) return
   for (const folderId of options.folders) await shareWith(client, await existingFolder(client, folderId), deviceIds)
 }

@@ -5,7 +5,7 @@ import type {BundleManifest} from '../devices/bundle-files.js'
 import {InvalidInputError, NotFoundError} from '../errors.js'
 import {resolveProjectDir} from '../nebula/project.js'
 import type {FolderType, SyncthingClient} from './client.js'
-import {addFolder, type AddFolderResult} from './folders.js'
+import {addFolder, type AddFolderResult, projectDeviceIds} from './folders.js'
 
 /** The vidsync.json of a joined project; without `project`, of the only one joined here. */
 export async function loadProjectManifest(vidsyncHome: string, project?: string): Promise<BundleManifest> {
@@ -38,7 +38,7 @@ export interface AddProjectFolderResult extends AddFolderResult {
   skippedPeers: string[]
 }
 
-/** Shares a directory with the peers listed in a joined project's manifest, at their overlay addresses. */
+/** Shares a directory with the peers listed in a joined project's manifest, at their overlay addresses, and the project's devices already accepted here. */
 export async function addProjectFolder(options: AddProjectFolderOptions): Promise<AddProjectFolderResult> {
   const manifest = await loadProjectManifest(options.vidsyncHome, options.project)
   const peers = manifest.peers.flatMap((peer) => (peer.syncthingId ? [{deviceId: peer.syncthingId, name: peer.name, overlayIp: peer.ip}] : []))
@@ -51,6 +51,10 @@ export async function addProjectFolder(options: AddProjectFolderOptions): Promis
     type: options.type,
     peers,
     projectCidr: manifest.cidr,
+    // Devices that `up` accepted (they joined after this device's bundle was issued): sharing with
+    // them from the start rather than on the loop's next pass avoids a Syncthing 1.19 race in which
+    // a folder re-shared right after its creation exchanges no index with peers already connected.
+    alsoShareWith: await projectDeviceIds({client: options.client, projectCidr: manifest.cidr}),
   })
   return {...result, project: manifest.project, skippedPeers: manifest.peers.filter((peer) => !peer.syncthingId).map((peer) => peer.name)}
 }
