@@ -14,4 +14,10 @@ export default tseslint.config(
   },
   {files: ['bench/**/*.ts', 'bin/**/*.js'], rules: {'no-console': 'off'}},
   {files: ['bin/**/*.js'], languageOptions: {globals: {process: 'readonly'}}},
+  // Mocha loads its reporters with require().
+  {
+    files: ['**/*.cjs'],
+    languageOptions: {sourceType: 'commonjs', globals: {require: 'readonly', module: 'writable', console: 'readonly'}},
+    rules: {'@typescript-eslint/no-require-imports': 'off'},
+  },
 )

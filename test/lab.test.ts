@@ -189,7 +189,7 @@ describe('lab (real nebula in network namespaces, as root)', function () {
     const up = await lab(home, ['up', '--devices', '1', '--rate', '1gbit', '--delay', '10ms'])
     if (up.exitCode === 8) {
       // This kernel (CI's included) has no sch_netem: the lab must say so and leave nothing behind.
-      expect(up.json.error.message).to.match(/this kernel has no netem qdisc/)
+      expect(up.json.error.message).to.match(/this kernel has no netem qdisc \(sch_netem\), which --delay needs: .* or shape with --rate alone$/)
       await expectGone(home, [])
       return
     }
@@ -213,5 +213,38 @@ describe('lab (real nebula in network namespaces, as root)', function () {
     expect(Number(client.stdout)).to.be.within(19, 35)
     await server
     expect((await lab(home, ['down'])).exitCode).to.equal(0)
+  })
+
+  it('shapes a link to --rate alone with a token bucket, which every kernel here has', async () => {
+    const home = await newHome()
+    const up = await lab(home, ['up', '--devices', '1', '--rate', '40mbit'])
+    expect(up.exitCode, up.stdout).to.equal(0)
+    const state = up.json as LabState
+    expect(state.shaping).to.deep.equal({rate: '40mbit'})
+    const device = state.devices[0]?.ns ?? ''
+    const qdisc = await execa('tc', ['-n', device, 'qdisc', 'show', 'dev', 'eth0'])
+    expect(qdisc.stdout).to.match(/qdisc tbf .* rate 40Mbit/)
+    // The device sends as fast as it can for 2 s; the lighthouse counts what arrives.
+    const server = spawnIn(state.lighthouse.ns, process.execPath, [
+      '-e',
+      `let bytes = 0; let first
+      const server = require('net').createServer((s) => s.on('data', (d) => { first ??= Date.now(); bytes += d.length }).on('end', () => {
+        console.log(JSON.stringify({mbps: (bytes * 8) / (Date.now() - first) / 1000})); server.close()
+      })).listen(5201, '192.0.2.1', () => console.log('listening'))`,
+    ])
+    await listening(server)
+    const send = `const s = require('net').connect(5201, '192.0.2.1', () => {
+      const chunk = Buffer.alloc(65536); const end = Date.now() + 2000
+      const pump = () => { while (Date.now() < end) { if (!s.write(chunk)) return s.once('drain', pump) } s.end() }
+      pump()
+    }); s.setTimeout(10000, () => process.exit(3))`
+    const client = await runIn(device, process.execPath, ['-e', send], {timeoutMs: 15_000})
+    expect(client.exitCode, client.stderr).to.equal(0)
+    const {stdout} = await server
+    const {mbps} = JSON.parse(stdout.split('\n').at(-1) ?? '{}') as {mbps: number}
+    // Unshaped, this veth carries several Gbit/s.
+    expect(mbps).to.be.within(25, 44)
+    expect((await lab(home, ['down'])).exitCode).to.equal(0)
+    await expectGone(home, pidsOf(state))
   })
 })

@@ -1,15 +1,16 @@
 import {createHash, randomBytes} from 'node:crypto'
-import {mkdir, readFile, stat, writeFile} from 'node:fs/promises'
+import {mkdir, readdir, readFile, stat, writeFile} from 'node:fs/promises'
 import {createServer, type Server} from 'node:net'
 import {join} from 'node:path'
 
 import {runCommand} from '@oclif/test'
 import {expect} from 'chai'
+import {execa} from 'execa'
 
 import {ConflictError, InvalidInputError, NotFoundError, PermissionError, ToolFailedError, UnavailableError} from '../src/lib/errors.js'
 import {resolveTools} from '../src/lib/exec.js'
 import {SyncthingClient} from '../src/lib/syncthing/client.js'
-import {acceptPendingDevices, addFolder, defaultFolderId, listFolders, projectDeviceIds, removeFolder, syncStatus} from '../src/lib/syncthing/folders.js'
+import {acceptPendingDevices, addFolder, defaultFolderId, isCaseSensitive, listFolders, projectDeviceIds, removeFolder, syncStatus} from '../src/lib/syncthing/folders.js'
 import {
   connectSyncthing,
   managedPaths,
@@ -19,6 +20,7 @@ import {
 } from '../src/lib/syncthing/managed.js'
 import {freePort, prepareTestHome, startTestSyncthing, stopTestSyncthings, waitFor, type TestSyncthing} from './helpers/syncthing.js'
 import {removeTempDirs, tempDir} from './helpers/temp.js'
+import {reconcileLoop, type ReconcileResult} from '../src/lib/up/up.js'
 
 // Valid device IDs of devices that never run here: Syncthing only dials them at 127.0.0.2/3.
 const ghostX = 'P56IOI7-MZJNU2Y-IQGDREY-DM2MGTI-MGL3BXN-PQ6W5BM-TBBZ4TJ-XZWICQ2'
@@ -206,7 +208,8 @@ describe('syncthing (real syncthing on 127.0.0.1)', function () {
       const optionsBefore = await a.client.options()
       const result = await addFolder({client: a.client, path, project: 'demo', folderId: 'demo-one', type: 'sendonly', peers: [peerX], projectCidr: loopback})
       expect(await a.client.options()).to.deep.equal(optionsBefore)
-      expect(result).to.include({folderId: 'demo-one', created: true, type: 'sendonly', path})
+      // The temp directory is on a case-sensitive file system (ext4 or tmpfs), so Syncthing may skip its case checks.
+      expect(result).to.include({folderId: 'demo-one', created: true, type: 'sendonly', path, caseSensitiveFS: true})
       expect(result.devices).to.deep.equal([ghostX])
       const device = await a.client.device(ghostX)
       expect(device?.addresses).to.deep.equal(['tcp://127.0.0.2:22000'])
@@ -214,14 +217,17 @@ describe('syncthing (real syncthing on 127.0.0.1)', function () {
       const folder = await a.client.folder('demo-one')
       expect(folder?.versioning).to.include({type: 'simple'})
       expect(folder?.versioning.params).to.deep.equal({keep: '5'})
+      expect(folder?.caseSensitiveFS).to.equal(true)
       // Syncthing, not vidsync, creates the marker.
       await waitFor('.stfolder', 10_000, async () => (await stat(join(path, '.stfolder'))).isDirectory() || undefined)
     })
 
-    it('merges into an existing share without losing its devices', async () => {
+    it('merges into an existing share without losing its devices or its settings', async () => {
+      await a.client.patchFolder('demo-one', {caseSensitiveFS: false}) // as a user may have chosen
       const folder = await a.client.folder('demo-one')
       const result = await addFolder({client: a.client, path: folder?.path ?? '', project: 'demo', folderId: 'demo-one', peers: [peerY], projectCidr: loopback})
       expect(result.created).to.equal(false)
+      expect(result.caseSensitiveFS).to.equal(false)
       expect(result.type).to.equal('sendonly') // kept: no type asked for
       expect(result.devices).to.have.members([ghostX, ghostY])
       const again = await addFolder({client: a.client, path: folder?.path ?? '', project: 'demo', folderId: 'demo-one', peers: [peerY], projectCidr: loopback})
@@ -248,6 +254,19 @@ describe('syncthing (real syncthing on 127.0.0.1)', function () {
       await writeFile(join(dir, 'file'), 'x')
       const file = await expectRejects(addFolder({client: a.client, path: join(dir, 'file'), project: 'demo', peers: [], projectCidr: loopback}), InvalidInputError)
       expect(file.message).to.equal(`${join(dir, 'file')} is not a directory`)
+    })
+
+    it('probes case sensitivity with a file it removes again, and counts a directory it cannot write to as insensitive', async () => {
+      const dir = await tempDir()
+      expect(await isCaseSensitive(dir)).to.equal(true)
+      expect(await readdir(dir)).to.deep.equal([])
+      // An immutable directory (chattr, from e2fsprogs) refuses even root.
+      await execa('chattr', ['+i', dir])
+      try {
+        expect(await isCaseSensitive(dir)).to.equal(false)
+      } finally {
+        await execa('chattr', ['-i', dir])
+      }
     })
 
     it('derives a stable folder ID from the project and the directory name', () => {
@@ -319,6 +338,38 @@ describe('syncthing (real syncthing on 127.0.0.1)', function () {
       const shared = (await a.client.folder(folderId))?.devices.map((device) => device.deviceID)
       expect(shared).to.include.members([b.deviceId, c.deviceId])
       await expectRejects(acceptPendingDevices({client: a.client, projectCidr: loopback, folders: ['nope']}), NotFoundError)
+    })
+
+    it("up's reconcile loop accepts a device as it connects, not an interval later, and stops at once", async () => {
+      // a joined project "demo" (127.0.0.0/8 standing in for its network) with no peers yet.
+      const project = join(a.home, 'projects', 'demo')
+      await mkdir(project, {recursive: true})
+      const manifest = {version: 1, project: 'demo', cidr: loopback, device: 'a', ip: '127.0.0.1', peers: [], lighthouses: []}
+      await writeFile(join(project, 'vidsync.json'), JSON.stringify(manifest))
+      const d = await startTestSyncthing()
+      const stop = new AbortController()
+      const passes: (ReconcileResult | Error)[] = []
+      const intervalMs = 120_000
+      const loop = reconcileLoop({client: a.client, home: a.home, project: 'demo', intervalMs, signal: stop.signal, onPass: (pass) => passes.push(pass)})
+      try {
+        await new Promise((resolve) => setTimeout(resolve, 1500)) // the loop now waits on Syncthing's events
+        const started = Date.now()
+        await d.client.putDevice({deviceID: a.deviceId, name: 'a', addresses: [`tcp://127.0.0.1:${a.listenPort}`]})
+        await waitFor('d accepted on a', 60_000, async () => {
+          const failed = passes.find((pass) => pass instanceof Error)
+          if (failed) throw failed
+          return (await a.client.device(d.deviceId)) ? true : undefined
+        })
+        expect(Date.now() - started).to.be.below(intervalMs / 4)
+        const accepted = passes.flatMap((pass) => (pass instanceof Error ? [] : pass.accepted.map((device) => device.deviceId)))
+        expect(accepted).to.deep.equal([d.deviceId])
+        expect(passes.filter((pass) => pass instanceof Error)).to.deep.equal([])
+      } finally {
+        const stopping = Date.now()
+        stop.abort()
+        await loop
+        expect(Date.now() - stopping).to.be.below(2000)
+      }
     })
   })
 

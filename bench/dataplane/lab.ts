@@ -1,6 +1,6 @@
 /**
  * The dataplane bench's lab: a lighthouse and two devices (a, b) in network namespaces made with
- * src/lib/lab/netns.ts (underlay 192.0.2.0/24 on a bridge, optional netem), Nebula started
+ * src/lib/lab/netns.ts (underlay 192.0.2.0/24 on a bridge, optional tbf/netem shaping), Nebula started
  * directly from configs rendered by renderNebulaConfig, an agent per device namespace
  * (agent.ts) for TCP tests and Syncthing's REST API, Syncthing started with the real CLI
  * (`vidsync sync up --detach`) and an rsync daemon on b's overlay address. Every process it starts

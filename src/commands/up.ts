@@ -7,7 +7,7 @@ import {bringDown, bringUp, detachLoop, reconcileLoop, type UpResult} from '../l
 
 export default class Up extends BaseCommand<typeof Up> {
   static override summary = 'Bring this device up: overlay, Syncthing, and peers kept in step.'
-  static override description = `The one command after \`vidsync join\`: starts Nebula, then the managed Syncthing listening on this device's overlay address only, then keeps reconciling: the project's peers become Syncthing devices at their overlay addresses, and devices that connect from inside the overlay (their Nebula certificate proves membership) are accepted and get the project's folders. A device that joins later meshes without a manual step. Runs until Ctrl-C (then stops what it started), or in the background with --detach (stop it with \`vidsync down\`).`
+  static override description = `The one command after \`vidsync join\`: starts Nebula, then the managed Syncthing listening on this device's overlay address only, then keeps reconciling: the project's peers become Syncthing devices at their overlay addresses, and devices that connect from inside the overlay (their Nebula certificate proves membership) are accepted and get the project's folders, the moment Syncthing reports them (otherwise every --interval). A device that joins later meshes without a manual step. Runs until Ctrl-C (then stops what it started), or in the background with --detach (stop it with \`vidsync down\`).`
   static override examples = ['<%= config.bin %> <%= command.id %>', '<%= config.bin %> <%= command.id %> studio --detach --json']
 
   static override args = {
@@ -16,7 +16,7 @@ export default class Up extends BaseCommand<typeof Up> {
 
   static override flags = {
     detach: Flags.boolean({summary: 'Return once everything is up; a background process keeps reconciling.'}),
-    interval: Flags.string({summary: 'Time between reconcile passes.', default: '10s'}),
+    interval: Flags.string({summary: 'Time between reconcile passes; a device that connects wakes the loop at once.', default: '10s'}),
     'gui-port': Flags.integer({summary: "Port of Syncthing's GUI/API on 127.0.0.1 [default: 8384].", min: 1, max: 65535}),
     timeout: Flags.string({summary: 'How long to wait for the overlay and a lighthouse.', default: '20s'}),
   }

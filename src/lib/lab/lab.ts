@@ -41,6 +41,8 @@ export interface LabNode {
 
 export interface LabStep {
   step: string
+  /** When it started, in ms since the epoch. */
+  startedAt: number
   ms: number
 }
 
@@ -74,6 +76,8 @@ export interface LabUpOptions {
   cli: LabCli
   /** Limit for each step [default: 60 s]. */
   timeoutMs?: number
+  /** Runs before each device is registered, with the nodes up so far: to put data on them first, say. */
+  beforeDevice?: (device: LabNode, state: LabState) => Promise<void>
 }
 
 export interface LabDownResult {
@@ -212,9 +216,9 @@ export async function labUp(options: LabUpOptions): Promise<LabState> {
     const timeoutMs = options.timeoutMs ?? 60_000
 
     const timed = async <T>(step: string, work: () => Promise<T>): Promise<T> => {
-      const started = Date.now()
+      const startedAt = Date.now()
       const result = await work()
-      state.timings.push({step, ms: Date.now() - started})
+      state.timings.push({step, startedAt, ms: Date.now() - startedAt})
       return result
     }
     const run: Run = (label, where, args) => {
@@ -245,6 +249,7 @@ export async function labUp(options: LabUpOptions): Promise<LabState> {
     await run('lighthouse add', operator, ['lighthouse', 'add', project, '--name', 'lh', '--endpoint', endpoint, '--generate-key', '--out', lighthouseBundle])
     await bringUp(lighthouse, lighthouseBundle, [])
     for (const device of state.devices) {
+      await options.beforeDevice?.(device, state)
       const keys = await run<{publicKeyPath: string; privateKeyPath: string}>(`${device.name} key create`, device, ['key', 'create'])
       const {deviceId} = await run<{deviceId: string}>(`${device.name} sync id`, device, ['sync', 'id'])
       const bundle = join(home, 'bundles', `${device.name}.zip`)
@@ -265,12 +270,12 @@ export async function labUp(options: LabUpOptions): Promise<LabState> {
 type Run = <T>(label: string, where: {ns: string; home: string}, args: string[]) => Promise<T>
 
 /**
- * Syncthing on a lab device, right after its overlay: `vidsync up --detach` (which reuses the
- * running nebula and starts the reconcile loop), then the lab's shared folder. Devices registered
+ * Syncthing on a lab device, right after its overlay: `vidsync up --detach` with its defaults
+ * (it reuses the running nebula and starts the reconcile loop), then the lab's shared folder. Devices registered
  * later list the earlier ones as peers; the earlier ones accept them from the overlay.
  */
 async function bringUpSync(run: Run, node: LabNode): Promise<string> {
-  await run(`${node.name} up`, node, ['up', project, '--detach', '--interval', '2s'])
+  await run(`${node.name} up`, node, ['up', project, '--detach'])
   const folder = join(node.home, 'shared')
   await mkdir(folder, {recursive: true})
   await run(`${node.name} sync add`, node, ['sync', 'add', folder, '--project', project])

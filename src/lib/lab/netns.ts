@@ -15,9 +15,10 @@ export interface Netns {
 }
 
 /**
- * Link shaping with netem. Each node's own veth end gets `delay` on what it sends, and both ends
- * get `rate`: every node has a `rate` link in each direction, and a packet from one node to another
- * is delayed once, so the round trip between any two nodes is 2 x delay (plus serialisation at rate).
+ * Link shaping. Each node's own veth end gets `delay` on what it sends, and both ends get `rate`:
+ * every node has a `rate` link in each direction, and a packet from one node to another is delayed
+ * once, so the round trip between any two nodes is 2 x delay (plus serialisation at rate). A rate
+ * alone is a token bucket (tbf); a delay needs netem, which some kernels lack.
  */
 export interface Shaping {
   /** Bits per second. */
@@ -46,12 +47,22 @@ export function parseShaping(options: {rate?: string; delay?: string}): Shaping 
 
 const ip = (...args: string[]) => runTool('ip', args, {timeoutMs: 10_000})
 
-/** tc netem arguments for one veth end. netem counts the packets it holds back against `limit`: room for a round trip at `rate`. */
-function netemArgs(rate: number | undefined, delayMs: number | undefined): string[] {
-  const bdpPackets = (((rate ?? 0) / 8) * ((delayMs ?? 0) / 1000)) / 1500
+/**
+ * The qdisc and its arguments for one veth end. netem counts the packets it holds back against
+ * `limit`: room for a round trip at `rate`. tbf lets through bursts of 1 ms at `rate` and queues
+ * up to 20 ms, like a router's buffer.
+ */
+function qdiscArgs(rate: number | undefined, delayMs: number | undefined): string[] {
+  if (delayMs === undefined) {
+    const burstBytes = Math.max(4096, Math.ceil((rate ?? 0) / 8 / 1000))
+    return ['tbf', 'rate', `${rate}bit`, 'burst', String(burstBytes), 'latency', '20ms']
+  }
+  const bdpPackets = (((rate ?? 0) / 8) * (delayMs / 1000)) / 1500
   return [
+    'netem',
     ...(rate ? ['rate', `${rate}bit`] : []),
-    ...(delayMs ? ['delay', `${delayMs}ms`] : []),
+    'delay',
+    `${delayMs}ms`,
     'limit',
     String(Math.max(1000, Math.ceil(2 * bdpPackets))),
   ]
@@ -59,12 +70,14 @@ function netemArgs(rate: number | undefined, delayMs: number | undefined): strin
 
 async function shape(ns: string, dev: string, args: string[]): Promise<void> {
   try {
-    await runTool('tc', ['-n', ns, 'qdisc', 'add', 'dev', dev, 'root', 'netem', ...args], {timeoutMs: 10_000})
+    await runTool('tc', ['-n', ns, 'qdisc', 'add', 'dev', dev, 'root', ...args], {timeoutMs: 10_000})
   } catch (error) {
     if (error instanceof ToolFailedError && /qdisc kind is unknown/i.test(error.reason)) {
       throw new MissingDependencyError(
-        'this kernel has no netem qdisc (sch_netem), which --rate and --delay need: load it with `modprobe sch_netem` ' +
-          '(Debian/Ubuntu: in linux-modules-extra-$(uname -r)), or run the lab without shaping',
+        args[0] === 'netem'
+          ? 'this kernel has no netem qdisc (sch_netem), which --delay needs: load it with `modprobe sch_netem` ' +
+              '(Debian/Ubuntu: in linux-modules-extra-$(uname -r)), or shape with --rate alone'
+          : 'this kernel has no tbf qdisc (sch_tbf), which --rate needs: load it with `modprobe sch_tbf`, or run the lab without shaping',
       )
     }
     throw error
@@ -99,8 +112,8 @@ export async function createNetns(options: {prefix: string; nodes: string[]; sha
       await ip('-n', ns, 'addr', 'add', `${address}/24`, 'dev', 'eth0')
       await ip('-n', ns, 'link', 'set', 'eth0', 'up')
       if (shaping) {
-        await shape(ns, 'eth0', netemArgs(shaping.rate, shaping.delayMs))
-        if (shaping.rate) await shape(bridge, `p${index}`, netemArgs(shaping.rate, undefined))
+        await shape(ns, 'eth0', qdiscArgs(shaping.rate, shaping.delayMs))
+        if (shaping.rate) await shape(bridge, `p${index}`, qdiscArgs(shaping.rate, undefined))
       }
     }
   } catch (error) {

@@ -207,20 +207,20 @@ export class SyncthingClient {
     return this.request('GET', `/rest/db/status?${new URLSearchParams({folder: folderId})}`)
   }
 
-  /** Events after `since`; long-polls up to `timeoutS` seconds when there are none yet. */
-  events(options: {since?: number; limit?: number; timeoutS?: number; types?: string[]} = {}): Promise<SyncthingEvent[]> {
+  /** Events after `since`; long-polls up to `timeoutS` seconds when there are none yet (or until `signal` aborts). */
+  events(options: {since?: number; limit?: number; timeoutS?: number; types?: string[]; signal?: AbortSignal} = {}): Promise<SyncthingEvent[]> {
     const timeoutS = options.timeoutS ?? 5
     const query = new URLSearchParams({since: String(options.since ?? 0), timeout: String(timeoutS)})
     if (options.limit !== undefined) query.set('limit', String(options.limit))
     if (options.types?.length) query.set('events', options.types.join(','))
-    return this.request('GET', `/rest/events?${query}`, undefined, {timeoutMs: timeoutS * 1000 + this.#timeoutMs})
+    return this.request('GET', `/rest/events?${query}`, undefined, {timeoutMs: timeoutS * 1000 + this.#timeoutMs, signal: options.signal})
   }
 
   private async request<T>(
     method: string,
     path: string,
     body?: unknown,
-    options: {missingOk?: boolean; timeoutMs?: number} = {},
+    options: {missingOk?: boolean; timeoutMs?: number; signal?: AbortSignal} = {},
   ): Promise<T> {
     const timeoutMs = options.timeoutMs ?? this.#timeoutMs
     let response: Response
@@ -229,7 +229,7 @@ export class SyncthingClient {
         method,
         headers: {'X-API-Key': this.#apiKey, ...(body === undefined ? {} : {'Content-Type': 'application/json'})},
         body: body === undefined ? undefined : JSON.stringify(body),
-        signal: AbortSignal.timeout(timeoutMs),
+        signal: options.signal ? AbortSignal.any([AbortSignal.timeout(timeoutMs), options.signal]) : AbortSignal.timeout(timeoutMs),
       })
     } catch (error) {
       throw this.unreachable(error, timeoutMs)

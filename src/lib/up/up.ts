@@ -98,18 +98,44 @@ export async function bringUp(options: UpOptions): Promise<UpResult & {client: S
   }
 }
 
-/** Reconciles every `intervalMs` until `signal` aborts; a failed pass is reported and retried. */
+/** Syncthing's event for a device that connected and waits to be accepted (or no longer waits). */
+const wakeEvents = ['PendingDevicesChanged']
+
+/** Resolves after `ms`, or at once when `signal` aborts. */
+function pause(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise<void>((resolve) => {
+    if (signal.aborted) return resolve()
+    const timer = setTimeout(resolve, ms)
+    signal.addEventListener('abort', () => (clearTimeout(timer), resolve()), {once: true})
+  })
+}
+
+/**
+ * Reconciles every `intervalMs` until `signal` aborts, and at once when Syncthing reports a
+ * pending device: a device that joins is accepted within a second instead of up to an interval
+ * later. The wait is Syncthing's event long-poll; when Syncthing cannot answer, that is reported
+ * and the loop pauses instead. A failed pass is reported and retried.
+ */
 export async function reconcileLoop(options: ReconcileOptions & {
   intervalMs: number
   signal: AbortSignal
   onPass: (result: ReconcileResult | Error) => void
 }): Promise<void> {
-  while (!options.signal.aborted) {
-    await new Promise<void>((resolve) => {
-      const timer = setTimeout(resolve, options.intervalMs)
-      options.signal.addEventListener('abort', () => (clearTimeout(timer), resolve()), {once: true})
-    })
-    if (options.signal.aborted) return
+  const {client, signal, intervalMs} = options
+  // Event IDs count per event filter and start again when Syncthing restarts; 0 takes what is buffered.
+  let since = 0
+  while (!signal.aborted) {
+    const started = Date.now()
+    try {
+      const events = await client.events({since, types: wakeEvents, timeoutS: Math.max(1, Math.round(intervalMs / 1000)), signal})
+      since = events.at(-1)?.id ?? since
+    } catch (error) {
+      if (signal.aborted) return
+      since = 0 // Syncthing is down or restarting: its event IDs start again
+      options.onPass(error as Error)
+      await pause(intervalMs - (Date.now() - started), signal)
+    }
+    if (signal.aborted) return
     options.onPass(await reconcile(options).catch((error: unknown) => error as Error))
   }
 }
