@@ -15,7 +15,7 @@ type Role = 'anon' | 'authenticated' | 'service_role'
 const tables = ['audit_log', 'certificates', 'devices', 'invites', 'ip_pool', 'join_requests', 'projects', 'redeem_attempts', 'schema_migrations']
 const deviceFunctions = ['device_bundle', 'device_refresh', 'redeem_invite', 'schema_version']
 const operatorFunctions = [
-  'allocate_ip', 'approve_join_request', 'audit', 'check_groups', 'check_name', 'create_invite', 'create_project', 'join_request_by_token',
+  'allocate_ip', 'approve_join_request', 'audit', 'check_groups', 'check_name', 'create_invite', 'create_project', 'discard_registration', 'join_request_by_token',
   'list_devices', 'list_invites', 'list_join_requests', 'list_projects', 'live_device', 'parse_cidr', 'pool_list', 'pool_status', 'populate_pool',
   'project_id', 'project_network', 'public_key_sha256', 'reclaim_stale', 'record_certificate', 'register_device',
   'release_device', 'release_ip', 'request_source', 'revoke_device', 'revoke_invite', 'secret_sha256',

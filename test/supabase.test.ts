@@ -1,4 +1,5 @@
-import {readdir, readFile, stat} from 'node:fs/promises'
+import {existsSync} from 'node:fs'
+import {readdir, readFile, stat, writeFile} from 'node:fs/promises'
 import {join} from 'node:path'
 
 import {expect} from 'chai'
@@ -186,6 +187,21 @@ describe('invite flow through the built CLI over the stand-in', function () {
     expect(lighthouse.exitCode, lighthouse.stdout).to.equal(0)
   })
 
+  it('takes a registration back when signing fails, as a rollback would: no address, device or bundle is left', async () => {
+    const failing = join(operatorHome, 'failing-nebula-cert')
+    await writeFile(failing, '#!/bin/sh\nif [ "$1" = sign ]; then echo "Error: injected signing failure" >&2; exit 1; fi\nexec nebula-cert "$@"\n', {mode: 0o755})
+    const pool = async () => (await operator('pool', 'status', 'studio')).json
+    const before = await pool()
+    const bundle = join(operatorHome, 'broken.zip')
+    const env = {VIDSYNC_HOME: operatorHome, VIDSYNC_SUPABASE_URL: standIn.url, VIDSYNC_SUPABASE_KEY: standInKeys.service_role, VIDSYNC_NEBULA_CERT: failing}
+    const result = await cli(['device', 'register', 'studio', '--name', 'broken', '--generate-key', '--out', bundle, '--json'], env)
+    expect(result.exitCode).to.equal(1)
+    expect(result.json.error.message).to.contain('injected signing failure')
+    expect(await pool()).to.deep.equal(before) // the address is free again, not quarantined
+    expect((await operator('device', 'list', 'studio')).json.devices.map((entry: {name: string}) => entry.name)).to.deep.equal(['lh1'])
+    expect(existsSync(bundle)).to.equal(false)
+  })
+
   let code: string
   let inviteId: number
 
@@ -266,17 +282,37 @@ describe('invite flow through the built CLI over the stand-in', function () {
     // What the `up` loop does with it: the blocklist goes into nebula.yml, the peers into vidsync.json.
     const home = deviceHomes.desktop ?? ''
     const refreshed = await refreshFromControlPlane({home, project: 'studio', controlPlane: desktop})
-    expect(refreshed).to.deep.equal({status: 'active', peersChanged: true, blocklistChanged: true, nebulaReloaded: false})
+    expect(refreshed).to.deep.equal({status: 'active', peersChanged: true, lighthousesChanged: false, blocklistChanged: true, nebulaReloaded: false})
     const config = YAML.parse(await readFile(join(home, 'projects', 'studio', 'nebula.yml'), 'utf8'), {version: '1.1'})
     expect(config.pki.blocklist).to.deep.equal([laptop.fingerprint])
     expect(JSON.parse(await readFile(join(home, 'projects', 'studio', 'vidsync.json'), 'utf8')).peers).to.deep.equal([])
     expect(await refreshFromControlPlane({home, project: 'studio', controlPlane: desktop})).to.deep.equal({
       status: 'active',
       peersChanged: false,
+      lighthousesChanged: false,
       blocklistChanged: false,
       nebulaReloaded: false,
     })
     expect(await refreshFromControlPlane({home: deviceHomes.phone ?? '', project: 'studio', controlPlane: desktop})).to.equal(undefined)
+  })
+
+  it('puts a lighthouse added later into nebula.yml at the next refresh, relay included', async () => {
+    const added = await operator('lighthouse', 'add', 'studio', '--name', 'lh2', '--endpoint', '192.0.2.2:4242', '--relay', '--generate-key', '--out', join(operatorHome, 'lh2.zip'))
+    expect(added.exitCode, added.stdout).to.equal(0)
+    const lh1 = (await operator('device', 'show', 'studio', 'lh1')).json
+    const home = deviceHomes.desktop ?? ''
+    const desktop = new ControlPlane(new SupabaseRpc({url: standIn.url, key: standInKeys.anon}))
+    const refreshed = await refreshFromControlPlane({home, project: 'studio', controlPlane: desktop})
+    expect(refreshed).to.include({lighthousesChanged: true, peersChanged: false, blocklistChanged: false})
+    // nebula -test passed on the new config before it replaced the old one.
+    const config = YAML.parse(await readFile(join(home, 'projects', 'studio', 'nebula.yml'), 'utf8'), {version: '1.1'})
+    expect(config.static_host_map).to.deep.equal({[lh1.ip]: ['192.0.2.1:4242'], [added.json.device.ip]: ['192.0.2.2:4242']})
+    expect(config.lighthouse.hosts).to.deep.equal([lh1.ip, added.json.device.ip])
+    expect(config.relay.relays).to.deep.equal([added.json.device.ip])
+    expect(config.pki.blocklist).to.have.length(1) // kept
+    const manifest = JSON.parse(await readFile(join(home, 'projects', 'studio', 'vidsync.json'), 'utf8'))
+    expect(manifest.lighthouses.map((lighthouse: {name: string}) => lighthouse.name)).to.deep.equal(['lh1', 'lh2'])
+    expect((await refreshFromControlPlane({home, project: 'studio', controlPlane: desktop}))?.lighthousesChanged).to.equal(false)
   })
 
   it('revokes the invite, and reclaims stale devices only with --yes in scripts', async () => {

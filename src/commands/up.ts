@@ -67,7 +67,8 @@ export default class Up extends BaseCommand<typeof Up> {
           if (pass instanceof Error) this.logToStderr(`reconcile failed, retrying: ${pass.message}`)
           else {
             for (const device of pass.accepted) this.log(`accepted ${device.name || device.deviceId} from ${device.address}`)
-            if (pass.refresh?.blocklistChanged) this.log(`blocklist updated${pass.refresh.nebulaReloaded ? '; nebula reloaded' : ''}`)
+            const updated = [pass.refresh?.blocklistChanged && 'blocklist', pass.refresh?.lighthousesChanged && 'lighthouses'].filter(Boolean)
+            if (updated.length > 0) this.log(`${updated.join(' and ')} updated${pass.refresh?.nebulaReloaded ? '; nebula reloaded' : ''}`)
           }
         },
       })

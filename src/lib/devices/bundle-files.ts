@@ -2,7 +2,7 @@ import {basename} from 'node:path'
 
 import type {BundleFiles} from '../bundle/bundle.js'
 import {renderBundleReadme} from '../bundle/readme.js'
-import {renderNebulaConfig, type Lighthouse as NebulaLighthouse} from '../nebula/config.js'
+import {lighthousesFor, renderNebulaConfig} from '../nebula/config.js'
 import type {DeviceRecord, ProjectNetwork} from '../store/control-plane.js'
 import {parseEndpoint} from './endpoint.js'
 
@@ -38,8 +38,7 @@ export interface BundleInput {
 /** The files of one device's bundle, its nebula.yml built from the project's current state. */
 export function bundleFiles(input: BundleInput): BundleFiles {
   const {device, network} = input
-  const others = network.lighthouses.filter((lighthouse) => lighthouse.name !== device.name)
-  const lighthouses: NebulaLighthouse[] = others.map((lighthouse) => ({overlayIp: lighthouse.ip, endpoints: [lighthouse.endpoint]}))
+  const {lighthouses, relayIps} = lighthousesFor(network.lighthouses, device.name)
   const nebulaYml = renderNebulaConfig({
     cidr: network.cidr,
     lighthouses,
@@ -50,7 +49,7 @@ export function bundleFiles(input: BundleInput): BundleFiles {
     relays: {
       useRelays: !device.relay,
       amRelay: device.relay,
-      relayIps: others.filter((lighthouse) => lighthouse.relay).map((lighthouse) => lighthouse.ip),
+      relayIps,
     },
   })
   const manifest: BundleManifest = {

@@ -51,11 +51,38 @@ function validate(options: NebulaConfigOptions): void {
   if (options.amLighthouse && options.listenPort === 0) throw new InvalidInputError('a lighthouse needs a fixed listen port')
 }
 
+const defaultRelays = {useRelays: true, amRelay: false, relayIps: []}
+
+/** The project's lighthouses as one node sees them: the others, with the relays among them. */
+export function lighthousesFor(records: {name: string; ip: string; endpoint: string; relay: boolean}[], self?: string) {
+  const others = records.filter((record) => record.name !== self)
+  return {
+    lighthouses: others.map((record): Lighthouse => ({overlayIp: record.ip, endpoints: [record.endpoint]})),
+    relayIps: others.filter((record) => record.relay).map((record) => record.ip),
+  }
+}
+
+/**
+ * Where nebula.yml names the lighthouses: static_host_map, lighthouse.hosts and relay.relays. A
+ * running nebula reloads all three on SIGHUP.
+ */
+export function lighthouseKeys(options: Pick<NebulaConfigOptions, 'lighthouses' | 'amLighthouse' | 'relays'>) {
+  const relays = options.relays ?? defaultRelays
+  return {
+    staticHostMap: Object.fromEntries(options.lighthouses.map((lighthouse) => [lighthouse.overlayIp, lighthouse.endpoints])),
+    // A lighthouse must not report to other lighthouses.
+    hosts: options.amLighthouse ? [] : options.lighthouses.map((lighthouse) => lighthouse.overlayIp),
+    // Nebula ignores `relays` on a relay, and says so in its log.
+    relays: relays.amRelay ? [] : relays.relayIps,
+  }
+}
+
 /** The nebula.yml of one node, for Nebula 1.6.1. */
 export function renderNebulaConfig(options: NebulaConfigOptions): string {
   validate(options)
   const amLighthouse = options.amLighthouse ?? false
-  const relays = options.relays ?? {useRelays: true, amRelay: false, relayIps: []}
+  const relays = options.relays ?? defaultRelays
+  const named = lighthouseKeys(options)
   const syncRules = options.syncGroups?.length
     ? options.syncGroups.map((group) => ({port: syncthingPort, proto: 'tcp', group}))
     : [{port: syncthingPort, proto: 'tcp', cidr: options.cidr}]
@@ -67,17 +94,11 @@ export function renderNebulaConfig(options: NebulaConfigOptions): string {
       blocklist: options.blocklist ?? [],
       disconnect_invalid: true,
     },
-    static_host_map: Object.fromEntries(options.lighthouses.map((lighthouse) => [lighthouse.overlayIp, lighthouse.endpoints])),
-    lighthouse: {
-      am_lighthouse: amLighthouse,
-      interval: 60,
-      // A lighthouse must not report to other lighthouses.
-      hosts: amLighthouse ? [] : options.lighthouses.map((lighthouse) => lighthouse.overlayIp),
-    },
+    static_host_map: named.staticHostMap,
+    lighthouse: {am_lighthouse: amLighthouse, interval: 60, hosts: named.hosts},
     listen: {host: '0.0.0.0', port: options.listenPort ?? 4242, read_buffer: 10_485_760, write_buffer: 10_485_760},
     punchy: {punch: true, respond: true},
-    // Nebula ignores `relays` on a relay, and says so in its log.
-    relay: {relays: relays.amRelay ? [] : relays.relayIps, am_relay: relays.amRelay, use_relays: relays.useRelays},
+    relay: {relays: named.relays, am_relay: relays.amRelay, use_relays: relays.useRelays},
     tun: {disabled: false, ...(options.tunDev ? {dev: options.tunDev} : {}), mtu: 1440, tx_queue: 1000},
     routines: options.routines ?? 2,
     logging: {level: 'info', format: 'text'},
@@ -92,7 +113,6 @@ export function renderNebulaConfig(options: NebulaConfigOptions): string {
   return YAML.stringify(config, {version: '1.1'})
 }
 
-/** `message (fields)` out of a logrus line such as `time=... level=error msg="..." vpnIp=...`. */
 /**
  * Runs `nebula -test`, which also loads the certificates and key the config references and
  * resolves hostnames in static_host_map. It does not flag unknown keys.

@@ -285,15 +285,34 @@ const toInvite = (row: InviteRow): Invite => ({
 
 /** Typed calls of the control-plane contract in migrations/. */
 export class ControlPlane {
-  constructor(readonly rpc: Rpc) {}
+  /** Inside `transaction` on a transport without transactions: how to take back each write so far. */
+  readonly #undo: (() => Promise<unknown>)[] | undefined
+
+  constructor(
+    readonly rpc: Rpc,
+    undo?: (() => Promise<unknown>)[],
+  ) {
+    this.#undo = undo
+  }
 
   /**
    * Runs `work` against a control plane whose calls share one transaction: all of them take
-   * effect or none. Transports without transactions run the calls one by one.
+   * effect or none. Transports without transactions (the Supabase API) run the calls one by one
+   * and, when `work` fails, undo the registrations it made, as a rollback would.
    */
   async transaction<T>(work: (controlPlane: ControlPlane) => Promise<T>): Promise<T> {
-    if (!this.rpc.transaction) return work(this)
-    return this.rpc.transaction((rpc) => work(new ControlPlane(rpc)))
+    if (this.rpc.transaction) return this.rpc.transaction((rpc) => work(new ControlPlane(rpc)))
+    const undo: (() => Promise<unknown>)[] = []
+    try {
+      return await work(new ControlPlane(this.rpc, undo))
+    } catch (error) {
+      for (const step of undo.reverse()) {
+        await step().catch((failure: Error) => {
+          if (error instanceof Error) error.message += `; undoing the registration failed too (${failure.message}): see \`vidsync device list\``
+        })
+      }
+      throw error
+    }
   }
 
   async createProject(options: {name: string; cidr: string; quarantineSeconds?: number}): Promise<Project> {
@@ -382,6 +401,7 @@ export class ControlPlane {
       },
     )
     const row = single(rows, 'register_device')
+    this.#undo?.push(() => this.rpc.call('discard_registration', {p_project: options.project, p_device: row.device, p_device_id: row.device_id}))
     return {deviceId: Number(row.device_id), device: row.device, ip: row.ip, prefixLength: row.prefix_length}
   }
 

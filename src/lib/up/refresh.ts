@@ -7,7 +7,7 @@ import {NotFoundError} from '../errors.js'
 import type {Tools} from '../exec.js'
 import {writeFileAtomic} from '../files.js'
 import {readDeviceToken} from '../join/invite.js'
-import {testNebulaConfig} from '../nebula/config.js'
+import {lighthouseKeys, lighthousesFor, testNebulaConfig} from '../nebula/config.js'
 import {reloadNebula} from '../nebula/process.js'
 import {projectDir} from '../nebula/project.js'
 import type {ControlPlane} from '../store/control-plane.js'
@@ -16,6 +16,8 @@ export interface RefreshResult {
   /** The device's status in the control plane: active, pending, revoked, ... */
   status: string
   peersChanged: boolean
+  /** The project's lighthouses changed: nebula.yml names the new ones. */
+  lighthousesChanged: boolean
   blocklistChanged: boolean
   /** Nebula was told (SIGHUP) to reload its config with the new blocklist. */
   nebulaReloaded: boolean
@@ -23,8 +25,8 @@ export interface RefreshResult {
 
 /**
  * Heartbeat and refresh for a device that joined with an invite: the control plane's current
- * peers go into vidsync.json (the reconcile pass shares folders with them) and its blocklist into
- * nebula.yml, which the running nebula reloads. Nebula does not spread blocklists itself, so
+ * peers go into vidsync.json (the reconcile pass shares folders with them), its blocklist and
+ * lighthouses into nebula.yml, which the running nebula reloads. Nebula does not spread blocklists itself, so
  * this is how a revocation reaches every device. Devices joined from a bundle file have no
  * token: nothing to refresh (undefined).
  */
@@ -41,23 +43,29 @@ export async function refreshFromControlPlane(options: {
   })
   if (token === undefined) return undefined
   const refresh = await options.controlPlane.deviceRefresh({token, syncthingId: options.syncthingId})
-  const unchanged = {status: refresh.status, peersChanged: false, blocklistChanged: false, nebulaReloaded: false}
+  const unchanged = {status: refresh.status, peersChanged: false, lighthousesChanged: false, blocklistChanged: false, nebulaReloaded: false}
   if (refresh.status !== 'active') return unchanged
 
   const dir = projectDir(options.home, options.project)
   const manifestPath = join(dir, 'vidsync.json')
   const manifest = JSON.parse(await readFile(manifestPath, 'utf8')) as Record<string, unknown>
-  const peersChanged = JSON.stringify([manifest.peers, manifest.lighthouses]) !== JSON.stringify([refresh.peers, refresh.lighthouses])
-  if (peersChanged) {
-    await writeFileAtomic(manifestPath, `${JSON.stringify({...manifest, peers: refresh.peers, lighthouses: refresh.lighthouses}, null, 2)}\n`, 0o644)
-  }
+  const peersChanged = JSON.stringify(manifest.peers) !== JSON.stringify(refresh.peers)
+  const lighthousesChanged = JSON.stringify(manifest.lighthouses) !== JSON.stringify(refresh.lighthouses)
 
   const configPath = join(dir, 'nebula.yml')
-  const config = YAML.parse(await readFile(configPath, 'utf8'), {version: '1.1'}) as {pki: {blocklist?: string[]}}
+  const config = YAML.parse(await readFile(configPath, 'utf8'), {version: '1.1'}) as NebulaYml
   const blocklist = [...refresh.blocklist].sort()
   const blocklistChanged = JSON.stringify([...(config.pki.blocklist ?? [])].sort()) !== JSON.stringify(blocklist)
   let nebulaReloaded = false
-  if (blocklistChanged) {
+  if (lighthousesChanged) {
+    // A device that joined with an invite is never a lighthouse itself.
+    const {lighthouses, relayIps} = lighthousesFor(refresh.lighthouses, String(manifest.device))
+    const named = lighthouseKeys({lighthouses, relays: {useRelays: config.relay.use_relays, amRelay: config.relay.am_relay, relayIps}})
+    config.static_host_map = named.staticHostMap
+    config.lighthouse.hosts = named.hosts
+    config.relay.relays = named.relays
+  }
+  if (blocklistChanged || lighthousesChanged) {
     config.pki.blocklist = blocklist
     const text = YAML.stringify(config, {version: '1.1'})
     // Checked beside the real one (same directory, same absolute paths) before it replaces it.
@@ -71,5 +79,17 @@ export async function refreshFromControlPlane(options: {
     await writeFileAtomic(configPath, text, 0o644)
     nebulaReloaded = await reloadNebula({projectDir: dir})
   }
-  return {status: refresh.status, peersChanged, blocklistChanged, nebulaReloaded}
+  // After nebula.yml: a config that nebula refused leaves the manifest old, so the next pass tries again.
+  if (peersChanged || lighthousesChanged) {
+    await writeFileAtomic(manifestPath, `${JSON.stringify({...manifest, peers: refresh.peers, lighthouses: refresh.lighthouses}, null, 2)}\n`, 0o644)
+  }
+  return {status: refresh.status, peersChanged, lighthousesChanged, blocklistChanged, nebulaReloaded}
+}
+
+/** The parts of nebula.yml that a refresh rewrites; the rest is kept as it is. */
+interface NebulaYml {
+  pki: {blocklist?: string[]}
+  static_host_map: Record<string, string[]>
+  lighthouse: {hosts: string[]}
+  relay: {relays: string[]; am_relay: boolean; use_relays: boolean}
 }
