@@ -11,7 +11,8 @@ DECLARE
   v_id bigint := vidsync.project_id(p_project);
   v_device vidsync.devices := vidsync.live_device(v_id, p_project, p_device);
 BEGIN
-  IF v_device.id <> p_device_id THEN
+  -- Revoked since would mean its certificate is on blocklists: deleting it would take it off.
+  IF v_device.id <> p_device_id OR v_device.status <> 'active' THEN
     RAISE EXCEPTION 'device "%" in project "%" is not the registration to undo', p_device, p_project USING ERRCODE = 'VS409';
   END IF;
   -- Certificates go with the device (ON DELETE CASCADE); its ip_pool row becomes free (SET NULL).

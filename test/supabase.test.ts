@@ -15,6 +15,7 @@ import {migrateBackend, openStore} from '../src/lib/store/open.js'
 import {PostgresClient} from '../src/lib/store/sql-client.js'
 import {SupabaseRpc} from '../src/lib/store/supabase.js'
 import {refreshFromControlPlane} from '../src/lib/up/refresh.js'
+import {resolveTools} from '../src/lib/exec.js'
 import {cli, type CliResult, root} from './helpers/cli.js'
 import {createThrowawayDatabase, type ThrowawayDatabase} from './helpers/postgres.js'
 import {startPostgrestStandIn, type StandIn, standInKeys} from './helpers/postgrest.js'
@@ -313,6 +314,28 @@ describe('invite flow through the built CLI over the stand-in', function () {
     const manifest = JSON.parse(await readFile(join(home, 'projects', 'studio', 'vidsync.json'), 'utf8'))
     expect(manifest.lighthouses.map((lighthouse: {name: string}) => lighthouse.name)).to.deep.equal(['lh1', 'lh2'])
     expect((await refreshFromControlPlane({home, project: 'studio', controlPlane: desktop}))?.lighthousesChanged).to.equal(false)
+
+    // A lighthouse that nebula refuses never holds back a revocation, and is tried again next pass.
+    expect((await operator('lighthouse', 'add', 'studio', '--name', 'lh3', '--endpoint', '192.0.2.3:4242', '--generate-key', '--out', join(operatorHome, 'lh3.zip'))).exitCode).to.equal(0)
+    expect((await operator('device', 'register', 'studio', '--name', 'spare', '--generate-key', '--out', join(operatorHome, 'spare.zip'))).exitCode).to.equal(0)
+    const spare = (await operator('device', 'show', 'studio', 'spare')).json
+    expect((await operator('device', 'revoke', 'studio', 'spare', '--yes')).exitCode).to.equal(0)
+    const refusing = join(operatorHome, 'nebula-refusing-lh3')
+    await writeFile(
+      refusing,
+      `#!/bin/sh\nif [ "$1" = -test ] && grep -q 192.0.2.3:4242 "$3"; then echo 'level=error msg="injected: lh3 refused"' >&2; exit 1; fi\nexec nebula "$@"\n`,
+      {mode: 0o755},
+    )
+    const refused = await refreshFromControlPlane({home, project: 'studio', controlPlane: desktop, tools: resolveTools({nebula: refusing})})
+    expect(refused).to.include({lighthousesChanged: false, blocklistChanged: true})
+    expect(refused?.lighthousesRefused).to.match(/^nebula rejects .*injected: lh3 refused$/)
+    const kept = YAML.parse(await readFile(join(home, 'projects', 'studio', 'nebula.yml'), 'utf8'), {version: '1.1'})
+    expect(kept.pki.blocklist).to.include(spare.fingerprint)
+    expect(Object.values(kept.static_host_map)).not.to.deep.include(['192.0.2.3:4242'])
+    const retried = await refreshFromControlPlane({home, project: 'studio', controlPlane: desktop})
+    expect(retried).to.include({lighthousesChanged: true, blocklistChanged: false})
+    const now = YAML.parse(await readFile(join(home, 'projects', 'studio', 'nebula.yml'), 'utf8'), {version: '1.1'})
+    expect(Object.values(now.static_host_map)).to.deep.include(['192.0.2.3:4242'])
   })
 
   it('revokes the invite, and reclaims stale devices only with --yes in scripts', async () => {

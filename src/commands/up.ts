@@ -69,6 +69,7 @@ export default class Up extends BaseCommand<typeof Up> {
             for (const device of pass.accepted) this.log(`accepted ${device.name || device.deviceId} from ${device.address}`)
             const updated = [pass.refresh?.blocklistChanged && 'blocklist', pass.refresh?.lighthousesChanged && 'lighthouses'].filter(Boolean)
             if (updated.length > 0) this.log(`${updated.join(' and ')} updated${pass.refresh?.nebulaReloaded ? '; nebula reloaded' : ''}`)
+            if (pass.refresh?.lighthousesRefused) this.logToStderr(`new lighthouses not applied, retrying: ${pass.refresh.lighthousesRefused}`)
           }
         },
       })

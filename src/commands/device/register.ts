@@ -1,8 +1,8 @@
 import {Args, Flags} from '@oclif/core'
 
 import {BaseCommand} from '../../base-command.js'
-import {publicKeyFlags, readPublicKeyFlag} from '../../flags/key.js'
-import {type BundleResult, defaultBundlePath, registerDevice} from '../../lib/devices/issue.js'
+import {bundleFlags, bundleOptions} from '../../flags/key.js'
+import {type BundleResult, registerDevice} from '../../lib/devices/issue.js'
 import {parseDuration} from '../../lib/duration.js'
 
 export default class DeviceRegister extends BaseCommand<typeof DeviceRegister> {
@@ -20,11 +20,10 @@ export default class DeviceRegister extends BaseCommand<typeof DeviceRegister> {
 
   static override flags = {
     name: Flags.string({summary: 'Device name: lowercase letters, digits and hyphens.', required: true}),
-    ...publicKeyFlags,
+    ...bundleFlags,
     groups: Flags.string({summary: 'Comma-separated Nebula groups for firewall rules.', delimiter: ',', multiple: true}),
     'syncthing-id': Flags.string({summary: "The device's Syncthing ID, shared with its peers."}),
     duration: Flags.string({summary: 'Certificate lifetime (e.g. 8760h, 365d) [default: until the CA expires].'}),
-    out: Flags.string({summary: 'Bundle path [default: ./<project>-<name>.zip].'}),
   }
 
   async run(): Promise<BundleResult> {
@@ -35,12 +34,10 @@ export default class DeviceRegister extends BaseCommand<typeof DeviceRegister> {
         controlPlane,
         project: this.args.project,
         name: flags.name,
-        publicKeyPem: await readPublicKeyFlag(flags),
-        generateKey: flags['generate-key'],
+        ...(await bundleOptions(flags, this.args.project, flags.name)),
         groups: flags.groups,
         syncthingId: flags['syncthing-id'],
         durationSeconds: flags.duration === undefined ? undefined : parseDuration(flags.duration, 'duration'),
-        outPath: flags.out ?? defaultBundlePath(this.args.project, flags.name),
       }),
     )
     this.log(`Registered ${result.device.name} in ${result.project} at ${result.device.ip}; certificate valid until ${result.device.notAfter}.`)

@@ -1,8 +1,8 @@
 import {Args, Flags} from '@oclif/core'
 
 import {BaseCommand} from '../../base-command.js'
-import {publicKeyFlags, readPublicKeyFlag} from '../../flags/key.js'
-import {type BundleResult, defaultBundlePath, registerDevice} from '../../lib/devices/issue.js'
+import {bundleFlags, bundleOptions} from '../../flags/key.js'
+import {type BundleResult, registerDevice} from '../../lib/devices/issue.js'
 
 export default class LighthouseAdd extends BaseCommand<typeof LighthouseAdd> {
   static override summary = 'Add a lighthouse to a project and write its bundle.'
@@ -19,9 +19,8 @@ export default class LighthouseAdd extends BaseCommand<typeof LighthouseAdd> {
   static override flags = {
     name: Flags.string({summary: 'Lighthouse name.', required: true}),
     endpoint: Flags.string({summary: 'Public HOST:PORT where devices reach it over UDP.', required: true}),
-    ...publicKeyFlags,
+    ...bundleFlags,
     relay: Flags.boolean({summary: 'Also relay traffic for devices that cannot reach each other directly.'}),
-    out: Flags.string({summary: 'Bundle path [default: ./<project>-<name>.zip].'}),
   }
 
   async run(): Promise<BundleResult> {
@@ -32,11 +31,9 @@ export default class LighthouseAdd extends BaseCommand<typeof LighthouseAdd> {
         controlPlane,
         project: this.args.project,
         name: flags.name,
-        publicKeyPem: await readPublicKeyFlag(flags),
-        generateKey: flags['generate-key'],
+        ...(await bundleOptions(flags, this.args.project, flags.name)),
         groups: ['lighthouse'],
         lighthouse: {endpoint: flags.endpoint, relay: flags.relay},
-        outPath: flags.out ?? defaultBundlePath(this.args.project, flags.name),
       }),
     )
     this.log(`Added lighthouse ${result.device.name} at ${result.device.endpoint} (overlay ${result.device.ip}).`)

@@ -283,14 +283,20 @@ const toInvite = (row: InviteRow): Invite => ({
   pending: row.pending,
 })
 
+/** How to take back one write, and what the user can do when that fails too. */
+interface Undo {
+  run: () => Promise<unknown>
+  otherwise: string
+}
+
 /** Typed calls of the control-plane contract in migrations/. */
 export class ControlPlane {
   /** Inside `transaction` on a transport without transactions: how to take back each write so far. */
-  readonly #undo: (() => Promise<unknown>)[] | undefined
+  readonly #undo: Undo[] | undefined
 
   constructor(
     readonly rpc: Rpc,
-    undo?: (() => Promise<unknown>)[],
+    undo?: Undo[],
   ) {
     this.#undo = undo
   }
@@ -302,15 +308,15 @@ export class ControlPlane {
    */
   async transaction<T>(work: (controlPlane: ControlPlane) => Promise<T>): Promise<T> {
     if (this.rpc.transaction) return this.rpc.transaction((rpc) => work(new ControlPlane(rpc)))
-    const undo: (() => Promise<unknown>)[] = []
+    const undo: Undo[] = []
     try {
       return await work(new ControlPlane(this.rpc, undo))
     } catch (error) {
+      const left: string[] = []
       for (const step of undo.reverse()) {
-        await step().catch((failure: Error) => {
-          if (error instanceof Error) error.message += `; undoing the registration failed too (${failure.message}): see \`vidsync device list\``
-        })
+        await step.run().catch((failure: Error) => left.push(`${failure.message}: ${step.otherwise}`))
       }
+      if (left.length > 0 && error instanceof Error) error.message += `; undoing it failed too (${left.join('; ')})`
       throw error
     }
   }
@@ -401,7 +407,10 @@ export class ControlPlane {
       },
     )
     const row = single(rows, 'register_device')
-    this.#undo?.push(() => this.rpc.call('discard_registration', {p_project: options.project, p_device: row.device, p_device_id: row.device_id}))
+    this.#undo?.push({
+      run: () => this.rpc.call('discard_registration', {p_project: options.project, p_device: row.device, p_device_id: row.device_id}),
+      otherwise: `release ${row.device} with \`vidsync device release ${options.project} ${row.device}\``,
+    })
     return {deviceId: Number(row.device_id), device: row.device, ip: row.ip, prefixLength: row.prefix_length}
   }
 

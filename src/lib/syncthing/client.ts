@@ -224,6 +224,7 @@ export class SyncthingClient {
   ): Promise<T> {
     const timeoutMs = options.timeoutMs ?? this.#timeoutMs
     let response: Response
+    let text: string
     try {
       response = await fetch(`${this.url}${path}`, {
         method,
@@ -231,10 +232,11 @@ export class SyncthingClient {
         body: body === undefined ? undefined : JSON.stringify(body),
         signal: options.signal ? AbortSignal.any([AbortSignal.timeout(timeoutMs), options.signal]) : AbortSignal.timeout(timeoutMs),
       })
+      // Inside the try: a long-poll (/rest/events) sends its headers at once and waits in the body.
+      text = await response.text()
     } catch (error) {
       throw this.unreachable(error, timeoutMs)
     }
-    const text = await response.text()
     if (response.ok) return (text === '' ? undefined : JSON.parse(text)) as T
     if (response.status === 404 && options.missingOk) return undefined as T
     if (response.status === 401 || response.status === 403) {

@@ -100,13 +100,22 @@ export async function bringUp(options: UpOptions): Promise<UpResult & {client: S
 
 /** Syncthing's event for a device that connected and waits to be accepted (or no longer waits). */
 const wakeEvents = ['PendingDevicesChanged']
+/** One long-poll at most this long: Node's fetch gives up on a body that takes 300 s. */
+const maxPollSeconds = 60
+/** Passes that events trigger are at least this far apart: a burst of events makes one pass. */
+const minPassSpacingMs = 1000
 
 /** Resolves after `ms`, or at once when `signal` aborts. */
 function pause(ms: number, signal: AbortSignal): Promise<void> {
   return new Promise<void>((resolve) => {
-    if (signal.aborted) return resolve()
-    const timer = setTimeout(resolve, ms)
-    signal.addEventListener('abort', () => (clearTimeout(timer), resolve()), {once: true})
+    if (signal.aborted || ms <= 0) return resolve()
+    const done = () => {
+      clearTimeout(timer)
+      signal.removeEventListener('abort', done)
+      resolve()
+    }
+    const timer = setTimeout(done, ms)
+    signal.addEventListener('abort', done, {once: true})
   })
 }
 
@@ -124,18 +133,30 @@ export async function reconcileLoop(options: ReconcileOptions & {
   const {client, signal, intervalMs} = options
   // Event IDs count per event filter and start again when Syncthing restarts; 0 takes what is buffered.
   let since = 0
+  let lastPass = Date.now()
   while (!signal.aborted) {
-    const started = Date.now()
-    try {
-      const events = await client.events({since, types: wakeEvents, timeoutS: Math.max(1, Math.round(intervalMs / 1000)), signal})
-      since = events.at(-1)?.id ?? since
-    } catch (error) {
-      if (signal.aborted) return
-      since = 0 // Syncthing is down or restarting: its event IDs start again
-      options.onPass(error as Error)
-      await pause(intervalMs - (Date.now() - started), signal)
+    const left = lastPass + intervalMs - Date.now()
+    if (left > 0) {
+      try {
+        const timeoutS = Math.min(maxPollSeconds, Math.max(1, Math.ceil(left / 1000)))
+        const polled = Date.now()
+        const events = await client.events({since, types: wakeEvents, timeoutS, signal})
+        if (events.length === 0) {
+          // The poll timed out: poll again until the interval is over (never in a tight loop).
+          if (Date.now() - polled < 500) await pause(1000, signal)
+          continue
+        }
+        since = events.at(-1)?.id ?? since
+        await pause(lastPass + minPassSpacingMs - Date.now(), signal)
+      } catch (error) {
+        if (signal.aborted) return
+        since = 0 // Syncthing is down or restarting: its event IDs start again
+        options.onPass(error as Error)
+        await pause(left, signal)
+      }
     }
     if (signal.aborted) return
+    lastPass = Date.now()
     options.onPass(await reconcile(options).catch((error: unknown) => error as Error))
   }
 }
