@@ -12,19 +12,7 @@ import {createInterface} from 'node:readline'
 import {SyncthingClient, type FolderConfig, type FolderStatus} from '../../src/lib/syncthing/client.js'
 import {addFolder, type Peer} from '../../src/lib/syncthing/folders.js'
 import {managedPaths, readManagedConfig} from '../../src/lib/syncthing/managed.js'
-
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
-
-/** A bounded wait: `check` until it returns a value, every `everyMs`, at most `timeoutMs`. */
-async function poll<T>(what: string, timeoutMs: number, everyMs: number, check: () => Promise<T | undefined>): Promise<T> {
-  const deadline = Date.now() + timeoutMs
-  for (;;) {
-    const value = await check()
-    if (value !== undefined) return value
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs / 1000}s waiting for ${what}`)
-    await sleep(everyMs)
-  }
-}
+import {waitFor} from './lab.js'
 
 // --- raw TCP: a receiver that counts bytes and a sender that writes for a while -------------------
 
@@ -63,7 +51,7 @@ async function tcpCollect(args: {port: number; streams: number; timeoutMs: numbe
   const receiver = receivers.get(args.port)
   if (!receiver) throw new Error(`no receiver on port ${args.port}`)
   try {
-    await poll('the TCP senders to finish', args.timeoutMs, 20, async () => (receiver.ended >= args.streams ? true : undefined))
+    await waitFor('the TCP senders to finish', args.timeoutMs, 20, async () => (receiver.ended >= args.streams ? true : undefined))
     return {bytes: receiver.bytes, ms: (receiver.lastEnd ?? 0) - (receiver.firstByte ?? 0)}
   } finally {
     receivers.delete(args.port)
@@ -140,7 +128,7 @@ async function stPatchOptions(args: {home: string; options: Record<string, unkno
 /** Waits (bounded) until the folder is idle with nothing to pull, e.g. after a settings change restarted it. */
 async function stWaitIdle(args: {home: string; folderId: string; timeoutMs: number}) {
   const client = await clientFor(args.home)
-  return poll(`${args.folderId} to be idle`, args.timeoutMs, 200, async () => {
+  return waitFor(`${args.folderId} to be idle`, args.timeoutMs, 200, async () => {
     const status = (await client.folderStatus(args.folderId)) as FolderStatus & {needTotalItems: number}
     return status.state === 'idle' && status.needTotalItems === 0 ? true : undefined
   })
@@ -148,7 +136,7 @@ async function stWaitIdle(args: {home: string; folderId: string; timeoutMs: numb
 
 async function stWaitConnected(args: {home: string; deviceId: string; timeoutMs: number}) {
   const client = await clientFor(args.home)
-  const connection = await poll(`a Syncthing connection to ${args.deviceId.slice(0, 7)}`, args.timeoutMs, 200, async () => {
+  const connection = await waitFor(`a Syncthing connection to ${args.deviceId.slice(0, 7)}`, args.timeoutMs, 200, async () => {
     const found = (await client.connections()).connections[args.deviceId]
     return found?.connected ? found : undefined
   })

@@ -55,7 +55,7 @@ const dialAddress = (ip: string, port = syncthingPort) => `tcp://${isIP(ip) === 
 /**
  * Whether names that differ only in case are different files in `dir`: a file named in mixed case
  * is created, looked up in lower case, and removed. Syncthing's caseSensitiveFS skips its own
- * case checks, which cost a few ms of CPU per new file (4x on 5,000 small files, BENCHMARKS.md),
+ * case checks, which cost a few ms of CPU per new file (3x to 4x on 5,000 small files, BENCHMARKS.md),
  * and must only be set where this is known: a directory we cannot write to counts as insensitive.
  */
 export async function isCaseSensitive(dir: string): Promise<boolean> {
