@@ -100,10 +100,12 @@ export abstract class BaseCommand<T extends typeof Command> extends Command {
     const exitCode = known ? error.exitCode : (parseExit ?? 1)
     const code = known ? error.code : parseExit === undefined ? 'internal' : 'usage'
     const message = known || parseExit !== undefined ? error.message : `unexpected error: ${error.message}`
+    const hint = known ? error.hint : undefined
     if (this.jsonEnabled()) {
-      this.logJson({error: {code, exitCode, message}})
+      this.logJson({error: {code, exitCode, message, ...(hint ? {hint} : {})}})
     } else {
       this.logToStderr(`Error: ${message}`)
+      if (hint) this.logToStderr(`Hint: ${hint}`)
       if (!known && process.env.VIDSYNC_DEBUG) this.logToStderr(error.stack ?? '')
       else if (!known) this.logToStderr('Set VIDSYNC_DEBUG=1 to see where it happened.')
     }

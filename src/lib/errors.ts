@@ -17,13 +17,23 @@ export const ExitCode = {
 
 export type ErrorCode = keyof typeof ExitCode
 
+/** What an error may carry besides its message: a hint, printed on its own line and as `error.hint` in JSON. */
+export interface ErrorDetails {
+  /** What to do about it, naming only flags the failing command has (Shopify CLI's tryMessage). */
+  hint?: string
+}
+
 export class VidsyncError extends Error {
+  readonly hint?: string
+
   constructor(
     message: string,
     readonly code: ErrorCode,
+    details: ErrorDetails = {},
   ) {
     super(message)
     this.name = new.target.name
+    this.hint = details.hint
   }
 
   get exitCode(): number {
@@ -33,55 +43,55 @@ export class VidsyncError extends Error {
 
 /** The input is malformed or out of range: nothing was written. */
 export class InvalidInputError extends VidsyncError {
-  constructor(message: string) {
-    super(message, 'usage')
+  constructor(message: string, details?: ErrorDetails) {
+    super(message, 'usage', details)
   }
 }
 
 export class NotFoundError extends VidsyncError {
-  constructor(message: string) {
-    super(message, 'notFound')
+  constructor(message: string, details?: ErrorDetails) {
+    super(message, 'notFound', details)
   }
 }
 
 /** The request clashes with existing state (duplicate name, overlapping range, existing file). */
 export class ConflictError extends VidsyncError {
-  constructor(message: string) {
-    super(message, 'conflict')
+  constructor(message: string, details?: ErrorDetails) {
+    super(message, 'conflict', details)
   }
 }
 
 export class ExhaustedError extends VidsyncError {
-  constructor(message: string) {
-    super(message, 'exhausted')
+  constructor(message: string, details?: ErrorDetails) {
+    super(message, 'exhausted', details)
   }
 }
 
 /** A backend or service could not be reached. */
 export class UnavailableError extends VidsyncError {
-  constructor(message: string) {
-    super(message, 'unavailable')
+  constructor(message: string, details?: ErrorDetails) {
+    super(message, 'unavailable', details)
   }
 }
 
 /** The database was migrated by a newer vidsync, or needs `db migrate`. */
 export class IncompatibleSchemaError extends VidsyncError {
-  constructor(message: string) {
-    super(message, 'incompatible')
+  constructor(message: string, details?: ErrorDetails) {
+    super(message, 'incompatible', details)
   }
 }
 
 /** A required program (nebula-cert, nebula, syncthing) is not installed. */
 export class MissingDependencyError extends VidsyncError {
-  constructor(message: string) {
-    super(message, 'missingDependency')
+  constructor(message: string, details?: ErrorDetails) {
+    super(message, 'missingDependency', details)
   }
 }
 
 /** Privileges or file modes are wrong (CA key readable by others, no CAP_NET_ADMIN, ...). */
 export class PermissionError extends VidsyncError {
-  constructor(message: string) {
-    super(message, 'permission')
+  constructor(message: string, details?: ErrorDetails) {
+    super(message, 'permission', details)
   }
 }
 
@@ -90,7 +100,8 @@ export class ToolFailedError extends VidsyncError {
   constructor(
     message: string,
     readonly reason: string,
+    details?: ErrorDetails,
   ) {
-    super(message, 'internal')
+    super(message, 'internal', details)
   }
 }
