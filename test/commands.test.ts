@@ -93,9 +93,9 @@ export async function resolve(specifier, context, next) {
     for (const topic of topics) expect(help.stdout, topic).to.match(new RegExp(`^\\s+${topic}\\s`, 'm'))
     const modules = (await readFile(loaded, 'utf8')).split('\n').filter(Boolean)
     expect(modules.some((url) => url.includes('@oclif/core')), 'the hook saw oclif load').to.equal(true)
-    expect(modules.filter((url) => /\/dist\/(commands|lib)\//.test(url) || url.includes('@electric-sql/pglite'))).to.deep.equal([])
-    // Recorded, not bounded by this machine's speed: the module check above is what keeps help fast.
-    console.log(`      --help took ${Math.round(elapsedMs)} ms`)
+    // The time goes into the message, not into a bound on this machine's speed: the module check is what keeps help fast.
+    const heavy = modules.filter((url) => /\/dist\/(commands|lib)\//.test(url) || url.includes('@electric-sql/pglite'))
+    expect(heavy, `--help took ${Math.round(elapsedMs)} ms`).to.deep.equal([])
   })
 
   it('answers --json with parseable results on the embedded backend', async () => {
