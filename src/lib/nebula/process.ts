@@ -3,7 +3,7 @@ import {networkInterfaces} from 'node:os'
 import {basename, join} from 'node:path'
 
 import {ConflictError, MissingDependencyError, PermissionError, ToolFailedError, UnavailableError, VidsyncError} from '../errors.js'
-import {type Daemon, processCommandLine, runTool, startDaemon, stopPid, type Tools} from '../exec.js'
+import {type Daemon, processCommandLine, startDaemon, stopPid, type Tools} from '../exec.js'
 import {publishNew, withTempDir} from '../files.js'
 import {testNebulaConfig} from './config.js'
 import {failureReason, handshakePeers} from './log.js'
