@@ -281,8 +281,9 @@ async function waitForApi(
     } catch (error) {
       if (error instanceof SyncthingMigratingError) progress(error.progress)
       else if (error instanceof UnavailableError) {
-        const logged = (await logSince(wait.logPath, wait.logOffset)).filter((line) => migrationLine.test(line)).at(-1)
-        if (logged !== undefined) progress(logged)
+        // Before 2.0.3 (and for 5 s from 2.0.16) no API answers meanwhile: its latest log line tells.
+        const last = (await logSince(wait.logPath, wait.logOffset)).at(-1)
+        if (last !== undefined && migrationLine.test(last)) progress(last)
       } else throw error
     }
     await sleep(migrating ? 1000 : 200)
@@ -352,7 +353,8 @@ export async function startManagedSyncthing(options: StartManagedOptions): Promi
   if (running !== undefined) {
     const config = await readManagedConfig(options.vidsyncHome)
     const client = new SyncthingClient({url: config.url, apiKey: config.apiKey})
-    const logOffset = (await stat(paths.log).catch(() => undefined))?.size ?? 0
+    // Its latest lines: an instance migrating its database says so in the last one.
+    const logOffset = Math.max(0, ((await stat(paths.log).catch(() => undefined))?.size ?? 0) - 65_536)
     const state = await waitForApi(client, {...options, logPath: paths.log, logOffset}, () => !isAlive(running))
     if (state === 'migrating') throw stillMigrating(running, paths.log)
     if (state !== 'ready') {
