@@ -94,13 +94,9 @@ function validateGuiPort(port: number): void {
  * ours to set afterwards, not Syncthing's to pick). Environment where every line reads it, the
  * flag where only the flag exists (1.x's --skip-port-probing).
  */
-async function generateArgs(dir: string, tools?: Tools): Promise<string[]> {
+async function generateCommand(dir: string, tools?: Tools): Promise<{args: string[]; env: Record<string, string>}> {
   const {capabilities} = await syncthingCapabilities(tools)
-  return ['generate', `--home=${dir}`, ...capabilities.generateArgs]
-}
-
-async function generateEnv(tools?: Tools): Promise<Record<string, string>> {
-  return (await syncthingCapabilities(tools)).capabilities.generateEnv
+  return {args: ['generate', `--home=${dir}`, ...capabilities.generateArgs], env: capabilities.generateEnv}
 }
 
 /** `syncthing serve` for this release: no browser, no restart loop, and 1.x's log line flags. */
@@ -157,7 +153,8 @@ export async function writeManagedConfig(options: ManagedConfigOptions): Promise
   let xml = await readFile(paths.config, 'utf8').catch(() => undefined)
   const firstUse = xml === undefined
   if (xml === undefined) {
-    await runTool('syncthing', await generateArgs(paths.dir, options.tools), {tools: options.tools, env: await generateEnv(options.tools)})
+    const generate = await generateCommand(paths.dir, options.tools)
+    await runTool('syncthing', generate.args, {tools: options.tools, env: generate.env})
     xml = await readFile(paths.config, 'utf8')
   }
   for (const [name, value] of Object.entries(safeOptions)) xml = setConfigValues(xml, 'options', name, [value])
