@@ -2,6 +2,7 @@ import {isIP} from 'node:net'
 
 import {ConflictError, ExhaustedError, InvalidInputError, NotFoundError, UnavailableError, VidsyncError} from '../errors.js'
 import type {SqlClient} from './sql-client.js'
+import type {CertVersion} from '../versions/capabilities.js'
 
 /**
  * How the control plane's SQL functions are reached: a SQL connection (embedded, Postgres) or
@@ -433,6 +434,18 @@ export class ControlPlane {
       p_not_after: options.notAfter,
       p_pem: options.pem,
     })
+  }
+
+  /** Fixes the project's certificate version at its first certificate; ConflictError when `version` differs from it. */
+  async recordCertVersion(options: {project: string; version: CertVersion}): Promise<CertVersion> {
+    const rows = await this.rpc.call<{cert_version: number}>('record_cert_version', {p_project: options.project, p_version: options.version})
+    return single(rows, 'record_cert_version').cert_version as CertVersion
+  }
+
+  /** The project's certificate version, null before its first certificate. */
+  async projectCertVersion(options: {project: string}): Promise<CertVersion | null> {
+    const rows = await this.rpc.call<{cert_version: number | null}>('project_cert_version', {p_project: options.project})
+    return single(rows, 'project_cert_version').cert_version as CertVersion | null
   }
 
   async listDevices(options: {project: string; device?: string}): Promise<DeviceRecord[]> {
