@@ -155,6 +155,8 @@ describe('the PostgREST stand-in follows PostgREST where vidsync relies on it', 
     database = await createThrowawayDatabase('standin')
     const sql = new PostgresClient(database.url)
     await migrate(sql, await loadMigrations())
+    // The header the stand-in's gateway sets and Supabase's docs tell operators to trust (see 006).
+    await sql.query("SELECT vidsync.set_trusted_proxy_header('cf-connecting-ip')")
     await sql.close()
     standIn = await startPostgrestStandIn({databaseUrl: database.url})
   })
