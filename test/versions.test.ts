@@ -1,4 +1,4 @@
-import {readFile, utimes, writeFile} from 'node:fs/promises'
+import {readdir, readFile, utimes, writeFile} from 'node:fs/promises'
 import {createServer, type Server} from 'node:http'
 import {join} from 'node:path'
 
@@ -7,7 +7,9 @@ import {execa} from 'execa'
 
 import {MissingDependencyError, UnavailableError} from '../src/lib/errors.js'
 import {resolveTools} from '../src/lib/exec.js'
+import {installBundle} from '../src/lib/join/join.js'
 import {failureReason, handshakePeers, parseLogLine} from '../src/lib/nebula/log.js'
+import {preflight} from '../src/lib/nebula/process.js'
 import {parsePrintedCerts, pemCertVersions, readCert, requireCertSupport} from '../src/lib/pki/cert.js'
 import {initCa} from '../src/lib/pki/ca.js'
 import {SyncthingClient, SyncthingMigratingError} from '../src/lib/syncthing/client.js'
@@ -193,6 +195,35 @@ describe('versions: tables, detection and tolerant parsers', function () {
       )
       expect(error.exitCode).to.equal(8)
       await requireCertSupport({pem: v2, what: 'bundle.zip', tool: 'nebula', tools: resolveTools({nebula: fake('nebula-v1.10.3', 'nebula')})})
+    })
+  })
+
+  describe('a device whose nebula is too old for the project', () => {
+    const v2 = '-----BEGIN NEBULA CERTIFICATE V2-----\nAAAA\n-----END NEBULA CERTIFICATE V2-----\n'
+
+    it('join refuses a bundle of v2 certificates with exit 8 before installing anything', async () => {
+      const home = await tempDir()
+      const manifest = JSON.stringify({version: 1, project: 'newer', device: 'd', ip: '10.99.30.2'})
+      const files = new Map([
+        ['vidsync.json', Buffer.from(manifest)],
+        ['ca.crt', Buffer.from(v2)],
+        ['node.crt', Buffer.from(v2)],
+        ['node.key', Buffer.from('-----BEGIN NEBULA X25519 PRIVATE KEY-----\nAAAA\n-----END NEBULA X25519 PRIVATE KEY-----\n')],
+        ['nebula.yml', Buffer.from('pki: {}\n')],
+      ])
+      const error = await rejects(installBundle({home, files, origin: 'newer.zip'}), MissingDependencyError)
+      expect(error.message).to.match(/^newer\.zip holds v2 certificates, which nebula 1\.6\.1 .* cannot use: this project needs nebula 1\.10\.0 or newer$/)
+      expect(error.hint).to.match(/install a newer nebula/)
+      expect(await readdir(home)).not.to.include('projects')
+    })
+
+    it("up's preflight fails its nebula check for a project of v2 certificates", async () => {
+      const dir = await tempDir()
+      await writeFile(join(dir, 'ca.crt'), v2)
+      await writeFile(join(dir, 'node.crt'), v2)
+      const [nebula] = await preflight({projectDir: dir})
+      expect(nebula).to.include({name: 'nebula', ok: false})
+      expect(nebula?.problem).to.be.instanceOf(MissingDependencyError)
     })
   })
 
