@@ -1,3 +1,5 @@
+import {isIP} from 'node:net'
+
 import {ConflictError, ExhaustedError, InvalidInputError, NotFoundError, UnavailableError, VidsyncError} from '../errors.js'
 import type {SqlClient} from './sql-client.js'
 import type {CertVersion} from '../versions/capabilities.js'
@@ -172,6 +174,7 @@ export interface JoinRequest {
   publicKey: string
   groups: string[]
   inviteId: number
+  /** The address the request came from ('local' on this machine), null when unknown. */
   source: string | null
   createdAt: string
 }
@@ -231,6 +234,14 @@ export interface StaleDevice {
 }
 
 type Timestamp = Date | string
+
+/**
+ * A join request's source as the operator may see it: an address or 'local'. The schema allows
+ * nothing else since migration 006; a control plane that answers otherwise gets null, so no
+ * terminal escape sequence reaches the operator's screen.
+ */
+export const requestSource = (source: string | null): string | null =>
+  source !== null && (source === 'local' || isIP(source) !== 0) ? source : null
 
 const iso = (value: Timestamp): string => new Date(value).toISOString()
 const isoOrNull = (value: Timestamp | null): string | null => (value === null ? null : iso(value))
@@ -528,7 +539,7 @@ export class ControlPlane {
       publicKey: row.public_key,
       groups: row.groups,
       inviteId: Number(row.invite_id),
-      source: row.source,
+      source: requestSource(row.source),
       createdAt: iso(row.created_at),
     }))
   }
