@@ -5,18 +5,22 @@ import {join} from 'node:path'
 import {expect} from 'chai'
 import {execa} from 'execa'
 
-import {MissingDependencyError, UnavailableError} from '../src/lib/errors.js'
+import {ConflictError, MissingDependencyError, NotFoundError, UnavailableError} from '../src/lib/errors.js'
 import {resolveTools} from '../src/lib/exec.js'
 import {installBundle} from '../src/lib/join/join.js'
 import {failureReason, handshakePeers, parseLogLine} from '../src/lib/nebula/log.js'
 import {preflight} from '../src/lib/nebula/process.js'
 import {parsePrintedCerts, pemCertVersions, readCert, requireCertSupport} from '../src/lib/pki/cert.js'
 import {initCa} from '../src/lib/pki/ca.js'
+import {ControlPlane, SqlRpc} from '../src/lib/store/control-plane.js'
+import {loadMigrations, migrate} from '../src/lib/store/migrate.js'
+import {EmbeddedClient, PostgresClient, type SqlClient} from '../src/lib/store/sql-client.js'
 import {SyncthingClient, SyncthingMigratingError} from '../src/lib/syncthing/client.js'
 import {deviceIdFromCertPem} from '../src/lib/syncthing/device-id.js'
 import {syncthingDeviceId} from '../src/lib/syncthing/managed.js'
 import {lookup, minimumNebulaFor, nebulaTable, syncthingTable} from '../src/lib/versions/capabilities.js'
 import {nebulaCapabilities, parseVersionLine, syncthingCapabilities, toolVersion} from '../src/lib/versions/detect.js'
+import {createThrowawayDatabase} from './helpers/postgres.js'
 import {removeTempDirs, tempDir} from './helpers/temp.js'
 
 const fixtures = new URL('fixtures/upstream/', import.meta.url).pathname
@@ -197,6 +201,43 @@ describe('versions: tables, detection and tolerant parsers', function () {
       await requireCertSupport({pem: v2, what: 'bundle.zip', tool: 'nebula', tools: resolveTools({nebula: fake('nebula-v1.10.3', 'nebula')})})
     })
   })
+
+  for (const backend of ['embedded', 'postgres'] as const) {
+    describe(`the project's certificate version on ${backend}`, function () {
+      this.timeout(180_000) // migrating a new embedded database is slow on a loaded machine
+      let sql: SqlClient
+      let drop: () => Promise<void> = async () => undefined
+      let cp: ControlPlane
+
+      before(async () => {
+        if (backend === 'embedded') sql = await EmbeddedClient.open()
+        else {
+          const database = await createThrowawayDatabase('versions')
+          sql = new PostgresClient(database.url, 2)
+          drop = () => database.drop()
+        }
+        await migrate(sql, await loadMigrations())
+        cp = new ControlPlane(new SqlRpc(sql))
+        await cp.createProject({name: 'certs', cidr: '10.96.0.0/24'})
+      })
+
+      after(async () => {
+        await sql?.close()
+        await drop()
+      })
+
+      it('is unset until the first certificate fixes it, then refuses another version (exit 4)', async () => {
+        expect(await cp.projectCertVersion({project: 'certs'})).to.equal(null)
+        expect(await cp.recordCertVersion({project: 'certs', version: 1})).to.equal(1)
+        expect(await cp.recordCertVersion({project: 'certs', version: 1})).to.equal(1)
+        expect(await cp.projectCertVersion({project: 'certs'})).to.equal(1)
+        const error = await rejects(cp.recordCertVersion({project: 'certs', version: 2}), ConflictError)
+        expect(error.message).to.equal('project "certs" issues v1 certificates and this CA signs v2: its devices may not read v2 certificates')
+        expect(error.exitCode).to.equal(4)
+        await rejects(cp.projectCertVersion({project: 'nope'}), NotFoundError)
+      })
+    })
+  }
 
   describe('a device whose nebula is too old for the project', () => {
     const v2 = '-----BEGIN NEBULA CERTIFICATE V2-----\nAAAA\n-----END NEBULA CERTIFICATE V2-----\n'
