@@ -164,7 +164,14 @@ describe('e2e: a non-root user follows the README with sudo', function () {
 
   it('status and down as the user see and stop everything, without sudo', async () => {
     const status = await mustAsUser(['status'])
-    expect(status.json.overlay.running).to.equal(true)
+    expect(status.json.overlay).to.include({running: true, lighthouseReachable: true})
+    expect(status.json.overlayPeers).to.deep.include({name: 'a', overlayIp: mesh.overlayIps.a, reachable: true})
+
+    // What is true now, not what a log once said: with the lighthouse stopped, status says so.
+    await mesh.must('lh', ['nebula', 'down'])
+    const alone = await mustAsUser(['status'])
+    expect(alone.json.overlay).to.include({running: true, lighthouseReachable: false})
+
     const down = await mustAsUser(['down'])
     expect(down.json).to.include({loopStopped: true})
     expect(down.json.syncthing.stopped).to.equal(true)

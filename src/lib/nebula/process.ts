@@ -4,12 +4,12 @@ import {basename, join} from 'node:path'
 import {setTimeout as sleep} from 'node:timers/promises'
 
 import {ConflictError, MissingDependencyError, PermissionError, ToolFailedError, UnavailableError, VidsyncError} from '../errors.js'
-import {type Daemon, identityText, readIdentity, resolveTools, runTool, startDaemon, stopProcess, type Tools} from '../exec.js'
+import {type Daemon, identityText, readIdentity, resolveTools, runProgram, runTool, startDaemon, stopProcess, type Tools} from '../exec.js'
 import {currentPlatform, type Platform, type ProcessIdentity} from '../platform/index.js'
 import {askControl} from '../up/control.js'
 import {publishNew, withTempDir} from '../files.js'
 import {testNebulaConfig} from './config.js'
-import {failureReason, handshakePeers} from './log.js'
+import {failureReason} from './log.js'
 import {type JoinedProject, loadProject, projectPaths} from './project.js'
 
 export interface PreflightCheck {
@@ -65,7 +65,7 @@ export interface NebulaStatus {
   overlayIp: string
   /** The tun device is up with the overlay IP, as this process's network namespace sees it. */
   tunUp: boolean
-  /** A lighthouse completed a handshake since nebula started (from its log); null on a lighthouse or without lighthouses. */
+  /** A lighthouse answers a ping over the overlay now; null on a lighthouse or without lighthouses. */
   lighthouseReachable: boolean | null
   logPath: string
   /** Present when nebula runs under vidsync's nebula service, which restarts it after a crash. */
@@ -95,12 +95,21 @@ function tunHasIp(project: JoinedProject, platform: Platform): boolean {
   return platform.overlayInterface(project) !== undefined
 }
 
-/** Whether a lighthouse answered since nebula started; null when this node has none to reach. */
-async function lighthouseReachable(project: JoinedProject, running: boolean): Promise<boolean | null> {
+/**
+ * Whether `ip` answers an ICMP echo through the overlay now (nebula's firewall lets ICMP in on
+ * every device): a tunnel exists or nebula builds one, not an old log line.
+ */
+export async function answersOverOverlay(ip: string, platform: Platform = currentPlatform(), timeoutMs = 1000): Promise<boolean> {
+  const result = await runProgram(platform.pingCommand(ip, timeoutMs), {timeoutMs: timeoutMs + 2000}).catch(() => undefined)
+  return result?.exitCode === 0
+}
+
+/** Whether a lighthouse answers now; null when this node has none to reach. */
+async function lighthouseReachable(project: JoinedProject, running: boolean, platform: Platform): Promise<boolean | null> {
   if (project.amLighthouse || project.lighthouseIps.length === 0) return null
   if (!running) return false
-  const peers = handshakePeers(await readFile(project.logPath, 'utf8').catch(() => ''))
-  return project.lighthouseIps.some((ip) => peers.has(ip))
+  const answers = await Promise.all(project.lighthouseIps.map((ip) => answersOverOverlay(ip, platform)))
+  return answers.some(Boolean)
 }
 
 async function statusOf(project: JoinedProject, pid: number | undefined, platform: Platform, service?: NebulaServiceState): Promise<NebulaStatus> {
@@ -113,7 +122,7 @@ async function statusOf(project: JoinedProject, pid: number | undefined, platfor
     tunDev: platform.overlayInterface(project) ?? project.tunDev,
     overlayIp: project.overlayIp,
     tunUp: running && tunHasIp(project, platform),
-    lighthouseReachable: await lighthouseReachable(project, running),
+    lighthouseReachable: await lighthouseReachable(project, running && tunHasIp(project, platform), platform),
     logPath: project.logPath,
   }
 }

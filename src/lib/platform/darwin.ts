@@ -68,6 +68,8 @@ export function darwinPlatform(deps: HostDeps): Platform {
       const found = Object.entries(deps.interfaces()).find(([, addresses]) => addresses?.some((address) => address.address === project.overlayIp))
       return found?.[0]
     },
+    // macOS ping: -t is the whole run's timeout in seconds.
+    pingCommand: (ip, timeoutMs) => ['ping', '-n', '-q', '-c', '1', '-t', String(Math.max(1, Math.round(timeoutMs / 1000))), ip],
     executable: (name) => name,
     makePrivate: (path) => deps.chmod(path, 0o600),
     privacyProblem: (path) => posixPrivacyProblem(deps, path),

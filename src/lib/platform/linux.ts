@@ -91,6 +91,7 @@ export function linuxPlatform(deps: HostDeps): Platform {
       const addresses = deps.interfaces()[project.tunDev]
       return addresses?.some((address) => address.address === project.overlayIp) ? project.tunDev : undefined
     },
+    pingCommand: (ip, timeoutMs) => ['ping', '-n', '-q', '-c', '1', '-W', String(Math.max(1, Math.round(timeoutMs / 1000))), ip],
     executable: (name) => name,
     makePrivate: (path) => deps.chmod(path, 0o600),
     privacyProblem: (path) => posixPrivacyProblem(deps, path),

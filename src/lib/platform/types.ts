@@ -96,6 +96,8 @@ export interface Platform {
   overlayInterface(project: {tunDev: string; overlayIp: string}): string | undefined
   /** Whether nebula.yml's tun.dev is honoured (Linux, Windows) or ignored (macOS utunN). */
   readonly honoursTunDev: boolean
+  /** One ICMP echo to `ip` with a timeout, as this OS's ping takes it: exit code 0 when it answered. */
+  pingCommand(ip: string, timeoutMs: number): string[]
   /** `name` as the OS runs it: nebula.exe on Windows. */
   executable(name: string): string
   /** Makes a file readable by its owner only (chmod 0600, or an ACL of the user and SYSTEM). */

@@ -83,6 +83,7 @@ export function win32Platform(deps: HostDeps): Platform {
       const found = Object.entries(deps.interfaces()).find(([, addresses]) => addresses?.some((address) => address.address === project.overlayIp))
       return found?.[0]
     },
+    pingCommand: (ip, timeoutMs) => ['ping', '-n', '1', '-w', String(timeoutMs), ip],
     executable: (name) => (name.toLowerCase().endsWith('.exe') ? name : `${name}.exe`),
     async makePrivate(path) {
       // Inherited entries off, then only this user and SYSTEM (by SID, whatever the OS language).

@@ -1,12 +1,22 @@
-import {type NebulaStatus, nebulaStatus, preflight} from '../nebula/process.js'
+import {answersOverOverlay, type NebulaStatus, nebulaStatus, preflight} from '../nebula/process.js'
 import {resolveProjectDir} from '../nebula/project.js'
 import {runTool, type Tools} from '../exec.js'
 import {VidsyncError} from '../errors.js'
 import {type SyncStatus, syncStatus} from '../syncthing/folders.js'
 import {connectSyncthing, readManagedConfig} from '../syncthing/managed.js'
+import {loadProjectManifest} from '../syncthing/project.js'
+
+/** A project peer as the overlay sees it now: whether it answers a ping through nebula. */
+export interface OverlayPeer {
+  name: string
+  overlayIp: string
+  reachable: boolean
+}
 
 export interface DeviceStatus {
   overlay: NebulaStatus
+  /** The project's peers and whether each answers over the overlay now (all false while nebula is down). */
+  overlayPeers: OverlayPeer[]
   syncthing: ({reachable: true} & SyncStatus) | {reachable: false; problem: string}
   /** Bytes per second in and out over all peers since the previous sample (absent on the first). */
   rate?: {inBytesPerSecond: number; outBytesPerSecond: number}
@@ -16,6 +26,10 @@ export interface DeviceStatus {
 export async function deviceStatus(options: {home: string; project?: string; previous?: DeviceStatus}): Promise<DeviceStatus> {
   const dir = await resolveProjectDir({home: options.home, project: options.project})
   const overlay = await nebulaStatus({projectDir: dir})
+  const manifest = await loadProjectManifest(options.home, options.project).catch(() => undefined)
+  const overlayPeers = await Promise.all(
+    (manifest?.peers ?? []).map(async (peer) => ({name: peer.name, overlayIp: peer.ip, reachable: overlay.tunUp && (await answersOverOverlay(peer.ip))})),
+  )
   let syncthing: DeviceStatus['syncthing']
   try {
     const {client} = await connectSyncthing({vidsyncHome: options.home})
@@ -25,14 +39,14 @@ export async function deviceStatus(options: {home: string; project?: string; pre
     syncthing = {reachable: false, problem: error.message}
   }
   const before = options.previous?.syncthing
-  if (!before?.reachable || !syncthing.reachable) return {overlay, syncthing}
+  if (!before?.reachable || !syncthing.reachable) return {overlay, overlayPeers, syncthing}
   const seconds = (Date.parse(syncthing.total.at) - Date.parse(before.total.at)) / 1000
-  if (seconds <= 0) return {overlay, syncthing}
+  if (seconds <= 0) return {overlay, overlayPeers, syncthing}
   const rate = {
     inBytesPerSecond: Math.max(0, (syncthing.total.inBytesTotal - before.total.inBytesTotal) / seconds),
     outBytesPerSecond: Math.max(0, (syncthing.total.outBytesTotal - before.total.outBytesTotal) / seconds),
   }
-  return {overlay, syncthing, rate}
+  return {overlay, overlayPeers, syncthing, rate}
 }
 
 export interface DoctorCheck {
