@@ -1,10 +1,11 @@
 import {answersOverOverlay, type NebulaStatus, nebulaStatus, preflight} from '../nebula/process.js'
 import {resolveProjectDir} from '../nebula/project.js'
-import {runTool, type Tools} from '../exec.js'
+import type {Tools} from '../exec.js'
 import {VidsyncError} from '../errors.js'
 import {type SyncStatus, syncStatus} from '../syncthing/folders.js'
 import {connectSyncthing, readManagedConfig} from '../syncthing/managed.js'
 import {loadProjectManifest} from '../syncthing/project.js'
+import {type ToolReport, toolReports} from '../versions/report.js'
 
 /** A project peer as the overlay sees it now: whether it answers a ping through nebula. */
 export interface OverlayPeer {
@@ -18,6 +19,8 @@ export interface DeviceStatus {
   /** The project's peers and whether each answers over the overlay now (all false while nebula is down). */
   overlayPeers: OverlayPeer[]
   syncthing: ({reachable: true} & SyncStatus) | {reachable: false; problem: string}
+  /** nebula and Syncthing found on this device and whether the project can use them. */
+  versions: ToolReport[]
   /** Bytes per second in and out over all peers since the previous sample (absent on the first). */
   rate?: {inBytesPerSecond: number; outBytesPerSecond: number}
 }
@@ -30,6 +33,7 @@ export async function deviceStatus(options: {home: string; project?: string; pre
   const overlayPeers = await Promise.all(
     (manifest?.peers ?? []).map(async (peer) => ({name: peer.name, overlayIp: peer.ip, reachable: overlay.tunUp && (await answersOverOverlay(peer.ip))})),
   )
+  const versions = await toolReports({projectDir: dir})
   let syncthing: DeviceStatus['syncthing']
   try {
     const {client} = await connectSyncthing({vidsyncHome: options.home})
@@ -39,14 +43,14 @@ export async function deviceStatus(options: {home: string; project?: string; pre
     syncthing = {reachable: false, problem: error.message}
   }
   const before = options.previous?.syncthing
-  if (!before?.reachable || !syncthing.reachable) return {overlay, overlayPeers, syncthing}
+  if (!before?.reachable || !syncthing.reachable) return {overlay, overlayPeers, syncthing, versions}
   const seconds = (Date.parse(syncthing.total.at) - Date.parse(before.total.at)) / 1000
-  if (seconds <= 0) return {overlay, overlayPeers, syncthing}
+  if (seconds <= 0) return {overlay, overlayPeers, syncthing, versions}
   const rate = {
     inBytesPerSecond: Math.max(0, (syncthing.total.inBytesTotal - before.total.inBytesTotal) / seconds),
     outBytesPerSecond: Math.max(0, (syncthing.total.outBytesTotal - before.total.outBytesTotal) / seconds),
   }
-  return {overlay, overlayPeers, syncthing, rate}
+  return {overlay, overlayPeers, syncthing, versions, rate}
 }
 
 export interface DoctorCheck {
@@ -77,11 +81,10 @@ export async function doctor(options: {home: string; project?: string; tools?: T
       check('lighthouse answers', overlay.lighthouseReachable ? undefined : `no lighthouse answered: check its endpoint and that UDP reaches it (log: ${overlay.logPath})`)
     }
   }
-  const binary = await runTool('syncthing', ['--version'], {tools: options.tools}).then(
-    () => undefined,
-    (error: Error) => error.message,
-  )
-  check('syncthing installed', binary)
+  for (const tool of await toolReports({projectDir: dir, tools: options.tools})) {
+    const untested = tool.usable && !tool.tested ? ' (newer than vidsync is tested with)' : ''
+    check(tool.version === null ? `${tool.tool} version` : `${tool.tool} ${tool.version}${untested}`, tool.problem)
+  }
   const config = await readManagedConfig(options.home).then(
     () => undefined,
     () => 'vidsync has not set up Syncthing here yet: run `vidsync up` (or `vidsync sync up`)',
