@@ -2,7 +2,7 @@ import {join} from 'node:path'
 import {setTimeout as sleep} from 'node:timers/promises'
 
 import {PermissionError, UnavailableError} from '../errors.js'
-import {readIdentity, runProgram, startSelf, type Tools} from '../exec.js'
+import {runProgram, startSelf, type Tools} from '../exec.js'
 import {type NebulaStatus, nebulaStatus, stopNebula} from '../nebula/process.js'
 import {loadProject, resolveProjectDir} from '../nebula/project.js'
 import {syncthingPort} from '../nebula/config.js'
@@ -10,7 +10,7 @@ import {installNebulaService, selfCommand, uninstallNebulaService} from '../nebu
 import {currentPlatform, type Platform, type User} from '../platform/index.js'
 import type {SyncthingClient} from '../syncthing/client.js'
 import {acceptPendingDevices, type PendingDecision, projectFolders, sharePeers, shareWithProjectDevices} from '../syncthing/folders.js'
-import {connectSyncthing, managedPaths, type ManagedSyncthing, startManagedSyncthing, stopManagedSyncthing} from '../syncthing/managed.js'
+import {connectSyncthing, type ManagedSyncthing, startManagedSyncthing, stopManagedSyncthing} from '../syncthing/managed.js'
 import {loadProjectManifest} from '../syncthing/project.js'
 import type {ControlPlane} from '../store/control-plane.js'
 import {askControl, serveControl} from './control.js'
@@ -395,6 +395,3 @@ export async function bringDown(options: {home: string; project?: string; uninst
   }
   return {loopStopped: agent !== undefined, syncthing, nebula, uninstalled}
 }
-
-/** The Syncthing pid file's process, for tests and measurements. */
-export const syncthingIdentity = (home: string) => readIdentity(managedPaths(home).pid)
