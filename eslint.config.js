@@ -12,6 +12,26 @@ export default tseslint.config(
       'no-console': 'error',
     },
   },
+  // Everything OS-specific lives in src/lib/platform/ (DESIGN.md, "Devices on every OS").
+  {
+    files: ['src/**/*.ts'],
+    ignores: ['src/lib/platform/**'],
+    rules: {
+      'no-restricted-properties': [
+        'error',
+        {object: 'process', property: 'platform', message: 'OS checks belong in src/lib/platform/: use currentPlatform().'},
+        {object: 'process', property: 'getuid', message: 'privilege checks belong in src/lib/platform/.'},
+        {object: 'process', property: 'geteuid', message: 'privilege checks belong in src/lib/platform/.'},
+        {object: 'process', property: 'getgid', message: 'user lookups belong in src/lib/platform/.'},
+        {object: 'process', property: 'kill', message: 'signals belong in src/lib/platform/ (terminate, reloadNebula).'},
+      ],
+      'no-restricted-syntax': [
+        'error',
+        {selector: "Literal[value=/^\\/proc(\\/|$)/]", message: '/proc belongs in src/lib/platform/linux.ts.'},
+        {selector: "TemplateElement[value.raw=/^\\/proc(\\/|$)/]", message: '/proc belongs in src/lib/platform/linux.ts.'},
+      ],
+    },
+  },
   {files: ['bench/**/*.ts', 'bin/**/*.js'], rules: {'no-console': 'off'}},
   {files: ['bin/**/*.js'], languageOptions: {globals: {process: 'readonly'}}},
   // Mocha loads its reporters with require().

@@ -1,22 +1,28 @@
-import {Args} from '@oclif/core'
+import {Args, Flags} from '@oclif/core'
 
 import {BaseCommand} from '../base-command.js'
-import {bringDown} from '../lib/up/up.js'
+import {bringDown, type DownResult} from '../lib/up/up.js'
 
 export default class Down extends BaseCommand<typeof Down> {
   static override summary = 'Stop what `vidsync up` started on this device.'
-  static override description = 'Stops the background reconcile loop, the managed Syncthing and Nebula, each by the PID it recorded. Safe to run when nothing runs.'
-  static override examples = ['<%= config.bin %> <%= command.id %>', '<%= config.bin %> <%= command.id %> studio --json']
+  static override description =
+    'Asks the agent to stop (it shuts Syncthing down through its REST API) and the nebula service to stop, over their control sockets: no pid files, and no administrator rights needed. --uninstall also removes the nebula service (as root). Safe to run when nothing runs.'
+  static override examples = ['<%= config.bin %> <%= command.id %>', '<%= config.bin %> <%= command.id %> studio --json', 'sudo <%= config.bin %> <%= command.id %> --uninstall']
 
   static override args = {
     project: Args.string({description: 'Joined project [default: the only one joined].'}),
   }
 
-  async run() {
-    const result = await bringDown({home: this.home, project: this.args.project})
+  static override flags = {
+    uninstall: Flags.boolean({summary: "Also remove the project's nebula service (needs sudo)."}),
+  }
+
+  async run(): Promise<DownResult> {
+    const result = await bringDown({home: this.home, project: this.args.project, uninstall: this.flags.uninstall})
     this.log(
       `Stopped: loop ${result.loopStopped ? 'yes' : 'was not running'}, Syncthing ${result.syncthing.stopped ? 'yes' : 'was not running'}, Nebula ${result.nebula.stopped ? 'yes' : 'was not running'}.`,
     )
+    if (result.uninstalled.length > 0) this.log(`Removed: ${result.uninstalled.join(', ')}.`)
     return result
   }
 }

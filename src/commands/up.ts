@@ -3,81 +3,93 @@ import {Args, Flags} from '@oclif/core'
 import {BaseCommand} from '../base-command.js'
 import {parseDuration} from '../lib/duration.js'
 import type {ControlPlane} from '../lib/store/control-plane.js'
-import {bringDown, bringUp, detachLoop, reconcileLoop, type UpResult} from '../lib/up/up.js'
+import {askAgent, bringDown, bringUp, runAgent, type UpResult} from '../lib/up/up.js'
+import {resolveProjectDir} from '../lib/nebula/project.js'
+
+/** Resolves on Ctrl-C or SIGTERM, or when `gone()` says the agent ended (stopped by `vidsync down`). */
+async function untilStopped(gone: () => Promise<boolean>): Promise<void> {
+  const stop = new AbortController()
+  const abort = () => stop.abort()
+  process.once('SIGINT', abort)
+  process.once('SIGTERM', abort)
+  try {
+    while (!stop.signal.aborted && !(await gone())) await new Promise((resolve) => setTimeout(resolve, 1000))
+  } finally {
+    process.off('SIGINT', abort)
+    process.off('SIGTERM', abort)
+  }
+}
 
 export default class Up extends BaseCommand<typeof Up> {
   static override summary = 'Bring this device up: overlay, Syncthing, and peers kept in step.'
-  static override description = `The one command after \`vidsync join\`: starts Nebula, then the managed Syncthing listening on this device's overlay address only, then keeps reconciling: the project's peers become Syncthing devices at their overlay addresses, and devices that connect from inside the overlay (their Nebula certificate proves membership) are accepted and get the project's folders, the moment Syncthing reports them (otherwise every --interval). A device that joins later meshes without a manual step. Runs until Ctrl-C (then stops what it started), or in the background with --detach (stop it with \`vidsync down\`).`
-  static override examples = ['<%= config.bin %> <%= command.id %>', '<%= config.bin %> <%= command.id %> studio --detach --json']
+  static override description = `The one command after \`vidsync join\`. Nebula runs as a system service (the only part that needs administrator rights): when it is not installed yet, \`up\` installs it in one elevated step and says what it installs (run as a user, it asks sudo; \`sudo vidsync up\` works too). Syncthing and the reconcile loop run as you, in an agent that restarts Syncthing within seconds after a crash: Syncthing listens on this device's overlay address only, the project's peers become Syncthing devices, and devices that connect from inside the overlay are accepted and get the project's folders. Under sudo the agent runs as the invoking user (SUDO_USER), with that user's home. Without --detach it stays until Ctrl-C and then stops everything; \`vidsync down\` stops it from elsewhere.`
+  static override examples = ['<%= config.bin %> <%= command.id %>', 'sudo <%= config.bin %> <%= command.id %> studio --detach --json']
 
   static override args = {
     project: Args.string({description: 'Joined project [default: the only one joined].'}),
   }
 
   static override flags = {
-    detach: Flags.boolean({summary: 'Return once everything is up; a background process keeps reconciling.'}),
+    detach: Flags.boolean({summary: 'Return once everything is up; the services keep running.'}),
     interval: Flags.string({summary: 'Time between reconcile passes; a device that connects wakes the loop at once.', default: '10s'}),
     'gui-port': Flags.integer({summary: "Port of Syncthing's GUI/API on 127.0.0.1 [default: 8384].", min: 1, max: 65535}),
     timeout: Flags.string({summary: 'How long to wait for the overlay and a lighthouse.', default: '20s'}),
+    agent: Flags.boolean({summary: 'Run as the agent (what `up` starts as the user): Syncthing supervised and the reconcile loop.', hidden: true}),
   }
 
-  async run(): Promise<UpResult & {loopPid?: number}> {
-    // Devices that joined with an invite refresh from a shared control plane; the embedded
-    // database is the operator's, never a device's.
-    const {databaseUrl, supabase} = this.storeOptions
-    if (!databaseUrl && !supabase) return this.runUp()
-    return this.withControlPlane((controlPlane) => this.runUp(controlPlane))
-  }
-
-  private async runUp(controlPlane?: ControlPlane): Promise<UpResult & {loopPid?: number}> {
+  async run(): Promise<UpResult | {agent: true}> {
     const intervalSeconds = parseDuration(this.flags.interval, 'interval')
-    const {client, ...result} = await bringUp({
-      controlPlane,
+    if (this.flags.agent) {
+      // Devices that joined with an invite refresh from a shared control plane; the embedded
+      // database is the operator's, never a device's.
+      const {databaseUrl, supabase} = this.storeOptions
+      if (!databaseUrl && !supabase) return this.runAgent(intervalSeconds)
+      return this.withControlPlane((controlPlane) => this.runAgent(intervalSeconds, controlPlane))
+    }
+    const {databaseUrl, supabase} = this.storeOptions
+    const result = await bringUp({
       home: this.home,
       project: this.args.project,
       guiPort: this.flags['gui-port'],
       nebulaTimeoutMs: parseDuration(this.flags.timeout, 'timeout') * 1000,
+      intervalSeconds,
+      interactive: this.interactive,
+      env: {...(databaseUrl ? {VIDSYNC_DATABASE_URL: databaseUrl} : {}), ...(supabase ? {VIDSYNC_SUPABASE_URL: supabase.url} : {})},
     })
-    this.log(`${result.project}: overlay ${result.overlayIp} up, Syncthing ${result.syncthing.deviceId.slice(0, 7)} on ${result.syncthing.listenAddresses.join(', ')}.`)
+    for (const line of result.installed) this.log(`Installed: ${line}`)
+    this.log(`${result.project}: overlay ${result.overlayIp} up, Syncthing ${result.syncthing.deviceId.slice(0, 7)} on ${result.syncthing.listenAddresses.join(', ')} (as ${result.user}).`)
     this.log(`Folders: ${result.reconcile.folders.join(', ') || 'none yet (add one with `vidsync sync add DIR`)'}.`)
     if (this.flags.detach) {
-      const {databaseUrl, supabase} = this.storeOptions
-      const env = {
-        ...(databaseUrl ? {VIDSYNC_DATABASE_URL: databaseUrl} : {}),
-        ...(supabase ? {VIDSYNC_SUPABASE_URL: supabase.url} : {}),
-      }
-      const loop = await detachLoop({home: this.home, project: result.project, intervalSeconds, env})
-      this.log(`Reconciling in the background (pid ${loop.pid}, log ${loop.logPath}); stop with \`vidsync down\`.`)
-      return {...result, loopPid: loop.pid}
+      this.log(`Reconciling in the background (agent pid ${result.agent.pid}, log ${result.agent.logPath}); stop with \`vidsync down\`.`)
+      return result
     }
     this.log(`Reconciling every ${this.flags.interval}; Ctrl-C stops everything.`)
+    const dir = await resolveProjectDir({home: this.home, project: result.project})
+    await untilStopped(async () => (await askAgent(dir, 'status')) === undefined)
+    await bringDown({home: this.home, project: result.project})
+    return result
+  }
+
+  private async runAgent(intervalSeconds: number, controlPlane?: ControlPlane): Promise<{agent: true}> {
     const stop = new AbortController()
     const abort = () => stop.abort()
     process.once('SIGINT', abort)
     process.once('SIGTERM', abort)
     try {
-      await reconcileLoop({
-        client,
-        controlPlane,
+      await runAgent({
         home: this.home,
-        project: result.project,
+        project: this.args.project,
+        controlPlane,
+        guiPort: this.flags['gui-port'],
         intervalMs: intervalSeconds * 1000,
         signal: stop.signal,
-        onPass: (pass) => {
-          if (pass instanceof Error) this.logToStderr(`reconcile failed, retrying: ${pass.message}`)
-          else {
-            for (const device of pass.accepted) this.log(`accepted ${device.name || device.deviceId} from ${device.address}`)
-            const updated = [pass.refresh?.blocklistChanged && 'blocklist', pass.refresh?.lighthousesChanged && 'lighthouses'].filter(Boolean)
-            if (updated.length > 0) this.log(`${updated.join(' and ')} updated${pass.refresh?.nebulaReloaded ? '; nebula reloaded' : ''}`)
-            if (pass.refresh?.lighthousesRefused) this.logToStderr(`new lighthouses not applied, retrying: ${pass.refresh.lighthousesRefused}`)
-          }
-        },
+        log: (line) => this.log(`${new Date().toISOString()} ${line}`),
+        onReady: () => this.log(`${new Date().toISOString()} first reconcile pass done`),
       })
     } finally {
       process.off('SIGINT', abort)
       process.off('SIGTERM', abort)
-      await bringDown({home: this.home, project: result.project})
     }
-    return result
+    return {agent: true}
   }
 }

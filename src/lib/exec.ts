@@ -1,9 +1,12 @@
-import {closeSync, openSync, readFileSync} from 'node:fs'
+import {closeSync, fchownSync, openSync} from 'node:fs'
 import {readFile} from 'node:fs/promises'
+
+import {setTimeout as sleep} from 'node:timers/promises'
 
 import {execa} from 'execa'
 
 import {MissingDependencyError, ToolFailedError} from './errors.js'
+import {currentPlatform, type Platform, type ProcessIdentity} from './platform/index.js'
 
 export type ToolName = 'nebula-cert' | 'nebula' | 'syncthing' | 'ip' | 'tc'
 
@@ -101,6 +104,12 @@ export interface DaemonOptions {
   logPath?: string
   /** Keep running after vidsync exits (own process group, no pipes back to us). */
   detached?: boolean
+  /** Run as this user (root dropping to the invoking user under sudo). */
+  user?: {uid?: number; gid?: number}
+  /** Who owns the log file (a log in the user's folders belongs to the user, also when root writes it). */
+  logOwner?: {uid?: number; gid?: number}
+  /** Pass stdin/stdout/stderr through (a foreground child). */
+  inheritStdio?: boolean
 }
 
 export interface Daemon {
@@ -112,44 +121,45 @@ export interface Daemon {
   stop(timeoutMs?: number): Promise<void>
 }
 
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
 
-/** Whether `pid` runs. A zombie (exited, not yet reaped by its parent) counts as gone. */
-export function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0)
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM'
-  }
-  try {
-    return !/^\d+ \(.*\) Z /s.test(readFileSync(`/proc/${pid}/stat`, 'utf8'))
-  } catch {
-    return true // no /proc (macOS): the signal check is all there is
-  }
+/** Whether some process has `pid`. A zombie (exited, not yet reaped by its parent) counts as gone. */
+export function isAlive(pid: number, platform: Platform = currentPlatform()): boolean {
+  return platform.pidExists(pid)
 }
 
-/** The command line of a running process (Linux /proc), to tell our daemon from a recycled PID. */
-export async function processCommandLine(pid: number): Promise<string[] | undefined> {
-  const raw = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => undefined)
-  return raw === undefined || raw === '' ? undefined : raw.split('\0').filter(Boolean)
-}
-
-/** Ends one process by PID: SIGTERM, then SIGKILL after `timeoutMs`. Resolves once it is gone. */
-export async function stopPid(pid: number, timeoutMs = 10_000): Promise<void> {
-  const signal = (name: NodeJS.Signals) => {
-    try {
-      process.kill(pid, name)
-    } catch {
-      // already gone
-    }
-  }
-  signal('SIGTERM')
+/** Ends one process: asked first, forced after `timeoutMs`. Resolves once it is gone. */
+export async function stopPid(pid: number, timeoutMs = 10_000, platform: Platform = currentPlatform()): Promise<void> {
+  await platform.terminate(pid, false)
   const deadline = Date.now() + timeoutMs
-  while (isAlive(pid) && Date.now() < deadline) await sleep(50)
-  if (!isAlive(pid)) return
-  signal('SIGKILL')
+  while (isAlive(pid, platform) && Date.now() < deadline) await sleep(50)
+  if (!isAlive(pid, platform)) return
+  await platform.terminate(pid, true)
   const killDeadline = Date.now() + 5000
-  while (isAlive(pid) && Date.now() < killDeadline) await sleep(50)
+  while (isAlive(pid, platform) && Date.now() < killDeadline) await sleep(50)
+}
+
+/** Stops the process recorded as `identity`, only if it still is that process (not a recycled PID). */
+export async function stopProcess(identity: ProcessIdentity, timeoutMs = 10_000, platform: Platform = currentPlatform()): Promise<boolean> {
+  if (!(await platform.isRunning(identity))) return false
+  await stopPid(identity.pid, timeoutMs, platform)
+  return true
+}
+
+/** A pid file: the PID and the start time the OS reports for it, so a recycled PID never counts. */
+export async function readIdentity(path: string): Promise<ProcessIdentity | undefined> {
+  const [pidText = '', startedAt = ''] = (await readFile(path, 'utf8').catch(() => '')).split('\n')
+  const pid = Number.parseInt(pidText, 10)
+  return Number.isInteger(pid) && pid > 0 && startedAt !== '' ? {pid, startedAt} : undefined
+}
+
+export const identityText = (identity: ProcessIdentity) => `${identity.pid}\n${identity.startedAt}\n`
+
+/** Runs a program of the OS (systemctl, launchctl, sc.exe, sudo) with an argument array; never a shell. */
+export async function runProgram(argv: string[], options: {timeoutMs?: number; inheritStdio?: boolean} = {}): Promise<ToolResult> {
+  const [file = '', ...args] = argv
+  const result = await execa(file, args, {reject: false, timeout: options.timeoutMs ?? 60_000, stdio: options.inheritStdio ? 'inherit' : 'pipe'})
+  if (result.code === 'ENOENT') throw new MissingDependencyError(`${file} not found: it is needed to manage vidsync's services here`)
+  return {stdout: result.stdout ?? '', stderr: result.stderr ?? '', exitCode: result.exitCode ?? -1}
 }
 
 /** Starts a long-running program (nebula, syncthing) with an argument array and typed start errors. */
@@ -166,13 +176,17 @@ export async function startSelf(args: string[], options: DaemonOptions = {}): Pr
 
 async function spawnDaemon(label: string, file: string, args: string[], options: DaemonOptions): Promise<Daemon> {
   const logFd = options.logPath === undefined ? undefined : openSync(options.logPath, 'a', 0o600)
+  const owner = options.logOwner
+  if (logFd !== undefined && owner?.uid !== undefined && owner.gid !== undefined) fchownSync(logFd, owner.uid, owner.gid)
   const output: string[] = []
   try {
     const child = execa(file, args, {
       cwd: options.cwd,
       env: options.env,
       detached: options.detached ?? false,
-      stdio: ['ignore', logFd ?? 'pipe', logFd ?? 'pipe'] as ['ignore', 'pipe', 'pipe'], // a number is a file descriptor
+      uid: options.user?.uid,
+      gid: options.user?.gid,
+      stdio: options.inheritStdio ? 'inherit' : (['ignore', logFd ?? 'pipe', logFd ?? 'pipe'] as ['ignore', 'pipe', 'pipe']), // a number is a file descriptor
       reject: false,
       cleanup: !options.detached,
     })

@@ -5,12 +5,24 @@ import {join} from 'node:path'
 import {expect} from 'chai'
 
 import {isAlive} from '../../src/lib/exec.js'
-import {childPids} from '../../src/lib/syncthing/managed.js'
 import {fileHash, Mesh, sha256, sleep, waitFor} from './helpers.js'
 
 const MiB = 1024 * 1024
 const KiB = 1024
 const devices = ['a', 'b', 'c']
+
+/**
+ * PIDs of a process's children (Syncthing 1.19's monitor runs the real one as its child, also
+ * with --no-restart). Linux lists them per thread, and Go starts a child from any of its threads.
+ */
+async function childPids(pid: number): Promise<number[]> {
+  const tasks = await readdir(`/proc/${pid}/task`).catch((): string[] => [])
+  const lists = await Promise.all(tasks.map((task) => readFile(`/proc/${pid}/task/${task}/children`, 'utf8').catch(() => '')))
+  return [...new Set(lists.join(' ').split(/\s+/).filter(Boolean).map(Number))]
+}
+
+/** The PID on the first line of a pid file (the second holds its start time). */
+const pidIn = async (path: string) => Number((await readFile(path, 'utf8')).split('\n')[0])
 
 /** One measured number per line, beside mocha's own output. */
 const note = (text: string) => process.stdout.write(`      · ${text}\n`)
@@ -258,8 +270,8 @@ describe('e2e: three devices keep a folder in sync over the overlay', function (
         {timeoutMs: 60_000, intervalMs: 100},
       )
 
-      const nebulaPid = Number((await readFile(join(mesh.homes.b ?? '', 'projects', mesh.project, 'nebula.pid'), 'utf8')).trim())
-      const syncthingPid = Number((await readFile(join(mesh.homes.b ?? '', 'syncthing', 'syncthing.pid'), 'utf8')).trim())
+      const nebulaPid = await pidIn(join(mesh.homes.b ?? '', 'projects', mesh.project, 'nebula.pid'))
+      const syncthingPid = await pidIn(join(mesh.homes.b ?? '', 'syncthing', 'syncthing.pid'))
       const children = await childPids(syncthingPid) // the monitor's child, the Syncthing that does the work
       expect(children, 'the Syncthing monitor has a child').to.have.length(1)
       const killed = [nebulaPid, syncthingPid, ...children]

@@ -7,7 +7,7 @@ import {resolveProjectDir} from '../../lib/nebula/project.js'
 export default class NebulaDown extends BaseCommand<typeof NebulaDown> {
   static override summary = 'Stop the nebula that `vidsync nebula up` started.'
   static override description =
-    'Stops it by the PID in <home>/projects/<project>/nebula.pid, after checking that PID is that nebula. Nothing to do when it is not running; a stale pid file is removed. PROJECT may be left out when only one project is joined.'
+    "Asks the project's nebula service to stop over its control socket (no administrator rights needed), or stops the nebula of `nebula up --detach` by the PID and start time in <home>/projects/<project>/nebula.pid. Nothing to do when it is not running; a stale pid file is removed. PROJECT may be left out when only one project is joined."
   static override examples = ['<%= config.bin %> <%= command.id %>', '<%= config.bin %> <%= command.id %> studio --json']
 
   static override args = {

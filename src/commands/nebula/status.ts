@@ -7,7 +7,7 @@ import {resolveProjectDir} from '../../lib/nebula/project.js'
 export default class NebulaStatusCommand extends BaseCommand<typeof NebulaStatusCommand> {
   static override summary = "Show whether this device's nebula runs and reaches a lighthouse."
   static override description =
-    'Reads the pid file, the tun device (as seen from this network namespace) and nebula\'s log since it started. PROJECT may be left out when only one project is joined.'
+    "Asks the nebula service (or checks the PID and start time in the pid file), looks at the tun device as this network namespace sees it, and pings the lighthouses over the overlay now. PROJECT may be left out when only one project is joined."
   static override examples = ['<%= config.bin %> <%= command.id %>', '<%= config.bin %> <%= command.id %> studio --json']
 
   static override args = {

@@ -6,9 +6,12 @@ import {ToolFailedError} from '../../lib/errors.js'
 import type {Daemon} from '../../lib/exec.js'
 import {type DaemonExit, exitReason, type NebulaStatus, startNebula, stopNebula} from '../../lib/nebula/process.js'
 import {resolveProjectDir} from '../../lib/nebula/project.js'
-import {type ServiceUnit, writeServiceUnit} from '../../lib/nebula/service.js'
+import {type InstalledService, installNebulaService} from '../../lib/nebula/service.js'
+import {startSelf} from '../../lib/exec.js'
+import {join} from 'node:path'
+import {currentPlatform} from '../../lib/platform/index.js'
 
-export type NebulaUpResult = (NebulaStatus & {startupMs: number; detached: boolean}) | {service: ServiceUnit}
+export type NebulaUpResult = (NebulaStatus & {startupMs: number; detached: boolean}) | {service: InstalledService}
 
 /** Resolves on Ctrl-C or SIGTERM, or when nebula ends by itself (stopped elsewhere, or crashed). */
 function untilStopped(daemon: Daemon): Promise<{exit?: DaemonExit}> {
@@ -41,10 +44,9 @@ export default class NebulaUp extends BaseCommand<typeof NebulaUp> {
   static override flags = {
     detach: Flags.boolean({summary: 'Return once nebula is up and leave it running; stop it with `vidsync nebula down`.', exclusive: ['service']}),
     service: Flags.boolean({
-      summary: 'Write a system service (systemd; launchd on macOS) that runs nebula at boot, instead of starting it now.',
+      summary: "Install and start the project's nebula system service (systemd, launchd, Windows SCM; needs administrator rights), the step `vidsync up` asks for.",
       exclusive: ['detach'],
     }),
-    'service-file': Flags.string({summary: 'Where --service writes the unit [default: /etc/systemd/system/vidsync-nebula-<project>.service].', dependsOn: ['service']}),
     timeout: Flags.string({summary: 'How long to wait for the tun device and a lighthouse.', default: '20s'}),
   }
 
@@ -52,9 +54,17 @@ export default class NebulaUp extends BaseCommand<typeof NebulaUp> {
     const {flags} = this
     const projectDir = await resolveProjectDir({home: this.home, project: this.args.project})
     if (flags.service) {
-      const service = await writeServiceUnit({projectDir, path: flags['service-file']})
-      this.log(`Wrote ${service.path}. Enable and start it as root with:`)
-      for (const command of service.commands) this.log(`  ${command}`)
+      const user = currentPlatform().invokingUser()
+      const owner = user.viaSudo ? user : undefined
+      const name = projectDir.split(/[\\/]/).at(-1) ?? ''
+      const startDetached = () =>
+        startSelf(['nebula', 'service', name, '--home', this.home], {
+          detached: true,
+          logPath: join(projectDir, 'nebula-service.log'),
+          logOwner: owner,
+        })
+      const service = await installNebulaService({home: this.home, projectDir, user, startDetached})
+      for (const line of service.installed) this.log(`Installed: ${line}`)
       return {service}
     }
     const timeoutMs = parseDuration(flags.timeout, 'timeout') * 1000

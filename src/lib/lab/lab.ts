@@ -14,6 +14,7 @@ import {
   VidsyncError,
 } from '../errors.js'
 import {runTool, startDaemon} from '../exec.js'
+import {currentPlatform} from '../platform/index.js'
 import {ensureDir, publishNew, withTempDir, writeFileAtomic} from '../files.js'
 import {createNetns, listNetns, parseShaping, removeNetns} from './netns.js'
 
@@ -129,8 +130,9 @@ async function createState(state: LabState): Promise<void> {
 const alreadyUp = (home: string) => new ConflictError(`a lab is already up in ${home}: remove it first with \`vidsync lab down\``)
 
 async function checkLinuxRoot(): Promise<void> {
-  if (process.platform !== 'linux') throw new MissingDependencyError('the lab needs Linux network namespaces: run it on Linux (a VM will do)')
-  if (process.getuid?.() !== 0) throw new PermissionError('the lab manages network namespaces, which needs root: run it with sudo')
+  const platform = currentPlatform()
+  if (platform.os !== 'linux') throw new MissingDependencyError('the lab needs Linux network namespaces: run it on Linux (a VM will do)')
+  if (!(await platform.canCreateTun())) throw new PermissionError('the lab manages network namespaces, which needs root: run it with sudo')
 }
 
 const childEnv = {VIDSYNC_DATABASE_URL: '', VIDSYNC_SUPABASE_URL: '', NODE_NO_WARNINGS: '1'}

@@ -1,12 +1,15 @@
-import {access, readFile, rename, rm, writeFile} from 'node:fs/promises'
+import {readFile, rename, rm, writeFile} from 'node:fs/promises'
 import {networkInterfaces} from 'node:os'
 import {basename, join} from 'node:path'
+import {setTimeout as sleep} from 'node:timers/promises'
 
 import {ConflictError, MissingDependencyError, PermissionError, ToolFailedError, UnavailableError, VidsyncError} from '../errors.js'
-import {type Daemon, processCommandLine, startDaemon, stopPid, type Tools} from '../exec.js'
+import {type Daemon, identityText, readIdentity, resolveTools, runProgram, startDaemon, stopProcess, type Tools} from '../exec.js'
+import {currentPlatform, type Platform, type ProcessIdentity} from '../platform/index.js'
+import {askControl} from '../up/control.js'
 import {publishNew, withTempDir} from '../files.js'
 import {testNebulaConfig} from './config.js'
-import {failureReason, handshakePeers} from './log.js'
+import {failureReason} from './log.js'
 import {requireCertSupport} from '../pki/cert.js'
 import {type JoinedProject, loadProject, projectPaths} from './project.js'
 
@@ -20,19 +23,8 @@ export interface PreflightCheck {
 export const privilegesProblem =
   'nebula needs root or CAP_NET_ADMIN: run vidsync with sudo, or install the overlay as a service with `vidsync nebula up --service`'
 
-const capNetAdmin = 12n
-
-/** Whether a /proc/<pid>/status text shows CAP_NET_ADMIN among the effective capabilities. */
-export function hasNetAdmin(procStatus: string): boolean {
-  const hex = /^CapEff:\s*([0-9a-f]+)\s*$/m.exec(procStatus)?.[1]
-  return hex !== undefined && ((BigInt(`0x${hex}`) >> capNetAdmin) & 1n) === 1n
-}
-
-async function privilegesProblemOfThisProcess(): Promise<VidsyncError | undefined> {
-  const status = await readFile('/proc/self/status', 'utf8').catch(() => undefined)
-  // Without /proc (macOS) nebula needs root.
-  const privileged = status === undefined ? process.getuid?.() === 0 : hasNetAdmin(status)
-  return privileged ? undefined : new PermissionError(privilegesProblem)
+async function privilegesProblemOfThisProcess(platform: Platform): Promise<VidsyncError | undefined> {
+  return (await platform.canCreateTun()) ? undefined : new PermissionError(privilegesProblem)
 }
 
 async function problemOf(check: () => Promise<unknown>): Promise<VidsyncError | undefined> {
@@ -55,21 +47,16 @@ async function nebulaCanUse(projectDir: string, tools?: Tools): Promise<void> {
   await requireCertSupport({pem: (await read('ca.crt')) + (await read('node.crt')), what: `the project in ${projectDir}`, tool: 'nebula', tools})
 }
 
-export async function preflight(options: {projectDir: string; tools?: Tools}): Promise<PreflightCheck[]> {
+export async function preflight(options: {projectDir: string; tools?: Tools; platform?: Platform}): Promise<PreflightCheck[]> {
+  const platform = options.platform ?? currentPlatform()
   const checks: PreflightCheck[] = []
   const add = (name: PreflightCheck['name'], problem: VidsyncError | undefined) => {
     checks.push(problem ? {name, ok: false, problem} : {name, ok: true})
   }
   add('nebula', await problemOf(() => nebulaCanUse(options.projectDir, options.tools)))
-  add('privileges', await privilegesProblemOfThisProcess())
-  if (process.platform === 'linux') {
-    const tunMissing = await access('/dev/net/tun').then(
-      () => false,
-      () => true,
-    )
-    const hint = '/dev/net/tun is missing: load the tun module with `sudo modprobe tun` (in a container, pass the device through)'
-    add('tun', tunMissing ? new MissingDependencyError(hint) : undefined)
-  }
+  add('privileges', await privilegesProblemOfThisProcess(platform))
+  const tunProblem = await platform.tunProblem(resolveTools(options.tools).nebula)
+  add('tun', tunProblem ? new MissingDependencyError(tunProblem) : undefined)
   if (checks[0]?.ok) {
     const configPath = projectPaths(options.projectDir).configPath
     add('config', await problemOf(() => testNebulaConfig({configPath, tools: options.tools})))
@@ -85,59 +72,75 @@ export interface NebulaStatus {
   overlayIp: string
   /** The tun device is up with the overlay IP, as this process's network namespace sees it. */
   tunUp: boolean
-  /** A lighthouse completed a handshake since nebula started (from its log); null on a lighthouse or without lighthouses. */
+  /** A lighthouse answers a ping over the overlay now; null on a lighthouse or without lighthouses. */
   lighthouseReachable: boolean | null
   logPath: string
+  /** Present when nebula runs under vidsync's nebula service, which restarts it after a crash. */
+  service?: {restarts: number}
 }
 
-/** True when the command line is nebula running the config at `configPath`, not a recycled PID. */
-function isNebulaFor(commandLine: string[] | undefined, configPath: string): boolean {
-  const index = commandLine?.indexOf('-config') ?? -1
-  return index > 0 && commandLine?.[index + 1] === configPath
+/** The process recorded in the pid file when it still runs (same PID, same start time). */
+async function runningIdentity(pidPath: string, platform: Platform): Promise<ProcessIdentity | undefined> {
+  const identity = await readIdentity(pidPath)
+  return identity && (await platform.isRunning(identity)) ? identity : undefined
 }
 
-/** The PID from the pid file when it is a live nebula with this project's config. */
-async function runningPid(paths: {pidPath: string; configPath: string}): Promise<number | undefined> {
-  const pid = Number.parseInt(await readFile(paths.pidPath, 'utf8').catch(() => ''), 10)
-  if (!Number.isInteger(pid) || pid <= 0) return undefined
-  return isNebulaFor(await processCommandLine(pid), paths.configPath) ? pid : undefined
+/** What the project's nebula service says about itself over its control socket, when it runs. */
+export interface NebulaServiceState {
+  pid: number | null
+  restarts: number
+}
+
+export const nebulaControlAddress = (dir: string, platform: Platform = currentPlatform()) => platform.controlAddress(dir, 'nebula')
+
+export async function askNebulaService(dir: string, command: 'status' | 'reload' | 'stop', platform: Platform = currentPlatform()) {
+  return askControl<NebulaServiceState>(nebulaControlAddress(dir, platform), command, command === 'stop' ? 30_000 : 5000)
+}
+
+/** The overlay IP is on the tun device (Linux), the utunN holding it (macOS) or the Wintun adapter (Windows). */
+function tunHasIp(project: JoinedProject, platform: Platform): boolean {
+  return platform.overlayInterface(project) !== undefined
 }
 
 /**
- * Node lists only interfaces that are up and running (libuv skips the others). On macOS nebula
- * ignores tun.dev and takes the next utunN, so any interface with the overlay IP counts there.
+ * Whether `ip` answers an ICMP echo through the overlay now (nebula's firewall lets ICMP in on
+ * every device): a tunnel exists or nebula builds one, not an old log line.
  */
-function tunHasIp(project: JoinedProject): boolean {
-  const interfaces = networkInterfaces()
-  const candidates = process.platform === 'darwin' ? Object.values(interfaces) : [interfaces[project.tunDev]]
-  return candidates.some((addresses) => addresses?.some((address) => address.address === project.overlayIp))
+export async function answersOverOverlay(ip: string, platform: Platform = currentPlatform(), timeoutMs = 1000): Promise<boolean> {
+  const result = await runProgram(platform.pingCommand(ip, timeoutMs), {timeoutMs: timeoutMs + 2000}).catch(() => undefined)
+  return result?.exitCode === 0
 }
 
-/** Whether a lighthouse answered since nebula started; null when this node has none to reach. */
-async function lighthouseReachable(project: JoinedProject, running: boolean): Promise<boolean | null> {
+/** Whether a lighthouse answers now; null when this node has none to reach. */
+async function lighthouseReachable(project: JoinedProject, running: boolean, platform: Platform): Promise<boolean | null> {
   if (project.amLighthouse || project.lighthouseIps.length === 0) return null
   if (!running) return false
-  const peers = handshakePeers(await readFile(project.logPath, 'utf8').catch(() => ''))
-  return project.lighthouseIps.some((ip) => peers.has(ip))
+  const answers = await Promise.all(project.lighthouseIps.map((ip) => answersOverOverlay(ip, platform)))
+  return answers.some(Boolean)
 }
 
-async function statusOf(project: JoinedProject, pid: number | undefined): Promise<NebulaStatus> {
+async function statusOf(project: JoinedProject, pid: number | undefined, platform: Platform, service?: NebulaServiceState): Promise<NebulaStatus> {
   const running = pid !== undefined
   return {
     project: project.name,
     running,
     pid: pid ?? null,
-    tunDev: project.tunDev,
+    ...(service ? {service: {restarts: service.restarts}} : {}),
+    tunDev: platform.overlayInterface(project) ?? project.tunDev,
     overlayIp: project.overlayIp,
-    tunUp: running && tunHasIp(project),
-    lighthouseReachable: await lighthouseReachable(project, running),
+    tunUp: running && tunHasIp(project, platform),
+    lighthouseReachable: await lighthouseReachable(project, running && tunHasIp(project, platform), platform),
     logPath: project.logPath,
   }
 }
 
-export async function nebulaStatus(options: {projectDir: string}): Promise<NebulaStatus> {
+/** Whether nebula runs for the project (by its service, or `nebula up --detach`) and what it reaches. */
+export async function nebulaStatus(options: {projectDir: string; platform?: Platform}): Promise<NebulaStatus> {
+  const platform = options.platform ?? currentPlatform()
   const project = await loadProject(options.projectDir)
-  return statusOf(project, await runningPid(project))
+  const service = await askNebulaService(project.dir, 'status', platform)
+  const pid = service ? (service.pid ?? undefined) : (await runningIdentity(project.pidPath, platform))?.pid
+  return statusOf(project, pid, platform, service)
 }
 
 export type DaemonExit = Awaited<Daemon['exited']>
@@ -148,19 +151,17 @@ export async function exitReason(logPath: string, exit: DaemonExit): Promise<str
   return failureReason(await readFile(logPath, 'utf8').catch(() => '')) ?? `exit code ${exit.exitCode}`
 }
 
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
-
-async function waitUntilUp(project: JoinedProject, daemon: Daemon, timeoutMs: number): Promise<NebulaStatus> {
+async function waitUntilUp(project: JoinedProject, daemon: Daemon, timeoutMs: number, platform: Platform, needLighthouse: boolean): Promise<NebulaStatus> {
   let exit: DaemonExit | undefined
   void daemon.exited.then((result) => (exit = result))
   const deadline = Date.now() + timeoutMs
   for (;;) {
-    const status = await statusOf(project, daemon.pid)
+    const status = await statusOf(project, daemon.pid, platform)
     if (exit) {
       const reason = await exitReason(project.logPath, exit)
       throw new ToolFailedError(`nebula exited while starting: ${reason}`, reason)
     }
-    if (status.tunUp && status.lighthouseReachable !== false) return status
+    if (status.tunUp && (status.lighthouseReachable !== false || !needLighthouse)) return status
     if (Date.now() >= deadline) {
       const seconds = timeoutMs / 1000
       if (!status.tunUp) {
@@ -176,10 +177,12 @@ async function waitUntilUp(project: JoinedProject, daemon: Daemon, timeoutMs: nu
 }
 
 /** Publishes the pid file atomically and never over another one, so two concurrent starts cannot both win. */
-async function writePidFile(project: JoinedProject, pid: number): Promise<void> {
+async function writePidFile(project: JoinedProject, pid: number, platform: Platform): Promise<void> {
+  const identity = await platform.processIdentity(pid)
+  if (!identity) throw new ToolFailedError('nebula exited while starting', 'exited')
   await withTempDir(project.dir, async (temp) => {
     const file = join(temp, 'pid')
-    await writeFile(file, `${pid}\n`, {mode: 0o644})
+    await writeFile(file, identityText(identity), {mode: 0o644})
     await publishNew([{from: file, to: project.pidPath}], () => alreadyRunning(project.name))
   })
 }
@@ -194,6 +197,11 @@ export interface StartNebulaOptions {
   tools?: Tools
   /** How long to wait for the tun device and a lighthouse [default: 20 s]. */
   timeoutMs?: number
+  /** Wait for a lighthouse too [default: true]; the service waits for the tun device only and keeps nebula when no lighthouse answers yet. */
+  waitForLighthouse?: boolean
+  /** Who owns nebula.log (the invoking user, when root runs nebula for them). */
+  logOwner?: {uid?: number; gid?: number}
+  platform?: Platform
 }
 
 export interface StartedNebula extends NebulaStatus {
@@ -209,15 +217,16 @@ export interface StartedNebula extends NebulaStatus {
  * and the error carries nebula's own reason.
  */
 export async function startNebula(options: StartNebulaOptions): Promise<StartedNebula> {
+  const platform = options.platform ?? currentPlatform()
   const project = await loadProject(options.projectDir)
-  const existing = await runningPid(project)
-  if (existing !== undefined) throw alreadyRunning(project.name, existing)
+  const existing = await runningIdentity(project.pidPath, platform)
+  if (existing !== undefined) throw alreadyRunning(project.name, existing.pid)
   // A second nebula would silently share the (multiqueue) tun device with the first.
-  if (networkInterfaces()[project.tunDev]) {
+  if (platform.honoursTunDev && networkInterfaces()[project.tunDev]) {
     throw new ConflictError(`${project.tunDev} already exists: another nebula runs ${project.name} (a system service?); stop it first`)
   }
   await rm(project.pidPath, {force: true}) // stale: a dead PID or another program's
-  const problem = (await preflight({projectDir: project.dir, tools: options.tools})).find((check) => !check.ok)?.problem
+  const problem = (await preflight({projectDir: project.dir, tools: options.tools, platform})).find((check) => !check.ok)?.problem
   if (problem) throw problem
   // One log per run, so the handshakes in it are this run's.
   await rename(project.logPath, `${project.logPath}.1`).catch((error: NodeJS.ErrnoException) => {
@@ -228,13 +237,14 @@ export async function startNebula(options: StartNebulaOptions): Promise<StartedN
     tools: options.tools,
     cwd: project.dir,
     logPath: project.logPath,
+    logOwner: options.logOwner,
     detached: options.detach ?? false,
   })
   let ownsPidFile = false
   try {
-    await writePidFile(project, daemon.pid)
+    await writePidFile(project, daemon.pid, platform)
     ownsPidFile = true
-    const status = await waitUntilUp(project, daemon, options.timeoutMs ?? 20_000)
+    const status = await waitUntilUp(project, daemon, options.timeoutMs ?? 20_000, platform, options.waitForLighthouse ?? true)
     return {...status, pid: daemon.pid, startupMs: Date.now() - started, daemon}
   } catch (error) {
     await daemon.stop()
@@ -244,19 +254,16 @@ export async function startNebula(options: StartNebulaOptions): Promise<StartedN
 }
 
 /**
- * Tells the project's running nebula to reload nebula.yml and the files it names (SIGHUP): CA,
- * certificate, blocklist, firewall. Nebula 1.6.1 keeps its overlay IP, tun device and listen
- * port until it is restarted. False when nebula does not run for the project.
+ * Tells the project's running nebula to reload nebula.yml and the files it names: CA,
+ * certificate, blocklist, firewall (through its service when it runs as one, else SIGHUP; a
+ * service restart on Windows). Nebula 1.6.1 keeps its overlay IP, tun device and listen port
+ * until it is restarted. False when nebula does not run for the project.
  */
-export async function reloadNebula(options: {projectDir: string}): Promise<boolean> {
-  const pid = await runningPid(projectPaths(options.projectDir))
-  if (pid === undefined) return false
-  try {
-    process.kill(pid, 'SIGHUP')
-    return true
-  } catch {
-    return false // ended meanwhile, or another user's (a system service): it reloads when restarted
-  }
+export async function reloadNebula(options: {projectDir: string; platform?: Platform}): Promise<boolean> {
+  const platform = options.platform ?? currentPlatform()
+  if ((await askNebulaService(options.projectDir, 'reload', platform)) !== undefined) return true
+  const identity = await runningIdentity(projectPaths(options.projectDir).pidPath, platform)
+  return identity ? platform.reloadNebula({pid: identity.pid}) : false
 }
 
 export interface StoppedNebula {
@@ -266,11 +273,14 @@ export interface StoppedNebula {
   pid: number | null
 }
 
-/** Stops the project's nebula by the PID in its pid file, after checking that PID is that nebula. */
-export async function stopNebula(options: {projectDir: string}): Promise<StoppedNebula> {
+/** Stops the project's nebula: its service through the control socket, else the process recorded in its pid file. */
+export async function stopNebula(options: {projectDir: string; platform?: Platform}): Promise<StoppedNebula> {
+  const platform = options.platform ?? currentPlatform()
   const paths = projectPaths(options.projectDir)
-  const pid = await runningPid(paths)
-  if (pid !== undefined) await stopPid(pid)
+  const service = await askNebulaService(paths.dir, 'stop', platform)
+  if (service) return {project: basename(paths.dir), stopped: true, pid: service.pid}
+  const identity = await runningIdentity(paths.pidPath, platform)
+  const stopped = identity ? await stopProcess(identity, 10_000, platform) : false
   await rm(paths.pidPath, {force: true})
-  return {project: basename(paths.dir), stopped: pid !== undefined, pid: pid ?? null}
+  return {project: basename(paths.dir), stopped, pid: stopped ? (identity?.pid ?? null) : null}
 }

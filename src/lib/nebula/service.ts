@@ -1,34 +1,20 @@
 import {constants} from 'node:fs'
-import {access, stat} from 'node:fs/promises'
-import {delimiter, isAbsolute, join} from 'node:path'
+import {access, mkdir, rm} from 'node:fs/promises'
+import {delimiter, dirname, isAbsolute, join} from 'node:path'
 
-import {InvalidInputError, MissingDependencyError} from '../errors.js'
-import {resolveTools, type Tools} from '../exec.js'
+import {MissingDependencyError, PermissionError, ToolFailedError} from '../errors.js'
+import {type Daemon, resolveTools, runProgram, type Tools} from '../exec.js'
 import {writeFileAtomic} from '../files.js'
+import {currentPlatform, type Platform, type ServiceDefinition, type User} from '../platform/index.js'
+import {serveControl} from '../up/control.js'
+import {supervise} from '../up/supervise.js'
 import {testNebulaConfig} from './config.js'
+import {nebulaControlAddress, startNebula} from './process.js'
 import {loadProject} from './project.js'
 
-export interface ServiceUnitOptions {
-  projectDir: string
-  /** Names the unit [default: the project in vidsync.json]. */
-  project?: string
-  /** Absolute path of nebula [default: nebula (or VIDSYNC_NEBULA) looked up on PATH]. */
-  nebulaPath?: string
-  platform?: NodeJS.Platform
-  /** Where to write it [default: /etc/systemd/system/vidsync-nebula-<project>.service, on macOS /Library/LaunchDaemons/com.vidsync.nebula.<project>.plist]. */
-  path?: string
-  tools?: Tools
-}
-
-export interface ServiceUnit {
-  path: string
-  /** What to run (as root) to enable and start it: vidsync does not touch the service manager itself. */
-  commands: string[]
-}
-
-/** The service manager runs nebula from a bare environment, so it needs the absolute path. */
-async function absoluteNebula(tools?: Tools): Promise<string> {
-  const name = resolveTools(tools).nebula
+/** The service manager runs programs from a bare environment, so they need absolute paths. */
+export async function absoluteNebula(tools?: Tools, platform: Platform = currentPlatform()): Promise<string> {
+  const name = platform.executable(resolveTools(tools).nebula)
   if (isAbsolute(name)) return name
   for (const dir of (process.env.PATH ?? '').split(delimiter).filter(Boolean)) {
     const candidate = join(dir, name)
@@ -37,74 +23,134 @@ async function absoluteNebula(tools?: Tools): Promise<string> {
   throw new MissingDependencyError(`${name} not found on PATH: install nebula, or pass its absolute path`)
 }
 
-/** One systemd ExecStart argument: quoted, with its specifier (%) and variable ($) characters escaped. */
-const systemdArg = (arg: string) => `"${arg.replace(/[\\"]/g, '\\$&').replaceAll('%', '%%').replaceAll('$', '$$$$')}"`
+/** This vidsync, as a service manager must start it: the same Node, flags and entry point, absolute. */
+export const selfCommand = (args: string[]) => [process.execPath, ...process.execArgv, process.argv[1] ?? '', ...args]
 
-const xml = (text: string) => text.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;')
-
-function systemdUnit(project: string, nebula: string, configPath: string, uid: number): string {
-  return `# Written by vidsync for project ${project}.
-[Unit]
-Description=vidsync: Nebula overlay for project ${project}
-Wants=network-online.target
-After=network-online.target
-
-[Service]
-ExecStart=${systemdArg(nebula)} -config ${systemdArg(configPath)}
-ExecReload=/bin/kill -HUP $MAINPID
-Restart=on-failure
-RestartSec=5
-# The owner of the project's files, with only the capability that creating the tun device needs.
-User=${uid}
-AmbientCapabilities=CAP_NET_ADMIN
-CapabilityBoundingSet=CAP_NET_ADMIN
-NoNewPrivileges=true
-
-[Install]
-WantedBy=multi-user.target
-`
-}
-
-function launchdPlist(label: string, nebula: string, configPath: string, logPath: string): string {
-  const strings = (values: string[]) => values.map((value) => `<string>${xml(value)}</string>`).join('')
-  return `<?xml version="1.0" encoding="UTF-8"?>
-<!DOCTYPE plist PUBLIC "-//Apple//DTD PLIST 1.0//EN" "http://www.apple.com/DTDs/PropertyList-1.0.dtd">
-<plist version="1.0">
-<dict>
-  <key>Label</key>${strings([label])}
-  <key>ProgramArguments</key><array>${strings([nebula, '-config', configPath])}</array>
-  <key>RunAtLoad</key><true/>
-  <key>KeepAlive</key><dict><key>SuccessfulExit</key><false/></dict>
-  <key>StandardOutPath</key>${strings([logPath])}
-  <key>StandardErrorPath</key>${strings([logPath])}
-</dict>
-</plist>
-`
+export interface NebulaServiceOptions {
+  home: string
+  projectDir: string
+  user: User
+  tools?: Tools
+  platform?: Platform
 }
 
 /**
- * Writes a system service that runs the project's nebula at boot and restarts it on failure: a
- * systemd unit, or a launchd daemon on macOS. The config must pass `nebula -test` first.
+ * The per-project system service that runs nebula as root/SYSTEM. On Linux and macOS it runs
+ * `vidsync nebula service`, which supervises nebula and answers the user's `status`/`down` on a
+ * socket only that user can open; on Windows the SCM runs nebula.exe itself (no such socket: the
+ * SCM is asked instead).
  */
-export async function writeServiceUnit(options: ServiceUnitOptions): Promise<ServiceUnit> {
-  const joined = await loadProject(options.projectDir)
-  const project = options.project ?? joined.name
-  const platform = options.platform ?? process.platform
-  await testNebulaConfig({configPath: joined.configPath, tools: options.tools})
-  const nebula = options.nebulaPath ?? (await absoluteNebula(options.tools))
-  if (platform === 'linux') {
-    const name = `vidsync-nebula-${project}.service`
-    const path = options.path ?? join('/etc/systemd/system', name)
-    const {uid} = await stat(joined.dir)
-    await writeFileAtomic(path, systemdUnit(project, nebula, joined.configPath, uid), 0o644)
-    // systemctl links a unit outside its search path when given the file's path.
-    return {path, commands: ['systemctl daemon-reload', `systemctl enable --now ${options.path ? path : name}`]}
-  }
-  if (platform === 'darwin') {
-    const label = `com.vidsync.nebula.${project}`
-    const path = options.path ?? join('/Library/LaunchDaemons', `${label}.plist`)
-    await writeFileAtomic(path, launchdPlist(label, nebula, joined.configPath, joined.logPath), 0o644)
-    return {path, commands: [`launchctl bootstrap system ${path}`]}
-  }
-  throw new InvalidInputError(`no system service support on ${platform}: run \`vidsync nebula up --detach\` instead`)
+export async function nebulaServiceDefinition(options: NebulaServiceOptions): Promise<ServiceDefinition> {
+  const platform = options.platform ?? currentPlatform()
+  const project = await loadProject(options.projectDir)
+  const nebula = await absoluteNebula(options.tools, platform)
+  const command =
+    platform.os === 'win32'
+      ? [nebula, '-service', 'run', '-config', project.configPath]
+      : selfCommand(['nebula', 'service', project.name, '--home', options.home])
+  return platform.nebulaService({project: project.name, command, logPath: project.logPath, description: `vidsync: Nebula overlay for project ${project.name}`})
 }
+
+export interface InstalledService {
+  /** What was installed, one line each: shown before it happens and returned after. */
+  installed: string[]
+  /** True when the OS service manager runs it; false where none runs and vidsync supervises nebula itself. */
+  managed: boolean
+}
+
+/**
+ * The one elevated step: installs and starts the project's nebula service. Where no service
+ * manager runs (a container, this CI machine), starts the same supervisor detached instead.
+ */
+export async function installNebulaService(options: NebulaServiceOptions & {startDetached: () => Promise<Daemon>}): Promise<InstalledService> {
+  const platform = options.platform ?? currentPlatform()
+  if (!(await platform.canCreateTun())) {
+    throw new PermissionError('installing the nebula service needs administrator rights: run it with sudo (an elevated prompt on Windows)')
+  }
+  const project = await loadProject(options.projectDir)
+  await testNebulaConfig({configPath: project.configPath, tools: options.tools})
+  if (!(await platform.serviceManagerRuns())) {
+    const daemon = await options.startDetached()
+    return {installed: [`nebula supervisor for ${project.name} (pid ${daemon.pid}; no service manager runs here, so it does not start at boot)`], managed: false}
+  }
+  const definition = await nebulaServiceDefinition(options)
+  if (definition.path && definition.content) {
+    await mkdir(dirname(definition.path), {recursive: true})
+    await writeFileAtomic(definition.path, definition.content, 0o644)
+  }
+  for (const argv of definition.install) {
+    const result = await runProgram(argv)
+    if (result.exitCode !== 0) {
+      const reason = (result.stderr || result.stdout).trim().split('\n')[0] ?? `exit code ${result.exitCode}`
+      throw new ToolFailedError(`the service manager refused ${argv.slice(0, 2).join(' ')} for ${definition.name}: ${reason}`, reason)
+    }
+  }
+  return {installed: [`system service ${definition.name}${definition.path ? ` (${definition.path})` : ''}: runs nebula as root at boot`], managed: true}
+}
+
+/** Stops and removes the project's nebula service (`down --uninstall`); absent parts are skipped. */
+export async function uninstallNebulaService(options: NebulaServiceOptions): Promise<string[]> {
+  const platform = options.platform ?? currentPlatform()
+  if (!(await platform.serviceManagerRuns())) return []
+  const definition = await nebulaServiceDefinition(options)
+  for (const argv of definition.uninstall) await runProgram(argv)
+  if (definition.path) await rm(definition.path, {force: true})
+  return [definition.name]
+}
+
+/**
+ * `vidsync nebula service`: what the nebula service runs. Keeps nebula running (restarted after
+ * a crash with a bounded backoff, one log line each), and answers on the project's control
+ * socket: `status`, `reload` (SIGHUP), `stop`. Returns when stopped.
+ */
+export async function runNebulaService(options: {
+  projectDir: string
+  owner?: {uid?: number; gid?: number}
+  tools?: Tools
+  signal: AbortSignal
+  log: (line: string) => void
+  platform?: Platform
+}): Promise<void> {
+  const platform = options.platform ?? currentPlatform()
+  const stop = new AbortController()
+  options.signal.addEventListener('abort', () => stop.abort(), {once: true})
+  let current: Daemon | undefined
+  let restarts = 0
+  const control = await serveControl(
+    nebulaControlAddress(options.projectDir, platform),
+    {
+      status: async () => ({pid: current?.pid ?? null, restarts}),
+      reload: async () => {
+        if (current) await platform.reloadNebula({pid: current.pid})
+        return {pid: current?.pid ?? null, restarts}
+      },
+      stop: async () => {
+        const pid = current?.pid ?? null
+        stop.abort()
+        await finished
+        return {pid, restarts}
+      },
+    },
+    options.owner,
+  )
+  const finished = supervise({
+    name: 'nebula',
+    start: async () => (await startNebula({projectDir: options.projectDir, tools: options.tools, waitForLighthouse: false, logOwner: options.owner, platform})).daemon,
+    onStarted: (daemon) => {
+      current = daemon
+    },
+    signal: stop.signal,
+    log: (line) => {
+      if (/ended|could not start/.test(line)) restarts++
+      options.log(line)
+    },
+    initialDelayMs: 500,
+    maxDelayMs: 10_000,
+  })
+  try {
+    await finished
+  } finally {
+    await control.close()
+  }
+}
+

@@ -28,6 +28,10 @@ export function renderStatus(status: DeviceStatus, options: {color: boolean}): s
     `overlay   ${good(overlay.running && overlay.tunUp, overlay.running ? 'up' : 'down')}  ${overlay.overlayIp} on ${overlay.tunDev}` +
       (overlay.lighthouseReachable === null ? '' : `, lighthouse ${good(overlay.lighthouseReachable, overlay.lighthouseReachable ? 'answers' : 'silent')}`),
   ]
+  if (status.overlayPeers.length > 0) {
+    const answering = status.overlayPeers.filter((peer) => peer.reachable).length
+    lines.push(`overlay peers ${answering}/${status.overlayPeers.length} answer: ${status.overlayPeers.map((peer) => `${peer.name} ${good(peer.reachable, peer.reachable ? 'yes' : 'no')}`).join(', ')}`)
+  }
   if (!syncthing.reachable) return [...lines, `syncthing ${paint.red('unreachable')}: ${syncthing.problem}`].join('\n')
   const connected = syncthing.peers.filter((peer) => peer.connected)
   lines.push(`peers     ${connected.length}/${syncthing.peers.length} connected`)

@@ -1,16 +1,20 @@
-import {availableParallelism} from 'node:os'
+import {darwinPlatform} from './darwin.js'
+import {hostDeps} from './host.js'
+import {linuxPlatform} from './linux.js'
+import type {HostDeps, OsName, Platform} from './types.js'
+import {win32Platform} from './win32.js'
 
-/** The operating systems a vidsync device runs on. */
-export type OsName = 'linux' | 'darwin' | 'win32'
+export {hostDeps} from './host.js'
+export type {HostDeps, OsName, Platform, ProcessIdentity, ServiceDefinition, ServiceSpec, User} from './types.js'
 
 /**
- * Everything that differs by OS lives behind this interface (see DESIGN.md, "Devices on every OS").
- * Chosen once at start with `currentPlatform()`; tests inject another one.
+ * Everything that differs by OS lives behind `Platform` (see DESIGN.md, "Devices on every OS").
+ * Chosen once at start with `currentPlatform()`; tests build another with `platformFor`.
  */
-export interface Platform {
-  readonly os: OsName
-  /** CPUs this process may use, for per-device tuning (nebula routines). */
-  readonly cpuCount: number
+export function platformFor(os: OsName, deps: HostDeps = hostDeps()): Platform {
+  if (os === 'linux') return linuxPlatform(deps)
+  if (os === 'darwin') return darwinPlatform(deps)
+  return win32Platform(deps)
 }
 
 function osName(): OsName {
@@ -23,6 +27,6 @@ let chosen: Platform | undefined
 
 /** The platform this process runs on, chosen once. */
 export function currentPlatform(): Platform {
-  chosen ??= {os: osName(), cpuCount: availableParallelism()}
+  chosen ??= platformFor(osName())
   return chosen
 }

@@ -151,6 +151,11 @@ export class SyncthingClient {
     await this.request('GET', '/rest/system/ping')
   }
 
+  /** Asks Syncthing to exit cleanly (POST /rest/system/shutdown). */
+  async shutdown(): Promise<void> {
+    await this.request('POST', '/rest/system/shutdown')
+  }
+
   status(): Promise<SystemStatus> {
     return this.request('GET', '/rest/system/status')
   }

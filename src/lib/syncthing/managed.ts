@@ -1,10 +1,11 @@
 import {randomBytes} from 'node:crypto'
-import {open, readdir, readFile, rm, stat} from 'node:fs/promises'
+import {open, readFile, rm, stat} from 'node:fs/promises'
 import {createServer} from 'node:net'
 import {join} from 'node:path'
 
 import {ConflictError, InvalidInputError, NotFoundError, ToolFailedError, UnavailableError} from '../errors.js'
-import {isAlive, processCommandLine, runTool, startDaemon, stopPid, type Tools} from '../exec.js'
+import {identityText, isAlive, readIdentity, runTool, startDaemon, stopProcess, type Tools} from '../exec.js'
+import {currentPlatform} from '../platform/index.js'
 import {ensureDir, writeFileAtomic} from '../files.js'
 import {syncthingPort} from '../nebula/config.js'
 import {SyncthingClient, SyncthingMigratingError} from './client.js'
@@ -187,26 +188,12 @@ async function assertCanListen(host: string, port: number, what: string, hint: s
   if (error) throw new InvalidInputError(`${what} ${host}:${port} cannot be used: ${error.message}`)
 }
 
-async function readPid(path: string): Promise<number | undefined> {
-  const pid = Number((await readFile(path, 'utf8').catch(() => '')).trim())
-  return Number.isInteger(pid) && pid > 0 ? pid : undefined
-}
-
-/** True when `pid` is a Syncthing serving this home (not a recycled PID). */
-async function isManagedSyncthing(pid: number, dir: string): Promise<boolean> {
-  const args = await processCommandLine(pid)
-  if (!args?.includes('serve')) return false
-  const home = args.indexOf('--home')
-  return home >= 0 && args[home + 1] === dir
-}
-
-/** The PID of the running managed instance; a stale pid file is removed. */
+/** The PID of the running managed instance (the process recorded at start, same start time); a stale pid file is removed. */
 async function runningPid(vidsyncHome: string): Promise<number | undefined> {
   const paths = managedPaths(vidsyncHome)
-  const pid = await readPid(paths.pid)
-  if (pid === undefined) return undefined
-  if (isAlive(pid) && (await isManagedSyncthing(pid, paths.dir))) return pid
-  await rm(paths.pid, {force: true})
+  const identity = await readIdentity(paths.pid)
+  if (identity && (await currentPlatform().isRunning(identity))) return identity.pid
+  if (identity) await rm(paths.pid, {force: true})
   return undefined
 }
 
@@ -378,11 +365,13 @@ export async function startManagedSyncthing(options: StartManagedOptions): Promi
     tools: options.tools,
   })
   let ended = false
-  const pidWritten = writeFileAtomic(paths.pid, `${daemon.pid}\n`, 0o600)
+  const pidWritten = currentPlatform()
+    .processIdentity(daemon.pid)
+    .then((identity) => writeFileAtomic(paths.pid, identity ? identityText(identity) : '', 0o600))
   const exited = daemon.exited.then(async (result) => {
     ended = true
     await pidWritten.catch(() => undefined)
-    if ((await readPid(paths.pid)) === daemon.pid) await rm(paths.pid, {force: true})
+    if ((await readIdentity(paths.pid))?.pid === daemon.pid) await rm(paths.pid, {force: true})
     return result
   })
   const fail = async (error: Error): Promise<never> => {
@@ -422,34 +411,38 @@ export async function startManagedSyncthing(options: StartManagedOptions): Promi
   }
 }
 
-/**
- * PIDs of a process's children (Syncthing's monitor process runs the real one as its child).
- * Linux lists them per thread, and Go starts a child from any of its threads: read them all.
- */
-export async function childPids(pid: number): Promise<number[]> {
-  const tasks = await readdir(`/proc/${pid}/task`).catch((): string[] => [])
-  const lists = await Promise.all(tasks.map((task) => readFile(`/proc/${pid}/task/${task}/children`, 'utf8').catch(() => '')))
-  return [...new Set(lists.join(' ').split(/\s+/).filter(Boolean).map(Number))]
-}
-
 export interface StopManagedResult {
   stopped: boolean
   pid?: number
 }
 
-/** Stops the managed instance by the PID in its pid file, after checking that PID is really it. */
+/**
+ * Stops the managed instance: asks it through its REST API (POST /rest/system/shutdown) and waits
+ * for it to exit; only a Syncthing that does not answer is ended by its recorded PID and start time.
+ */
 export async function stopManagedSyncthing(options: {vidsyncHome: string; timeoutMs?: number}): Promise<StopManagedResult> {
   const paths = managedPaths(options.vidsyncHome)
   const pid = await runningPid(options.vidsyncHome)
-  if (pid === undefined) return {stopped: false}
-  const children = await childPids(pid)
-  await stopPid(pid, options.timeoutMs)
-  // The monitor stops its child on SIGTERM; only a SIGKILLed monitor leaves it behind.
-  for (const child of children) {
-    if (isAlive(child) && (await isManagedSyncthing(child, paths.dir))) await stopPid(child, options.timeoutMs)
+  const identity = await readIdentity(paths.pid)
+  const config = await readManagedConfig(options.vidsyncHome).catch(() => undefined)
+  const client = config && new SyncthingClient({url: config.url, apiKey: config.apiKey, timeoutMs: 5000})
+  const asked = client ? await client.shutdown().then(() => true, () => false) : false
+  if (!asked && pid === undefined) return {stopped: false}
+  const timeoutMs = options.timeoutMs ?? 20_000
+  const deadline = Date.now() + timeoutMs
+  // Gone when the API no longer answers and the recorded process has exited.
+  for (;;) {
+    const apiUp = client ? await client.ping().then(() => true, () => false) : false
+    const processUp = identity ? await currentPlatform().isRunning(identity) : false
+    if (!apiUp && !processUp) break
+    if (Date.now() > deadline) {
+      if (identity) await stopProcess(identity, 5000)
+      break
+    }
+    await sleep(100)
   }
   await rm(paths.pid, {force: true})
-  return {stopped: true, pid}
+  return {stopped: true, ...(pid === undefined ? {} : {pid})}
 }
 
 export interface ConnectOptions {

@@ -1,13 +1,23 @@
-import {type NebulaStatus, nebulaStatus, preflight} from '../nebula/process.js'
+import {answersOverOverlay, type NebulaStatus, nebulaStatus, preflight} from '../nebula/process.js'
 import {resolveProjectDir} from '../nebula/project.js'
 import type {Tools} from '../exec.js'
 import {VidsyncError} from '../errors.js'
 import {type SyncStatus, syncStatus} from '../syncthing/folders.js'
 import {connectSyncthing, readManagedConfig} from '../syncthing/managed.js'
+import {loadProjectManifest} from '../syncthing/project.js'
 import {type ToolReport, toolReports} from '../versions/report.js'
+
+/** A project peer as the overlay sees it now: whether it answers a ping through nebula. */
+export interface OverlayPeer {
+  name: string
+  overlayIp: string
+  reachable: boolean
+}
 
 export interface DeviceStatus {
   overlay: NebulaStatus
+  /** The project's peers and whether each answers over the overlay now (all false while nebula is down). */
+  overlayPeers: OverlayPeer[]
   syncthing: ({reachable: true} & SyncStatus) | {reachable: false; problem: string}
   /** nebula and Syncthing found on this device and whether the project can use them. */
   versions: ToolReport[]
@@ -19,6 +29,10 @@ export interface DeviceStatus {
 export async function deviceStatus(options: {home: string; project?: string; previous?: DeviceStatus}): Promise<DeviceStatus> {
   const dir = await resolveProjectDir({home: options.home, project: options.project})
   const overlay = await nebulaStatus({projectDir: dir})
+  const manifest = await loadProjectManifest(options.home, options.project).catch(() => undefined)
+  const overlayPeers = await Promise.all(
+    (manifest?.peers ?? []).map(async (peer) => ({name: peer.name, overlayIp: peer.ip, reachable: overlay.tunUp && (await answersOverOverlay(peer.ip))})),
+  )
   const versions = await toolReports({projectDir: dir})
   let syncthing: DeviceStatus['syncthing']
   try {
@@ -29,14 +43,14 @@ export async function deviceStatus(options: {home: string; project?: string; pre
     syncthing = {reachable: false, problem: error.message}
   }
   const before = options.previous?.syncthing
-  if (!before?.reachable || !syncthing.reachable) return {overlay, syncthing, versions}
+  if (!before?.reachable || !syncthing.reachable) return {overlay, overlayPeers, syncthing, versions}
   const seconds = (Date.parse(syncthing.total.at) - Date.parse(before.total.at)) / 1000
-  if (seconds <= 0) return {overlay, syncthing, versions}
+  if (seconds <= 0) return {overlay, overlayPeers, syncthing, versions}
   const rate = {
     inBytesPerSecond: Math.max(0, (syncthing.total.inBytesTotal - before.total.inBytesTotal) / seconds),
     outBytesPerSecond: Math.max(0, (syncthing.total.outBytesTotal - before.total.outBytesTotal) / seconds),
   }
-  return {overlay, syncthing, versions, rate}
+  return {overlay, overlayPeers, syncthing, versions, rate}
 }
 
 export interface DoctorCheck {

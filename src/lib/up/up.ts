@@ -1,25 +1,34 @@
-import {readFile, rm} from 'node:fs/promises'
 import {join} from 'node:path'
+import {setTimeout as sleep} from 'node:timers/promises'
 
-import {isAlive, processCommandLine, startSelf, stopPid, type Tools} from '../exec.js'
-import {writeFileAtomic} from '../files.js'
-import {type NebulaStatus, nebulaStatus, startNebula, stopNebula} from '../nebula/process.js'
+import {PermissionError, UnavailableError} from '../errors.js'
+import {runProgram, startSelf, type Tools} from '../exec.js'
+import {type NebulaStatus, nebulaStatus, stopNebula} from '../nebula/process.js'
 import {loadProject, resolveProjectDir} from '../nebula/project.js'
 import {syncthingPort} from '../nebula/config.js'
+import {installNebulaService, selfCommand, uninstallNebulaService} from '../nebula/service.js'
+import {currentPlatform, type Platform, type User} from '../platform/index.js'
 import type {SyncthingClient} from '../syncthing/client.js'
 import {acceptPendingDevices, type PendingDecision, projectFolders, sharePeers, shareWithProjectDevices} from '../syncthing/folders.js'
-import {connectSyncthing, startManagedSyncthing, stopManagedSyncthing} from '../syncthing/managed.js'
+import {connectSyncthing, type ManagedSyncthing, startManagedSyncthing, stopManagedSyncthing} from '../syncthing/managed.js'
 import {loadProjectManifest} from '../syncthing/project.js'
 import type {ControlPlane} from '../store/control-plane.js'
+import {askControl, serveControl} from './control.js'
 import {refreshFromControlPlane, type RefreshResult} from './refresh.js'
+import {supervise} from './supervise.js'
 
 export interface UpOptions {
   home: string
-  controlPlane?: ControlPlane
   project?: string
   guiPort?: number
   nebulaTimeoutMs?: number
+  intervalSeconds: number
+  /** Control-plane settings for the agent, passed in its environment (never on its command line). */
+  env?: Record<string, string>
+  /** A person can answer sudo's password prompt. */
+  interactive?: boolean
   tools?: Tools
+  platform?: Platform
 }
 
 export interface ReconcileResult {
@@ -38,6 +47,24 @@ export interface UpResult {
   nebula: NebulaStatus
   syncthing: {deviceId: string; url: string; pid: number; listenAddresses: string[]}
   reconcile: ReconcileResult
+  /** What the elevated step installed in this run (empty when the nebula service already ran). */
+  installed: string[]
+  /** The user Syncthing and the agent run as. */
+  user: string
+  /** The agent: Syncthing's supervisor and the reconcile loop, as the user. */
+  agent: {pid: number; logPath: string}
+}
+
+/** What the agent answers on its control socket. */
+export interface AgentState {
+  pid: number
+  user: string
+  ready: boolean
+  syncthing: UpResult['syncthing'] | null
+  /** Syncthing restarts after crashes since the agent started. */
+  restarts: number
+  lastPass?: ReconcileResult
+  lastError?: string
 }
 
 export interface ReconcileOptions {
@@ -66,36 +93,6 @@ export async function reconcile(options: ReconcileOptions): Promise<ReconcileRes
   const {accepted, ignored} = await acceptPendingDevices({client, projectCidr: manifest.cidr, folders})
   await shareWithProjectDevices({client, projectCidr: manifest.cidr, folders})
   return {...(refresh ? {refresh} : {}), folders, accepted, ignored}
-}
-
-/**
- * Brings a joined device up: the Nebula overlay (detached), then the managed Syncthing listening
- * on the overlay address only, then one reconcile pass. Parts already running are reused.
- */
-export async function bringUp(options: UpOptions): Promise<UpResult & {client: SyncthingClient}> {
-  const dir = await resolveProjectDir({home: options.home, project: options.project})
-  const project = await loadProject(dir)
-  const current = await nebulaStatus({projectDir: dir})
-  const nebula = current.running
-    ? current
-    : await startNebula({projectDir: dir, detach: true, tools: options.tools, timeoutMs: options.nebulaTimeoutMs})
-  const syncthing = await startManagedSyncthing({
-    vidsyncHome: options.home,
-    guiPort: options.guiPort,
-    listenAddresses: [`tcp://${project.overlayIp}:${syncthingPort}`],
-    detached: true,
-    tools: options.tools,
-  })
-  const {client} = await connectSyncthing({vidsyncHome: options.home})
-  const result = await reconcile({client, home: options.home, project: project.name, controlPlane: options.controlPlane})
-  return {
-    project: project.name,
-    overlayIp: project.overlayIp,
-    nebula,
-    syncthing: {deviceId: syncthing.deviceId, url: syncthing.url, pid: syncthing.pid, listenAddresses: syncthing.listenAddresses},
-    reconcile: result,
-    client,
-  }
 }
 
 /** Syncthing's event for a device that connected and waits to be accepted (or no longer waits). */
@@ -161,46 +158,240 @@ export async function reconcileLoop(options: ReconcileOptions & {
   }
 }
 
-const loopPaths = (dir: string) => ({pidPath: join(dir, 'up.pid'), logPath: join(dir, 'up.log')})
+const agentPaths = (dir: string, platform: Platform) => ({address: platform.controlAddress(dir, 'agent'), logPath: join(dir, 'agent.log')})
 
-/** The PID of this project's background `up` loop, if one runs (a stale pid file is ignored). */
-async function runningLoop(dir: string): Promise<number | undefined> {
-  const pid = Number.parseInt(await readFile(loopPaths(dir).pidPath, 'utf8').catch(() => ''), 10)
-  if (!Number.isInteger(pid) || !isAlive(pid)) return undefined
-  const command = await processCommandLine(pid)
-  return command?.includes('up') && command.includes(dir.split('/').at(-1) ?? '') ? pid : undefined
+/** Asks the project's agent (running as the user) through its control socket; undefined when none runs. */
+export async function askAgent(dir: string, command: 'status' | 'stop', platform: Platform = currentPlatform()): Promise<AgentState | undefined> {
+  return askControl<AgentState>(agentPaths(dir, platform).address, command, command === 'stop' ? 60_000 : 5000)
+}
+
+/** Resolves when the process with this identity is gone: for a Syncthing that was adopted, not started here. */
+async function exitOf(pid: number, platform: Platform): Promise<{exitCode?: number; signal?: string}> {
+  const identity = await platform.processIdentity(pid)
+  while (identity && (await platform.isRunning(identity))) await sleep(500)
+  return {exitCode: 1}
+}
+
+export interface AgentOptions {
+  home: string
+  project?: string
+  controlPlane?: ControlPlane
+  guiPort?: number
+  intervalMs: number
+  tools?: Tools
+  signal: AbortSignal
+  log: (line: string) => void
+  onReady?: (state: AgentState) => void
+  platform?: Platform
 }
 
 /**
- * Runs `vidsync up` for the project in the background (its log in up.log, its PID in up.pid),
- * so devices that join later keep being accepted after this command returns.
+ * The user's agent: keeps the managed Syncthing running on the overlay address (restarted within
+ * seconds after a crash, with a bounded backoff) and reconciles in a loop; answers `status` and
+ * `stop` on its control socket. Runs as the user, never as root under sudo. Returns when stopped.
  */
-export async function detachLoop(options: {
-  home: string
-  project: string
-  intervalSeconds: number
-  /** Control-plane settings for the loop, passed in its environment (never on its command line). */
-  env?: Record<string, string>
-}): Promise<{pid: number; logPath: string}> {
+export async function runAgent(options: AgentOptions): Promise<void> {
+  const platform = options.platform ?? currentPlatform()
   const dir = await resolveProjectDir({home: options.home, project: options.project})
-  const {pidPath, logPath} = loopPaths(dir)
-  const running = await runningLoop(dir)
-  if (running) return {pid: running, logPath}
-  const args = ['up', options.project, '--home', options.home, '--interval', `${options.intervalSeconds}s`]
-  const daemon = await startSelf(args, {detached: true, logPath, env: options.env})
-  await writeFileAtomic(pidPath, `${daemon.pid}\n`, 0o644)
-  return {pid: daemon.pid, logPath}
+  const project = await loadProject(dir)
+  const stop = new AbortController()
+  options.signal.addEventListener('abort', () => stop.abort(), {once: true})
+  const state: AgentState = {pid: process.pid, user: platform.invokingUser().name, ready: false, syncthing: null, restarts: 0}
+  let done: Promise<void> = Promise.resolve()
+  const control = await serveControl(agentPaths(dir, platform).address, {
+    status: async () => state,
+    stop: async () => {
+      stop.abort()
+      await done
+      return state
+    },
+  })
+  let firstStart: () => void = () => undefined
+  const started = new Promise<void>((resolve) => (firstStart = resolve))
+  let starts = 0
+  const syncthing = supervise({
+    name: 'syncthing',
+    start: async () => {
+      // After a crash: a Syncthing worker whose monitor was killed still holds the ports; ask it to go.
+      if (starts++ > 0) await stopManagedSyncthing({vidsyncHome: options.home, timeoutMs: 10_000})
+      const instance: ManagedSyncthing = await startManagedSyncthing({
+        vidsyncHome: options.home,
+        guiPort: options.guiPort,
+        listenAddresses: [`tcp://${project.overlayIp}:${syncthingPort}`],
+        detached: false,
+        tools: options.tools,
+      })
+      state.syncthing = {deviceId: instance.deviceId, url: instance.url, pid: instance.pid, listenAddresses: instance.listenAddresses}
+      return {
+        exited: instance.exited ?? exitOf(instance.pid, platform),
+        stop: async () => {
+          await stopManagedSyncthing({vidsyncHome: options.home})
+        },
+      }
+    },
+    onStarted: () => {
+      options.log(`syncthing running (pid ${state.syncthing?.pid})`)
+      firstStart()
+    },
+    signal: stop.signal,
+    log: (line) => {
+      if (/ ended /.test(line)) state.restarts++
+      options.log(line)
+    },
+  })
+  const loop = (async () => {
+    await Promise.race([started, new Promise((resolve) => stop.signal.addEventListener('abort', resolve, {once: true}))])
+    if (stop.signal.aborted) return
+    const {client} = await connectSyncthing({vidsyncHome: options.home})
+    await reconcileLoop({
+      client,
+      controlPlane: options.controlPlane,
+      home: options.home,
+      project: project.name,
+      intervalMs: options.intervalMs,
+      signal: stop.signal,
+      onPass: (pass) => {
+        if (pass instanceof Error) {
+          state.lastError = pass.message
+          options.log(`reconcile failed, retrying: ${pass.message}`)
+          return
+        }
+        state.lastPass = pass
+        delete state.lastError
+        for (const device of pass.accepted) options.log(`accepted ${device.name || device.deviceId} from ${device.address}`)
+        const updated = [pass.refresh?.blocklistChanged && 'blocklist', pass.refresh?.lighthousesChanged && 'lighthouses'].filter(Boolean)
+        if (updated.length > 0) options.log(`${updated.join(' and ')} updated${pass.refresh?.nebulaReloaded ? '; nebula reloaded' : ''}`)
+        if (!state.ready) {
+          state.ready = true
+          options.onReady?.(state)
+        }
+      },
+    })
+  })()
+  done = Promise.all([syncthing, loop]).then(() => undefined)
+  try {
+    await done
+  } finally {
+    stop.abort()
+    await control.close()
+  }
 }
 
-/** Stops what `up` started: Syncthing, Nebula, then the background loop. Idempotent. */
-export async function bringDown(options: {home: string; project?: string}) {
+/** The invoking user's environment for the agent: their HOME, not root's. */
+function userEnv(user: User): Record<string, string> {
+  return {HOME: user.home, USER: user.name, LOGNAME: user.name, SUDO_USER: '', SUDO_UID: '', SUDO_GID: ''}
+}
+
+/**
+ * Makes sure the project's nebula service runs: already running, or installed now by the one
+ * elevated step (this process when elevated, else `sudo vidsync nebula up --service`, which asks
+ * for a password on a terminal). Returns what was installed.
+ */
+async function ensureNebula(options: UpOptions, dir: string, projectName: string, platform: Platform): Promise<string[]> {
+  if ((await nebulaStatus({projectDir: dir, platform})).running) return []
+  if (await platform.canCreateTun()) {
+    const user = platform.invokingUser()
+    const result = await installNebulaService({
+      home: options.home,
+      projectDir: dir,
+      user,
+      tools: options.tools,
+      platform,
+      startDetached: () =>
+        startSelf(['nebula', 'service', projectName, '--home', options.home], {
+          detached: true,
+          logPath: join(dir, 'nebula-service.log'),
+          logOwner: user.viaSudo ? user : undefined,
+        }),
+    })
+    return result.installed
+  }
+  const elevated = platform.elevate(selfCommand(['nebula', 'up', projectName, '--service', '--home', options.home]), options.interactive ?? false)
+  const result = elevated ? await runProgram(elevated, {inheritStdio: options.interactive}) : undefined
+  if (!result || result.exitCode !== 0) {
+    throw new PermissionError('nebula needs administrator rights once, to install its service, and none were granted', {
+      hint: 'run `sudo vidsync up` (an elevated prompt on Windows)',
+    })
+  }
+  return ['the nebula service, installed by the elevated step']
+}
+
+/** Waits (bounded) until nebula has the overlay IP and a lighthouse answers. */
+async function waitForOverlay(dir: string, timeoutMs: number, platform: Platform): Promise<NebulaStatus> {
+  const deadline = Date.now() + timeoutMs
+  for (;;) {
+    const status = await nebulaStatus({projectDir: dir, platform})
+    if (status.running && status.tunUp && status.lighthouseReachable !== false) return status
+    if (Date.now() >= deadline) {
+      const seconds = timeoutMs / 1000
+      if (!status.tunUp) throw new UnavailableError(`${status.tunDev} did not come up with ${status.overlayIp} within ${seconds}s: see ${status.logPath}`)
+      throw new UnavailableError(`no lighthouse answered within ${seconds}s: check that it runs and that UDP reaches it; log: ${status.logPath}`)
+    }
+    await sleep(100)
+  }
+}
+
+/**
+ * Brings a joined device up: the nebula service (installed by one elevated step if needed), then
+ * the user's agent (Syncthing on the overlay address and the reconcile loop, as the invoking user
+ * under sudo), and returns once the agent finished its first reconcile pass.
+ */
+export async function bringUp(options: UpOptions): Promise<UpResult> {
+  const platform = options.platform ?? currentPlatform()
+  const user = platform.invokingUser()
   const dir = await resolveProjectDir({home: options.home, project: options.project})
-  // Syncthing and Nebula first, so the result says what was running; the loop ends through here
-  // too (on SIGTERM) and must not wait for its own PID.
-  const syncthing = await stopManagedSyncthing({vidsyncHome: options.home})
-  const nebula = await stopNebula({projectDir: dir})
-  const loop = await runningLoop(dir)
-  if (loop && loop !== process.pid) await stopPid(loop, 20_000)
-  if (loop !== process.pid) await rm(loopPaths(dir).pidPath, {force: true})
-  return {loopStopped: loop !== undefined && loop !== process.pid, syncthing, nebula}
+  const project = await loadProject(dir)
+  const installed = await ensureNebula(options, dir, project.name, platform)
+  const nebula = await waitForOverlay(dir, options.nebulaTimeoutMs ?? 20_000, platform)
+  const {logPath} = agentPaths(dir, platform)
+  if (!(await askAgent(dir, 'status', platform))) {
+    const args = ['up', project.name, '--agent', '--home', options.home, '--interval', `${options.intervalSeconds}s`]
+    if (options.guiPort !== undefined) args.push('--gui-port', String(options.guiPort))
+    await startSelf(args, {
+      detached: true,
+      logPath,
+      cwd: user.home,
+      env: {...(user.viaSudo ? userEnv(user) : {}), ...options.env},
+      user: user.viaSudo ? user : undefined,
+      logOwner: user.viaSudo ? user : undefined,
+    })
+  }
+  const deadline = Date.now() + 90_000
+  let state = await askAgent(dir, 'status', platform)
+  while (!state?.ready && Date.now() < deadline) {
+    await sleep(200)
+    state = await askAgent(dir, 'status', platform)
+  }
+  if (!state?.ready || !state.syncthing || !state.lastPass) {
+    const why = state?.lastError ?? 'no answer'
+    throw new UnavailableError(`the agent did not finish its first reconcile pass within 90s (${why}): see ${logPath}`)
+  }
+  return {project: project.name, overlayIp: project.overlayIp, nebula, syncthing: state.syncthing, reconcile: state.lastPass, installed, user: state.user, agent: {pid: state.pid, logPath}}
+}
+
+export interface DownResult {
+  /** The agent (reconcile loop and Syncthing's supervisor) was running and stopped. */
+  loopStopped: boolean
+  syncthing: {stopped: boolean; pid?: number}
+  nebula: Awaited<ReturnType<typeof stopNebula>>
+  /** Services removed with --uninstall. */
+  uninstalled: string[]
+}
+
+/** Stops what `up` started: the agent (which stops Syncthing through its API), then nebula's service. Idempotent. */
+export async function bringDown(options: {home: string; project?: string; uninstall?: boolean; platform?: Platform}): Promise<DownResult> {
+  const platform = options.platform ?? currentPlatform()
+  const dir = await resolveProjectDir({home: options.home, project: options.project})
+  const agent = await askAgent(dir, 'stop', platform)
+  // A Syncthing left without its agent (an agent killed with -9) is stopped through its own API.
+  const leftover = await stopManagedSyncthing({vidsyncHome: options.home})
+  const syncthingPid = agent?.syncthing?.pid ?? leftover.pid
+  const syncthing = {stopped: Boolean(agent?.syncthing) || leftover.stopped, ...(syncthingPid === undefined ? {} : {pid: syncthingPid})}
+  const nebula = await stopNebula({projectDir: dir, platform})
+  let uninstalled: string[] = []
+  if (options.uninstall) {
+    if (!(await platform.canCreateTun())) throw new PermissionError('removing the nebula service needs administrator rights: run `sudo vidsync down --uninstall`')
+    uninstalled = await uninstallNebulaService({home: options.home, projectDir: dir, user: platform.invokingUser(), platform})
+  }
+  return {loopStopped: agent !== undefined, syncthing, nebula, uninstalled}
 }

@@ -1,0 +1,35 @@
+import {stat} from 'node:fs/promises'
+
+import {Args} from '@oclif/core'
+
+import {BaseCommand} from '../../base-command.js'
+import {resolveProjectDir} from '../../lib/nebula/project.js'
+import {runNebulaService} from '../../lib/nebula/service.js'
+
+export default class NebulaService extends BaseCommand<typeof NebulaService> {
+  static override hidden = true
+  static override summary = 'What the nebula system service runs: nebula, restarted after a crash, controlled over a socket.'
+  static override description =
+    "Runs as root (started by systemd, launchd, or by `vidsync up` where no service manager runs). Keeps nebula running for the project, restarting it with a bounded backoff, and answers status, reload and stop on <home>/projects/<project>/nebula.sock, which only the project's owner can open."
+
+  static override args = {
+    project: Args.string({description: 'Joined project [default: the only one].'}),
+  }
+
+  async run(): Promise<{stopped: true}> {
+    const projectDir = await resolveProjectDir({home: this.home, project: this.args.project})
+    // The socket belongs to whoever owns the project's files: the user who joined.
+    const {uid, gid} = await stat(projectDir)
+    const stop = new AbortController()
+    const abort = () => stop.abort()
+    process.once('SIGINT', abort)
+    process.once('SIGTERM', abort)
+    try {
+      await runNebulaService({projectDir, owner: {uid, gid}, signal: stop.signal, log: (line) => this.log(`${new Date().toISOString()} ${line}`)})
+    } finally {
+      process.off('SIGINT', abort)
+      process.off('SIGTERM', abort)
+    }
+    return {stopped: true}
+  }
+}

@@ -1,0 +1,49 @@
+import {spawnSync} from 'node:child_process'
+import {readFileSync} from 'node:fs'
+import {access, chmod, readFile, stat} from 'node:fs/promises'
+import {availableParallelism, homedir, networkInterfaces, userInfo} from 'node:os'
+
+import {execa} from 'execa'
+
+import type {HostDeps, ProgramResult} from './types.js'
+
+/** The real machine: processes, files, signals and environment of this host. */
+export function hostDeps(): HostDeps {
+  return {
+    env: process.env,
+    homedir,
+    userName: () => userInfo().username,
+    uid: process.getuid?.(),
+    gid: process.getgid?.(),
+    async run(file, args, options = {}): Promise<ProgramResult> {
+      const result = await execa(file, args, {reject: false, timeout: options.timeoutMs ?? 15_000, stdin: 'ignore'})
+      return {stdout: result.stdout, stderr: result.stderr, exitCode: result.exitCode, missing: result.code === 'ENOENT'}
+    },
+    runSync(file, args): ProgramResult {
+      const result = spawnSync(file, args, {encoding: 'utf8', timeout: 10_000, stdio: ['ignore', 'pipe', 'pipe']})
+      const missing = (result.error as NodeJS.ErrnoException | undefined)?.code === 'ENOENT'
+      return {stdout: result.stdout ?? '', stderr: result.stderr ?? '', exitCode: result.status ?? undefined, missing}
+    },
+    readFile: (path) => readFile(path, 'utf8').catch(() => undefined),
+    readFileSync(path) {
+      try {
+        return readFileSync(path, 'utf8')
+      } catch {
+        return undefined
+      }
+    },
+    exists: (path) => access(path).then(() => true, () => false),
+    chmod: (path, mode) => chmod(path, mode),
+    fileMode: (path) => stat(path).then((info) => info.mode & 0o777, () => undefined),
+    signal(pid, signal) {
+      try {
+        process.kill(pid, signal)
+        return 'sent'
+      } catch (error) {
+        return (error as NodeJS.ErrnoException).code === 'EPERM' ? 'denied' : 'gone'
+      }
+    },
+    interfaces: networkInterfaces,
+    cpuCount: availableParallelism(),
+  }
+}

@@ -1,0 +1,140 @@
+import {join} from 'node:path'
+
+import {posixControlAddress, posixElevate, posixInvokingUser, posixPrivacyProblem, posixTerminate, sighup} from './posix.js'
+import type {HostDeps, Platform, ProcessIdentity, ServiceDefinition, ServiceSpec, User} from './types.js'
+
+const capNetAdmin = 12n
+
+/** Whether a /proc/<pid>/status text shows CAP_NET_ADMIN among the effective capabilities. */
+export function hasNetAdmin(procStatus: string): boolean {
+  const hex = /^CapEff:\s*([0-9a-f]+)\s*$/m.exec(procStatus)?.[1]
+  return hex !== undefined && ((BigInt(`0x${hex}`) >> capNetAdmin) & 1n) === 1n
+}
+
+/**
+ * State and start time from /proc/<pid>/stat (proc(5)): the fields after the command name's
+ * closing parenthesis start with the state (field 3); starttime is field 22, in clock ticks since boot.
+ */
+export function parseProcStat(stat: string): {state: string; startTicks: string} | undefined {
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+  const state = fields[0]
+  const startTicks = fields[19]
+  return state && startTicks ? {state, startTicks} : undefined
+}
+
+/** The home directory of `name` from passwd(5) text. */
+export function passwdHome(passwd: string, name: string): string | undefined {
+  for (const line of passwd.split('\n')) {
+    const fields = line.split(':')
+    if (fields[0] === name && fields.length >= 7) return fields[5]
+  }
+  return undefined
+}
+
+/** One systemd ExecStart argument: quoted, with its specifier (%) and variable ($) characters escaped. */
+export const systemdArg = (arg: string) => `"${arg.replace(/[\\"]/g, '\\$&').replaceAll('%', '%%').replaceAll('$', '$$$$')}"`
+
+function systemdUnit(spec: ServiceSpec, extra: string[], wantedBy: string): string {
+  return [
+    `# Written by vidsync for project ${spec.project}.`,
+    '[Unit]',
+    `Description=${spec.description}`,
+    'Wants=network-online.target',
+    'After=network-online.target',
+    '',
+    '[Service]',
+    `ExecStart=${spec.command.map(systemdArg).join(' ')}`,
+    // Restarted within seconds after a crash; systemd's start limit bounds a crash loop.
+    'Restart=on-failure',
+    'RestartSec=2',
+    ...extra,
+    '',
+    '[Install]',
+    `WantedBy=${wantedBy}`,
+    '',
+  ].join('\n')
+}
+
+export function linuxPlatform(deps: HostDeps): Platform {
+  const procStat = async (pid: number) => {
+    const text = await deps.readFile(`/proc/${pid}/stat`)
+    return text === undefined ? undefined : parseProcStat(text)
+  }
+  const processIdentity = async (pid: number): Promise<ProcessIdentity | undefined> => {
+    const stat = await procStat(pid)
+    if (!stat || stat.state === 'Z') return undefined // a zombie has exited, its parent has not reaped it yet
+    return {pid, startedAt: stat.startTicks}
+  }
+  const homeOf = (name: string) => {
+    const fromFile = passwdHome(deps.readFileSync('/etc/passwd') ?? '', name)
+    if (fromFile) return fromFile
+    const entry = deps.runSync('getent', ['passwd', name]) // users from LDAP and the like
+    return entry.exitCode === 0 ? passwdHome(entry.stdout, name) : undefined
+  }
+  const systemctl = (user?: User) => (user ? ['systemctl', '--user'] : ['systemctl'])
+  return {
+    os: 'linux',
+    cpuCount: deps.cpuCount,
+    systemDir: deps.env.VIDSYNC_SYSTEM_DIR || '/etc/vidsync',
+    honoursTunDev: true,
+    invokingUser: () => posixInvokingUser(deps, homeOf),
+    defaultHome: (user) => join(user.home, '.vidsync'),
+    async canCreateTun() {
+      const status = await deps.readFile('/proc/self/status')
+      return status === undefined ? deps.uid === 0 : hasNetAdmin(status)
+    },
+    async tunProblem() {
+      if (await deps.exists('/dev/net/tun')) return undefined
+      return '/dev/net/tun is missing: load the tun module with `sudo modprobe tun` (in a container, pass the device through)'
+    },
+    overlayInterface(project) {
+      const addresses = deps.interfaces()[project.tunDev]
+      return addresses?.some((address) => address.address === project.overlayIp) ? project.tunDev : undefined
+    },
+    pingCommand: (ip, timeoutMs) => ['ping', '-n', '-q', '-c', '1', '-W', String(Math.max(1, Math.round(timeoutMs / 1000))), ip],
+    executable: (name) => name,
+    makePrivate: (path) => deps.chmod(path, 0o600),
+    privacyProblem: (path) => posixPrivacyProblem(deps, path),
+    processIdentity,
+    async isRunning(identity) {
+      return (await processIdentity(identity.pid))?.startedAt === identity.startedAt
+    },
+    pidExists(pid) {
+      if (deps.signal(pid, 0) === 'gone') return false
+      const stat = parseProcStat(deps.readFileSync(`/proc/${pid}/stat`) ?? '')
+      return stat?.state !== 'Z'
+    },
+    terminate: (pid, force) => posixTerminate(deps, pid, force),
+    reloadNebula: async (target) => sighup(deps, target.pid),
+    controlAddress: posixControlAddress,
+    elevate: posixElevate,
+    // sd_booted(3): systemd is the init system when this directory exists.
+    serviceManagerRuns: () => deps.exists('/run/systemd/system'),
+    nebulaService(spec): ServiceDefinition {
+      const name = `vidsync-nebula-${spec.project}.service`
+      const path = join('/etc/systemd/system', name)
+      return {
+        name,
+        path,
+        content: systemdUnit(spec, ['ExecReload=/bin/kill -HUP $MAINPID', 'KillMode=mixed'], 'multi-user.target'),
+        install: [['systemctl', 'daemon-reload'], ['systemctl', 'enable', '--now', name]],
+        uninstall: [['systemctl', 'disable', '--now', name]],
+      }
+    },
+    agentService(spec): ServiceDefinition {
+      const name = `vidsync-${spec.project}.service`
+      const path = join(spec.user?.home ?? deps.homedir(), '.config', 'systemd', 'user', name)
+      return {
+        name,
+        path,
+        content: systemdUnit(spec, [], 'default.target'),
+        install: [[...systemctl(spec.user), 'daemon-reload'], [...systemctl(spec.user), 'enable', '--now', name]],
+        uninstall: [[...systemctl(spec.user), 'disable', '--now', name]],
+      }
+    },
+    async serviceRunning(name, user) {
+      const [file = 'systemctl', ...args] = systemctl(user)
+      return (await deps.run(file, [...args, 'is-active', '--quiet', name])).exitCode === 0
+    },
+  }
+}

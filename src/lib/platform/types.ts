@@ -1,0 +1,129 @@
+import type {NetworkInterfaceInfo} from 'node:os'
+
+/** The operating systems a vidsync device runs on. */
+export type OsName = 'linux' | 'darwin' | 'win32'
+
+/** A program's result; never thrown for a non-zero exit. `missing`: the program is not installed. */
+export interface ProgramResult {
+  stdout: string
+  stderr: string
+  exitCode: number | undefined
+  missing: boolean
+}
+
+/**
+ * What a platform reads from the machine. The real host is in host.ts; tests inject recorded
+ * outputs of the real tools (launchctl, ps, sc.exe, icacls, PowerShell) instead.
+ */
+export interface HostDeps {
+  env: Record<string, string | undefined>
+  homedir(): string
+  userName(): string
+  /** This process's user and group IDs (POSIX), undefined on Windows. */
+  uid?: number
+  gid?: number
+  run(file: string, args: string[], options?: {timeoutMs?: number}): Promise<ProgramResult>
+  /** For the few lookups that cannot wait (the home directory is resolved while flags are parsed). */
+  runSync(file: string, args: string[]): ProgramResult
+  readFile(path: string): Promise<string | undefined>
+  readFileSync(path: string): string | undefined
+  exists(path: string): Promise<boolean>
+  chmod(path: string, mode: number): Promise<void>
+  /** st_mode & 0o777 of a file, undefined when it is missing. */
+  fileMode(path: string): Promise<number | undefined>
+  /** Sends a POSIX signal (0 probes); 'gone' when no such process, 'denied' when it is another user's. */
+  signal(pid: number, signal: NodeJS.Signals | 0): 'sent' | 'gone' | 'denied'
+  interfaces(): NodeJS.Dict<NetworkInterfaceInfo[]>
+  cpuCount: number
+}
+
+/** The person vidsync acts for. Under sudo, the invoking user (SUDO_USER), not root. */
+export interface User {
+  name: string
+  home: string
+  /** POSIX only. */
+  uid?: number
+  gid?: number
+  /** True when this process runs as someone else (root under sudo) on this user's behalf. */
+  viaSudo: boolean
+}
+
+/** A process told apart from a later one that reuses its PID: PID plus start time as the OS reports it. */
+export interface ProcessIdentity {
+  pid: number
+  startedAt: string
+}
+
+/** A service for the OS's service manager: where its definition goes, its text, and how to (un)install it. */
+export interface ServiceDefinition {
+  /** The service manager's name for it: unit, launchd label or SCM service name. */
+  name: string
+  /** Where the definition file goes; undefined where the manager keeps it (Windows SCM, Task Scheduler). */
+  path?: string
+  /** The file's content (unit, plist); undefined on Windows. */
+  content?: string
+  /** Programs with arguments that install and start it (run elevated for system services). */
+  install: string[][]
+  /** Programs with arguments that stop and remove it. */
+  uninstall: string[][]
+}
+
+export interface ServiceSpec {
+  project: string
+  /** Program and arguments the service runs (absolute paths). */
+  command: string[]
+  logPath: string
+  /** The user it runs as (user services); system services run as root/SYSTEM. */
+  user?: User
+  description: string
+}
+
+export interface Platform {
+  readonly os: OsName
+  /** CPUs this process may use, for per-device tuning (nebula routines). */
+  readonly cpuCount: number
+  /** Root-owned directory for overlay files and service logs: /etc/vidsync, ..., %ProgramData%\vidsync. */
+  readonly systemDir: string
+  /** The user vidsync acts for (SUDO_USER under sudo). */
+  invokingUser(): User
+  /** vidsync's state directory for `user` when neither --home nor VIDSYNC_HOME is set. */
+  defaultHome(user: User): string
+  /** Whether this process may create nebula's tun device: CapEff CAP_NET_ADMIN or root, euid 0, an elevated token. */
+  canCreateTun(): Promise<boolean>
+  /** Why nebula cannot create its tun device here (missing /dev/net/tun, missing wintun.dll), if it cannot. */
+  tunProblem(nebulaPath: string): Promise<string | undefined>
+  /** The interface holding `overlayIp`: tun.dev on Linux, the utunN on macOS, the Wintun adapter on Windows. */
+  overlayInterface(project: {tunDev: string; overlayIp: string}): string | undefined
+  /** Whether nebula.yml's tun.dev is honoured (Linux, Windows) or ignored (macOS utunN). */
+  readonly honoursTunDev: boolean
+  /** One ICMP echo to `ip` with a timeout, as this OS's ping takes it: exit code 0 when it answered. */
+  pingCommand(ip: string, timeoutMs: number): string[]
+  /** `name` as the OS runs it: nebula.exe on Windows. */
+  executable(name: string): string
+  /** Makes a file readable by its owner only (chmod 0600, or an ACL of the user and SYSTEM). */
+  makePrivate(path: string): Promise<void>
+  /** Why a file is readable by others, undefined when private. */
+  privacyProblem(path: string): Promise<string | undefined>
+  /** The identity of a running process, undefined when none runs with that PID (zombies count as gone). */
+  processIdentity(pid: number): Promise<ProcessIdentity | undefined>
+  /** Whether `identity` still runs: same PID, same start time. */
+  isRunning(identity: ProcessIdentity): Promise<boolean>
+  /** Probes a PID without identity (for lock files): true when some process has it. */
+  pidExists(pid: number): boolean
+  /** Asks a process to end (SIGTERM), or ends it at once (SIGKILL / TerminateProcess). */
+  terminate(pid: number, force: boolean): Promise<void>
+  /** Makes nebula reload its config: SIGHUP on POSIX, a service restart on Windows. False when it could not. */
+  reloadNebula(target: {pid?: number; service?: string}): Promise<boolean>
+  /** Where a control socket lives: a Unix socket in `dir`, a named pipe on Windows. */
+  controlAddress(dir: string, name: string): string
+  /** The command that runs `argv` elevated (sudo; -n when nobody can answer a prompt); undefined where vidsync cannot ask (Windows: UAC needs an elevated prompt). */
+  elevate(argv: string[], interactive: boolean): string[] | undefined
+  /** Whether the OS service manager runs here (systemd as PID 1, launchd, SCM). */
+  serviceManagerRuns(): Promise<boolean>
+  /** The per-project system service that runs nebula as root/SYSTEM. */
+  nebulaService(spec: ServiceSpec): ServiceDefinition
+  /** The per-user service that runs Syncthing and the reconcile loop at login. */
+  agentService(spec: ServiceSpec): ServiceDefinition
+  /** Whether the service manager runs `name` now. */
+  serviceRunning(name: string, user?: User): Promise<boolean>
+}

@@ -1,0 +1,146 @@
+import {createHash} from 'node:crypto'
+import {win32} from 'node:path'
+
+import type {HostDeps, Platform, ProcessIdentity, ServiceDefinition, ServiceSpec} from './types.js'
+
+const powershell = (command: string) => ['powershell.exe', '-NoProfile', '-NonInteractive', '-Command', command]
+
+/** One argument quoted for CommandLineToArgvW (backslashes doubled only before a quote). */
+export function windowsArg(arg: string): string {
+  if (arg !== '' && !/[\s"]/.test(arg)) return arg
+  return `"${arg.replace(/(\\*)"/g, '$1$1\\"').replace(/(\\+)$/, '$1$1')}"`
+}
+
+export const windowsCommandLine = (args: string[]) => args.map(windowsArg).join(' ')
+
+/**
+ * The access entries of `icacls PATH` (icacls(1) on Windows): the first line is the path followed
+ * by an entry, the next lines are indented entries, then an empty line and a summary.
+ */
+export function parseIcacls(output: string, path: string): {principal: string; rights: string; inherited: boolean}[] {
+  const lines = output.replace(/\r/g, '').split('\n')
+  const entries: string[] = []
+  for (const [index, line] of lines.entries()) {
+    if (line.trim() === '') break
+    entries.push(index === 0 && line.startsWith(path) ? line.slice(path.length).trim() : line.trim())
+  }
+  return entries.flatMap((entry) => {
+    const match = /^(.*?):((?:\([A-Z,]+\))+)$/.exec(entry)
+    return match?.[1] && match[2] ? [{principal: match[1], rights: match[2], inherited: match[2].includes('(I)')}] : []
+  })
+}
+
+/** `sc.exe query NAME`: the STATE line, e.g. "        STATE              : 4  RUNNING". */
+export function scState(output: string): string | undefined {
+  return /^\s*STATE\s*:\s*\d+\s+(\w+)/m.exec(output)?.[1]
+}
+
+/** `Get-CimInstance Win32_Process` formatted "{0} {1:o}": PID and CreationDate in .NET's round-trip format. */
+export function parseCimProcess(output: string, pid: number): string | undefined {
+  const line = output.replace(/\r/g, '').split('\n').find((text) => text.startsWith(`${pid} `))
+  return line?.slice(String(pid).length + 1).trim() || undefined
+}
+
+/** `schtasks /Query /TN NAME /FO LIST`: its "Status:" line. */
+export function schtasksStatus(output: string): string | undefined {
+  return /^Status:\s*(.+?)\s*$/m.exec(output.replace(/\r/g, ''))?.[1]
+}
+
+export function win32Platform(deps: HostDeps): Platform {
+  const run = async (argv: string[]) => {
+    const [file = '', ...args] = argv
+    return deps.run(file, args, {timeoutMs: 30_000})
+  }
+  const user = () => ({name: deps.userName(), home: deps.homedir(), viaSudo: false})
+  const isSystem = (principal: string) => /(^|\\)SYSTEM$/i.test(principal)
+  const isUser = (principal: string) => principal.toLowerCase().split('\\').at(-1) === deps.userName().toLowerCase()
+  const processIdentity = async (pid: number): Promise<ProcessIdentity | undefined> => {
+    const query = `Get-CimInstance Win32_Process -Filter "ProcessId=${pid}" | ForEach-Object { "{0} {1:o}" -f $_.ProcessId, $_.CreationDate }`
+    const result = await run(powershell(query))
+    const startedAt = result.exitCode === 0 ? parseCimProcess(result.stdout, pid) : undefined
+    return startedAt ? {pid, startedAt} : undefined
+  }
+  return {
+    os: 'win32',
+    cpuCount: deps.cpuCount,
+    systemDir: deps.env.VIDSYNC_SYSTEM_DIR || win32.join(deps.env.ProgramData ?? 'C:\\ProgramData', 'vidsync'),
+    honoursTunDev: true, // the Wintun adapter is named after tun.dev
+    invokingUser: user,
+    defaultHome: (who) => win32.join(deps.env.LOCALAPPDATA ?? win32.join(who.home, 'AppData', 'Local'), 'vidsync'),
+    async canCreateTun() {
+      const check = '([Security.Principal.WindowsPrincipal][Security.Principal.WindowsIdentity]::GetCurrent()).IsInRole([Security.Principal.WindowsBuiltInRole]::Administrator)'
+      return (await run(powershell(check))).stdout.trim() === 'True'
+    },
+    async tunProblem(nebulaPath) {
+      // nebula loads wintun.dll from dist\windows\wintun\bin\<arch>\ beside nebula.exe (its release zip's layout), or beside it.
+      const dir = win32.dirname(nebulaPath)
+      const arch = deps.env.PROCESSOR_ARCHITECTURE?.toLowerCase() === 'arm64' ? 'arm64' : 'amd64'
+      const candidates = [win32.join(dir, 'dist', 'windows', 'wintun', 'bin', arch, 'wintun.dll'), win32.join(dir, 'wintun.dll')]
+      for (const candidate of candidates) if (await deps.exists(candidate)) return undefined
+      return `wintun.dll is missing: nebula needs it at ${candidates[0]} (from nebula's Windows release zip, or https://www.wintun.net/)`
+    },
+    overlayInterface(project) {
+      const found = Object.entries(deps.interfaces()).find(([, addresses]) => addresses?.some((address) => address.address === project.overlayIp))
+      return found?.[0]
+    },
+    pingCommand: (ip, timeoutMs) => ['ping', '-n', '1', '-w', String(timeoutMs), ip],
+    executable: (name) => (name.toLowerCase().endsWith('.exe') ? name : `${name}.exe`),
+    async makePrivate(path) {
+      // Inherited entries off, then only this user and SYSTEM (by SID, whatever the OS language).
+      const result = await run(['icacls', path, '/inheritance:r', '/grant:r', `${deps.userName()}:(F)`, '*S-1-5-18:(F)'])
+      if (result.exitCode !== 0) throw new Error(`icacls ${path} failed: ${result.stdout.trim() || result.stderr.trim()}`)
+    },
+    async privacyProblem(path) {
+      const result = await run(['icacls', path])
+      if (result.exitCode !== 0) return undefined // missing: nothing to protect
+      const others = parseIcacls(result.stdout, path).filter((entry) => entry.inherited || !(isSystem(entry.principal) || isUser(entry.principal)))
+      if (others.length === 0) return undefined
+      return `${path} is readable by others (${others.map((entry) => entry.principal).join(', ')}): run icacls "${path}" /inheritance:r /grant:r ${deps.userName()}:(F) *S-1-5-18:(F)`
+    },
+    processIdentity,
+    async isRunning(identity) {
+      return (await processIdentity(identity.pid))?.startedAt === identity.startedAt
+    },
+    pidExists: (pid) => deps.signal(pid, 0) !== 'gone',
+    async terminate(pid, force) {
+      await run(['taskkill', ...(force ? ['/F'] : []), '/PID', String(pid)])
+    },
+    async reloadNebula(target) {
+      // No SIGHUP on Windows: the service restarts with the new files.
+      if (!target.service) return false
+      return (await run(powershell(`Restart-Service -Name '${target.service}'`))).exitCode === 0
+    },
+    controlAddress: (dir, name) => `\\\\.\\pipe\\vidsync-${name}-${createHash('sha256').update(dir).digest('hex').slice(0, 12)}`,
+    elevate: () => undefined,
+    serviceManagerRuns: async () => true,
+    nebulaService(spec: ServiceSpec): ServiceDefinition {
+      // A service of its own per project (not nebula's fixed "Nebula"), run by the SCM as LocalSystem.
+      const name = `vidsync-nebula-${spec.project}`
+      const binPath = windowsCommandLine(spec.command)
+      return {
+        name,
+        install: [
+          ['sc.exe', 'create', name, 'binPath=', binPath, 'start=', 'auto', 'DisplayName=', spec.description],
+          ['sc.exe', 'failure', name, 'reset=', '60', 'actions=', 'restart/2000/restart/5000/restart/10000'],
+          ['sc.exe', 'start', name],
+        ],
+        uninstall: [['sc.exe', 'stop', name], ['sc.exe', 'delete', name]],
+      }
+    },
+    agentService(spec: ServiceSpec): ServiceDefinition {
+      const name = `vidsync\\${spec.project}`
+      return {
+        name,
+        install: [
+          ['schtasks', '/Create', '/TN', name, '/TR', windowsCommandLine(spec.command), '/SC', 'ONLOGON', '/RL', 'LIMITED', '/F'],
+          ['schtasks', '/Run', '/TN', name],
+        ],
+        uninstall: [['schtasks', '/End', '/TN', name], ['schtasks', '/Delete', '/TN', name, '/F']],
+      }
+    },
+    async serviceRunning(name, who) {
+      if (who) return schtasksStatus((await run(['schtasks', '/Query', '/TN', name, '/FO', 'LIST'])).stdout) === 'Running'
+      return scState((await run(['sc.exe', 'query', name])).stdout) === 'RUNNING'
+    },
+  }
+}

@@ -1,0 +1,186 @@
+import {randomBytes} from 'node:crypto'
+import {chmod, copyFile, mkdir, readdir, readFile, rm, stat, writeFile} from 'node:fs/promises'
+import {join} from 'node:path'
+
+import {expect} from 'chai'
+import {execa} from 'execa'
+
+import {root} from '../helpers/cli.js'
+import {runIn} from '../helpers/netns.js'
+import {fileHash, Mesh, sha256, waitFor} from './helpers.js'
+
+/** One measured number per line, beside mocha's own output. */
+const note = (text: string) => process.stdout.write(`      · ${text}\n`)
+
+/** The real user ID that owns a process (Linux /proc/<pid>/status, "Uid: real effective ..."). */
+async function processUid(pid: number): Promise<number | undefined> {
+  const status = await readFile(`/proc/${pid}/status`, 'utf8').catch(() => '')
+  const uid = /^Uid:\s+(\d+)/m.exec(status)?.[1]
+  return uid === undefined ? undefined : Number(uid)
+}
+
+/** Children of a process, over all its threads (Syncthing 1.19's monitor runs the worker as its child). */
+async function childPids(pid: number): Promise<number[]> {
+  const tasks = await readdir(`/proc/${pid}/task`).catch((): string[] => [])
+  const lists = await Promise.all(tasks.map((task) => readFile(`/proc/${pid}/task/${task}/children`, 'utf8').catch(() => '')))
+  return [...new Set(lists.join(' ').split(/\s+/).filter(Boolean).map(Number))]
+}
+
+/**
+ * The README's flow for a person who is not root, for real: a throw-away user with sudo runs
+ * `key create`, `join`, `sudo vidsync up`, `sync add` in a network namespace, against a lighthouse
+ * and a second device run as root the way the other end-to-end tests run them.
+ */
+describe('e2e: a non-root user follows the README with sudo', function () {
+  this.timeout(600_000)
+  const user = `vst${process.pid}`
+  const mesh = new Mesh({project: 'sudo', cidr: '10.99.11.0/24', devices: ['a', 'u']})
+  let home = ''
+  let uid = 0
+  let gid = 0
+  const sudoers = `/etc/sudoers.d/${user}`
+
+  /** vidsync as the user inside the device's namespace: a clean environment with only HOME and PATH, no --home. */
+  const asUser = async (args: string[], options: {sudo?: boolean; timeoutMs?: number} = {}) => {
+    const node = [process.execPath, `${root}bin/run.js`, ...args, '--json']
+    const command = ['runuser', '-u', user, '--', 'env', '-i', `HOME=${home}`, `USER=${user}`, 'PATH=/usr/local/bin:/usr/bin:/bin', ...(options.sudo ? ['sudo', '-n'] : []), ...node]
+    const result = await runIn(mesh.ns('u'), command[0] ?? '', command.slice(1), {timeoutMs: options.timeoutMs ?? 120_000})
+    let json: any // eslint-disable-line @typescript-eslint/no-explicit-any
+    try {
+      json = JSON.parse(result.stdout)
+    } catch {
+      json = undefined
+    }
+    return {exitCode: result.exitCode, json, stdout: result.stdout, stderr: result.stderr}
+  }
+  const mustAsUser = async (args: string[], options: {sudo?: boolean; timeoutMs?: number} = {}) => {
+    const result = await asUser(args, options)
+    expect(result.exitCode, `${options.sudo ? 'sudo ' : ''}vidsync ${args.join(' ')}: ${result.stdout} ${result.stderr}`).to.equal(0)
+    return result
+  }
+
+  before(async () => {
+    const base = await execa('mktemp', ['-d', '/tmp/vidsync-sudo-XXXXXX'])
+    await chmod(base.stdout, 0o755)
+    home = join(base.stdout, user)
+    await execa('useradd', ['--create-home', '--home-dir', home, '--shell', '/bin/sh', '--user-group', user])
+    uid = Number((await execa('id', ['-u', user])).stdout)
+    gid = Number((await execa('id', ['-g', user])).stdout)
+    await mesh.start()
+    mesh.homes.u = join(home, '.vidsync') // for Mesh.rest and Mesh.stop: the user's default home
+    await mesh.addDevice('a')
+  })
+
+  after(async () => {
+    // The user's own processes first (by their PIDs in the namespace), then the mesh, then the user.
+    await asUser(['down']).catch(() => undefined)
+    await mesh.stop()
+    await rm(sudoers, {force: true})
+    await execa('userdel', ['--remove', user], {reject: false})
+    if (home) await rm(join(home, '..'), {recursive: true, force: true})
+  })
+
+  it('key create, join, sudo vidsync up, sync add: the file arrives and belongs to the user', async () => {
+    const key = await mustAsUser(['key', 'create'])
+    expect(key.json.publicKeyPath.startsWith(`${join(home, '.vidsync')}/`), key.json.publicKeyPath).to.equal(true) // the default home, ~/.vidsync
+    const {deviceId} = (await mustAsUser(['sync', 'id'])).json
+    const bundle = await mesh.register('u', {publicKeyPath: key.json.publicKeyPath, deviceId})
+    const mine = join(home, 'u.zip')
+    await copyFile(bundle, mine)
+    await execa('chown', [`${uid}:${gid}`, mine])
+    await mustAsUser(['join', mine])
+
+    // Without sudo rights, `up` cannot get the one elevated step: one clear line, exit 9, nothing started.
+    const refused = await asUser(['up', '--detach'])
+    expect(refused.exitCode, refused.stdout).to.equal(9)
+    expect(refused.json.error.message).to.equal('nebula needs administrator rights once, to install its service, and none were granted')
+    expect(refused.json.error.hint).to.equal('run `sudo vidsync up` (an elevated prompt on Windows)')
+    expect((await asUser(['status'])).json.overlay.running).to.equal(false)
+
+    await writeFile(sudoers, `${user} ALL=(root) NOPASSWD: ALL\n`, {mode: 0o440})
+    const up = await mustAsUser(['up', '--detach', '--interval', '1s'], {sudo: true})
+    expect(up.json.user).to.equal(user)
+    expect(up.json.installed).to.have.length(1)
+    expect(up.json.installed[0]).to.match(/^nebula supervisor for sudo \(pid \d+; no service manager runs here/)
+    note(`sudo vidsync up installed: ${up.json.installed[0]}`)
+    mesh.overlayIps.u = up.json.overlayIp
+
+    const shared = join(home, 'shared')
+    await mkdir(shared)
+    await execa('chown', [`${uid}:${gid}`, shared])
+    await mustAsUser(['sync', 'add', shared])
+    mesh.folders.u = shared
+
+    const data = randomBytes(256 * 1024)
+    await writeFile(join(mesh.folders.a ?? '', 'from-a.bin'), data)
+    await mesh.scan('a')
+    await waitFor('from-a.bin on the user device', async () => ((await fileHash(join(shared, 'from-a.bin'), data.length)) === sha256(data) ? true : undefined), {timeoutMs: 120_000})
+
+    // The synced file, the user's state and Syncthing belong to the user; only nebula runs as root.
+    expect((await stat(join(shared, 'from-a.bin'))).uid).to.equal(uid)
+    for (const path of ['.vidsync', '.vidsync/syncthing/config.xml', '.vidsync/projects/sudo/agent.log', '.vidsync/projects/sudo/nebula.log']) {
+      expect((await stat(join(home, path))).uid, path).to.equal(uid)
+    }
+    const status = await mustAsUser(['status'])
+    expect(status.json.overlay).to.include({running: true, tunUp: true})
+    expect(status.json.syncthing.reachable).to.equal(true)
+    const syncthingPid = Number((await readFile(join(home, '.vidsync', 'syncthing', 'syncthing.pid'), 'utf8')).split('\n')[0])
+    expect(await processUid(syncthingPid)).to.equal(uid)
+    expect(await processUid(status.json.overlay.pid)).to.equal(0)
+  })
+
+  it('after kill -9 of its Syncthing, the agent has it running again within seconds, and a peer’s file arrives', async () => {
+    const pidPath = join(home, '.vidsync', 'syncthing', 'syncthing.pid')
+    const before = Number((await readFile(pidPath, 'utf8')).split('\n')[0])
+    const killed = [before, ...(await childPids(before))]
+    const killedAt = Date.now()
+    for (const pid of killed) await execa('kill', ['-9', String(pid)])
+    const running = await waitFor(
+      'a new Syncthing answering on the user device',
+      async () => {
+        const pid = Number((await readFile(pidPath, 'utf8').catch(() => '')).split('\n')[0])
+        if (!pid || pid === before) return undefined
+        await mesh.rest('u', 'GET', '/rest/system/ping')
+        return pid
+      },
+      {timeoutMs: 60_000, intervalMs: 100},
+    )
+    const restartMs = Date.now() - killedAt
+    expect(await processUid(running)).to.equal(uid)
+    const data = randomBytes(64 * 1024)
+    await writeFile(join(mesh.folders.a ?? '', 'after-kill.bin'), data)
+    await mesh.scan('a')
+    await waitFor('after-kill.bin on the user device', async () => ((await fileHash(join(mesh.folders.u ?? '', 'after-kill.bin'), data.length)) === sha256(data) ? true : undefined), {
+      timeoutMs: 120_000,
+      intervalMs: 100,
+    })
+    const arrivedMs = Date.now() - killedAt
+    note(`kill -9 of Syncthing (pids ${killed.join(', ')}): running and answering again after ${(restartMs / 1000).toFixed(1)} s, a peer's new file arrived ${(arrivedMs / 1000).toFixed(1)} s after the kill`)
+    const log = await readFile(join(home, '.vidsync', 'projects', 'sudo', 'agent.log'), 'utf8')
+    expect(log).to.match(/syncthing ended \(killed by SIGKILL|syncthing ended \(exit code/)
+    // Bounded by meaning: the agent's first restart delay is 0.5 s; Syncthing itself starts in a few seconds.
+    expect(restartMs).to.be.lessThan(30_000)
+  })
+
+  it('status and down as the user see and stop everything, without sudo', async () => {
+    const status = await mustAsUser(['status'])
+    expect(status.json.overlay).to.include({running: true, lighthouseReachable: true})
+    expect(status.json.overlayPeers).to.deep.include({name: 'a', overlayIp: mesh.overlayIps.a, reachable: true})
+
+    // What is true now, not what a log once said: with the lighthouse stopped, status says so.
+    await mesh.must('lh', ['nebula', 'down'])
+    const alone = await mustAsUser(['status'])
+    expect(alone.json.overlay).to.include({running: true, lighthouseReachable: false})
+
+    const down = await mustAsUser(['down'])
+    expect(down.json).to.include({loopStopped: true})
+    expect(down.json.syncthing.stopped).to.equal(true)
+    expect(down.json.nebula.stopped).to.equal(true)
+    await waitFor('no process left in the user device namespace', async () => ((await execa('ip', ['netns', 'pids', mesh.ns('u')])).stdout.trim() === '' ? true : undefined), {
+      timeoutMs: 30_000,
+    })
+    const after = await mustAsUser(['status'])
+    expect(after.json.overlay.running).to.equal(false)
+    expect(after.json.syncthing.reachable).to.equal(false)
+  })
+})

@@ -1,0 +1,287 @@
+import {readFileSync} from 'node:fs'
+import {writeFile} from 'node:fs/promises'
+import {join} from 'node:path'
+
+import {expect} from 'chai'
+import {execa} from 'execa'
+import {parse as parsePlist} from 'plist'
+
+import {hostDeps, type HostDeps, platformFor} from '../src/lib/platform/index.js'
+import {hasNetAdmin, parseProcStat, passwdHome} from '../src/lib/platform/linux.js'
+import type {ProgramResult} from '../src/lib/platform/types.js'
+import {parseIcacls, windowsCommandLine} from '../src/lib/platform/win32.js'
+import {removeTempDirs, tempDir} from './helpers/temp.js'
+
+const fixture = (name: string) => readFileSync(new URL(`fixtures/platform/${name}`, import.meta.url), 'utf8')
+
+const ok = (stdout: string): ProgramResult => ({stdout, stderr: '', exitCode: 0, missing: false})
+const failed = (exitCode: number, stderr = ''): ProgramResult => ({stdout: '', stderr, exitCode, missing: false})
+
+/** A host whose programs answer from recorded outputs; every call is kept to check the argv. */
+function fakeHost(answers: (argv: string[]) => ProgramResult, overrides: Partial<HostDeps> = {}): HostDeps & {calls: string[][]} {
+  const calls: string[][] = []
+  const run = (file: string, args: string[]) => {
+    calls.push([file, ...args])
+    return answers([file, ...args])
+  }
+  return {
+    env: {},
+    homedir: () => '/Users/alice',
+    userName: () => 'alice',
+    uid: 501,
+    gid: 20,
+    run: async (file, args) => run(file, args),
+    runSync: run,
+    readFile: async () => undefined,
+    readFileSync: () => undefined,
+    exists: async () => false,
+    chmod: async () => undefined,
+    fileMode: async () => undefined,
+    signal: () => 'gone',
+    interfaces: () => ({}),
+    cpuCount: 2,
+    calls,
+    ...overrides,
+  }
+}
+
+/** CommandLineToArgvW's rules (Microsoft Learn, "Parsing C command-line arguments"): how Windows splits a service's command line. */
+function commandLineToArgv(line: string): string[] {
+  const args: string[] = []
+  let current = ''
+  let quoted = false
+  let started = false
+  for (let i = 0; i < line.length; i++) {
+    const char = line[i]
+    if (char === '\\') {
+      let count = 0
+      while (line[i] === '\\') {
+        count++
+        i++
+      }
+      if (line[i] === '"') {
+        current += '\\'.repeat(Math.floor(count / 2))
+        if (count % 2 === 1) current += '"'
+        else quoted = !quoted
+      } else {
+        current += '\\'.repeat(count)
+        i--
+      }
+      started = true
+    } else if (char === '"') {
+      quoted = !quoted
+      started = true
+    } else if ((char === ' ' || char === '\t') && !quoted) {
+      if (started) args.push(current)
+      current = ''
+      started = false
+    } else {
+      current += char
+      started = true
+    }
+  }
+  if (started) args.push(current)
+  return args
+}
+
+describe('platform layer', () => {
+  after(removeTempDirs)
+
+  describe('linux (this machine, for real)', () => {
+    const linux = platformFor('linux')
+
+    it('identifies a process by PID and start time from /proc, and tells a recycled PID apart', async () => {
+      const me = await linux.processIdentity(process.pid)
+      expect(me?.pid).to.equal(process.pid)
+      expect(me?.startedAt).to.match(/^\d+$/)
+      expect(await linux.isRunning(me ?? {pid: 0, startedAt: ''})).to.equal(true)
+      expect(await linux.isRunning({pid: process.pid, startedAt: `${me?.startedAt}1`})).to.equal(false)
+      const child = execa('true')
+      const pid = child.pid ?? 0
+      await child
+      expect(await linux.processIdentity(pid)).to.equal(undefined)
+      expect(linux.pidExists(pid)).to.equal(false)
+      expect(parseProcStat('42 (a) b) c) Z 1 42 42 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 1 0 99 0 0')).to.deep.equal({state: 'Z', startTicks: '99'})
+    })
+
+    it('reads CAP_NET_ADMIN from CapEff and the invoking user from SUDO_USER', async () => {
+      expect(hasNetAdmin('CapEff:\t0000000000001000\n')).to.equal(true)
+      expect(hasNetAdmin('CapEff:\t000001fffeffefff\n')).to.equal(false)
+      const passwd = 'root:x:0:0:root:/root:/bin/bash\nalice:x:1001:1001:Alice:/home/alice:/bin/bash\n'
+      expect(passwdHome(passwd, 'alice')).to.equal('/home/alice')
+      const underSudo = platformFor('linux', fakeHost(() => failed(2), {uid: 0, gid: 0, env: {SUDO_USER: 'alice', SUDO_UID: '1001', SUDO_GID: '1001'}, readFileSync: () => passwd, homedir: () => '/root', userName: () => 'root'}))
+      const user = underSudo.invokingUser()
+      expect(user).to.deep.equal({name: 'alice', home: '/home/alice', uid: 1001, gid: 1001, viaSudo: true})
+      expect(underSudo.defaultHome(user)).to.equal('/home/alice/.vidsync')
+      // Not root: SUDO_USER in the environment means nothing.
+      const notRoot = platformFor('linux', fakeHost(() => failed(2), {uid: 1002, env: {SUDO_USER: 'alice', SUDO_UID: '1001', SUDO_GID: '1001'}, homedir: () => '/home/bob', userName: () => 'bob'}))
+      expect(notRoot.invokingUser()).to.include({name: 'bob', home: '/home/bob', viaSudo: false})
+    })
+
+    it('makes files private with chmod and says when one is not', async () => {
+      const dir = await tempDir('vidsync-platform-')
+      const file = join(dir, 'node.key')
+      await writeFile(file, 'secret', {mode: 0o644})
+      expect(await linux.privacyProblem(file)).to.equal(`${file} is readable by others (mode 0644): run chmod 600 ${file}`)
+      await linux.makePrivate(file)
+      expect(await linux.privacyProblem(file)).to.equal(undefined)
+    })
+
+    it('writes systemd units that systemd-analyze verify accepts (started only where systemd runs)', async () => {
+      const dir = await tempDir('vidsync-platform-')
+      const command = [process.execPath, '/opt/vidsync/bin/run.js', 'nebula', 'service', 'studio', '--home', '/home/alice/.vidsync 100%']
+      const nebula = linux.nebulaService({project: 'studio', command, logPath: '/dev/null', description: 'vidsync: Nebula overlay for project studio'})
+      const agent = linux.agentService({project: 'studio', command, logPath: '/dev/null', description: 'vidsync: Syncthing and reconcile loop for studio', user: {name: 'alice', home: '/home/alice', uid: 1001, gid: 1001, viaSudo: false}})
+      expect(nebula).to.include({name: 'vidsync-nebula-studio.service', path: '/etc/systemd/system/vidsync-nebula-studio.service'})
+      expect(nebula.install).to.deep.equal([['systemctl', 'daemon-reload'], ['systemctl', 'enable', '--now', 'vidsync-nebula-studio.service']])
+      expect(agent.path).to.equal('/home/alice/.config/systemd/user/vidsync-studio.service')
+      expect(agent.install.at(-1)).to.deep.equal(['systemctl', '--user', 'enable', '--now', 'vidsync-studio.service'])
+      expect(nebula.content).to.contain(`ExecStart="${process.execPath}" "/opt/vidsync/bin/run.js" "nebula" "service" "studio" "--home" "/home/alice/.vidsync 100%%"\n`)
+      expect(nebula.content).to.contain('Restart=on-failure\nRestartSec=2\n')
+      for (const unit of [nebula, agent]) {
+        const path = join(dir, unit.name)
+        await writeFile(path, unit.content ?? '')
+        const verify = await execa('systemd-analyze', ['verify', path], {reject: false})
+        // Only our unit's own problems count (verify also reports unrelated units of the host).
+        const ours = `${verify.stdout}\n${verify.stderr}`.split('\n').filter((line) => line.includes(unit.name))
+        expect(ours, `${unit.name}: ${verify.stderr}`).to.deep.equal([])
+      }
+      const runs = await linux.serviceManagerRuns()
+      const init = (readFileSync('/proc/1/comm', 'utf8') || '?').trim()
+      // Where systemd runs, `vidsync up` installs and starts the unit: the sudo end-to-end test covers that path there.
+      process.stdout.write(`      · systemd ${runs ? 'runs here' : `does not run here (PID 1 is ${init}): units verified with systemd-analyze, not started`}\n`)
+    })
+  })
+
+  describe('darwin (recorded outputs of ps, launchctl, dscl)', () => {
+    it('identifies processes with ps -o lstart=, zombies as gone', async () => {
+      const host = fakeHost((argv) => (argv.includes('4242') ? ok(fixture('ps-lstart.txt')) : argv.includes('666') ? ok('Z    Thu Nov 26 09:14:03 2026\n') : failed(1)))
+      const mac = platformFor('darwin', host)
+      expect(await mac.processIdentity(4242)).to.deep.equal({pid: 4242, startedAt: 'Thu Nov 26 09:14:03 2026'})
+      expect(host.calls[0]).to.deep.equal(['ps', '-o', 'stat=', '-o', 'lstart=', '-p', '4242'])
+      expect(await mac.isRunning({pid: 4242, startedAt: 'Wed Nov 25 10:00:00 2026'})).to.equal(false)
+      expect(await mac.processIdentity(666)).to.equal(undefined)
+      expect(await mac.processIdentity(7)).to.equal(undefined)
+      expect(host.calls.some((argv) => argv.some((arg) => arg.includes('/proc')))).to.equal(false)
+    })
+
+    it('asks launchctl print whether a job runs', async () => {
+      let answer = fixture('launchctl-print-running.txt')
+      const host = fakeHost(() => ok(answer))
+      const mac = platformFor('darwin', host)
+      expect(await mac.serviceRunning('com.vidsync.nebula.studio')).to.equal(true)
+      expect(host.calls[0]).to.deep.equal(['launchctl', 'print', 'system/com.vidsync.nebula.studio'])
+      answer = fixture('launchctl-print-stopped.txt')
+      expect(await mac.serviceRunning('com.vidsync.nebula.studio')).to.equal(false)
+    })
+
+    it('writes a LaunchDaemon and a LaunchAgent plist that parse back to the command', () => {
+      const mac = platformFor('darwin', fakeHost(() => failed(1)))
+      const command = ['/opt/homebrew/bin/node', '/opt/homebrew/lib/node_modules/vidsync/bin/run.js', 'nebula', 'service', 'studio', '--home', '/Users/alice/Library/Application Support/vidsync']
+      const daemon = mac.nebulaService({project: 'studio', command, logPath: '/Users/alice/Library/Application Support/vidsync/projects/studio/nebula-service.log', description: 'x'})
+      expect(daemon.path).to.equal('/Library/LaunchDaemons/com.vidsync.nebula.studio.plist')
+      expect(daemon.install).to.deep.equal([['launchctl', 'bootstrap', 'system', '/Library/LaunchDaemons/com.vidsync.nebula.studio.plist']])
+      expect(daemon.uninstall).to.deep.equal([['launchctl', 'bootout', 'system/com.vidsync.nebula.studio']])
+      const parsed = parsePlist(daemon.content ?? '') as Record<string, unknown>
+      expect(parsed).to.deep.include({Label: 'com.vidsync.nebula.studio', ProgramArguments: command, RunAtLoad: true, KeepAlive: {SuccessfulExit: false}})
+      const user = {name: 'alice', home: '/Users/alice', uid: 501, gid: 20, viaSudo: true}
+      const agent = mac.agentService({project: 'studio', command: [...command.slice(0, 2), 'up', 'studio', '--agent'], logPath: '/tmp/a.log', description: 'x', user})
+      expect(agent.path).to.equal('/Users/alice/Library/LaunchAgents/com.vidsync.agent.studio.plist')
+      expect(agent.install).to.deep.equal([['launchctl', 'bootstrap', 'gui/501', agent.path]])
+      expect((parsePlist(agent.content ?? '') as Record<string, unknown>).ProgramArguments).to.deep.equal([...command.slice(0, 2), 'up', 'studio', '--agent'])
+    })
+
+    it('finds the invoking user with dscl, the utun holding the overlay IP, and its state directory', () => {
+      const host = fakeHost((argv) => (argv[0] === 'dscl' ? ok('NFSHomeDirectory: /Users/alice\n') : failed(1)), {uid: 0, env: {SUDO_USER: 'alice', SUDO_UID: '501', SUDO_GID: '20'}, homedir: () => '/var/root', userName: () => 'root'})
+      host.interfaces = () => ({lo0: [{address: '127.0.0.1'}], utun4: [{address: '10.99.1.5'}]}) as unknown as ReturnType<HostDeps['interfaces']>
+      const mac = platformFor('darwin', host)
+      const user = mac.invokingUser()
+      expect(user).to.deep.equal({name: 'alice', home: '/Users/alice', uid: 501, gid: 20, viaSudo: true})
+      expect(host.calls[0]).to.deep.equal(['dscl', '.', '-read', '/Users/alice', 'NFSHomeDirectory'])
+      expect(mac.defaultHome(user)).to.equal('/Users/alice/Library/Application Support/vidsync')
+      expect(mac.systemDir).to.equal('/Library/Application Support/vidsync')
+      expect(mac.overlayInterface({tunDev: 'vs-studio', overlayIp: '10.99.1.5'})).to.equal('utun4')
+      expect(mac.honoursTunDev).to.equal(false)
+    })
+  })
+
+  describe('win32 (recorded outputs of PowerShell, icacls, sc.exe, schtasks)', () => {
+    const key = 'C:\\Users\\alice\\AppData\\Local\\vidsync\\projects\\studio\\node.key'
+
+    it('identifies processes with Get-CimInstance Win32_Process', async () => {
+      const host = fakeHost((argv) => (argv.join(' ').includes('ProcessId=4242') ? ok(fixture('cim-process.txt')) : ok('')))
+      const win = platformFor('win32', host)
+      expect(await win.processIdentity(4242)).to.deep.equal({pid: 4242, startedAt: '2026-11-26T09:14:03.5120000+01:00'})
+      expect(host.calls[0]?.slice(0, 4)).to.deep.equal(['powershell.exe', '-NoProfile', '-NonInteractive', '-Command'])
+      expect(await win.processIdentity(5)).to.equal(undefined)
+    })
+
+    it('checks private files with icacls: only the user and SYSTEM, nothing inherited; sets them so', async () => {
+      let answer = fixture('icacls-inherited.txt')
+      const host = fakeHost((argv) => (argv.length === 2 ? ok(answer) : ok('processed file: x\r\nSuccessfully processed 1 files; Failed processing 0 files\r\n')))
+      const win = platformFor('win32', host)
+      expect(parseIcacls(fixture('icacls-private.txt'), key)).to.deep.equal([
+        {principal: 'NT AUTHORITY\\SYSTEM', rights: '(F)', inherited: false},
+        {principal: 'DESKTOP-7Q2\\alice', rights: '(F)', inherited: false},
+      ])
+      expect(await win.privacyProblem(key)).to.match(/readable by others \(BUILTIN\\Administrators, NT AUTHORITY\\SYSTEM, DESKTOP-7Q2\\alice, BUILTIN\\Users\)/)
+      await win.makePrivate(key)
+      expect(host.calls.at(-1)).to.deep.equal(['icacls', key, '/inheritance:r', '/grant:r', 'alice:(F)', '*S-1-5-18:(F)'])
+      answer = fixture('icacls-private.txt')
+      expect(await win.privacyProblem(key)).to.equal(undefined)
+    })
+
+    it('installs nebula as an SCM service of its own per project; its command line parses back', async () => {
+      let answer = fixture('sc-query-running.txt')
+      const win = platformFor('win32', fakeHost(() => ok(answer), {env: {ProgramData: 'C:\\ProgramData', LOCALAPPDATA: 'C:\\Users\\alice\\AppData\\Local'}}))
+      const command = ['C:\\Program Files\\nebula\\nebula.exe', '-service', 'run', '-config', 'C:\\Users\\alice\\AppData\\Local\\vidsync\\projects\\studio\\nebula.yml']
+      const service = win.nebulaService({project: 'studio', command, logPath: 'x', description: 'vidsync: Nebula overlay for project studio'})
+      expect(service.name).to.equal('vidsync-nebula-studio')
+      const create = service.install[0] ?? []
+      expect(create.slice(0, 4)).to.deep.equal(['sc.exe', 'create', 'vidsync-nebula-studio', 'binPath='])
+      expect(commandLineToArgv(create[4] ?? '')).to.deep.equal(command)
+      expect(create.slice(5)).to.deep.equal(['start=', 'auto', 'DisplayName=', 'vidsync: Nebula overlay for project studio'])
+      expect(service.install[1]).to.deep.equal(['sc.exe', 'failure', 'vidsync-nebula-studio', 'reset=', '60', 'actions=', 'restart/2000/restart/5000/restart/10000'])
+      expect(service.uninstall).to.deep.equal([['sc.exe', 'stop', 'vidsync-nebula-studio'], ['sc.exe', 'delete', 'vidsync-nebula-studio']])
+      expect(await win.serviceRunning('vidsync-nebula-studio')).to.equal(true)
+      answer = fixture('sc-query-stopped.txt')
+      expect(await win.serviceRunning('vidsync-nebula-studio')).to.equal(false)
+      expect(win.systemDir).to.equal('C:\\ProgramData\\vidsync')
+      expect(win.defaultHome(win.invokingUser())).to.equal('C:\\Users\\alice\\AppData\\Local\\vidsync')
+    })
+
+    it('runs the agent as a logon task; its command line parses back', async () => {
+      const win = platformFor('win32', fakeHost(() => ok(fixture('schtasks-query.txt'))))
+      const command = ['C:\\Program Files\\nodejs\\node.exe', 'C:\\Users\\alice\\AppData\\Roaming\\npm\\node_modules\\vidsync\\bin\\run.js', 'up', 'studio', '--agent', '--home', 'C:\\Users\\al "x"\\vidsync\\']
+      const task = win.agentService({project: 'studio', command, logPath: 'x', description: 'x', user: win.invokingUser()})
+      const create = task.install[0] ?? []
+      expect(create.slice(0, 5)).to.deep.equal(['schtasks', '/Create', '/TN', 'vidsync\\studio', '/TR'])
+      expect(commandLineToArgv(create[5] ?? '')).to.deep.equal(command)
+      expect(create.slice(6)).to.deep.equal(['/SC', 'ONLOGON', '/RL', 'LIMITED', '/F'])
+      expect(await win.serviceRunning('vidsync\\studio', win.invokingUser())).to.equal(true)
+      expect(commandLineToArgv(windowsCommandLine(['a b', 'c\\', 'd"e', '']))).to.deep.equal(['a b', 'c\\', 'd"e', ''])
+    })
+
+    it('reloads nebula by restarting its service, finds wintun.dll or says it is missing, names executables .exe', async () => {
+      let present = false
+      const host = fakeHost(() => ok(''), {exists: async (path) => present && path.endsWith('amd64\\wintun.dll')})
+      const win = platformFor('win32', host)
+      expect(await win.reloadNebula({pid: 4242, service: 'vidsync-nebula-studio'})).to.equal(true)
+      expect(host.calls.at(-1)?.at(-1)).to.equal("Restart-Service -Name 'vidsync-nebula-studio'")
+      expect(await win.reloadNebula({pid: 4242})).to.equal(false) // no signals on Windows
+      expect(await win.tunProblem('C:\\nebula\\nebula.exe')).to.equal(
+        "wintun.dll is missing: nebula needs it at C:\\nebula\\dist\\windows\\wintun\\bin\\amd64\\wintun.dll (from nebula's Windows release zip, or https://www.wintun.net/)",
+      )
+      present = true
+      expect(await win.tunProblem('C:\\nebula\\nebula.exe')).to.equal(undefined)
+      expect(win.executable('nebula')).to.equal('nebula.exe')
+      expect(win.executable('syncthing.exe')).to.equal('syncthing.exe')
+      expect(win.controlAddress('C:\\x', 'agent')).to.match(/^\\\\\.\\pipe\\vidsync-agent-[0-9a-f]{12}$/)
+      expect(win.elevate(['vidsync', 'up'], true)).to.equal(undefined)
+    })
+  })
+
+  it('the real host is what currentPlatform uses here', () => {
+    expect(hostDeps().cpuCount).to.be.greaterThan(0)
+  })
+})
