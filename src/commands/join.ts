@@ -1,15 +1,16 @@
 import {Args, Flags} from '@oclif/core'
 import ora from 'ora'
 
-import {BaseCommand} from '../base-command.js'
+import {ControlPlaneCommand} from '../base-command.js'
 import {parseDuration} from '../lib/duration.js'
 import {InvalidInputError} from '../lib/errors.js'
 import {isInviteCode} from '../lib/invites/secrets.js'
 import {joinWithInvite} from '../lib/join/invite.js'
 import {joinBundle, type JoinResult} from '../lib/join/join.js'
 import {selectedBackend} from '../lib/store/open.js'
+import {formatWhen} from '../lib/output/time.js'
 
-export default class Join extends BaseCommand<typeof Join> {
+export default class Join extends ControlPlaneCommand<typeof Join> {
   static override summary = 'Join a project with the bundle or the invite code the operator sent.'
   static override description = `With a bundle zip: checks it (certificate signed by its CA, valid now, issued for this device's key from \`vidsync key create\`, config accepted by nebula) and installs it under <home>/projects/<project>/. Running it again with the same bundle changes nothing; a renewed bundle replaces the old files, and a nebula already running for the project reloads them (SIGHUP: the new certificate and the current blocklist) without a restart.
 
@@ -69,7 +70,7 @@ Then bring the overlay up with \`vidsync nebula up\`, or everything with \`vidsy
     for (const warning of result.warnings) this.warn(warning)
     this.log(
       result.changed
-        ? `Joined ${result.project} as ${result.device} (${result.ip}); certificate valid until ${result.notAfter}.`
+        ? `Joined ${result.project} as ${result.device} (${result.ip}); certificate valid until ${formatWhen(result.notAfter)}.`
         : `Already joined ${result.project} as ${result.device} with this bundle; nothing changed.`,
     )
     this.log(`Files: ${result.projectDir}`)

@@ -1,11 +1,11 @@
 import {Args, Flags} from '@oclif/core'
 
-import {BaseCommand} from '../base-command.js'
+import {ControlPlaneCommand} from '../base-command.js'
 import {parseDuration} from '../lib/duration.js'
 import type {ControlPlane} from '../lib/store/control-plane.js'
 import {bringDown, bringUp, detachLoop, reconcileLoop, type UpResult} from '../lib/up/up.js'
 
-export default class Up extends BaseCommand<typeof Up> {
+export default class Up extends ControlPlaneCommand<typeof Up> {
   static override summary = 'Bring this device up: overlay, Syncthing, and peers kept in step.'
   static override description = `The one command after \`vidsync join\`: starts Nebula, then the managed Syncthing listening on this device's overlay address only, then keeps reconciling: the project's peers become Syncthing devices at their overlay addresses, and devices that connect from inside the overlay (their Nebula certificate proves membership) are accepted and get the project's folders, the moment Syncthing reports them (otherwise every --interval). A device that joins later meshes without a manual step. Runs until Ctrl-C (then stops what it started), or in the background with --detach (stop it with \`vidsync down\`).`
   static override examples = ['<%= config.bin %> <%= command.id %>', '<%= config.bin %> <%= command.id %> studio --detach --json']

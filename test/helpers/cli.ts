@@ -14,7 +14,7 @@ export interface CliResult {
 export async function cli(args: string[], env: Record<string, string> = {}, options: {input?: string; cwd?: string; timeoutMs?: number} = {}): Promise<CliResult> {
   const result = await execa('node', [`${root}bin/run.js`, ...args], {
     cwd: options.cwd ?? root,
-    env: {VIDSYNC_DATABASE_URL: '', ...env},
+    env: {VIDSYNC_DATABASE_URL: '', VIDSYNC_SKIP_NEW_VERSION_CHECK: 'true', ...env},
     reject: false,
     ...(options.input === undefined ? {stdin: 'ignore' as const} : {input: options.input}),
     timeout: options.timeoutMs ?? 60_000,

@@ -1,9 +1,9 @@
 import {Args, Flags} from '@oclif/core'
 
-import {BaseCommand} from '../../base-command.js'
+import {ControlPlaneCommand} from '../../base-command.js'
 import type {Release} from '../../lib/store/control-plane.js'
 
-export default class DeviceRelease extends BaseCommand<typeof DeviceRelease> {
+export default class DeviceRelease extends ControlPlaneCommand<typeof DeviceRelease> {
   static override summary = "Give a device's address back to the pool and free its name."
   static override description = `The address returns to the pool after the project's quarantine period. A revoked device's certificates stay blocklisted until they expire; an active device's certificate stays valid until it expires, so revoke first if the device should lose access now.`
   static override examples = ['<%= config.bin %> <%= command.id %> studio old-laptop --yes']

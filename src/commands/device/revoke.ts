@@ -1,9 +1,9 @@
 import {Args, Flags} from '@oclif/core'
 
-import {BaseCommand} from '../../base-command.js'
+import {ControlPlaneCommand} from '../../base-command.js'
 import type {Revocation} from '../../lib/store/control-plane.js'
 
-export default class DeviceRevoke extends BaseCommand<typeof DeviceRevoke> {
+export default class DeviceRevoke extends ControlPlaneCommand<typeof DeviceRevoke> {
   static override summary = "Revoke a device's certificates and quarantine its address."
   static override description = `The device's certificate fingerprints go on the project's blocklist: every bundle issued from now on carries it, and Nebula disconnects the device from peers that have it. Its address is quarantined; \`device release\` frees the name.`
   static override examples = ['<%= config.bin %> <%= command.id %> studio laptop', '<%= config.bin %> <%= command.id %> studio laptop --yes --json']

@@ -1,10 +1,10 @@
 import {Args, Flags} from '@oclif/core'
 
-import {BaseCommand} from '../../base-command.js'
+import {ControlPlaneCommand} from '../../base-command.js'
 import {bundleFlags, bundleOptions} from '../../flags/key.js'
 import {type BundleResult, registerDevice} from '../../lib/devices/issue.js'
 
-export default class LighthouseAdd extends BaseCommand<typeof LighthouseAdd> {
+export default class LighthouseAdd extends ControlPlaneCommand<typeof LighthouseAdd> {
   static override summary = 'Add a lighthouse to a project and write its bundle.'
   static override description = `A lighthouse is a node with a fixed public address that tells devices where their peers are and helps them punch through NAT (and, with --relay, relays traffic when they cannot). It gets an overlay address and a certificate like a device; bundles issued afterwards list it. Several lighthouses are allowed.`
   static override examples = [
