@@ -78,9 +78,21 @@ export abstract class BaseCommand<T extends typeof Command> extends Command {
   /** Asks before a destructive step; scripts must pass --yes instead. */
   protected async confirmDestructive(question: string, yes: boolean | undefined): Promise<void> {
     if (yes) return
-    if (!this.interactive) throw new InvalidInputError(`${question.replace(/\?$/, '')}: pass --yes to confirm when not interactive`)
+    if (!this.interactive) throw new InvalidInputError(`${question.replace(/\?$/, '')}: not confirmed (no terminal)`, {hint: 'pass --yes to confirm'})
     const {confirm} = await import('@inquirer/prompts')
     if (!(await confirm({message: question, default: false}))) throw new InvalidInputError('cancelled: nothing was changed')
+  }
+
+  /**
+   * A hint from library code may name flags; it is shown only where this command has them all
+   * (the same library error reaches commands with different flags).
+   */
+  private usableHint(hint: string | undefined): string | undefined {
+    if (!hint) return undefined
+    const flags = {...this.ctor.baseFlags, ...this.ctor.flags}
+    const has = (name: string) => name in flags || (name.startsWith('no-') && (flags[name.slice(3)] as {allowNo?: boolean} | undefined)?.allowNo === true)
+    const named = [...hint.matchAll(/(?<![\w-])--([a-z][a-z0-9-]*)/g)].map((match) => match[1] ?? '')
+    return named.every((name) => name === 'json' || has(name)) ? hint : undefined
   }
 
   protected override async catch(error: OclifError): Promise<unknown> {
@@ -99,7 +111,7 @@ export abstract class BaseCommand<T extends typeof Command> extends Command {
     const exitCode = known ? error.exitCode : (parseExit ?? 1)
     const code = known ? error.code : parseExit === undefined ? 'internal' : 'usage'
     const message = known || parseExit !== undefined ? error.message : `unexpected error: ${error.message}`
-    const hint = known ? error.hint : undefined
+    const hint = known ? this.usableHint(error.hint) : undefined
     if (this.jsonEnabled()) {
       this.logJson({error: {code, exitCode, message, ...(hint ? {hint} : {})}})
     } else {

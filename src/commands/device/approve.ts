@@ -43,7 +43,7 @@ export default class DeviceApprove extends ControlPlaneCommand<typeof DeviceAppr
         this.log(`No device is waiting for approval in ${scope}.`)
         return {approved: [], failed: []}
       }
-      const names = requests.map((r) => `${r.device} (${r.project}, from ${r.source ?? "unknown"}, ${relativeTime(r.createdAt)})`).join(', ')
+      const names = requests.map((r) => `${r.device} (${r.project}, from ${r.source ?? 'unknown'}, ${relativeTime(r.createdAt)})`).join(', ')
       await this.confirmDestructive(`Sign the keys of ${names}?`, flags.yes)
       const result = await approveJoinRequests({home: this.home, controlPlane, project, requests})
       result.approved.forEach(onApproved)

@@ -26,7 +26,7 @@ function selectColumns<Row>(columns: Column<Row>[], wanted: string | undefined):
   const names = wanted.split(',').map((name) => name.trim().toLowerCase()).filter(Boolean)
   return names.map((name) => {
     const column = columns.find((candidate) => candidate.header.toLowerCase() === name)
-    if (!column) throw new InvalidInputError(`unknown column "${name}" in --columns: choose from ${columns.map((c) => c.header).join(', ')}`)
+    if (!column) throw new InvalidInputError(`unknown column "${name}": choose from ${columns.map((c) => c.header).join(', ')}`)
     return column
   })
 }
