@@ -183,7 +183,7 @@ describe('operator PKI: CA, lighthouses, device registration, bundles', function
   it('revokes: fingerprint blocklisted in the next bundle, address quarantined, needs --yes in scripts', async () => {
     const unconfirmed = await run('device', 'revoke', 'studio', 'laptop')
     expect(unconfirmed.exitCode).to.equal(2)
-    expect(unconfirmed.json.error.message).to.contain('pass --yes')
+    expect(unconfirmed.json.error.hint).to.contain('pass --yes')
     const laptop = (await run('device', 'show', 'studio', 'laptop')).json
     const revoked = await run('device', 'revoke', 'studio', 'laptop', '--yes')
     expect(revoked.exitCode).to.equal(0)

@@ -127,7 +127,8 @@ describe('Supabase transport: supabase-js against the PostgREST stand-in on real
     await store.close()
     expect(await rejection(openStore({home, supabase: {url: standIn.url}}))).to.be.instanceOf(InvalidInputError)
     const migrating = await rejection(migrateBackend({home, supabase: {url: standIn.url, key: standInKeys.service_role}}))
-    expect(migrating.message).to.match(/direct connection string as --database-url/)
+    expect(migrating.message).to.match(/direct connection string/)
+    expect(migrating.hint).to.equal('pass it as --database-url')
     // A database URL wins: that is how `db migrate` reaches Supabase.
     expect((await migrateBackend({home, databaseUrl: database.url, supabase: {url: standIn.url}})).backend).to.equal('postgres')
   })
@@ -348,7 +349,7 @@ describe('invite flow through the built CLI over the stand-in', function () {
     await sql.close()
     const unconfirmed = await operator('pool', 'reclaim', 'studio', '--stale', '30d')
     expect(unconfirmed.exitCode).to.equal(2)
-    expect(unconfirmed.json.error.message).to.contain('pass --yes')
+    expect(unconfirmed.json.error.hint).to.contain('pass --yes')
     const dryRun = await operator('pool', 'reclaim', 'studio', '--stale', '30d', '--dry-run')
     expect(dryRun.json.devices.map((d: {device: string}) => d.device)).to.deep.equal(['desktop'])
     const reclaimed = await operator('pool', 'reclaim', 'studio', '--stale', '30d', '--yes')
