@@ -40,7 +40,7 @@ Then bring the overlay up with \`vidsync nebula up\`, or everything with \`vidsy
     const {flags} = this
     let result: JoinResult
     if (source !== undefined && !isInviteCode(source.trim()) && !flags.resume) {
-      result = await joinBundle({home: this.home, bundlePath: source, keyPath: flags.key})
+      result = await this.progress('Checking and installing the bundle', () => joinBundle({home: this.home, bundlePath: source, keyPath: flags.key}))
     } else {
       if (source === undefined && !flags.resume) throw new InvalidInputError('give a bundle zip or an invite code, or --resume')
       if (selectedBackend(this.storeOptions) === 'embedded') {
@@ -74,7 +74,7 @@ Then bring the overlay up with \`vidsync nebula up\`, or everything with \`vidsy
         : `Already joined ${result.project} as ${result.device} with this bundle; nothing changed.`,
     )
     this.log(`Files: ${result.projectDir}`)
-    this.log(result.nebulaReloaded ? 'Nebula was running and reloaded the new files.' : 'Next: vidsync nebula up')
+    this.log(result.nebulaReloaded ? 'Nebula was running and reloaded the new files.' : 'Next: sudo vidsync up --detach')
     return result
   }
 }

@@ -31,13 +31,13 @@ export default class Up extends ControlPlaneCommand<typeof Up> {
 
   private async runUp(controlPlane?: ControlPlane): Promise<UpResult & {loopPid?: number}> {
     const intervalSeconds = parseDuration(this.flags.interval, 'interval')
-    const {client, ...result} = await bringUp({
+    const {client, ...result} = await this.progress('Starting Nebula and Syncthing', () => bringUp({
       controlPlane,
       home: this.home,
       project: this.args.project,
       guiPort: this.flags['gui-port'],
       nebulaTimeoutMs: parseDuration(this.flags.timeout, 'timeout') * 1000,
-    })
+    }))
     this.log(`${result.project}: overlay ${result.overlayIp} up, Syncthing ${result.syncthing.deviceId.slice(0, 7)} on ${result.syncthing.listenAddresses.join(', ')}.`)
     this.log(`Folders: ${result.reconcile.folders.join(', ') || 'none yet (add one with `vidsync sync add DIR`)'}.`)
     if (this.flags.detach) {
@@ -48,6 +48,7 @@ export default class Up extends ControlPlaneCommand<typeof Up> {
       }
       const loop = await detachLoop({home: this.home, project: result.project, intervalSeconds, env})
       this.log(`Reconciling in the background (pid ${loop.pid}, log ${loop.logPath}); stop with \`vidsync down\`.`)
+      this.log('Next: vidsync sync add DIR, then vidsync status --watch')
       return {...result, loopPid: loop.pid}
     }
     this.log(`Reconciling every ${this.flags.interval}; Ctrl-C stops everything.`)

@@ -28,6 +28,7 @@ export default class CaInit extends BaseCommand<typeof CaInit> {
     this.log(`  fingerprint  ${ca.fingerprint}`)
     this.log(`  certificate  ${ca.certPath}`)
     this.log(`  key          ${ca.keyPath} (keep it private and backed up)`)
+    this.log('Next: vidsync project create NAME --cidr 10.99.1.0/24')
     return ca
   }
 }

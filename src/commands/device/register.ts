@@ -1,3 +1,5 @@
+import {basename} from 'node:path'
+
 import {Args, Flags} from '@oclif/core'
 
 import {ControlPlaneCommand} from '../../base-command.js'
@@ -30,7 +32,7 @@ export default class DeviceRegister extends ControlPlaneCommand<typeof DeviceReg
   async run(): Promise<BundleResult> {
     const {flags} = this
     const result = await this.withControlPlane(async (controlPlane) =>
-      registerDevice({
+      this.progress(`Registering ${flags.name}: address, certificate, bundle`, async () => registerDevice({
         home: this.home,
         controlPlane,
         project: this.args.project,
@@ -39,10 +41,11 @@ export default class DeviceRegister extends ControlPlaneCommand<typeof DeviceReg
         groups: flags.groups,
         syncthingId: flags['syncthing-id'],
         durationSeconds: flags.duration === undefined ? undefined : parseDuration(flags.duration, 'duration'),
-      }),
+      })),
     )
     this.log(`Registered ${result.device.name} in ${result.project} at ${result.device.ip}; certificate valid until ${formatWhen(result.device.notAfter)}.`)
     this.log(`Bundle: ${result.bundle}`)
+    this.log(`Next: on the device, vidsync join ${basename(result.bundle)}`)
     if (result.operatorGeneratedKey) this.warn('the bundle holds the private key generated here: hand it over privately and delete copies.')
     return result
   }

@@ -2,6 +2,7 @@ import {Args, Flags} from '@oclif/core'
 
 import {ControlPlaneCommand} from '../../base-command.js'
 import {bundleFlags, bundleOptions} from '../../flags/key.js'
+import {endpointResolveProblem} from '../../lib/devices/endpoint.js'
 import {type BundleResult, registerDevice} from '../../lib/devices/issue.js'
 
 export default class LighthouseAdd extends ControlPlaneCommand<typeof LighthouseAdd> {
@@ -21,6 +22,7 @@ export default class LighthouseAdd extends ControlPlaneCommand<typeof Lighthouse
     endpoint: Flags.string({summary: 'Public HOST:PORT where devices reach it over UDP.', required: true}),
     ...bundleFlags,
     relay: Flags.boolean({summary: 'Also relay traffic for devices that cannot reach each other directly.'}),
+    'resolve-check': Flags.boolean({summary: 'Warn when the endpoint\'s host name does not resolve here.', allowNo: true, default: true}),
   }
 
   async run(): Promise<BundleResult> {
@@ -39,6 +41,9 @@ export default class LighthouseAdd extends ControlPlaneCommand<typeof Lighthouse
     this.log(`Added lighthouse ${result.device.name} at ${result.device.endpoint} (overlay ${result.device.ip}).`)
     this.log(`Bundle: ${result.bundle}`)
     if (result.operatorGeneratedKey) this.warn('the bundle holds the private key generated here: hand it over privately and delete copies.')
+    const problem = flags['resolve-check'] ? await endpointResolveProblem(flags.endpoint) : undefined
+    if (problem) this.warn(`${problem} (--no-resolve-check skips this check)`)
+    this.log(`Next: on the lighthouse machine (${flags.endpoint}), vidsync join ${result.bundle} && sudo vidsync up --detach`)
     return result
   }
 }

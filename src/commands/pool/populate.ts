@@ -24,6 +24,7 @@ export default class PoolPopulate extends ControlPlaneCommand<typeof PoolPopulat
       controlPlane.populatePool({project: this.args.project, cidr: this.flags.cidr}),
     )
     this.log(`Added ${result.added} addresses from ${result.cidr} to ${result.project}; the pool now holds ${result.total}.`)
+    this.log(`Next: vidsync lighthouse add ${result.project} --name lh1 --endpoint HOST:4242 --generate-key --out lh1.zip`)
     return result
   }
 }
