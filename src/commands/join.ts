@@ -10,6 +10,9 @@ import {joinBundle, type JoinResult} from '../lib/join/join.js'
 import {selectedBackend} from '../lib/store/open.js'
 import {formatWhen} from '../lib/output/time.js'
 
+/** As every command shows a device: an object with the fields of `device show` that a device knows. */
+export type JoinOutput = Omit<JoinResult, 'device' | 'ip' | 'notAfter'> & {device: {name: string; ip: string; notAfter: string}}
+
 export default class Join extends ControlPlaneCommand<typeof Join> {
   static override summary = 'Join a project with the bundle or the invite code the operator sent.'
   static override description = `With a bundle zip: checks it (certificate signed by its CA, valid now, issued for this device's key from \`vidsync key create\`, config accepted by nebula) and installs it under <home>/projects/<project>/. Running it again with the same bundle changes nothing; a renewed bundle replaces the old files, and a nebula already running for the project reloads them (SIGHUP: the new certificate and the current blocklist) without a restart.
@@ -35,7 +38,7 @@ Then bring the overlay up with \`vidsync nebula up\`, or everything with \`vidsy
     resume: Flags.boolean({summary: 'Carry on with the join that is waiting for approval.'}),
   }
 
-  async run(): Promise<JoinResult> {
+  async run(): Promise<JoinOutput> {
     const {source} = this.args
     const {flags} = this
     let result: JoinResult
@@ -75,6 +78,7 @@ Then bring the overlay up with \`vidsync nebula up\`, or everything with \`vidsy
     )
     this.log(`Files: ${result.projectDir}`)
     this.log(result.nebulaReloaded ? 'Nebula was running and reloaded the new files.' : 'Next: sudo vidsync up --detach')
-    return result
+    const {device, ip, notAfter, ...rest} = result
+    return {...rest, device: {name: device, ip, notAfter}}
   }
 }

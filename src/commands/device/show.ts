@@ -14,7 +14,7 @@ export default class DeviceShow extends ControlPlaneCommand<typeof DeviceShow> {
     name: Args.string({description: 'Device name.', required: true}),
   }
 
-  async run(): Promise<DeviceRecord> {
+  async run(): Promise<{project: string; device: DeviceRecord}> {
     const device = await this.withControlPlane((controlPlane) =>
       controlPlane.device({project: this.args.project, device: this.args.name}),
     )
@@ -32,6 +32,6 @@ export default class DeviceShow extends ControlPlaneCommand<typeof DeviceShow> {
     ]
     if (device.revokedAt) rows.push(['revoked', formatWhen(device.revokedAt)])
     for (const [label, value] of rows) this.log(`${label.padEnd(13)} ${value ?? '-'}`)
-    return device
+    return {project: this.args.project, device}
   }
 }
