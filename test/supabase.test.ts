@@ -290,7 +290,7 @@ describe('invite flow through the built CLI over the stand-in', function () {
   it('migrates through the direct connection only', async () => {
     const viaApi = await operator('db', 'migrate')
     expect(viaApi.exitCode).to.equal(2)
-    expect(viaApi.json.error.message).to.contain('--database-url')
+    expect(viaApi.json.error.hint).to.contain('--database-url')
     const direct = await operator('db', 'migrate', '--database-url', database.url)
     expect(direct.exitCode).to.equal(0)
     expect(direct.json.backend).to.equal('postgres')
