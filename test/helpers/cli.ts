@@ -2,6 +2,9 @@ import {execa} from 'execa'
 
 export const root = new URL('../..', import.meta.url).pathname
 
+// Tests never ask the registry for a newer vidsync, also where they run commands in-process (runCommand).
+process.env.VIDSYNC_SKIP_NEW_VERSION_CHECK = 'true'
+
 export interface CliResult {
   exitCode: number | undefined
   stdout: string
@@ -14,7 +17,7 @@ export interface CliResult {
 export async function cli(args: string[], env: Record<string, string> = {}, options: {input?: string; cwd?: string; timeoutMs?: number} = {}): Promise<CliResult> {
   const result = await execa('node', [`${root}bin/run.js`, ...args], {
     cwd: options.cwd ?? root,
-    env: {VIDSYNC_DATABASE_URL: '', VIDSYNC_SKIP_NEW_VERSION_CHECK: 'true', ...env},
+    env: {VIDSYNC_DATABASE_URL: '', ...env},
     reject: false,
     ...(options.input === undefined ? {stdin: 'ignore' as const} : {input: options.input}),
     timeout: options.timeoutMs ?? 60_000,
