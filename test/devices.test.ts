@@ -216,7 +216,7 @@ describe('operator PKI: CA, lighthouses, device registration, bundles', function
   })
 
   it('releases a revoked device so its name can be registered again, keeping the blocklist', async () => {
-    const revokedLaptop = (await run('device', 'show', 'studio', 'laptop')).json
+    const revokedLaptop = (await run('device', 'show', 'studio', 'laptop')).json.device
     expect(revokedLaptop.status).to.equal('revoked')
     expect((await run('device', 'release', 'studio', 'laptop', '--yes')).exitCode).to.equal(0)
     const list = (await run('device', 'list', 'studio')).json.devices.map((d: {name: string}) => d.name)
