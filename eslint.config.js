@@ -1,4 +1,5 @@
 import js from '@eslint/js'
+import {importX} from 'eslint-plugin-import-x'
 import tseslint from 'typescript-eslint'
 
 export default tseslint.config(
@@ -31,6 +32,13 @@ export default tseslint.config(
         {selector: "TemplateElement[value.raw=/^\\/proc(\\/|$)/]", message: '/proc belongs in src/lib/platform/linux.ts.'},
       ],
     },
+  },
+  // What the published package runs must be a dependency: `npm install vidsync` leaves out devDependencies.
+  // Type-only imports are erased at build time and may come from devDependencies (@types/*).
+  {
+    files: ['src/**/*.ts', 'bin/run.js'],
+    plugins: {'import-x': importX},
+    rules: {'import-x/no-extraneous-dependencies': ['error', {devDependencies: false, optionalDependencies: false, peerDependencies: false}]},
   },
   {files: ['bench/**/*.ts', 'bin/**/*.js'], rules: {'no-console': 'off'}},
   {files: ['bin/**/*.js'], languageOptions: {globals: {process: 'readonly'}}},

@@ -143,7 +143,7 @@ describe('bundle', () => {
   it('writes a README with the next commands, and a loud warning only with a private key', () => {
     const plain = renderBundleReadme({...readme, includesPrivateKey: false, bundleName: 'laptop-1.zip'})
     expect(plain).to.include('vidsync join laptop-1.zip')
-    expect(plain).to.include('vidsync nebula up')
+    expect(plain).to.include('sudo vidsync up --detach')
     for (const text of ['studio', 'laptop-1', '10.99.1.5', '10.99.1.1 at 192.0.2.1:4242', '2027-01-01T00:00:00.000Z']) {
       expect(plain).to.include(text)
     }

@@ -183,8 +183,8 @@ describe('operator PKI: CA, lighthouses, device registration, bundles', function
   it('revokes: fingerprint blocklisted in the next bundle, address quarantined, needs --yes in scripts', async () => {
     const unconfirmed = await run('device', 'revoke', 'studio', 'laptop')
     expect(unconfirmed.exitCode).to.equal(2)
-    expect(unconfirmed.json.error.message).to.contain('pass --yes')
-    const laptop = (await run('device', 'show', 'studio', 'laptop')).json
+    expect(unconfirmed.json.error.hint).to.contain('pass --yes')
+    const laptop = (await run('device', 'show', 'studio', 'laptop')).json.device
     const revoked = await run('device', 'revoke', 'studio', 'laptop', '--yes')
     expect(revoked.exitCode).to.equal(0)
     expect(revoked.json.fingerprints).to.deep.equal([laptop.fingerprint])
@@ -200,7 +200,7 @@ describe('operator PKI: CA, lighthouses, device registration, bundles', function
   })
 
   it('renews with the same key and address, capped at the CA expiry and saying so', async () => {
-    const before = (await run('device', 'show', 'studio', 'desktop')).json
+    const before = (await run('device', 'show', 'studio', 'desktop')).json.device
     const capped = await run('device', 'renew', 'studio', 'desktop', '--duration', '365d', '--out', join(out, 'desktop-renewed.zip'))
     expect(capped.exitCode).to.equal(0)
     expect(capped.json.cappedAtCaExpiry).to.equal(true)
@@ -216,7 +216,7 @@ describe('operator PKI: CA, lighthouses, device registration, bundles', function
   })
 
   it('releases a revoked device so its name can be registered again, keeping the blocklist', async () => {
-    const revokedLaptop = (await run('device', 'show', 'studio', 'laptop')).json
+    const revokedLaptop = (await run('device', 'show', 'studio', 'laptop')).json.device
     expect(revokedLaptop.status).to.equal('revoked')
     expect((await run('device', 'release', 'studio', 'laptop', '--yes')).exitCode).to.equal(0)
     const list = (await run('device', 'list', 'studio')).json.devices.map((d: {name: string}) => d.name)

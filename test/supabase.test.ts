@@ -140,7 +140,8 @@ describe('Supabase transport: supabase-js against the PostgREST stand-in on real
     await store.close()
     expect(await rejection(openStore({home, supabase: {url: standIn.url}}))).to.be.instanceOf(InvalidInputError)
     const migrating = await rejection(migrateBackend({home, supabase: {url: standIn.url, key: standInKeys.service_role}}))
-    expect(migrating.message).to.match(/direct connection string as --database-url/)
+    expect(migrating.message).to.match(/direct connection string/)
+    expect(migrating.hint).to.equal('pass it as --database-url')
     // A database URL wins: that is how `db migrate` reaches Supabase.
     expect((await migrateBackend({home, databaseUrl: database.url, supabase: {url: standIn.url}})).backend).to.equal('postgres')
   })
@@ -291,7 +292,7 @@ describe('invite flow through the built CLI over the stand-in', function () {
   it('migrates through the direct connection only', async () => {
     const viaApi = await operator('db', 'migrate')
     expect(viaApi.exitCode).to.equal(2)
-    expect(viaApi.json.error.message).to.contain('--database-url')
+    expect(viaApi.json.error.hint).to.contain('--database-url')
     const direct = await operator('db', 'migrate', '--database-url', database.url)
     expect(direct.exitCode).to.equal(0)
     expect(direct.json.backend).to.equal('postgres')
@@ -355,11 +356,14 @@ describe('invite flow through the built CLI over the stand-in', function () {
     const joined = await desktop
     outputs.push({exitCode: joined.exitCode, stdout: String(joined.stdout), stderr: String(joined.stderr), json: undefined})
     expect(joined.exitCode, String(joined.stderr)).to.equal(0)
-    expect(JSON.parse(String(joined.stdout))).to.include({project: 'studio', device: 'desktop', changed: true, operatorGeneratedKey: false})
+    const joinedJson = JSON.parse(String(joined.stdout))
+    expect(joinedJson).to.include({project: 'studio', changed: true, operatorGeneratedKey: false})
+    expect(joinedJson.device.name).to.equal('desktop')
 
     const resumed = await device('laptop', 'join', '--resume')
     expect(resumed.exitCode, resumed.stdout).to.equal(0)
-    expect(resumed.json).to.include({project: 'studio', device: 'laptop', changed: true})
+    expect(resumed.json).to.include({project: 'studio', changed: true})
+    expect(resumed.json.device.name).to.equal('laptop')
     const dir = resumed.json.projectDir as string
     expect((await readdir(dir)).sort()).to.deep.equal(['ca.crt', 'device.token', 'nebula.yml', 'node.crt', 'node.key', 'vidsync.json'])
     expect((await stat(join(dir, 'device.token'))).mode & 0o777).to.equal(0o600)
@@ -391,7 +395,7 @@ describe('invite flow through the built CLI over the stand-in', function () {
     const before = await desktop.deviceRefresh({token})
     expect(before.peers.map((peer) => peer.name)).to.deep.equal(['laptop'])
     expect(before.lighthouses.map((lighthouse) => lighthouse.name)).to.deep.equal(['lh1'])
-    const laptop = (await operator('device', 'show', 'studio', 'laptop')).json
+    const laptop = (await operator('device', 'show', 'studio', 'laptop')).json.device
     expect((await operator('device', 'revoke', 'studio', 'laptop', '--yes')).exitCode).to.equal(0)
     const after = await desktop.deviceRefresh({token})
     expect(after.blocklist).to.deep.equal([laptop.fingerprint])
@@ -417,7 +421,7 @@ describe('invite flow through the built CLI over the stand-in', function () {
   it('puts a lighthouse added later into nebula.yml at the next refresh, relay included', async () => {
     const added = await operator('lighthouse', 'add', 'studio', '--name', 'lh2', '--endpoint', '192.0.2.2:4242', '--relay', '--generate-key', '--out', join(operatorHome, 'lh2.zip'))
     expect(added.exitCode, added.stdout).to.equal(0)
-    const lh1 = (await operator('device', 'show', 'studio', 'lh1')).json
+    const lh1 = (await operator('device', 'show', 'studio', 'lh1')).json.device
     const home = deviceHomes.desktop ?? ''
     const desktop = new ControlPlane(new SupabaseRpc({url: standIn.url, key: standInKeys.anon}))
     const refreshed = await refreshFromControlPlane({home, project: 'studio', controlPlane: desktop})
@@ -435,7 +439,7 @@ describe('invite flow through the built CLI over the stand-in', function () {
     // A lighthouse that nebula refuses never holds back a revocation, and is tried again next pass.
     expect((await operator('lighthouse', 'add', 'studio', '--name', 'lh3', '--endpoint', '192.0.2.3:4242', '--generate-key', '--out', join(operatorHome, 'lh3.zip'))).exitCode).to.equal(0)
     expect((await operator('device', 'register', 'studio', '--name', 'spare', '--generate-key', '--out', join(operatorHome, 'spare.zip'))).exitCode).to.equal(0)
-    const spare = (await operator('device', 'show', 'studio', 'spare')).json
+    const spare = (await operator('device', 'show', 'studio', 'spare')).json.device
     expect((await operator('device', 'revoke', 'studio', 'spare', '--yes')).exitCode).to.equal(0)
     const refusing = join(operatorHome, 'nebula-refusing-lh3')
     await writeFile(
@@ -465,7 +469,7 @@ describe('invite flow through the built CLI over the stand-in', function () {
     await sql.close()
     const unconfirmed = await operator('pool', 'reclaim', 'studio', '--stale', '30d')
     expect(unconfirmed.exitCode).to.equal(2)
-    expect(unconfirmed.json.error.message).to.contain('pass --yes')
+    expect(unconfirmed.json.error.hint).to.contain('pass --yes')
     const dryRun = await operator('pool', 'reclaim', 'studio', '--stale', '30d', '--dry-run')
     expect(dryRun.json.devices.map((d: {device: string}) => d.device)).to.deep.equal(['desktop'])
     const reclaimed = await operator('pool', 'reclaim', 'studio', '--stale', '30d', '--yes')

@@ -1,15 +1,19 @@
 import {Args, Flags} from '@oclif/core'
 import ora from 'ora'
 
-import {BaseCommand} from '../base-command.js'
+import {ControlPlaneCommand} from '../base-command.js'
 import {parseDuration} from '../lib/duration.js'
 import {InvalidInputError} from '../lib/errors.js'
 import {isInviteCode} from '../lib/invites/secrets.js'
 import {joinWithInvite} from '../lib/join/invite.js'
 import {joinBundle, type JoinResult} from '../lib/join/join.js'
 import {selectedBackend} from '../lib/store/open.js'
+import {formatWhen} from '../lib/output/time.js'
 
-export default class Join extends BaseCommand<typeof Join> {
+/** As every command shows a device: an object with the fields of `device show` that a device knows. */
+export type JoinOutput = Omit<JoinResult, 'device' | 'ip' | 'notAfter'> & {device: {name: string; ip: string; notAfter: string}}
+
+export default class Join extends ControlPlaneCommand<typeof Join> {
   static override summary = 'Join a project with the bundle or the invite code the operator sent.'
   static override description = `With a bundle zip: checks it (certificate signed by its CA, valid now, issued for this device's key from \`vidsync key create\`, config accepted by nebula) and installs it under <home>/projects/<project>/. Running it again with the same bundle changes nothing; a renewed bundle replaces the old files, and a nebula already running for the project reloads them (SIGHUP: the new certificate and the current blocklist) without a restart.
 
@@ -34,12 +38,12 @@ Then bring the overlay up with \`vidsync nebula up\`, or everything with \`vidsy
     resume: Flags.boolean({summary: 'Carry on with the join that is waiting for approval.'}),
   }
 
-  async run(): Promise<JoinResult> {
+  async run(): Promise<JoinOutput> {
     const {source} = this.args
     const {flags} = this
     let result: JoinResult
     if (source !== undefined && !isInviteCode(source.trim()) && !flags.resume) {
-      result = await joinBundle({home: this.home, bundlePath: source, keyPath: flags.key})
+      result = await this.progress('Checking and installing the bundle', () => joinBundle({home: this.home, bundlePath: source, keyPath: flags.key}))
     } else {
       if (source === undefined && !flags.resume) throw new InvalidInputError('give a bundle zip or an invite code, or --resume')
       if (selectedBackend(this.storeOptions) === 'embedded') {
@@ -69,11 +73,12 @@ Then bring the overlay up with \`vidsync nebula up\`, or everything with \`vidsy
     for (const warning of result.warnings) this.warn(warning)
     this.log(
       result.changed
-        ? `Joined ${result.project} as ${result.device} (${result.ip}); certificate valid until ${result.notAfter}.`
+        ? `Joined ${result.project} as ${result.device} (${result.ip}); certificate valid until ${formatWhen(result.notAfter)}.`
         : `Already joined ${result.project} as ${result.device} with this bundle; nothing changed.`,
     )
     this.log(`Files: ${result.projectDir}`)
-    this.log(result.nebulaReloaded ? 'Nebula was running and reloaded the new files.' : 'Next: vidsync nebula up')
-    return result
+    this.log(result.nebulaReloaded ? 'Nebula was running and reloaded the new files.' : 'Next: sudo vidsync up --detach')
+    const {device, ip, notAfter, ...rest} = result
+    return {...rest, device: {name: device, ip, notAfter}}
   }
 }

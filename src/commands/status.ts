@@ -25,7 +25,7 @@ export default class Status extends BaseCommand<typeof Status> {
     const options = {home: this.home, project: this.args.project}
     let status = await deviceStatus(options)
     if (!this.flags.watch) {
-      this.log(renderStatus(status, {color: this.interactive}))
+      this.log(renderStatus(status, {color: this.color}))
       return status
     }
     const intervalMs = parseDuration(this.flags.interval, 'interval') * 1000
@@ -34,7 +34,7 @@ export default class Status extends BaseCommand<typeof Status> {
     while (!stop.signal.aborted) {
       // Clear and redraw on a terminal; elsewhere append one snapshot per interval.
       if (this.interactive) process.stdout.write('\u001B[2J\u001B[H')
-      this.log(renderStatus(status, {color: this.interactive}))
+      this.log(renderStatus(status, {color: this.color}))
       await new Promise((resolve) => setTimeout(resolve, intervalMs))
       if (!stop.signal.aborted) status = await deviceStatus({...options, previous: status})
     }

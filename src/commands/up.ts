@@ -1,6 +1,6 @@
 import {Args, Flags} from '@oclif/core'
 
-import {BaseCommand} from '../base-command.js'
+import {ControlPlaneCommand} from '../base-command.js'
 import {parseDuration} from '../lib/duration.js'
 import type {ControlPlane} from '../lib/store/control-plane.js'
 import {askAgent, bringDown, bringUp, runAgent, type UpResult} from '../lib/up/up.js'
@@ -20,7 +20,7 @@ async function untilStopped(gone: () => Promise<boolean>): Promise<void> {
   }
 }
 
-export default class Up extends BaseCommand<typeof Up> {
+export default class Up extends ControlPlaneCommand<typeof Up> {
   static override summary = 'Bring this device up: overlay, Syncthing, and peers kept in step.'
   static override description = `The one command after \`vidsync join\`. Nebula runs as a system service (the only part that needs administrator rights): when it is not installed yet, \`up\` installs it in one elevated step and says what it installs (run as a user, it asks sudo; \`sudo vidsync up\` works too). Syncthing and the reconcile loop run as you, in an agent that restarts Syncthing within seconds after a crash: Syncthing listens on this device's overlay address only, the project's peers become Syncthing devices, and devices that connect from inside the overlay are accepted and get the project's folders. Under sudo the agent runs as the invoking user (SUDO_USER), with that user's home. Without --detach it stays until Ctrl-C and then stops everything; \`vidsync down\` stops it from elsewhere.`
   static override examples = ['<%= config.bin %> <%= command.id %>', 'sudo <%= config.bin %> <%= command.id %> studio --detach --json']
@@ -47,6 +47,7 @@ export default class Up extends BaseCommand<typeof Up> {
       return this.withControlPlane((controlPlane) => this.runAgent(intervalSeconds, controlPlane))
     }
     const {databaseUrl, supabase} = this.storeOptions
+    // No spinner here: the elevation step may ask sudo for a password on this terminal.
     const result = await bringUp({
       home: this.home,
       project: this.args.project,
@@ -61,6 +62,7 @@ export default class Up extends BaseCommand<typeof Up> {
     this.log(`Folders: ${result.reconcile.folders.join(', ') || 'none yet (add one with `vidsync sync add DIR`)'}.`)
     if (this.flags.detach) {
       this.log(`Reconciling in the background (agent pid ${result.agent.pid}, log ${result.agent.logPath}); stop with \`vidsync down\`.`)
+      this.log('Next: vidsync sync add DIR, then vidsync status --watch')
       return result
     }
     this.log(`Reconciling every ${this.flags.interval}; Ctrl-C stops everything.`)

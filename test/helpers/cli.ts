@@ -2,6 +2,9 @@ import {execa} from 'execa'
 
 export const root = new URL('../..', import.meta.url).pathname
 
+// Tests never ask the registry for a newer vidsync, also where they run commands in-process (runCommand).
+process.env.VIDSYNC_SKIP_NEW_VERSION_CHECK = 'true'
+
 export interface CliResult {
   exitCode: number | undefined
   stdout: string

@@ -3,6 +3,7 @@ import {Flags} from '@oclif/core'
 import {BaseCommand} from '../../base-command.js'
 import {parseDuration} from '../../lib/duration.js'
 import {type CaInfo, type CaPaths, defaultCaDurationSeconds, initCa} from '../../lib/pki/ca.js'
+import {formatWhen} from '../../lib/output/time.js'
 
 export default class CaInit extends BaseCommand<typeof CaInit> {
   static override summary = "Create the operator's certificate authority."
@@ -30,11 +31,12 @@ export default class CaInit extends BaseCommand<typeof CaInit> {
     const durationSeconds = parseDuration(this.flags.duration, 'duration')
     const certVersion = this.flags['cert-version'] === '2' ? 2 : 1
     const ca = await initCa({home: this.home, name: this.flags.name, durationSeconds, certVersion})
-    this.log(`Created CA "${ca.name}", valid until ${ca.notAfter}.`)
+    this.log(`Created CA "${ca.name}", valid until ${formatWhen(ca.notAfter)}.`)
     this.log(`  fingerprint  ${ca.fingerprint}`)
     this.log(`  certificates v${ca.certVersion}: every device needs ${ca.nebulaNeeded}`)
     this.log(`  certificate  ${ca.certPath}`)
     this.log(`  key          ${ca.keyPath} (keep it private and backed up)`)
+    this.log('Next: vidsync project create NAME --cidr 10.99.1.0/24')
     return ca
   }
 }

@@ -1,5 +1,6 @@
 import {BaseCommand} from '../../base-command.js'
 import {type CaInfo, caInfo} from '../../lib/pki/ca.js'
+import {formatWhen} from '../../lib/output/time.js'
 
 export default class CaShow extends BaseCommand<typeof CaShow> {
   static override summary = "Show the CA certificate's name, fingerprint and validity."
@@ -11,7 +12,7 @@ export default class CaShow extends BaseCommand<typeof CaShow> {
     this.log(`name         ${ca.name}`)
     this.log(`fingerprint  ${ca.fingerprint}`)
     this.log(`not before   ${ca.notBefore}`)
-    this.log(`not after    ${ca.notAfter}`)
+    this.log(`not after    ${formatWhen(ca.notAfter)}`)
     this.log(`certificates v${ca.certVersion}: every device needs ${ca.nebulaNeeded}`)
     return ca
   }

@@ -1,8 +1,8 @@
-import {BaseCommand} from '../../base-command.js'
+import {ControlPlaneCommand} from '../../base-command.js'
 import type {MigrationResult} from '../../lib/store/migrate.js'
 import {type Backend, migrateBackend} from '../../lib/store/open.js'
 
-export default class DbMigrate extends BaseCommand<typeof DbMigrate> {
+export default class DbMigrate extends ControlPlaneCommand<typeof DbMigrate> {
   static override summary = 'Apply pending control-plane migrations.'
   static override description = `Brings the configured backend (embedded, or Postgres with --database-url) to this build's schema. Safe to run again and from several places at once. The embedded backend is migrated automatically; a shared Postgres database (including Supabase's direct connection) is migrated only by this command.`
   static override examples = [

@@ -1,10 +1,11 @@
 import {Args, Flags} from '@oclif/core'
 
-import {BaseCommand} from '../../base-command.js'
+import {ControlPlaneCommand} from '../../base-command.js'
 import {formatDuration, parseDuration} from '../../lib/duration.js'
 import {type ApprovalFailure, type Approved, approveJoinRequests, type ApproveResult, watchJoinRequests} from '../../lib/invites/approve.js'
+import {formatWhen, relativeTime} from '../../lib/output/time.js'
 
-export default class DeviceApprove extends BaseCommand<typeof DeviceApprove> {
+export default class DeviceApprove extends ControlPlaneCommand<typeof DeviceApprove> {
   static override summary = 'Sign the keys of devices that joined with an invite code.'
   static override description = `Every device waiting for approval (redeemed an invite with \`vidsync join CODE\`) gets an address, a certificate signed here with the local CA (nebula-cert) and a bundle that the control plane keeps for the device to fetch with its token. The bundle never holds a private key. With --watch it keeps approving devices as they arrive until --timeout (or until --count devices are approved): the unattended mode for CI.`
   static override examples = [
@@ -27,7 +28,7 @@ export default class DeviceApprove extends BaseCommand<typeof DeviceApprove> {
     const {flags} = this
     const project = this.args.project
     const scope = project ?? 'every project'
-    const onApproved = (a: Approved) => this.log(`Approved ${a.device} in ${a.project} at ${a.ip}; certificate valid until ${a.notAfter}.`)
+    const onApproved = (a: Approved) => this.log(`Approved ${a.device} in ${a.project} at ${a.ip}; certificate valid until ${formatWhen(a.notAfter)}.`)
     const onFailed = (f: ApprovalFailure) => this.warn(`could not approve ${f.device} in ${f.project}: ${f.message}`)
     if (flags.watch) {
       const timeoutMs = parseDuration(flags.timeout, 'timeout') * 1000
@@ -42,7 +43,7 @@ export default class DeviceApprove extends BaseCommand<typeof DeviceApprove> {
         this.log(`No device is waiting for approval in ${scope}.`)
         return {approved: [], failed: []}
       }
-      const names = requests.map((r) => `${r.device} (${r.project}, from ${r.source ?? 'unknown'} at ${r.createdAt})`).join(', ')
+      const names = requests.map((r) => `${r.device} (${r.project}, from ${r.source ?? 'unknown'}, ${relativeTime(r.createdAt)})`).join(', ')
       await this.confirmDestructive(`Sign the keys of ${names}?`, flags.yes)
       const result = await approveJoinRequests({home: this.home, controlPlane, project, requests})
       result.approved.forEach(onApproved)

@@ -1,10 +1,12 @@
 import {Args} from '@oclif/core'
 
-import {BaseCommand} from '../../base-command.js'
+import {ControlPlaneCommand} from '../../base-command.js'
 import {renderTable} from '../../lib/output/table.js'
+import {tableFlags} from '../../flags/table.js'
 import type {DeviceRecord} from '../../lib/store/control-plane.js'
+import {relativeTime} from '../../lib/output/time.js'
 
-export default class DeviceList extends BaseCommand<typeof DeviceList> {
+export default class DeviceList extends ControlPlaneCommand<typeof DeviceList> {
   static override summary = "List a project's devices and lighthouses."
   static override description = 'Every device that holds an address: its overlay IP, status, groups and certificate expiry. Released devices are not shown.'
   static override examples = ['<%= config.bin %> <%= command.id %> studio', '<%= config.bin %> <%= command.id %> studio --json']
@@ -12,6 +14,8 @@ export default class DeviceList extends BaseCommand<typeof DeviceList> {
   static override args = {
     project: Args.string({description: 'Project name.', required: true}),
   }
+
+  static override flags = {...tableFlags}
 
   async run(): Promise<{project: string; devices: DeviceRecord[]}> {
     const devices = await this.withControlPlane((controlPlane) => controlPlane.listDevices({project: this.args.project}))
@@ -22,8 +26,8 @@ export default class DeviceList extends BaseCommand<typeof DeviceList> {
         {header: 'role', get: (d) => (d.lighthouse ? `lighthouse ${d.endpoint}` : 'device')},
         {header: 'status', get: (d) => d.status},
         {header: 'groups', get: (d) => d.groups.join(',') || '-'},
-        {header: 'expires', get: (d) => d.notAfter},
-      ]),
+        {header: 'expires', get: (d) => (d.notAfter ? relativeTime(d.notAfter) : '-')},
+      ], {columns: this.flags.columns, noHeader: this.flags['no-header']}),
     )
     return {project: this.args.project, devices}
   }

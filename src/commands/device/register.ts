@@ -1,11 +1,14 @@
+import {basename} from 'node:path'
+
 import {Args, Flags} from '@oclif/core'
 
-import {BaseCommand} from '../../base-command.js'
+import {ControlPlaneCommand} from '../../base-command.js'
 import {bundleFlags, bundleOptions} from '../../flags/key.js'
 import {type BundleResult, registerDevice} from '../../lib/devices/issue.js'
 import {parseDuration} from '../../lib/duration.js'
+import {formatWhen} from '../../lib/output/time.js'
 
-export default class DeviceRegister extends BaseCommand<typeof DeviceRegister> {
+export default class DeviceRegister extends ControlPlaneCommand<typeof DeviceRegister> {
   static override summary = 'Register a device and write its bundle.'
   static override description = `Allocates the next free overlay address, signs the device's public key with the local CA (nebula-cert) and writes a bundle zip with ca.crt, node.crt, nebula.yml, README.md and vidsync.json. All or nothing: if signing or writing fails, no address stays allocated. The user then runs \`vidsync join <bundle>\` on the device.`
   static override examples = [
@@ -29,7 +32,7 @@ export default class DeviceRegister extends BaseCommand<typeof DeviceRegister> {
   async run(): Promise<BundleResult> {
     const {flags} = this
     const result = await this.withControlPlane(async (controlPlane) =>
-      registerDevice({
+      this.progress(`Registering ${flags.name}: address, certificate, bundle`, async () => registerDevice({
         home: this.home,
         controlPlane,
         project: this.args.project,
@@ -38,10 +41,11 @@ export default class DeviceRegister extends BaseCommand<typeof DeviceRegister> {
         groups: flags.groups,
         syncthingId: flags['syncthing-id'],
         durationSeconds: flags.duration === undefined ? undefined : parseDuration(flags.duration, 'duration'),
-      }),
+      })),
     )
-    this.log(`Registered ${result.device.name} in ${result.project} at ${result.device.ip}; certificate valid until ${result.device.notAfter}.`)
+    this.log(`Registered ${result.device.name} in ${result.project} at ${result.device.ip}; certificate valid until ${formatWhen(result.device.notAfter)}.`)
     this.log(`Bundle: ${result.bundle}`)
+    this.log(`Next: on the device, vidsync join ${basename(result.bundle)}`)
     if (result.operatorGeneratedKey) this.warn('the bundle holds the private key generated here: hand it over privately and delete copies.')
     return result
   }

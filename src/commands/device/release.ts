@@ -1,9 +1,8 @@
 import {Args, Flags} from '@oclif/core'
 
-import {BaseCommand} from '../../base-command.js'
-import type {Release} from '../../lib/store/control-plane.js'
+import {ControlPlaneCommand} from '../../base-command.js'
 
-export default class DeviceRelease extends BaseCommand<typeof DeviceRelease> {
+export default class DeviceRelease extends ControlPlaneCommand<typeof DeviceRelease> {
   static override summary = "Give a device's address back to the pool and free its name."
   static override description = `The address returns to the pool after the project's quarantine period. A revoked device's certificates stay blocklisted until they expire; an active device's certificate stays valid until it expires, so revoke first if the device should lose access now.`
   static override examples = ['<%= config.bin %> <%= command.id %> studio old-laptop --yes']
@@ -17,12 +16,12 @@ export default class DeviceRelease extends BaseCommand<typeof DeviceRelease> {
     yes: Flags.boolean({char: 'y', summary: 'Do not ask for confirmation.'}),
   }
 
-  async run(): Promise<Release> {
+  async run(): Promise<{project: string; device: {name: string; ip: string}; quarantinedUntil: string}> {
     await this.confirmDestructive(`Release ${this.args.name} in ${this.args.project}?`, this.flags.yes)
     const release = await this.withControlPlane((controlPlane) =>
       controlPlane.releaseDevice({project: this.args.project, device: this.args.name}),
     )
     this.log(`Released ${release.device}; ${release.ip} returns to the pool after ${release.quarantinedUntil}.`)
-    return release
+    return {project: this.args.project, device: {name: release.device, ip: release.ip}, quarantinedUntil: release.quarantinedUntil}
   }
 }

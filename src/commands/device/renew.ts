@@ -1,10 +1,11 @@
 import {Args, Flags} from '@oclif/core'
 
-import {BaseCommand} from '../../base-command.js'
+import {ControlPlaneCommand} from '../../base-command.js'
 import {defaultBundlePath, renewDevice, type RenewResult} from '../../lib/devices/issue.js'
 import {parseDuration} from '../../lib/duration.js'
+import {formatWhen} from '../../lib/output/time.js'
 
-export default class DeviceRenew extends BaseCommand<typeof DeviceRenew> {
+export default class DeviceRenew extends ControlPlaneCommand<typeof DeviceRenew> {
   static override summary = 'Issue a new certificate for the same key and address.'
   static override description = `Signs the device's registered public key again, with the same overlay IP and groups, and writes a fresh bundle (which also carries the current lighthouses and blocklist). A certificate never outlives the CA: a longer --duration is shortened to the CA's expiry, and the output says so.`
   static override examples = [
@@ -32,7 +33,7 @@ export default class DeviceRenew extends BaseCommand<typeof DeviceRenew> {
         outPath: this.flags.out ?? defaultBundlePath(this.args.project, this.args.name),
       }),
     )
-    this.log(`Renewed ${result.device.name}: new certificate ${result.device.fingerprint} valid until ${result.device.notAfter}.`)
+    this.log(`Renewed ${result.device.name}: new certificate ${result.device.fingerprint} valid until ${formatWhen(result.device.notAfter)}.`)
     if (result.cappedAtCaExpiry) this.log(`The certificate ends with the CA (${result.caNotAfter}): renew the CA to go further.`)
     this.log(`Bundle: ${result.bundle}`)
     return result

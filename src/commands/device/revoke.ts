@@ -1,9 +1,8 @@
 import {Args, Flags} from '@oclif/core'
 
-import {BaseCommand} from '../../base-command.js'
-import type {Revocation} from '../../lib/store/control-plane.js'
+import {ControlPlaneCommand} from '../../base-command.js'
 
-export default class DeviceRevoke extends BaseCommand<typeof DeviceRevoke> {
+export default class DeviceRevoke extends ControlPlaneCommand<typeof DeviceRevoke> {
   static override summary = "Revoke a device's certificates and quarantine its address."
   static override description = `The device's certificate fingerprints go on the project's blocklist: every bundle issued from now on carries it, and Nebula disconnects the device from peers that have it. Its address is quarantined; \`device release\` frees the name.`
   static override examples = ['<%= config.bin %> <%= command.id %> studio laptop', '<%= config.bin %> <%= command.id %> studio laptop --yes --json']
@@ -17,7 +16,7 @@ export default class DeviceRevoke extends BaseCommand<typeof DeviceRevoke> {
     yes: Flags.boolean({char: 'y', summary: 'Do not ask for confirmation.'}),
   }
 
-  async run(): Promise<Revocation> {
+  async run(): Promise<{project: string; device: {name: string; ip: string}; fingerprints: string[]; quarantinedUntil: string}> {
     await this.confirmDestructive(`Revoke ${this.args.name} in ${this.args.project}?`, this.flags.yes)
     const revocation = await this.withControlPlane((controlPlane) =>
       controlPlane.revokeDevice({project: this.args.project, device: this.args.name}),
@@ -25,6 +24,7 @@ export default class DeviceRevoke extends BaseCommand<typeof DeviceRevoke> {
     this.log(`Revoked ${revocation.device}: ${revocation.fingerprints.length} certificate(s) blocklisted.`)
     this.log(`Address ${revocation.ip} is quarantined until ${revocation.quarantinedUntil}.`)
     this.log('Issue new bundles (device renew) or run `vidsync up` on devices so they learn the blocklist.')
-    return revocation
+    const {device, ip, ...rest} = revocation
+    return {project: this.args.project, device: {name: device, ip}, ...rest}
   }
 }

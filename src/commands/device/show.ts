@@ -1,9 +1,10 @@
 import {Args} from '@oclif/core'
 
-import {BaseCommand} from '../../base-command.js'
+import {ControlPlaneCommand} from '../../base-command.js'
 import type {DeviceRecord} from '../../lib/store/control-plane.js'
+import {formatWhen} from '../../lib/output/time.js'
 
-export default class DeviceShow extends BaseCommand<typeof DeviceShow> {
+export default class DeviceShow extends ControlPlaneCommand<typeof DeviceShow> {
   static override summary = 'Show one device: address, certificate, key.'
   static override description = 'Details of a registered device or lighthouse, including its certificate fingerprint and expiry and its public key.'
   static override examples = ['<%= config.bin %> <%= command.id %> studio laptop', '<%= config.bin %> <%= command.id %> studio laptop --json']
@@ -13,7 +14,7 @@ export default class DeviceShow extends BaseCommand<typeof DeviceShow> {
     name: Args.string({description: 'Device name.', required: true}),
   }
 
-  async run(): Promise<DeviceRecord> {
+  async run(): Promise<{project: string; device: DeviceRecord}> {
     const device = await this.withControlPlane((controlPlane) =>
       controlPlane.device({project: this.args.project, device: this.args.name}),
     )
@@ -25,12 +26,12 @@ export default class DeviceShow extends BaseCommand<typeof DeviceShow> {
       ['groups', device.groups.join(', ') || '-'],
       ['syncthing id', device.syncthingId ?? '-'],
       ['fingerprint', device.fingerprint],
-      ['expires', device.notAfter],
+      ['expires', formatWhen(device.notAfter)],
       ['key made by', device.operatorKey ? 'the operator (--generate-key)' : 'the device'],
-      ['registered', device.createdAt],
+      ['registered', formatWhen(device.createdAt)],
     ]
-    if (device.revokedAt) rows.push(['revoked', device.revokedAt])
+    if (device.revokedAt) rows.push(['revoked', formatWhen(device.revokedAt)])
     for (const [label, value] of rows) this.log(`${label.padEnd(13)} ${value ?? '-'}`)
-    return device
+    return {project: this.args.project, device}
   }
 }

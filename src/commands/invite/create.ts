@@ -1,10 +1,11 @@
 import {Args, Flags} from '@oclif/core'
 
-import {BaseCommand} from '../../base-command.js'
+import {ControlPlaneCommand} from '../../base-command.js'
 import {formatDuration, parseDuration} from '../../lib/duration.js'
 import {createInvite, type CreatedInvite} from '../../lib/invites/invites.js'
+import {formatWhen} from '../../lib/output/time.js'
 
-export default class InviteCreate extends BaseCommand<typeof InviteCreate> {
+export default class InviteCreate extends ControlPlaneCommand<typeof InviteCreate> {
   static override summary = 'Create an invite code for devices to join a project.'
   static override description = `Prints the code once: only its hash is stored. A device runs \`vidsync join <code>\` with the control plane configured (VIDSYNC_SUPABASE_URL and the anon key in VIDSYNC_SUPABASE_KEY); it then waits until you sign its key with \`vidsync device approve\`. Every device joining with the code gets the invite's groups.`
   static override examples = [
@@ -28,7 +29,7 @@ export default class InviteCreate extends BaseCommand<typeof InviteCreate> {
     const invite = await this.withControlPlane((controlPlane) =>
       createInvite({controlPlane, project: this.args.project, maxUses: flags.uses, expiresSeconds, groups: flags.groups}),
     )
-    this.log(`Invite ${invite.id} for ${invite.project}: ${invite.maxUses} use(s), expires in ${formatDuration(expiresSeconds)} (${invite.expiresAt}).`)
+    this.log(`Invite ${invite.id} for ${invite.project}: ${invite.maxUses} use(s), expires in ${formatDuration(expiresSeconds)} (${formatWhen(invite.expiresAt)}).`)
     this.log('Code (shown only now, hand it over privately):')
     this.log(`  ${invite.code}`)
     this.log(`On the device: vidsync join ${invite.code}`)

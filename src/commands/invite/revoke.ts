@@ -1,8 +1,8 @@
 import {Args, Flags} from '@oclif/core'
 
-import {BaseCommand} from '../../base-command.js'
+import {ControlPlaneCommand} from '../../base-command.js'
 
-export default class InviteRevoke extends BaseCommand<typeof InviteRevoke> {
+export default class InviteRevoke extends ControlPlaneCommand<typeof InviteRevoke> {
   static override summary = 'Revoke an invite and reject the devices still waiting with it.'
   static override description = 'The code stops working at once. Devices that redeemed it but are not approved yet are rejected; approved devices stay (revoke them with `vidsync device revoke`).'
   static override examples = ['<%= config.bin %> <%= command.id %> studio 3', '<%= config.bin %> <%= command.id %> studio 3 --yes --json']

@@ -24,6 +24,7 @@ export default class KeyCreate extends BaseCommand<typeof KeyCreate> {
     this.log(keys.publicKey.trimEnd())
     this.log(`Public key:  ${keys.publicKeyPath} (send this one to the operator)`)
     this.log(`Private key: ${keys.privateKeyPath} (keep it on this device)`)
+    this.log('Next: vidsync sync id')
     return keys
   }
 }

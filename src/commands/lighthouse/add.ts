@@ -1,10 +1,11 @@
 import {Args, Flags} from '@oclif/core'
 
-import {BaseCommand} from '../../base-command.js'
+import {ControlPlaneCommand} from '../../base-command.js'
 import {bundleFlags, bundleOptions} from '../../flags/key.js'
+import {endpointResolveProblem} from '../../lib/devices/endpoint.js'
 import {type BundleResult, registerDevice} from '../../lib/devices/issue.js'
 
-export default class LighthouseAdd extends BaseCommand<typeof LighthouseAdd> {
+export default class LighthouseAdd extends ControlPlaneCommand<typeof LighthouseAdd> {
   static override summary = 'Add a lighthouse to a project and write its bundle.'
   static override description = `A lighthouse is a node with a fixed public address that tells devices where their peers are and helps them punch through NAT (and, with --relay, relays traffic when they cannot). It gets an overlay address and a certificate like a device; bundles issued afterwards list it. Several lighthouses are allowed.`
   static override examples = [
@@ -21,6 +22,7 @@ export default class LighthouseAdd extends BaseCommand<typeof LighthouseAdd> {
     endpoint: Flags.string({summary: 'Public HOST:PORT where devices reach it over UDP.', required: true}),
     ...bundleFlags,
     relay: Flags.boolean({summary: 'Also relay traffic for devices that cannot reach each other directly.'}),
+    'resolve-check': Flags.boolean({summary: 'Warn when the endpoint\'s host name does not resolve here.', allowNo: true, default: true}),
   }
 
   async run(): Promise<BundleResult> {
@@ -39,6 +41,9 @@ export default class LighthouseAdd extends BaseCommand<typeof LighthouseAdd> {
     this.log(`Added lighthouse ${result.device.name} at ${result.device.endpoint} (overlay ${result.device.ip}).`)
     this.log(`Bundle: ${result.bundle}`)
     if (result.operatorGeneratedKey) this.warn('the bundle holds the private key generated here: hand it over privately and delete copies.')
+    const problem = flags['resolve-check'] ? await endpointResolveProblem(flags.endpoint) : undefined
+    if (problem) this.warn(`${problem} (--no-resolve-check skips this check)`)
+    this.log(`Next: on the lighthouse machine (${flags.endpoint}), vidsync join ${result.bundle} && sudo vidsync up --detach`)
     return result
   }
 }

@@ -1,10 +1,11 @@
 import {Args, Flags} from '@oclif/core'
 
-import {BaseCommand} from '../../base-command.js'
+import {ControlPlaneCommand} from '../../base-command.js'
 import {renderTable} from '../../lib/output/table.js'
+import {tableFlags} from '../../flags/table.js'
 import type {PoolEntry} from '../../lib/store/control-plane.js'
 
-export default class PoolList extends BaseCommand<typeof PoolList> {
+export default class PoolList extends ControlPlaneCommand<typeof PoolList> {
   static override summary = "List a project's addresses."
   static override description = 'Every address of the pool with its state (free, allocated, quarantined) and the device that holds it.'
   static override examples = [
@@ -17,6 +18,7 @@ export default class PoolList extends BaseCommand<typeof PoolList> {
   }
 
   static override flags = {
+    ...tableFlags,
     allocated: Flags.boolean({summary: 'Only addresses held by a device.'}),
   }
 
@@ -30,7 +32,7 @@ export default class PoolList extends BaseCommand<typeof PoolList> {
         {header: 'state', get: (a) => a.state},
         {header: 'device', get: (a) => a.device},
         {header: 'until', get: (a) => a.quarantinedUntil},
-      ]),
+      ], {columns: this.flags.columns, noHeader: this.flags['no-header']}),
     )
     return {project: this.args.project, addresses}
   }

@@ -1,9 +1,9 @@
 import {Args, Flags} from '@oclif/core'
 
-import {BaseCommand} from '../../base-command.js'
+import {ControlPlaneCommand} from '../../base-command.js'
 import type {PopulateResult} from '../../lib/store/control-plane.js'
 
-export default class PoolPopulate extends BaseCommand<typeof PoolPopulate> {
+export default class PoolPopulate extends ControlPlaneCommand<typeof PoolPopulate> {
   static override summary = "Fill a project's address pool."
   static override description = `Adds one pool entry per host address of the project's network, or of --cidr inside it. The network and broadcast addresses are never handed out. Running it again adds only what is missing.`
   static override examples = [
@@ -24,6 +24,7 @@ export default class PoolPopulate extends BaseCommand<typeof PoolPopulate> {
       controlPlane.populatePool({project: this.args.project, cidr: this.flags.cidr}),
     )
     this.log(`Added ${result.added} addresses from ${result.cidr} to ${result.project}; the pool now holds ${result.total}.`)
+    this.log(`Next: vidsync lighthouse add ${result.project} --name lh1 --endpoint HOST:4242 --generate-key --out lh1.zip`)
     return result
   }
 }

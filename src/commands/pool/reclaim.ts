@@ -1,10 +1,11 @@
 import {Args, Flags} from '@oclif/core'
 
-import {BaseCommand} from '../../base-command.js'
+import {ControlPlaneCommand} from '../../base-command.js'
 import {parseDuration} from '../../lib/duration.js'
 import type {StaleDevice} from '../../lib/store/control-plane.js'
+import {relativeTime} from '../../lib/output/time.js'
 
-export default class PoolReclaim extends BaseCommand<typeof PoolReclaim> {
+export default class PoolReclaim extends ControlPlaneCommand<typeof PoolReclaim> {
   static override summary = 'Release the addresses of devices not seen for a while.'
   static override description = `Devices whose last heartbeat (sent by \`vidsync up\`), or registration when never seen, is older than --stale are revoked (their certificates join the blocklist) and released; their addresses come back after the project's quarantine. Lighthouses are never reclaimed. Lists the devices and asks first; scripts pass --yes, or --dry-run to only list.`
   static override examples = [
@@ -30,7 +31,7 @@ export default class PoolReclaim extends BaseCommand<typeof PoolReclaim> {
     const devices = await this.withControlPlane(async (controlPlane) => {
       const stale = await controlPlane.reclaimStale({project, staleSeconds, dryRun: true})
       if (dryRun || stale.length === 0) return stale
-      const names = stale.map((d) => `${d.device} (${d.ip}, last seen ${d.lastSeenAt ?? `never, registered ${d.createdAt}`})`).join(', ')
+      const names = stale.map((d) => `${d.device} (${d.ip}, last seen ${d.lastSeenAt ? relativeTime(d.lastSeenAt) : `never, registered ${relativeTime(d.createdAt)}`})`).join(', ')
       await this.confirmDestructive(`Revoke and release ${names}?`, flags.yes)
       return controlPlane.reclaimStale({project, staleSeconds})
     })

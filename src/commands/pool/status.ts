@@ -1,9 +1,9 @@
 import {Args} from '@oclif/core'
 
-import {BaseCommand} from '../../base-command.js'
+import {ControlPlaneCommand} from '../../base-command.js'
 import type {PoolStatus} from '../../lib/store/control-plane.js'
 
-export default class PoolStatusCommand extends BaseCommand<typeof PoolStatusCommand> {
+export default class PoolStatusCommand extends ControlPlaneCommand<typeof PoolStatusCommand> {
   static override summary = "Count a project's addresses by state."
   static override description = 'Total, allocated, quarantined (released and resting) and free addresses of the project pool.'
   static override examples = ['<%= config.bin %> <%= command.id %> studio', '<%= config.bin %> <%= command.id %> studio --json']

@@ -1,10 +1,10 @@
 import {Args, Flags} from '@oclif/core'
 
-import {BaseCommand} from '../../base-command.js'
+import {ControlPlaneCommand} from '../../base-command.js'
 import {formatDuration, parseDuration} from '../../lib/duration.js'
 import type {Project} from '../../lib/store/control-plane.js'
 
-export default class ProjectCreate extends BaseCommand<typeof ProjectCreate> {
+export default class ProjectCreate extends ControlPlaneCommand<typeof ProjectCreate> {
   static override summary = 'Create a project with its own overlay network.'
   static override description = `A project is a team's overlay network: an IPv4 range (/16 to /30) that does not overlap any other project's, from which every device gets its overlay address. Fill its address pool afterwards with \`pool populate\`.`
   static override examples = [

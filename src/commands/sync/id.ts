@@ -9,6 +9,7 @@ export default class SyncId extends BaseCommand<typeof SyncId> {
   async run(): Promise<{deviceId: string}> {
     const deviceId = await syncthingDeviceId({vidsyncHome: this.home})
     this.log(deviceId)
+    this.log(`Next: send this ID and your public key to the operator, who runs: vidsync device register PROJECT --name NAME --public-key node.pub --syncthing-id ${deviceId}`)
     return {deviceId}
   }
 }

@@ -1,5 +1,6 @@
 import {BaseCommand} from '../../base-command.js'
 import {renderTable} from '../../lib/output/table.js'
+import {tableFlags} from '../../flags/table.js'
 import {connectFromFlags, connectionFlags} from '../../flags/syncthing.js'
 import {listFolders, type FolderState} from '../../lib/syncthing/folders.js'
 
@@ -19,7 +20,7 @@ export default class SyncList extends BaseCommand<typeof SyncList> {
   static override summary = 'List shared folders and how complete they are here.'
   static override examples = ['<%= config.bin %> <%= command.id %>', '<%= config.bin %> <%= command.id %> --json']
 
-  static override flags = {...connectionFlags}
+  static override flags = {...connectionFlags, ...tableFlags}
 
   async run(): Promise<{folders: FolderState[]}> {
     const {client} = await connectFromFlags(this.home, this.flags)
@@ -37,7 +38,7 @@ export default class SyncList extends BaseCommand<typeof SyncList> {
           {header: 'need', get: (folder) => formatBytes(folder.needBytes)},
           {header: 'total', get: (folder) => formatBytes(folder.globalBytes)},
           {header: 'peers', get: (folder) => folder.devices.length},
-        ]),
+        ], {columns: this.flags.columns, noHeader: this.flags['no-header']}),
       )
     }
     return {folders}

@@ -31,7 +31,7 @@ export function renderBundleReadme(options: BundleReadmeOptions): string {
     'To connect this device, run:',
     '',
     `    vidsync join ${bundle}`,
-    '    vidsync nebula up',
+    '    sudo vidsync up --detach',
     '',
     `- Project: ${options.project}`,
     `- Device: ${options.device}`,

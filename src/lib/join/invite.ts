@@ -61,7 +61,7 @@ export function defaultDeviceName(host = hostname()): string {
     .replace(/[^a-z0-9-]+/g, '-')
     .slice(0, 63)
     .replace(/^-+|-+$/g, '')
-  if (!name) throw new InvalidInputError(`cannot make a device name from the host name "${host}": pass --name`)
+  if (!name) throw new InvalidInputError(`cannot make a device name from the host name "${host}"`, {hint: 'pass --name'})
   return name
 }
 
@@ -96,7 +96,7 @@ async function devicePublicKey(options: InviteJoinOptions): Promise<{keyPath: st
     () => false,
   )
   if (!exists) {
-    if (options.keyPath) throw new NotFoundError(`no device key at ${keyPath}: run \`vidsync key create\` or leave out --key`)
+    if (options.keyPath) throw new NotFoundError(`no device key at ${keyPath}: run \`vidsync key create\``, {hint: 'or leave out --key'})
     await createKeyPair({outDir: join(options.home, 'keys'), tools: options.tools})
   }
   const hex = publicKeyHexOfPrivateKey(await readFile(keyPath))

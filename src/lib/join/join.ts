@@ -53,7 +53,7 @@ function parseManifest(raw: Buffer | undefined, origin: string): BundleManifest 
 async function readKey(path: string): Promise<Buffer> {
   const info = await stat(path).catch(() => undefined)
   if (!info) {
-    throw new NotFoundError(`no device key at ${path}: run \`vidsync key create\` and send the .pub file to the operator, or pass --key`)
+    throw new NotFoundError(`no device key at ${path}: run \`vidsync key create\` and send the .pub file to the operator`, {hint: 'or pass --key'})
   }
   if ((info.mode & 0o077) !== 0) {
     throw new PermissionError(`device key ${path} is readable by others (mode ${(info.mode & 0o777).toString(8)}): run chmod 600 ${path}`)
@@ -126,7 +126,8 @@ export async function installBundle(options: InstallOptions): Promise<JoinResult
     }
     if (cert.publicKey !== publicKeyHexOfPrivateKey(key)) {
       throw new InvalidInputError(
-        `${origin} was issued for another key than this device's: ask the operator to register the public key from \`vidsync key create\`, or pass --key`,
+        `${origin} was issued for another key than this device's: ask the operator to register the public key from \`vidsync key create\``,
+        {hint: 'or pass the matching private key with --key'},
       )
     }
     await verifyCert({caCertPath: join(stage, 'ca.crt'), certPath: join(stage, 'node.crt'), tools: options.tools})

@@ -230,7 +230,7 @@ export async function labUp(options: LabUpOptions): Promise<LabState> {
     const operator = {ns: state.lighthouse.ns, home: state.operatorHome}
     /** join + nebula up on a node, then sync. */
     const bringUp = async (target: LabNode, bundle: string, joinArgs: string[]) => {
-      target.overlayIp = (await run<{ip: string}>(`${target.name} join`, target, ['join', bundle, ...joinArgs])).ip
+      target.overlayIp = (await run<{device: {ip: string}}>(`${target.name} join`, target, ['join', bundle, ...joinArgs])).device.ip
       target.nebulaPid = (await run<{pid: number}>(`${target.name} nebula up`, target, ['nebula', 'up', project, '--detach'])).pid
       await saveState(state)
       if (target !== state.lighthouse) {

@@ -90,7 +90,7 @@ export async function createKeyPair(options: {outDir: string; name?: string; too
         {from: key, to: privateKeyPath},
         {from: pub, to: publicKeyPath},
       ],
-      (path) => new ConflictError(`${path} already exists: choose another --name or --out, a key is never overwritten`),
+      (path) => new ConflictError(`${path} already exists: a key is never overwritten`, {hint: 'choose another --name or --out'}),
     )
   })
   return {privateKeyPath, publicKeyPath, publicKey: await readFile(publicKeyPath, 'utf8')}

@@ -5,8 +5,9 @@ import {ensureHome} from '../home.js'
 import {ControlPlane, SqlRpc} from './control-plane.js'
 import {acquireFileLock} from './file-lock.js'
 import {assertSchemaCurrent, checkSchemaVersion, loadMigrations, migrate, type MigrationResult, schemaVersion} from './migrate.js'
-import {EmbeddedClient, PostgresClient, type SqlClient} from './sql-client.js'
-import {SupabaseRpc} from './supabase.js'
+// The drivers (pg, PGlite, supabase-js) load only when their backend is chosen: a command pays
+// for the one it uses, and a command that opens no store for none.
+import type {SqlClient} from './sql-client.js'
 
 export type Backend = 'embedded' | 'postgres' | 'supabase'
 
@@ -42,10 +43,12 @@ export function selectedBackend(options: StoreOptions): Backend {
 export async function connect(options: StoreOptions): Promise<Connection> {
   if (selectedBackend(options) === 'supabase') {
     throw new InvalidInputError(
-      "Supabase's API cannot change the schema: pass its direct connection string as --database-url (see docs/supabase.md)",
+      "Supabase's API cannot change the schema: use its direct connection string (see docs/supabase.md)",
+      {hint: 'pass it as --database-url'},
     )
   }
   if (options.databaseUrl) {
+    const {PostgresClient} = await import('./sql-client.js')
     const sql = new PostgresClient(options.databaseUrl, options.maxConnections)
     return {backend: 'postgres', sql, close: () => sql.close()}
   }
@@ -53,6 +56,7 @@ export async function connect(options: StoreOptions): Promise<Connection> {
   // PGlite runs in this process: one process at a time may open the data directory.
   const lock = await acquireFileLock(join(options.home, 'db.lock'), `the embedded database in ${options.home}`)
   try {
+    const {EmbeddedClient} = await import('./sql-client.js')
     const sql = await EmbeddedClient.open(join(options.home, 'db'))
     return {
       backend: 'embedded',
@@ -105,6 +109,7 @@ async function openSupabase(options: {url: string; key?: string}): Promise<Store
   if (!/^https?:\/\/[^\s/]+/.test(options.url)) {
     throw new InvalidInputError(`invalid Supabase URL "${options.url}": expected https://<project>.supabase.co`)
   }
+  const {SupabaseRpc} = await import('./supabase.js')
   const controlPlane = new ControlPlane(new SupabaseRpc({url: options.url, key: options.key}))
   checkSchemaVersion(await controlPlane.schemaVersion(), await loadMigrations())
   return {backend: 'supabase', controlPlane, close: async () => {}}

@@ -42,7 +42,8 @@ function unreachable(url: string, error: unknown): UnavailableError | undefined 
   const reason = (code && unreachableCodes[code]) ?? (/timeout/i.test(message ?? '') ? 'connection timed out' : undefined)
   if (!reason) return undefined
   return new UnavailableError(
-    `cannot reach the database at ${redactUrl(url)} (${reason}): check --database-url or VIDSYNC_DATABASE_URL`,
+    `cannot reach the database at ${redactUrl(url)} (${reason}): check VIDSYNC_DATABASE_URL`,
+    {hint: 'or --database-url'},
   )
 }
 

@@ -266,7 +266,8 @@ export class SyncthingClient {
     if (response.status === 404 && options.missingOk) return undefined as T
     if (response.status === 401 || response.status === 403) {
       throw new PermissionError(
-        `Syncthing at ${this.url} rejected the API key: pass the key from its config.xml (<gui><apikey>) with --api-key or VIDSYNC_SYNCTHING_API_KEY`,
+        `Syncthing at ${this.url} rejected the API key: set the key from its config.xml (<gui><apikey>) in VIDSYNC_SYNCTHING_API_KEY`,
+        {hint: 'or pass it with --api-key'},
       )
     }
     const reason = text.trim().split('\n')[0] || response.statusText

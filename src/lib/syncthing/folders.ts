@@ -177,7 +177,8 @@ export async function addFolder(options: AddFolderOptions): Promise<AddFolderRes
   const existing = await client.folder(folderId)
   if (existing && resolve(existing.path) !== path) {
     throw new ConflictError(
-      `folder ID "${folderId}" already shares ${existing.path}: pass --id to share ${path} under another ID, or remove the old share with \`vidsync sync remove ${folderId}\``,
+      `folder ID "${folderId}" already shares ${existing.path}: remove the old share with \`vidsync sync remove ${folderId}\``,
+      {hint: `or pass --id to share ${path} under another ID`},
     )
   }
   const {myID} = await client.status()

@@ -128,7 +128,7 @@ export async function readManagedConfig(vidsyncHome: string): Promise<ManagedCon
   const paths = managedPaths(vidsyncHome)
   const xml = await readFile(paths.config, 'utf8').catch(() => undefined)
   if (xml === undefined) {
-    throw new NotFoundError(`no vidsync-managed Syncthing in ${vidsyncHome}: start one with \`vidsync sync up\`, or pass --syncthing-url`)
+    throw new NotFoundError(`no vidsync-managed Syncthing in ${vidsyncHome}: start one with \`vidsync sync up\``, {hint: 'or use your own Syncthing with --syncthing-url'})
   }
   const guiAddress = readConfigValues(xml, 'gui', 'address')[0] ?? `127.0.0.1:${defaultGuiPort}`
   return {
@@ -181,7 +181,7 @@ async function assertCanListen(host: string, port: number, what: string, hint: s
     server.listen({host, port, exclusive: true}, () => resolve(undefined))
   })
   await new Promise((resolve) => server.close(resolve))
-  if (error?.code === 'EADDRINUSE') throw new ConflictError(`${what} ${host}:${port} is already in use (another Syncthing?): stop it or ${hint}`)
+  if (error?.code === 'EADDRINUSE') throw new ConflictError(`${what} ${host}:${port} is already in use (another Syncthing?): stop it`, {hint})
   if (error?.code === 'EADDRNOTAVAIL') {
     throw new InvalidInputError(`${what} ${host}:${port} cannot be used: ${host} is not an address of this machine (is the Nebula overlay up?)`)
   }
@@ -388,7 +388,7 @@ export async function startManagedSyncthing(options: StartManagedOptions): Promi
     if (state === 'timeout') await daemon.stop()
     await exited
     const reason = (await reasonFromLog(paths.log, logOffset)) || (state === 'timeout' ? 'timed out' : 'exited')
-    if (/address already in use/.test(reason)) throw new ConflictError(`Syncthing could not start: ${reason}: stop the other program or pass --gui-port`)
+    if (/address already in use/.test(reason)) throw new ConflictError(`Syncthing could not start: ${reason}: stop the other program`, {hint: 'or pass --gui-port'})
     const what = state === 'timeout' ? `did not answer on ${config.url} within ${startTimeoutMs / 1000}s` : 'exited while starting'
     throw new ToolFailedError(`syncthing ${what}: ${reason} (log: ${paths.log})`, reason)
   }
@@ -396,7 +396,7 @@ export async function startManagedSyncthing(options: StartManagedOptions): Promi
   if (problems.length > 0) {
     const message = `Syncthing cannot listen for peers on ${problems.join('; ')}`
     const taken = problems.some((problem) => /address already in use/.test(problem))
-    await fail(taken ? new ConflictError(`${message}: pass --listen tcp://IP:PORT`) : new ToolFailedError(message, problems.join('; ')))
+    await fail(taken ? new ConflictError(message, {hint: 'pass --listen tcp://IP:PORT'}) : new ToolFailedError(message, problems.join('; ')))
   }
   const {myID} = await client.status().catch(fail)
   return {
@@ -464,7 +464,7 @@ export interface SyncthingConnection {
 export async function connectSyncthing(options: ConnectOptions): Promise<SyncthingConnection> {
   if (options.url === undefined) {
     if (options.apiKey !== undefined || options.configXmlPath !== undefined) {
-      throw new InvalidInputError('an API key or config.xml is only used with --syncthing-url: the managed Syncthing has its own')
+      throw new InvalidInputError('an API key or config.xml is only used with your own Syncthing: the managed Syncthing has its own', {hint: 'pass --syncthing-url with them'})
     }
     const config = await readManagedConfig(options.vidsyncHome)
     return {client: new SyncthingClient({url: config.url, apiKey: config.apiKey, timeoutMs: options.timeoutMs}), managed: true}
@@ -478,7 +478,8 @@ export async function connectSyncthing(options: ConnectOptions): Promise<Syncthi
   }
   if (!apiKey) {
     throw new InvalidInputError(
-      `no API key for Syncthing at ${options.url}: pass --api-key, set VIDSYNC_SYNCTHING_API_KEY, or pass --syncthing-config with its config.xml`,
+      `no API key for Syncthing at ${options.url}: set VIDSYNC_SYNCTHING_API_KEY`,
+      {hint: 'or pass --api-key, or --syncthing-config with its config.xml'},
     )
   }
   return {client: new SyncthingClient({url: options.url, apiKey, timeoutMs: options.timeoutMs}), managed: false}
