@@ -2,7 +2,7 @@ import {Args} from '@oclif/core'
 
 import {BaseCommand} from '../../base-command.js'
 import {nebulaStatus, type NebulaStatus} from '../../lib/nebula/process.js'
-import {resolveProjectDir} from '../../lib/nebula/project.js'
+import {resolveProjectDir} from '../../lib/project/joined-project.js'
 
 export default class NebulaStatusCommand extends BaseCommand<typeof NebulaStatusCommand> {
   static override summary = "Show whether this device's nebula runs and reaches a lighthouse."

@@ -5,7 +5,7 @@ import {parseDuration} from '../../lib/duration.js'
 import {ToolFailedError} from '../../lib/errors.js'
 import type {Daemon} from '../../lib/exec.js'
 import {type DaemonExit, exitReason, type NebulaStatus, startNebula, stopNebula} from '../../lib/nebula/process.js'
-import {resolveProjectDir} from '../../lib/nebula/project.js'
+import {resolveProjectDir} from '../../lib/project/joined-project.js'
 import {type ServiceUnit, writeServiceUnit} from '../../lib/nebula/service.js'
 
 export type NebulaUpResult = (NebulaStatus & {startupMs: number; detached: boolean}) | {service: ServiceUnit}

@@ -7,7 +7,7 @@ import {type Daemon, processCommandLine, runTool, startDaemon, stopPid, type Too
 import {publishNew, withTempDir} from '../files.js'
 import {testNebulaConfig} from './config.js'
 import {failureReason, handshakePeers} from './log.js'
-import {type JoinedProject, loadProject, projectPaths} from './project.js'
+import {type JoinedProject, loadProject, projectPaths} from '../project/joined-project.js'
 
 export interface PreflightCheck {
   name: 'nebula' | 'privileges' | 'tun' | 'config'
@@ -74,7 +74,8 @@ export interface NebulaStatus {
   project: string
   running: boolean
   pid: number | null
-  tunDev: string
+  /** The tun device nebula.yml names; null where the OS names it. */
+  tunDev: string | null
   overlayIp: string
   /** The tun device is up with the overlay IP, as this process's network namespace sees it. */
   tunUp: boolean
@@ -97,12 +98,12 @@ async function runningPid(paths: {pidPath: string; configPath: string}): Promise
 }
 
 /**
- * Node lists only interfaces that are up and running (libuv skips the others). On macOS nebula
- * ignores tun.dev and takes the next utunN, so any interface with the overlay IP counts there.
+ * Node lists only interfaces that are up and running (libuv skips the others). Where the OS names
+ * the tun device (macOS utunN, Windows Wintun), any interface with the overlay IP counts.
  */
 function tunHasIp(project: JoinedProject): boolean {
   const interfaces = networkInterfaces()
-  const candidates = process.platform === 'darwin' ? Object.values(interfaces) : [interfaces[project.tunDev]]
+  const candidates = project.tunDev === undefined ? Object.values(interfaces) : [interfaces[project.tunDev]]
   return candidates.some((addresses) => addresses?.some((address) => address.address === project.overlayIp))
 }
 
@@ -120,7 +121,7 @@ async function statusOf(project: JoinedProject, pid: number | undefined): Promis
     project: project.name,
     running,
     pid: pid ?? null,
-    tunDev: project.tunDev,
+    tunDev: project.tunDev ?? null,
     overlayIp: project.overlayIp,
     tunUp: running && tunHasIp(project),
     lighthouseReachable: await lighthouseReachable(project, running),
@@ -206,7 +207,7 @@ export async function startNebula(options: StartNebulaOptions): Promise<StartedN
   const existing = await runningPid(project)
   if (existing !== undefined) throw alreadyRunning(project.name, existing)
   // A second nebula would silently share the (multiqueue) tun device with the first.
-  if (networkInterfaces()[project.tunDev]) {
+  if (project.tunDev !== undefined && networkInterfaces()[project.tunDev]) {
     throw new ConflictError(`${project.tunDev} already exists: another nebula runs ${project.name} (a system service?); stop it first`)
   }
   await rm(project.pidPath, {force: true}) // stale: a dead PID or another program's

@@ -6,7 +6,7 @@ import {InvalidInputError, MissingDependencyError} from '../errors.js'
 import {resolveTools, type Tools} from '../exec.js'
 import {writeFileAtomic} from '../files.js'
 import {testNebulaConfig} from './config.js'
-import {loadProject} from './project.js'
+import {loadProject} from '../project/joined-project.js'
 
 export interface ServiceUnitOptions {
   projectDir: string

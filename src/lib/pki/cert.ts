@@ -19,8 +19,8 @@ interface PrintedCert {
   details: Omit<CertInfo, 'fingerprint' | 'groups' | 'ips'> & {groups: string[] | null; ips: string[] | null}
 }
 
-/** Reads a certificate file through nebula-cert; the first certificate when the file holds several. */
-export async function readCert(path: string, tools?: Tools): Promise<CertInfo> {
+/** Reads every certificate in a file through nebula-cert (a CA file may hold several). */
+export async function readCerts(path: string, tools?: Tools): Promise<CertInfo[]> {
   let stdout: string
   try {
     ;({stdout} = await runTool('nebula-cert', ['print', '-json', '-path', path], {tools}))
@@ -28,20 +28,31 @@ export async function readCert(path: string, tools?: Tools): Promise<CertInfo> {
     if (error instanceof ToolFailedError) throw new InvalidInputError(`${path} is not a readable Nebula certificate: ${error.reason}`)
     throw error
   }
-  const first = stdout.split('\n').find((line) => line.trim() !== '')
-  if (first === undefined) throw new InvalidInputError(`${path} holds no Nebula certificate`)
-  const {fingerprint, details} = JSON.parse(first) as PrintedCert
-  return {
-    name: details.name,
-    fingerprint,
-    notBefore: new Date(details.notBefore).toISOString(),
-    notAfter: new Date(details.notAfter).toISOString(),
-    isCa: details.isCa,
-    issuer: details.issuer,
-    groups: details.groups ?? [],
-    ips: details.ips ?? [],
-    publicKey: details.publicKey,
-  }
+  const certs = stdout
+    .split('\n')
+    .filter((line) => line.trim() !== '')
+    .map((line) => {
+      const {fingerprint, details} = JSON.parse(line) as PrintedCert
+      return {
+        name: details.name,
+        fingerprint,
+        notBefore: new Date(details.notBefore).toISOString(),
+        notAfter: new Date(details.notAfter).toISOString(),
+        isCa: details.isCa,
+        issuer: details.issuer,
+        groups: details.groups ?? [],
+        ips: details.ips ?? [],
+        publicKey: details.publicKey,
+      }
+    })
+  if (certs.length === 0) throw new InvalidInputError(`${path} holds no Nebula certificate`)
+  return certs
+}
+
+/** Reads a certificate file through nebula-cert; the first certificate when the file holds several. */
+export async function readCert(path: string, tools?: Tools): Promise<CertInfo> {
+  const [first] = await readCerts(path, tools)
+  return first as CertInfo
 }
 
 /** Checks that `certPath` is valid now and signed by a CA in `caCertPath`. */

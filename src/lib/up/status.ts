@@ -1,5 +1,5 @@
 import {type NebulaStatus, nebulaStatus, preflight} from '../nebula/process.js'
-import {resolveProjectDir} from '../nebula/project.js'
+import {resolveProjectDir} from '../project/joined-project.js'
 import {runTool, type Tools} from '../exec.js'
 import {VidsyncError} from '../errors.js'
 import {type SyncStatus, syncStatus} from '../syncthing/folders.js'

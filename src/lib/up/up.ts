@@ -4,13 +4,12 @@ import {join} from 'node:path'
 import {isAlive, processCommandLine, startSelf, stopPid, type Tools} from '../exec.js'
 import {writeFileAtomic} from '../files.js'
 import {type NebulaStatus, nebulaStatus, startNebula, stopNebula} from '../nebula/process.js'
-import {loadProject, resolveProjectDir} from '../nebula/project.js'
 import {syncthingPort} from '../nebula/config.js'
 import type {SyncthingClient} from '../syncthing/client.js'
 import {acceptPendingDevices, type PendingDecision, projectFolders, sharePeers, shareWithProjectDevices} from '../syncthing/folders.js'
 import {connectSyncthing, startManagedSyncthing, stopManagedSyncthing} from '../syncthing/managed.js'
-import {loadProjectManifest} from '../syncthing/project.js'
 import type {ControlPlane} from '../store/control-plane.js'
+import {JoinedProject, resolveProjectDir} from '../project/joined-project.js'
 import {refreshFromControlPlane, type RefreshResult} from './refresh.js'
 
 export interface UpOptions {
@@ -59,7 +58,7 @@ export async function reconcile(options: ReconcileOptions): Promise<ReconcileRes
   const refresh = options.controlPlane
     ? await refreshFromControlPlane({home: options.home, project: options.project, controlPlane: options.controlPlane, syncthingId: (await client.status()).myID})
     : undefined
-  const manifest = await loadProjectManifest(options.home, options.project)
+  const {manifest} = await JoinedProject.find({home: options.home, project: options.project})
   const folders = await projectFolders({client, project: manifest.project, projectCidr: manifest.cidr})
   const peers = manifest.peers.flatMap((peer) => (peer.syncthingId ? [{deviceId: peer.syncthingId, name: peer.name, overlayIp: peer.ip}] : []))
   await sharePeers({client, projectCidr: manifest.cidr, folders, peers})
@@ -73,8 +72,8 @@ export async function reconcile(options: ReconcileOptions): Promise<ReconcileRes
  * on the overlay address only, then one reconcile pass. Parts already running are reused.
  */
 export async function bringUp(options: UpOptions): Promise<UpResult & {client: SyncthingClient}> {
-  const dir = await resolveProjectDir({home: options.home, project: options.project})
-  const project = await loadProject(dir)
+  const project = await JoinedProject.find({home: options.home, project: options.project})
+  const dir = project.dir
   const current = await nebulaStatus({projectDir: dir})
   const nebula = current.running
     ? current
