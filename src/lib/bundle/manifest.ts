@@ -186,18 +186,23 @@ function validate(raw: unknown, nebulaYml: string | undefined): BundleManifest {
  * project's network, fingerprints), so nothing hostile is rendered into nebula.yml or printed.
  * `nebulaYml` is the config of an older bundle, read only for its blocklist.
  */
-export function parseManifest(raw: Buffer | string | undefined, origin: string, nebulaYml?: string): BundleManifest {
+export function parseManifest(
+  raw: Buffer | string | undefined,
+  origin: string,
+  nebulaYml?: string,
+  remedy = 'ask the operator for a new bundle',
+): BundleManifest {
   let parsed: unknown
   try {
     parsed = JSON.parse(raw?.toString() ?? '')
   } catch {
-    throw new InvalidInputError(`${origin} has an unreadable vidsync.json: ask the operator for a new bundle`)
+    throw new InvalidInputError(`${origin} has an unreadable vidsync.json: ${remedy}`)
   }
   try {
     return validate(parsed, nebulaYml)
   } catch (error) {
     if (!(error instanceof ManifestProblem)) throw error
-    throw new InvalidInputError(`${origin} has an invalid vidsync.json (${error.message}): ask the operator for a new bundle`)
+    throw new InvalidInputError(`${origin} has an invalid vidsync.json (${error.message}): ${remedy}`)
   }
 }
 

@@ -84,11 +84,6 @@ export async function installBundle(options: InstallOptions): Promise<JoinResult
   const manifest = parseManifest(files.get('vidsync.json'), origin, files.get('nebula.yml')?.toString())
   const installed = await JoinedProject.installedFiles(options.home, manifest.project)
   const bundledKey = files.get('node.key')
-  if (bundledKey && installed.keyPem && !installed.keyPem.equals(bundledKey) && !options.replaceKey) {
-    throw new ConflictError(`${origin} carries a private key that would replace this device's key for ${manifest.project}: refused`, {
-      hint: 'pass --replace-key if the operator really issued this device a new key',
-    })
-  }
   const key = bundledKey ?? (await readKey(options.keyPath ?? join(options.home, 'keys', 'node.key')))
   // Checks happen in a private temp dir in the home: a refused bundle leaves nothing behind.
   await ensureDir(options.home, {private: true})
@@ -128,6 +123,11 @@ export async function installBundle(options: InstallOptions): Promise<JoinResult
       scratch: stage,
     })
     await writeFile(join(stage, 'ca.crt'), caPem, {mode: 0o600})
+    if (bundledKey && installed.keyPem && !installed.keyPem.equals(bundledKey) && !options.replaceKey) {
+      throw new ConflictError(`${origin} carries a private key that would replace this device's key for ${manifest.project}: refused`, {
+        hint: 'pass --replace-key if the operator really issued this device a new key',
+      })
+    }
     await verifyCert({caCertPath: join(stage, 'ca.crt'), certPath: join(stage, 'node.crt'), tools: options.tools})
 
     const previous = installed.certPem ? await readInstalledCert(installed.certPem, stage, options.tools) : undefined

@@ -143,7 +143,7 @@ export class JoinedProject {
     })
     // Projects joined before manifests carried the blocklist kept it in nebula.yml only.
     const legacyConfig = raw.includes('"blocklist"') ? undefined : await readFile(paths.configPath, 'utf8').catch(() => undefined)
-    return new JoinedProject(dir, parseManifest(raw, paths.manifestPath, legacyConfig), platform)
+    return new JoinedProject(dir, parseManifest(raw, `the project in ${dir}`, legacyConfig, 'run `vidsync join <bundle>` again'), platform)
   }
 
   /** PROJECT, or the only joined project when none is named. */
