@@ -65,6 +65,9 @@ export abstract class BaseCommand<T extends typeof Command> extends Command {
       home: this.home,
       databaseUrl: this.flags['database-url'],
       supabase: supabaseUrl ? {url: supabaseUrl, key: process.env.VIDSYNC_SUPABASE_KEY} : undefined,
+      onLockWait: (pid) => {
+        if (!this.jsonEnabled()) this.logToStderr(`waiting for pid ${pid ?? 'unknown'}, which has the embedded database open...`)
+      },
     }
   }
 

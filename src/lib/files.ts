@@ -1,6 +1,6 @@
 import {randomBytes} from 'node:crypto'
-import {chmod, link, mkdir, mkdtemp, rename, rm, writeFile} from 'node:fs/promises'
-import {basename, dirname, join} from 'node:path'
+import {chmod, link, mkdir, mkdtemp, rename, rm, stat, writeFile} from 'node:fs/promises'
+import {basename, dirname, join, resolve} from 'node:path'
 
 import {InvalidInputError, PermissionError} from './errors.js'
 
@@ -23,15 +23,41 @@ export function writeError(error: unknown, path: string): unknown {
   }
 }
 
+/** The missing directories from the nearest existing ancestor of `dir` down to `dir`. */
+async function missingLevels(dir: string): Promise<string[]> {
+  const missing: string[] = []
+  for (let current = resolve(dir); ; current = dirname(current)) {
+    const info = await stat(current).catch((error: NodeJS.ErrnoException) => {
+      if (error.code === 'ENOENT') return undefined
+      throw error
+    })
+    if (info?.isDirectory()) return missing
+    if (info) {
+      throw current === resolve(dir)
+        ? new InvalidInputError(`cannot use ${dir} as a directory: it is a file`)
+        : writeError(Object.assign(new Error('not a directory'), {code: 'ENOTDIR'}), dir)
+    }
+    missing.unshift(current)
+    if (dirname(current) === current) return missing
+  }
+}
+
 /**
- * Creates `dir` and missing parents as 0700. `private` also narrows an existing `dir` to 0700:
- * only for vidsync's own directories, never for one the user named.
+ * Creates `dir` and missing parents as 0700, one level at a time: a recursive mkdir loops forever
+ * on file systems such as /proc that refuse it in an unusual way. `private` also narrows an
+ * existing `dir` to 0700: only for vidsync's own directories, never for one the user named.
  */
 export async function ensureDir(dir: string, options: {private?: boolean} = {}): Promise<void> {
   try {
-    await mkdir(dir, {recursive: true, mode: 0o700})
+    for (const level of await missingLevels(dir)) {
+      await mkdir(level, {mode: 0o700}).catch((error: NodeJS.ErrnoException) => {
+        if (error.code !== 'EEXIST') throw error
+      })
+    }
     if (options.private) await chmod(dir, 0o700)
   } catch (error) {
+    if (error instanceof InvalidInputError) throw error
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') throw new InvalidInputError(`cannot create ${dir}: the file system does not allow it`)
     throw writeError(error, dir)
   }
 }
