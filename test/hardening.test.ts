@@ -248,3 +248,151 @@ describe('hardening: a device trusts only its project CA, and a bundle is data',
     expect(await snapshot(device)).to.deep.equal(before)
   })
 })
+
+describe('hardening: homes, output paths, keys and the embedded lock', function () {
+  this.timeout(600_000)
+  after(removeTempDirs)
+  /** The first command in a home creates the embedded database: slow on a busy machine. */
+  const slow = {timeoutMs: 240_000}
+
+  it('refuses a low-order X25519 public key (32 zero bytes) and registers nothing', async () => {
+    const home = await tempDir()
+    for (const args of [['ca', 'init'], ['project', 'create', 'films', '--cidr', '10.94.0.0/24'], ['pool', 'populate', 'films']]) {
+      expect((await cli([...args, '--json'], {VIDSYNC_HOME: home}, slow)).exitCode).to.equal(0)
+    }
+    const zeroKey = join(home, 'zero.pub')
+    await writeFile(zeroKey, `-----BEGIN NEBULA X25519 PUBLIC KEY-----\n${Buffer.alloc(32).toString('base64')}\n-----END NEBULA X25519 PUBLIC KEY-----\n`)
+    const out = join(home, 'zero.zip')
+    const result = await cli(['device', 'register', 'films', '--name', 'zero', '--public-key', zeroKey, '--out', out, '--json'], {VIDSYNC_HOME: home}, slow)
+    expect(result.exitCode).to.equal(2)
+    expect(result.json.error.message).to.equal('not a usable Nebula public key: it is a low-order X25519 point (such as 32 zero bytes), which no key pair produces')
+    const listed = await cli(['device', 'list', 'films', '--json'], {VIDSYNC_HOME: home}, slow)
+    expect(JSON.stringify(listed.json)).not.to.contain('"zero"')
+    expect(await readdir(home)).not.to.include('zero.zip')
+  })
+
+  it('makes a loose existing home and its db/ 0700 before the embedded database writes there', async () => {
+    const home = join(await tempDir(), 'home')
+    await execa('mkdir', ['-m', '0755', home])
+    const result = await cli(['project', 'list', '--json'], {VIDSYNC_HOME: home}, slow)
+    expect(result.exitCode, result.stdout).to.equal(0)
+    expect((await stat(home)).mode & 0o777).to.equal(0o700)
+    expect((await stat(join(home, 'db'))).mode & 0o777).to.equal(0o700)
+  })
+
+  it('refuses a home or --out under a regular file, and a home in /proc, in one line without hanging', async () => {
+    const dir = await tempDir()
+    const file = join(dir, 'plain-file')
+    await writeFile(file, 'x')
+    const cases: [string[], Record<string, string>, RegExp][] = [
+      [['key', 'create', '--out', join(file, 'keys')], {VIDSYNC_HOME: dir}, /^cannot write .*plain-file\/keys: a parent of it is not a directory$/],
+      [['key', 'create', '--out', file], {VIDSYNC_HOME: dir}, /^cannot use .*plain-file as a directory: it is a file$/],
+      [['project', 'list'], {VIDSYNC_HOME: join(file, 'home')}, /^cannot write .*plain-file\/home: a parent of it is not a directory$/],
+      [['project', 'list'], {VIDSYNC_HOME: '/proc/vidsync-test'}, /^cannot create \/proc\/vidsync-test: the file system does not allow it$/],
+    ]
+    for (const [args, env, message] of cases) {
+      const result = await cli([...args, '--json'], env, slow)
+      expect(result.exitCode, args.join(' ')).to.equal(2)
+      expect(result.json.error.message, args.join(' ')).to.match(message)
+    }
+    expect(await readFile(file, 'utf8')).to.equal('x')
+    expect((await readdir(dir)).sort()).to.deep.equal(['plain-file'])
+  })
+
+  it('takes over an empty or dead lock, and says which pid it waits for', async () => {
+    const home = await tempDir()
+    expect((await cli(['project', 'list', '--json'], {VIDSYNC_HOME: home}, slow)).exitCode).to.equal(0)
+    const lock = join(home, 'db.lock')
+    // A crash between creating and writing the lock (older vidsync) left it empty.
+    await writeFile(lock, '')
+    const old = new Date(Date.now() - 60_000)
+    await execa('touch', ['-d', old.toISOString(), lock])
+    expect((await cli(['project', 'list', '--json'], {VIDSYNC_HOME: home}, slow)).exitCode).to.equal(0)
+    // A holder that died.
+    const dead = execa('true')
+    await dead
+    await writeFile(lock, String(dead.pid))
+    expect((await cli(['project', 'list', '--json'], {VIDSYNC_HOME: home}, slow)).exitCode).to.equal(0)
+    // A live holder for a few seconds: the command waits, says so, then runs.
+    const holder = execa('sleep', ['4'])
+    try {
+      await writeFile(lock, String(holder.pid))
+      const waited = await cli(['project', 'list'], {VIDSYNC_HOME: home}, slow)
+      expect(waited.exitCode, waited.stderr).to.equal(0)
+      expect(waited.stderr).to.contain(`waiting for pid ${holder.pid}, which has the embedded database open`)
+    } finally {
+      holder.kill()
+      await holder.catch(() => undefined)
+    }
+    await execa('rm', ['-f', lock])
+  })
+})
+
+describe('hardening: out-of-range numbers, invites and URLs', function () {
+  this.timeout(600_000)
+  let home: string
+  const slow = {timeoutMs: 240_000}
+  const run = (...args: string[]) => cli([...args, '--json'], {VIDSYNC_HOME: home}, slow)
+
+  before(async () => {
+    home = await tempDir()
+    for (const args of [['project', 'create', 'films', '--cidr', '10.93.0.0/24'], ['pool', 'populate', 'films']]) expect((await run(...args)).exitCode).to.equal(0)
+  })
+
+  after(removeTempDirs)
+
+  it('refuses out-of-range numbers with exit 2, leaving nothing behind (not even an empty ca/)', async () => {
+    const before = await snapshot(home)
+    const cases: [string[], RegExp][] = [
+      [['project', 'create', 'big', '--cidr', '10.92.0.0/24', '--quarantine', '99999999999'], /^invalid quarantine "99999999999": at most 50 years/],
+      [['pool', 'reclaim', 'films', '--stale', '99999999999', '--dry-run'], /^invalid stale threshold "99999999999": at most 50 years/],
+      [['invite', 'create', 'films', '--expires', '99999999999'], /^invalid expiry "99999999999": at most 50 years/],
+      [['ca', 'init', '--duration', '99999999999d'], /^invalid duration "99999999999d": at most 50 years/],
+      [['invite', 'revoke', 'films', '99999999999'], /99999999999/],
+    ]
+    for (const [args, message] of cases) {
+      const result = await run(...args)
+      expect(result.exitCode, args.join(' ')).to.equal(2)
+      expect(result.json.error.message, args.join(' ')).to.match(message)
+    }
+    expect(await readdir(home)).not.to.include('ca')
+    const after = await snapshot(home)
+    for (const path of Object.keys(before).filter((path) => !path.includes(`${home}/db/`))) expect(after[path], path).to.equal(before[path])
+  })
+
+  it('refuses an invite on the embedded database, saying which backends have invites', async () => {
+    const result = await run('invite', 'create', 'films')
+    expect(result.exitCode).to.equal(2)
+    expect(result.json.error.message).to.equal('invites need a control plane that devices can reach, and the embedded database is on this machine only')
+    expect(result.json.error.hint).to.contain('--database-url').and.to.contain('--supabase-url')
+  })
+
+  it('refuses --syncthing-url that is not a URL, and a truncated invite code, with exit 2', async () => {
+    const url = await run('sync', 'list', '--syncthing-url', 'not a url')
+    expect(url.exitCode).to.equal(2)
+    expect(url.json.error.message).to.equal('invalid --syncthing-url "not a url": expected an address such as http://127.0.0.1:8384')
+    const code = await run('join', 'vsi_short')
+    expect(code.exitCode).to.equal(2)
+    expect(code.json.error.message).to.match(/^malformed invite code/)
+  })
+
+  it('cleans temp dirs that a killed process left in ca/, and names no temp path in errors', async () => {
+    expect((await run('ca', 'init')).exitCode).to.equal(0)
+    const dead = execa('true')
+    await dead
+    const left = join(home, 'ca', `.vidsync-tmp-${dead.pid}-abcdef`)
+    await execa('mkdir', ['-p', left])
+    await writeFile(join(left, 'node.key'), 'a private key')
+    const key = await cli(['key', 'create', '--json'], {VIDSYNC_HOME: home})
+    const registered = await run('device', 'register', 'films', '--name', 'cutter', '--public-key', key.json.publicKeyPath, '--out', join(home, 'cutter.zip'))
+    expect(registered.exitCode, registered.stdout).to.equal(0)
+    expect((await readdir(join(home, 'ca'))).filter((name) => name.startsWith('.vidsync-tmp-'))).to.deep.equal([])
+    // A certificate nebula-cert cannot read: the message names the bundle, not the deleted stage dir.
+    const files = await readBundle(join(home, 'cutter.zip'))
+    await zip(join(home, 'garbled.zip'), [...[...files].filter(([name]) => name !== 'node.crt'), ['node.crt', 'garbage']])
+    const garbled = await run('join', join(home, 'garbled.zip'))
+    expect(garbled.exitCode).to.equal(2)
+    expect(garbled.json.error.message).to.match(new RegExp(`^node\\.crt of ${join(home, 'garbled.zip')} is not a readable Nebula certificate`))
+    expect(garbled.json.error.message).not.to.contain('.vidsync-tmp-')
+  })
+})

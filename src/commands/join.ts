@@ -1,3 +1,5 @@
+import {existsSync} from 'node:fs'
+
 import {confirm} from '@inquirer/prompts'
 import {Args, Flags} from '@oclif/core'
 import ora from 'ora'
@@ -5,7 +7,7 @@ import ora from 'ora'
 import {BaseCommand} from '../base-command.js'
 import {parseDuration} from '../lib/duration.js'
 import {InvalidInputError} from '../lib/errors.js'
-import {isInviteCode} from '../lib/invites/secrets.js'
+import {isInviteCode, parseInviteCode} from '../lib/invites/secrets.js'
 import {joinWithInvite} from '../lib/join/invite.js'
 import {joinBundle, type JoinResult} from '../lib/join/join.js'
 import type {CaCandidate} from '../lib/project/trust.js'
@@ -55,6 +57,7 @@ Then bring the overlay up with \`vidsync nebula up\`, or everything with \`vidsy
     const {source} = this.args
     const {flags} = this
     let result: JoinResult
+    if (source?.trim().startsWith('vsi_') && !isInviteCode(source.trim()) && !existsSync(source)) parseInviteCode(source)
     if (source !== undefined && !isInviteCode(source.trim()) && !flags.resume) {
       result = await joinBundle({
         home: this.home,

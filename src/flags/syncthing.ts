@@ -1,5 +1,6 @@
 import {Flags} from '@oclif/core'
 
+import {InvalidInputError} from '../lib/errors.js'
 import {connectSyncthing, type SyncthingConnection} from '../lib/syncthing/managed.js'
 
 /** Flags of every command that talks to Syncthing: the managed instance unless --syncthing-url names the user's own. */
@@ -18,9 +19,21 @@ export const connectionFlags = {
   }),
 }
 
+function isHttpUrl(text: string): boolean {
+  try {
+    return /^https?:$/.test(new URL(text).protocol)
+  } catch {
+    return false
+  }
+}
+
 export function connectFromFlags(
   vidsyncHome: string,
   flags: {'syncthing-url'?: string; 'api-key'?: string; 'syncthing-config'?: string},
 ): Promise<SyncthingConnection> {
+  const url = flags['syncthing-url']
+  if (url !== undefined && !isHttpUrl(url)) {
+    return Promise.reject(new InvalidInputError(`invalid --syncthing-url "${url.slice(0, 80)}": expected an address such as http://127.0.0.1:8384`))
+  }
   return connectSyncthing({vidsyncHome, url: flags['syncthing-url'], apiKey: flags['api-key'], configXmlPath: flags['syncthing-config']})
 }

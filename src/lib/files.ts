@@ -1,8 +1,9 @@
 import {randomBytes} from 'node:crypto'
-import {chmod, link, mkdir, mkdtemp, rename, rm, stat, writeFile} from 'node:fs/promises'
+import {chmod, link, mkdir, mkdtemp, readdir, rename, rm, stat, writeFile} from 'node:fs/promises'
 import {basename, dirname, join, resolve} from 'node:path'
 
 import {InvalidInputError, PermissionError} from './errors.js'
+import {isAlive} from './exec.js'
 
 /** Maps a filesystem error while writing `path` to the error users see; others pass through. */
 export function writeError(error: unknown, path: string): unknown {
@@ -62,9 +63,28 @@ export async function ensureDir(dir: string, options: {private?: boolean} = {}):
   }
 }
 
+const tempPrefix = '.vidsync-tmp-'
+/** Temp dirs made before they carried their process's PID: left by a crash when this old. */
+const unnamedTempStaleMs = 3_600_000
+
+/**
+ * Removes the temp dirs in `parent` of processes that no longer run (killed with -9 while
+ * signing, say: with --generate-key one may hold a device's private key).
+ */
+async function removeStaleTempDirs(parent: string): Promise<void> {
+  const names = (await readdir(parent).catch(() => [] as string[])).filter((name) => name.startsWith(tempPrefix))
+  for (const name of names) {
+    const pid = /^\.vidsync-tmp-(\d+)-/.exec(name)?.[1]
+    const path = join(parent, name)
+    const stale = pid !== undefined ? !isAlive(Number(pid)) : Date.now() - ((await stat(path).catch(() => undefined))?.mtimeMs ?? Date.now()) > unnamedTempStaleMs
+    if (stale) await rm(path, {recursive: true, force: true}).catch(() => undefined)
+  }
+}
+
 /** Runs `work` in a fresh 0700 directory under `parent` and removes it whatever happens. */
 export async function withTempDir<R>(parent: string, work: (dir: string) => Promise<R>): Promise<R> {
-  const dir = await mkdtemp(join(parent, '.vidsync-tmp-')).catch((error: unknown) => {
+  await removeStaleTempDirs(parent)
+  const dir = await mkdtemp(join(parent, `${tempPrefix}${process.pid}-`)).catch((error: unknown) => {
     throw writeError(error, parent)
   })
   try {

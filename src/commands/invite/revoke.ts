@@ -9,7 +9,7 @@ export default class InviteRevoke extends BaseCommand<typeof InviteRevoke> {
 
   static override args = {
     project: Args.string({description: 'Project name.', required: true}),
-    id: Args.integer({description: 'Invite ID from `vidsync invite list`.', required: true}),
+    id: Args.integer({description: 'Invite ID from `vidsync invite list`.', required: true, min: 1, max: 2_147_483_647}),
   }
 
   static override flags = {

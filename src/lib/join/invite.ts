@@ -4,7 +4,7 @@ import {join} from 'node:path'
 import {setTimeout as sleep} from 'node:timers/promises'
 
 import {formatDuration} from '../duration.js'
-import {ConflictError, InvalidInputError, NotFoundError, UnavailableError, VidsyncError} from '../errors.js'
+import {ConflictError, InvalidInputError, NotFoundError, RateLimitedError, UnavailableError, VidsyncError} from '../errors.js'
 import type {Tools} from '../exec.js'
 import {ensureDir, writeFileAtomic} from '../files.js'
 import {newSecret, parseInviteCode, sha256Hex} from '../invites/secrets.js'
@@ -120,8 +120,10 @@ async function redeem(options: InviteJoinOptions, code: string, publicKeyPem: st
     await savePending(saved)
     return saved
   } catch (error) {
-    // Unreachable or rate limited: keep the token for the retry. Refused: start afresh next time.
-    if (error instanceof VidsyncError && !(error instanceof UnavailableError)) await rm(file, {force: true})
+    // Unreachable: the answer may have been lost, so keep the token for the retry. Refused or rate
+    // limited (nothing was redeemed): start afresh next time, leaving no join for --resume to find.
+    const mayHaveRedeemed = error instanceof UnavailableError && !(error instanceof RateLimitedError)
+    if (error instanceof VidsyncError && !mayHaveRedeemed) await rm(file, {force: true})
     throw error
   }
 }

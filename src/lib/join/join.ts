@@ -2,15 +2,15 @@ import {mkdir, readFile, stat, writeFile} from 'node:fs/promises'
 import {join} from 'node:path'
 
 import {readBundle} from '../bundle/bundle.js'
-import {parseManifest} from '../bundle/manifest.js'
-import {ConflictError, InvalidInputError, NotFoundError, PermissionError} from '../errors.js'
+import {type BundleManifest, parseManifest} from '../bundle/manifest.js'
+import {ConflictError, InvalidInputError, NotFoundError, PermissionError, VidsyncError} from '../errors.js'
 import type {Tools} from '../exec.js'
 import {ensureDir, withTempDir} from '../files.js'
 import {reloadNebula} from '../nebula/process.js'
 import {readCert, verifyCert} from '../pki/cert.js'
 import {publicKeyHexOfPrivateKey} from '../pki/keys.js'
 import type {Platform} from '../platform/index.js'
-import {JoinedProject} from '../project/joined-project.js'
+import {type InstalledFiles, JoinedProject} from '../project/joined-project.js'
 import {type CaTrustOptions, caToPin} from '../project/trust.js'
 
 export interface JoinOptions extends CaTrustOptions {
@@ -93,75 +93,98 @@ export async function installBundle(options: InstallOptions): Promise<JoinResult
   return withTempDir(options.home, async (temp) => {
     const stage = join(temp, 'stage')
     await mkdir(stage, {mode: 0o700})
-    const certPem = files.get('node.crt') ?? Buffer.alloc(0)
-    await writeFile(join(stage, 'node.crt'), certPem, {mode: 0o600})
-
-    const cert = await readCert(join(stage, 'node.crt'), options.tools)
-    if (Date.parse(cert.notAfter) <= now.getTime()) {
-      throw new InvalidInputError(`the certificate in ${origin} expired at ${cert.notAfter}: ask the operator for \`vidsync device renew\``)
+    try {
+      return await checkAndInstall({...options, manifest, installed, bundledKey, key, warnings, now, stage})
+    } catch (error) {
+      // The staged files are gone once this returns: name them by where they came from.
+      if (error instanceof VidsyncError) error.message = error.message.replaceAll(new RegExp(`${escapeRegExp(stage)}/([\\w.-]+)`, 'g'), `$1 of ${origin}`)
+      throw error
     }
-    if (Date.parse(cert.notBefore) > now.getTime() + clockSkewToleranceMs) {
-      warnings.push(`this machine's clock is behind: the certificate is valid from ${cert.notBefore}; fix the clock or nebula will refuse it`)
-    }
-    if (cert.publicKey !== publicKeyHexOfPrivateKey(key)) {
-      throw new InvalidInputError(
-        `${origin} was issued for another key than this device's: ask the operator to register the public key from \`vidsync key create\`, or pass --key`,
-      )
-    }
-    // The manifest is unsigned: it must say what the signed certificate says.
-    const certIps = cert.ips.map((ip) => ip.split('/')[0])
-    if (cert.name !== manifest.device || !certIps.includes(manifest.ip)) {
-      throw new InvalidInputError(`${origin}'s vidsync.json does not match its certificate (name or overlay address): ask the operator for a new bundle`)
-    }
-
-    const caPem = await caToPin({
-      ...options,
-      project: manifest.project,
-      origin,
-      offeredPem: files.get('ca.crt') ?? Buffer.alloc(0),
-      pinnedPem: installed.caPem,
-      scratch: stage,
-    })
-    await writeFile(join(stage, 'ca.crt'), caPem, {mode: 0o600})
-    if (bundledKey && installed.keyPem && !installed.keyPem.equals(bundledKey) && !options.replaceKey) {
-      throw new ConflictError(`${origin} carries a private key that would replace this device's key for ${manifest.project}: refused`, {
-        hint: 'pass --replace-key if the operator really issued this device a new key',
-      })
-    }
-    await verifyCert({caCertPath: join(stage, 'ca.crt'), certPath: join(stage, 'node.crt'), tools: options.tools})
-
-    const previous = installed.certPem ? await readInstalledCert(installed.certPem, stage, options.tools) : undefined
-    const older =
-      previous !== undefined &&
-      (Date.parse(cert.notBefore) < Date.parse(previous.notBefore) ||
-        (cert.fingerprint === previous.fingerprint && Date.parse(manifest.issuedAt) < Date.parse(installed.issuedAt ?? '')))
-    if (older && !options.force) {
-      throw new ConflictError(`${origin} is older than the bundle installed for ${manifest.project} (issued ${manifest.issuedAt}, installed ${installed.issuedAt ?? previous.notBefore}): refused`, {
-        hint: 'pass --force to install the older bundle anyway',
-      })
-    }
-
-    const {project, changed} = await JoinedProject.install(options.home, {manifest, caPem, certPem, keyPem: key}, options.platform)
-    const result = {
-      project: manifest.project,
-      device: manifest.device,
-      ip: manifest.ip,
-      projectDir: project.dir,
-      notAfter: cert.notAfter,
-      caFingerprint: (await readCert(join(stage, 'ca.crt'), options.tools)).fingerprint,
-      operatorGeneratedKey: bundledKey !== undefined,
-      warnings,
-    }
-    if (!changed) return {...result, changed: false, nebulaReloaded: false}
-    // A running nebula picks up a renewed certificate and the current blocklist without a restart;
-    // without this, a revocation in a renewed bundle would wait for the next restart.
-    const nebulaReloaded = await reloadNebula({projectDir: project.dir})
-    const previousIp = previous?.ips[0]?.split('/')[0]
-    if (nebulaReloaded && previousIp !== undefined && previousIp !== manifest.ip) {
-      warnings.push(`the overlay address changed from ${previousIp} to ${manifest.ip}: restart nebula to use it (vidsync down, then vidsync up)`)
-    }
-    return {...result, changed: true, nebulaReloaded}
   })
+}
+
+const escapeRegExp = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')
+
+async function checkAndInstall(
+  options: InstallOptions & {
+    manifest: BundleManifest
+    installed: InstalledFiles
+    bundledKey: Buffer | undefined
+    key: Buffer
+    warnings: string[]
+    now: Date
+    stage: string
+  },
+): Promise<JoinResult> {
+  const {files, origin, manifest, installed, bundledKey, key, warnings, now, stage} = options
+  const certPem = files.get('node.crt') ?? Buffer.alloc(0)
+  await writeFile(join(stage, 'node.crt'), certPem, {mode: 0o600})
+
+  const cert = await readCert(join(stage, 'node.crt'), options.tools)
+  if (Date.parse(cert.notAfter) <= now.getTime()) {
+    throw new InvalidInputError(`the certificate in ${origin} expired at ${cert.notAfter}: ask the operator for \`vidsync device renew\``)
+  }
+  if (Date.parse(cert.notBefore) > now.getTime() + clockSkewToleranceMs) {
+    warnings.push(`this machine's clock is behind: the certificate is valid from ${cert.notBefore}; fix the clock or nebula will refuse it`)
+  }
+  if (cert.publicKey !== publicKeyHexOfPrivateKey(key)) {
+    throw new InvalidInputError(
+      `${origin} was issued for another key than this device's: ask the operator to register the public key from \`vidsync key create\`, or pass --key`,
+    )
+  }
+  // The manifest is unsigned: it must say what the signed certificate says.
+  const certIps = cert.ips.map((ip) => ip.split('/')[0])
+  if (cert.name !== manifest.device || !certIps.includes(manifest.ip)) {
+    throw new InvalidInputError(`${origin}'s vidsync.json does not match its certificate (name or overlay address): ask the operator for a new bundle`)
+  }
+
+  const caPem = await caToPin({
+    ...options,
+    project: manifest.project,
+    origin,
+    offeredPem: files.get('ca.crt') ?? Buffer.alloc(0),
+    pinnedPem: installed.caPem,
+    scratch: stage,
+  })
+  await writeFile(join(stage, 'ca.crt'), caPem, {mode: 0o600})
+  if (bundledKey && installed.keyPem && !installed.keyPem.equals(bundledKey) && !options.replaceKey) {
+    throw new ConflictError(`${origin} carries a private key that would replace this device's key for ${manifest.project}: refused`, {
+      hint: 'pass --replace-key if the operator really issued this device a new key',
+    })
+  }
+  await verifyCert({caCertPath: join(stage, 'ca.crt'), certPath: join(stage, 'node.crt'), tools: options.tools})
+
+  const previous = installed.certPem ? await readInstalledCert(installed.certPem, stage, options.tools) : undefined
+  const older =
+    previous !== undefined &&
+    (Date.parse(cert.notBefore) < Date.parse(previous.notBefore) ||
+      (cert.fingerprint === previous.fingerprint && Date.parse(manifest.issuedAt) < Date.parse(installed.issuedAt ?? '')))
+  if (older && !options.force) {
+    throw new ConflictError(`${origin} is older than the bundle installed for ${manifest.project} (issued ${manifest.issuedAt}, installed ${installed.issuedAt ?? previous.notBefore}): refused`, {
+      hint: 'pass --force to install the older bundle anyway',
+    })
+  }
+
+  const {project, changed} = await JoinedProject.install(options.home, {manifest, caPem, certPem, keyPem: key}, options.platform)
+  const result = {
+    project: manifest.project,
+    device: manifest.device,
+    ip: manifest.ip,
+    projectDir: project.dir,
+    notAfter: cert.notAfter,
+    caFingerprint: (await readCert(join(stage, 'ca.crt'), options.tools)).fingerprint,
+    operatorGeneratedKey: bundledKey !== undefined,
+    warnings,
+  }
+  if (!changed) return {...result, changed: false, nebulaReloaded: false}
+  // A running nebula picks up a renewed certificate and the current blocklist without a restart;
+  // without this, a revocation in a renewed bundle would wait for the next restart.
+  const nebulaReloaded = await reloadNebula({projectDir: project.dir})
+  const previousIp = previous?.ips[0]?.split('/')[0]
+  if (nebulaReloaded && previousIp !== undefined && previousIp !== manifest.ip) {
+    warnings.push(`the overlay address changed from ${previousIp} to ${manifest.ip}: restart nebula to use it (vidsync down, then vidsync up)`)
+  }
+  return {...result, changed: true, nebulaReloaded}
 }
 
 async function readInstalledCert(pem: Buffer, stage: string, tools?: Tools) {
