@@ -1,10 +1,15 @@
 /**
- * Device registration latency: allocate + nebula-cert sign + record + bundle zip, through the
- * same library call `device register` makes, on the embedded backend and on Postgres.
+ * Device registration latency: allocate + nebula-cert sign + record + bundle zip, on the embedded
+ * backend and on Postgres, two ways: the library call `device register` makes (what vidsync's own
+ * code costs), and `vidsync device register` as a user runs it, a fresh process each time (Node,
+ * oclif and, on the embedded backend, PGlite's start-up included). Needs a built CLI.
  */
+import {spawnSync} from 'node:child_process'
+import {existsSync} from 'node:fs'
 import {mkdtemp, readFile, rm} from 'node:fs/promises'
 import {tmpdir} from 'node:os'
 import {join} from 'node:path'
+import {fileURLToPath} from 'node:url'
 
 import {registerDevice} from '../src/lib/devices/issue.js'
 import {runTool} from '../src/lib/exec.js'
@@ -15,6 +20,32 @@ import {PostgresClient, type SqlClient} from '../src/lib/store/sql-client.js'
 import {type BenchRun, percentile, result, type Result, timed, using, withBenchDatabase, withEmbedded} from './harness.js'
 
 const REGISTRATIONS = 40
+/** Fewer: each is a whole process. */
+const COMMAND_REGISTRATIONS = 10
+const root = fileURLToPath(new URL('..', import.meta.url))
+
+/** Runs the built CLI once, as a user would, and returns its wall-clock ms (spawn to exit). */
+function vidsync(args: string[], env: NodeJS.ProcessEnv): number {
+  const start = performance.now()
+  const child = spawnSync(process.execPath, [join(root, 'bin', 'run.js'), ...args, '--json'], {env, encoding: 'utf8'})
+  const ms = performance.now() - start
+  if (child.status !== 0) throw new Error(`vidsync ${args.join(' ')} exited with ${child.status}: ${child.stdout}${child.stderr}`)
+  return ms
+}
+
+/** `vidsync device register` COMMAND_REGISTRATIONS times in `home`, on the backend `env` selects. */
+async function commandLatencies(home: string, env: NodeJS.ProcessEnv, backend: string): Promise<number[]> {
+  const project = `cmd-${backend}`
+  vidsync(['project', 'create', project, '--cidr', '10.67.0.0/24'], env)
+  vidsync(['pool', 'populate', project], env)
+  const samples: number[] = []
+  for (let i = 0; i < COMMAND_REGISTRATIONS; i++) {
+    const key = join(home, `${project}-d${i}`)
+    await runTool('nebula-cert', ['keygen', '-out-key', `${key}.key`, '-out-pub', `${key}.pub`])
+    samples.push(vidsync(['device', 'register', project, '--name', `d${i}`, '--public-key', `${key}.pub`, '--out', `${key}.zip`], env))
+  }
+  return samples
+}
 
 async function latencies(sql: SqlClient, dir: string, backend: string): Promise<number[]> {
   await migrate(sql, await loadMigrations())
@@ -40,19 +71,25 @@ export const run: BenchRun = async ({log}) => {
   const dir = await mkdtemp(join(tmpdir(), 'vidsync-bench-register-'))
   try {
     await initCa({home: dir, name: 'bench'})
-    const report = (backend: string, samples: number[]) => {
+    const report = (what: string, backend: string, samples: number[]) => {
       const p50 = percentile(samples, 50)
       const p95 = percentile(samples, 95)
-      log(`${backend}: p50 ${p50.toFixed(0)} ms, p95 ${p95.toFixed(0)} ms`)
+      log(`${what}, ${backend}: p50 ${p50.toFixed(0)} ms, p95 ${p95.toFixed(0)} ms`)
       results.push(
-        result(`device register p50, ${backend} (${REGISTRATIONS} runs)`, p50, 'ms'),
-        result(`device register p95, ${backend} (${REGISTRATIONS} runs)`, p95, 'ms'),
+        result(`${what} p50, ${backend} (${samples.length} runs)`, p50, 'ms'),
+        result(`${what} p95, ${backend} (${samples.length} runs)`, p95, 'ms'),
       )
     }
-    await withEmbedded(async (sql) => report('embedded', await latencies(sql, dir, 'embedded')))
-    await withBenchDatabase((url) =>
-      using(new PostgresClient(url, 2), async (sql) => report('postgres', await latencies(sql, dir, 'postgres'))),
-    )
+    if (!existsSync(join(root, 'dist', 'commands'))) throw new Error('dist/ is missing: run `npm run build` first')
+    // The command runs in `dir` as its home, which holds the CA; the embedded store is the home's own.
+    const env: NodeJS.ProcessEnv = {...process.env, VIDSYNC_HOME: dir}
+    delete env.VIDSYNC_DATABASE_URL
+    await withEmbedded(async (sql) => report('registerDevice() library call', 'embedded', await latencies(sql, dir, 'embedded')))
+    report('`vidsync device register` command', 'embedded', await commandLatencies(dir, env, 'embedded'))
+    await withBenchDatabase(async (url) => {
+      await using(new PostgresClient(url, 2), async (sql) => report('registerDevice() library call', 'postgres', await latencies(sql, dir, 'postgres')))
+      report('`vidsync device register` command', 'postgres', await commandLatencies(dir, {...env, VIDSYNC_DATABASE_URL: url}, 'postgres'))
+    })
   } finally {
     await rm(dir, {recursive: true, force: true})
   }

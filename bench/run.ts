@@ -2,7 +2,8 @@
  * `npm run bench [-- --only NAME ...] [-- --json]`: runs every bench module in bench/ (each
  * bench/NAME.ts exporting `run: BenchRun`, see harness.ts), then prints the results as a table,
  * or with --json as one JSON document on stdout (table and progress on stderr):
- *   npm run bench --silent -- --json > bench.json
+ *   npm run bench --silent -- --json > bench/results/<date>-<benches>.json
+ * `npx tsx bench/render.ts` then regenerates the results part of BENCHMARKS.md from bench/results/.
  */
 import {readdir} from 'node:fs/promises'
 import os from 'node:os'
@@ -23,7 +24,7 @@ const {values} = parseArgs({
 
 const dir = fileURLToPath(new URL('.', import.meta.url))
 const available = (await readdir(dir))
-  .filter((file) => file.endsWith('.ts') && !['run.ts', 'harness.ts'].includes(file))
+  .filter((file) => file.endsWith('.ts') && !['run.ts', 'harness.ts', 'render.ts'].includes(file))
   .map((file) => file.slice(0, -'.ts'.length))
   .sort()
 
@@ -38,6 +39,8 @@ if (unknown.length > 0) {
 }
 const selected = values.only ? available.filter((name) => values.only?.includes(name)) : available
 
+// The machine is often shared: the load average before and after says how much the numbers are worth.
+const loadBefore = os.loadavg()
 const results: Result[] = []
 const errors: {bench: string; message: string}[] = []
 for (const name of selected) {
@@ -62,6 +65,9 @@ const report = {
     node: process.version,
   },
   date: new Date().toISOString(),
+  benches: selected,
+  /** 1, 5 and 15 minute load averages when the run started and when it ended. */
+  load: {before: loadBefore.map((value) => Number(value.toFixed(2))), after: os.loadavg().map((value) => Number(value.toFixed(2)))},
   results,
   errors,
 }
@@ -78,7 +84,7 @@ if (values.json) {
   console.error(table)
 } else {
   const {machine} = report
-  console.log(`${machine.cpu.model} x${machine.cpu.count}, ${machine.memoryGiB} GiB, node ${machine.node}, ${report.date}\n`)
+  console.log(`${machine.cpu.model} x${machine.cpu.count}, ${machine.memoryGiB} GiB, node ${machine.node}, ${report.date}, load ${report.load.before.join(' ')}\n`)
   console.log(table)
 }
 process.exitCode = errors.length > 0 ? 1 : 0

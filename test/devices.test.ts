@@ -216,14 +216,18 @@ describe('operator PKI: CA, lighthouses, device registration, bundles', function
   })
 
   it('releases a revoked device so its name can be registered again, keeping the blocklist', async () => {
+    const revokedLaptop = (await run('device', 'show', 'studio', 'laptop')).json
+    expect(revokedLaptop.status).to.equal('revoked')
     expect((await run('device', 'release', 'studio', 'laptop', '--yes')).exitCode).to.equal(0)
     const list = (await run('device', 'list', 'studio')).json.devices.map((d: {name: string}) => d.name)
     expect(list).not.to.include('laptop')
     const again = join(out, 'laptop-again.zip')
     await run('key', 'create', '--out', join(out, 'keys'), '--name', 'laptop2')
     expect((await run('device', 'register', 'studio', '--name', 'laptop', '--public-key', join(out, 'keys', 'laptop2.pub'), '--out', again)).exitCode).to.equal(0)
-    const {config} = await checkBundle(again, await readFile(join(out, 'keys', 'laptop2.key'), 'utf8'))
-    expect(config.pki.blocklist).to.have.length(1)
+    const {config, cert} = await checkBundle(again, await readFile(join(out, 'keys', 'laptop2.key'), 'utf8'))
+    // The old laptop's certificate stays blocked; the new one under the same name is not.
+    expect(config.pki.blocklist).to.deep.equal([revokedLaptop.fingerprint])
+    expect(cert.fingerprint).not.to.equal(revokedLaptop.fingerprint)
   })
 })
 

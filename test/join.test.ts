@@ -6,6 +6,7 @@ import YAML from 'yaml'
 import yazl from 'yazl'
 
 import {readBundle} from '../src/lib/bundle/bundle.js'
+import {joinBundle} from '../src/lib/join/join.js'
 import {cli} from './helpers/cli.js'
 import {removeTempDirs, tempDir} from './helpers/temp.js'
 
@@ -120,5 +121,18 @@ describe('join BUNDLE.zip', function () {
     const result = await onDevice('join', short, '--key', key.json.privateKeyPath)
     expect(result.exitCode).to.equal(2)
     expect(result.json.error.message).to.match(/expired at .*`vidsync device renew`/)
+
+    // A clock an hour behind sees cutter's certificate as not yet valid: installed, with a warning naming notBefore.
+    const bundlePath = join(out, 'cutter.zip')
+    const keyPath = join(device, 'keys', 'node.key')
+    const hourAgo = new Date(Date.now() - 3_600_000)
+    const behind = await joinBundle({home: await tempDir(), bundlePath, keyPath, now: hourAgo})
+    const [warning, ...others] = behind.warnings
+    expect(others).to.deep.equal([])
+    expect(warning).to.match(/^this machine's clock is behind: the certificate is valid from (\S+); fix the clock or nebula will refuse it$/)
+    const validFrom = Date.parse(/valid from (\S+);/.exec(warning ?? '')?.[1] ?? '')
+    expect(validFrom).to.be.within(hourAgo.getTime() + 5 * 60_000, Date.now())
+    // Within the tolerance (a minute behind) there is nothing to warn about.
+    expect((await joinBundle({home: await tempDir(), bundlePath, keyPath, now: new Date(Date.now() - 60_000)})).warnings).to.deep.equal([])
   })
 })

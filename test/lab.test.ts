@@ -1,5 +1,6 @@
 import {execFileSync} from 'node:child_process'
-import {existsSync} from 'node:fs'
+import {createHash} from 'node:crypto'
+import {existsSync, readdirSync, readFileSync} from 'node:fs'
 import {readFile, rm, writeFile} from 'node:fs/promises'
 import {join} from 'node:path'
 
@@ -7,7 +8,8 @@ import {expect} from 'chai'
 import {execa} from 'execa'
 
 import {isAlive} from '../src/lib/exec.js'
-import {labPrefix, type LabState} from '../src/lib/lab/lab.js'
+import {labDemo} from '../src/lib/lab/demo.js'
+import {labPrefix, type LabState, vidsyncCli} from '../src/lib/lab/lab.js'
 import {listNetns, removeNetns} from '../src/lib/lab/netns.js'
 import {cli, root} from './helpers/cli.js'
 import {runIn, spawnIn} from './helpers/netns.js'
@@ -16,6 +18,31 @@ import {removeTempDirs, tempDir} from './helpers/temp.js'
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
 /** The host namespace's links and addresses, to check that a lab leaves them alone. */
 const hostNetwork = () => execFileSync('ip', ['-br', 'addr', 'show'], {encoding: 'utf8'})
+
+/** sha256 of every file under `dir` by relative path, leaving out Syncthing's temporary files. */
+function treeDigests(dir: string): Map<string, string> {
+  const entries = readdirSync(dir, {recursive: true, withFileTypes: true}).filter((entry) => entry.isFile() && !entry.name.startsWith('.syncthing.'))
+  return new Map(
+    entries.map((entry) => {
+      const path = join(entry.parentPath ?? entry.path, entry.name)
+      return [path.slice(dir.length + 1), createHash('sha256').update(readFileSync(path)).digest('hex')]
+    }),
+  )
+}
+
+/** Whether this kernel has the netem qdisc: tried on the loopback of a throw-away namespace. */
+function kernelHasNetem(): boolean {
+  const ns = `vst-netem-${process.pid}`
+  try {
+    execFileSync('ip', ['netns', 'add', ns])
+    execFileSync('tc', ['-n', ns, 'qdisc', 'add', 'dev', 'lo', 'root', 'netem', 'delay', '1ms'], {stdio: 'ignore'})
+    return true
+  } catch {
+    return false
+  } finally {
+    if (existsSync(`/run/netns/${ns}`)) execFileSync('ip', ['netns', 'delete', ns])
+  }
+}
 
 describe('lab (real nebula in network namespaces, as root)', function () {
   this.timeout(120_000)
@@ -129,18 +156,41 @@ describe('lab (real nebula in network namespaces, as root)', function () {
     })
   })
 
-  it('lab demo: sample data from d1 arrives identical on every device, then the lab is gone', async function () {
+  it('lab demo: sample data from d1 arrives identical (sha256 of every file) on every device, no faster than --rate allows, then the lab is gone', async function () {
     this.timeout(300_000)
     const home = await newHome()
-    const demo = await cli(['lab', 'demo', '--devices', '3', '--big', '4', '--small', '20', '--home', home, '--json'], {}, {timeoutMs: 280_000})
-    expect(demo.exitCode, demo.stdout + demo.stderr).to.equal(0)
-    expect(demo.json).to.include({files: 21, bytes: 4 * 1024 * 1024 + 20 * 16 * 1024})
-    expect(demo.json.devices.map((d: {device: string; identical: boolean}) => [d.device, d.identical])).to.deep.equal([
-      ['d2', true],
-      ['d3', true],
-    ])
-    for (const device of demo.json.devices) expect(device.mibPerSecond).to.be.above(0)
-    await expectGone(home, pidsOf(demo.json.lab))
+    const labHome = join(home, 'lab')
+    const rateMbit = 40
+    // Hashed by the test itself while the lab is still up: the demo's progress callback runs before
+    // it takes the lab down, and a synchronous read keeps the demo from moving on meanwhile.
+    let digests: Map<string, Map<string, string>> | undefined
+    const demo = await labDemo({
+      home: labHome,
+      devices: 3,
+      cli: vidsyncCli(root),
+      rate: `${rateMbit}mbit`,
+      bigFileMiB: 8,
+      smallFiles: 20,
+      timeoutMs: 240_000,
+      onProgress(progress) {
+        if (digests || !progress.every(({bytes, totalBytes}) => bytes === totalBytes)) return
+        const state = JSON.parse(readFileSync(join(labHome, 'lab.json'), 'utf8')) as LabState
+        digests = new Map(state.devices.map((device) => [device.name, treeDigests(join(device.folder ?? '', 'demo'))]))
+      },
+    })
+    expect(demo).to.include({files: 21, bytes: 8 * 1024 * 1024 + 20 * 16 * 1024})
+    const source = digests?.get('d1')
+    expect(source?.size).to.equal(21)
+    for (const device of ['d2', 'd3']) expect(Object.fromEntries(digests?.get(device) ?? []), device).to.deep.equal(Object.fromEntries(source ?? []))
+    expect(demo.devices.map((d) => d.device)).to.deep.equal(['d2', 'd3'])
+    for (const device of demo.devices) {
+      // d1's link carries at most --rate; the demo samples every 250 ms, so its window may be that much short at each end.
+      const fastestSeconds = (demo.bytes * 8) / (rateMbit * 1e6)
+      expect(device.transferSeconds, device.device).to.be.at.least(fastestSeconds - 0.5)
+      expect(device.mibPerSecond).to.be.closeTo(demo.bytes / 1024 / 1024 / device.transferSeconds, 1e-9)
+      expect(device.totalSeconds).to.be.at.least(device.transferSeconds)
+    }
+    await expectGone(home, pidsOf(demo.lab))
   })
 
   it('says clearly that it needs root', async () => {
@@ -184,36 +234,45 @@ describe('lab (real nebula in network namespaces, as root)', function () {
     expect((await lab(home, ['down'])).json).to.include({found: false})
   })
 
-  it('shapes the underlay (round trip twice --delay), or refuses clearly on a kernel without netem', async () => {
-    const home = await newHome()
-    const up = await lab(home, ['up', '--devices', '1', '--rate', '1gbit', '--delay', '10ms'])
-    if (up.exitCode === 8) {
-      // This kernel (CI's included) has no sch_netem: the lab must say so and leave nothing behind.
-      expect(up.json.error.message).to.match(/this kernel has no netem qdisc \(sch_netem\), which --delay needs: .* or shape with --rate alone$/)
-      await expectGone(home, [])
-      return
-    }
-    expect(up.exitCode, up.stdout).to.equal(0)
-    const state = up.json as LabState
-    const server = spawnIn(state.lighthouse.ns, process.execPath, [
-      '-e',
-      `const server = require('net').createServer((s) => { s.setNoDelay(true); s.pipe(s); s.on('close', () => server.close()) }).listen(5201, '192.0.2.1', () => console.log('listening'))`,
-    ])
-    await listening(server)
-    // 20 one-byte round trips on an open connection; the median leaves out scheduling noise.
-    const pingPong = `const s = require('net').connect(5201, '192.0.2.1', () => {
-      s.setNoDelay(true); const rtts = []; let sent = process.hrtime.bigint(); s.write('x')
-      s.on('data', () => {
-        rtts.push(Number(process.hrtime.bigint() - sent) / 1e6)
-        if (rtts.length === 20) { console.log(rtts.sort((a, b) => a - b)[10]); s.end() } else { sent = process.hrtime.bigint(); s.write('x') }
-      })
-    }); s.setTimeout(10000, () => process.exit(3))`
-    const client = await runIn(state.devices[0]?.ns ?? '', process.execPath, ['-e', pingPong], {timeoutMs: 15_000})
-    expect(client.exitCode, client.stderr).to.equal(0)
-    expect(Number(client.stdout)).to.be.within(19, 35)
-    await server
-    expect((await lab(home, ['down'])).exitCode).to.equal(0)
-  })
+  // Whether this kernel has sch_netem decides what --delay must do: shape, or refuse clearly. The
+  // title says which was checked, and each case fails if the other behaviour shows up.
+  const netem = kernelHasNetem()
+  it(
+    netem
+      ? 'shapes the underlay with --delay: the fastest round trip takes twice the delay'
+      : 'refuses --delay clearly on this kernel, which has no sch_netem (the delay itself is untested here)',
+    async () => {
+      const home = await newHome()
+      const up = await lab(home, ['up', '--devices', '1', '--rate', '1gbit', '--delay', '10ms'])
+      if (!netem) {
+        expect(up.exitCode, up.stdout).to.equal(8)
+        expect(up.json.error.message).to.match(/this kernel has no netem qdisc \(sch_netem\), which --delay needs: .* or shape with --rate alone$/)
+        await expectGone(home, [])
+        return
+      }
+      expect(up.exitCode, up.stdout).to.equal(0)
+      const state = up.json as LabState
+      const server = spawnIn(state.lighthouse.ns, process.execPath, [
+        '-e',
+        `const server = require('net').createServer((s) => { s.setNoDelay(true); s.pipe(s); s.on('close', () => server.close()) }).listen(5201, '192.0.2.1', () => console.log('listening'))`,
+      ])
+      await listening(server)
+      // 20 one-byte round trips on an open connection; the fastest is the one load did not slow down.
+      const pingPong = `const s = require('net').connect(5201, '192.0.2.1', () => {
+        s.setNoDelay(true); const rtts = []; let sent = process.hrtime.bigint(); s.write('x')
+        s.on('data', () => {
+          rtts.push(Number(process.hrtime.bigint() - sent) / 1e6)
+          if (rtts.length === 20) { console.log(Math.min(...rtts)); s.end() } else { sent = process.hrtime.bigint(); s.write('x') }
+        })
+      }); s.setTimeout(10000, () => process.exit(3))`
+      const client = await runIn(state.devices[0]?.ns ?? '', process.execPath, ['-e', pingPong], {timeoutMs: 15_000})
+      expect(client.exitCode, client.stderr).to.equal(0)
+      // netem holds each packet at least 10 ms each way; a delay applied twice per direction would make 40.
+      expect(Number(client.stdout)).to.be.within(19.5, 35)
+      await server
+      expect((await lab(home, ['down'])).exitCode).to.equal(0)
+    },
+  )
 
   it('shapes a link to --rate alone with a token bucket, which every kernel here has', async () => {
     const home = await newHome()
@@ -242,8 +301,9 @@ describe('lab (real nebula in network namespaces, as root)', function () {
     expect(client.exitCode, client.stderr).to.equal(0)
     const {stdout} = await server
     const {mbps} = JSON.parse(stdout.split('\n').at(-1) ?? '{}') as {mbps: number}
-    // Unshaped, this veth carries several Gbit/s.
-    expect(mbps).to.be.within(25, 44)
+    // Unshaped, this veth carries several Gbit/s; the token bucket caps it at 40 Mbit/s (plus its
+    // burst). Load on this machine can only lower the rate, so only the cap is a bound.
+    expect(mbps).to.be.above(0).and.at.most(44)
     expect((await lab(home, ['down'])).exitCode).to.equal(0)
     await expectGone(home, pidsOf(state))
   })

@@ -104,7 +104,9 @@ describe('allocation under concurrency on real Postgres', function () {
         throw rollback
       })
       .catch((error: unknown) => error)
-    await held
+    // If the holder fails before taking the address (its expect throws), fail now rather than wait for the timeout.
+    const first = await Promise.race([held.then(() => 'held' as const), holder])
+    if (first !== 'held') throw first
     // The address is locked by the holder: SKIP LOCKED finds nothing and the re-check waits.
     const waiter = cp.allocateIp({project: 'wide', device: 'waiter'})
     await new Promise((resolve) => setTimeout(resolve, 300))

@@ -4,6 +4,7 @@ import {join} from 'node:path'
 
 import {expect} from 'chai'
 import {execa} from 'execa'
+import pg from 'pg'
 import YAML from 'yaml'
 
 import {IncompatibleSchemaError, InvalidInputError, NotFoundError, PermissionError, UnavailableError, ConflictError, type VidsyncError} from '../src/lib/errors.js'
@@ -17,8 +18,8 @@ import {SupabaseRpc} from '../src/lib/store/supabase.js'
 import {refreshFromControlPlane} from '../src/lib/up/refresh.js'
 import {resolveTools} from '../src/lib/exec.js'
 import {cli, type CliResult, root} from './helpers/cli.js'
-import {createThrowawayDatabase, type ThrowawayDatabase} from './helpers/postgres.js'
-import {startPostgrestStandIn, type StandIn, standInKeys} from './helpers/postgrest.js'
+import {adminUrl, createThrowawayDatabase, type ThrowawayDatabase} from './helpers/postgres.js'
+import {signJwt, startPostgrestStandIn, type StandIn, standInKeys} from './helpers/postgrest.js'
 import {removeTempDirs, tempDir} from './helpers/temp.js'
 
 async function rejection(promise: Promise<unknown>): Promise<VidsyncError> {
@@ -29,6 +30,8 @@ async function rejection(promise: Promise<unknown>): Promise<VidsyncError> {
   }
   throw new Error('expected the call to fail')
 }
+
+const gatewayAddress = '198.51.100.23'
 
 const publicKey = `-----BEGIN NEBULA X25519 PUBLIC KEY-----\n${Buffer.alloc(32, 7).toString('base64')}\n-----END NEBULA X25519 PUBLIC KEY-----\n`
 
@@ -42,8 +45,11 @@ describe('Supabase transport: supabase-js against the PostgREST stand-in on real
     database = await createThrowawayDatabase('supabase')
     const sql = new PostgresClient(database.url)
     await migrate(sql, await loadMigrations())
+    // The stand-in sets x-real-ip to the client's address, as the deployment's proxy would (see 006).
+    await sql.query("SELECT vidsync.set_trusted_proxy_header('x-real-ip')")
     await sql.close()
-    standIn = await startPostgrestStandIn({databaseUrl: database.url})
+    // A client address the gateway reports that differs from the stand-in's own connection (127.0.0.1).
+    standIn = await startPostgrestStandIn({databaseUrl: database.url, clientAddress: gatewayAddress})
   })
 
   after(async () => {
@@ -60,7 +66,10 @@ describe('Supabase transport: supabase-js against the PostgREST stand-in on real
     const invite = await operator.createInvite({project: 'films', codeSha256: sha256Hex(newSecret('invite')), maxUses: 3, groups: ['crew']})
     expect(invite).to.include({project: 'films', maxUses: 3, uses: 0, state: 'active', pending: 0})
     expect(invite.groups).to.deep.equal(['crew'])
-    expect(standIn.calls.every((call) => call.role === 'service_role' && call.status === 200)).to.equal(true)
+    // vidsync sent the service-role key as the JWT (its role claim chose the database role), by POST, with no Prefer.
+    expect(standIn.calls.map(({fn, method, role, prefer}) => ({fn, method, role, prefer}))).to.deep.equal(
+      ['create_project', 'populate_pool', 'create_invite'].map((fn) => ({fn, method: 'POST', role: 'service_role', prefer: null})),
+    )
   })
 
   it('maps control-plane errors to vidsync errors', async () => {
@@ -78,13 +87,17 @@ describe('Supabase transport: supabase-js against the PostgREST stand-in on real
     const denied = await rejection(device.listProjects())
     expect(denied).to.be.instanceOf(PermissionError)
     expect(denied.message).to.match(/may not call vidsync.list_projects: operator commands need the service-role key/)
-    expect(standIn.calls.at(-1)).to.deep.equal({fn: 'list_projects', role: 'anon', status: 401})
+    // The database refused the anon role (PostgREST answers an anonymous 42501 with 401): vidsync reads
+    // the SQLSTATE, not the status, so this is not mistaken for a refused key.
+    expect(standIn.calls.at(-1)).to.include({fn: 'list_projects', role: 'anon', status: 401})
+    expect(denied.message).not.to.match(/refused the key/)
 
     const code = newSecret('invite')
     await operator.createInvite({project: 'films', codeSha256: sha256Hex(code)})
     const token = newSecret('device')
     expect(await device.redeemInvite({code, token, device: 'cam', publicKey})).to.deep.equal({project: 'films', device: 'cam', status: 'pending'})
-    expect((await operator.listJoinRequests({project: 'films'}))[0]).to.include({device: 'cam', source: '127.0.0.1'})
+    // The address the gateway reports, not the API's own connection to Postgres (127.0.0.1).
+    expect((await operator.listJoinRequests({project: 'films'}))[0]).to.include({device: 'cam', source: gatewayAddress})
     expect(await device.deviceBundle({token})).to.deep.equal({project: 'films', device: 'cam', status: 'pending', bundle: null})
     const used = await rejection(device.redeemInvite({code, token: newSecret('device'), device: 'cam2', publicKey}))
     expect(used).to.be.instanceOf(ConflictError)
@@ -130,6 +143,108 @@ describe('Supabase transport: supabase-js against the PostgREST stand-in on real
     expect(migrating.message).to.match(/direct connection string as --database-url/)
     // A database URL wins: that is how `db migrate` reaches Supabase.
     expect((await migrateBackend({home, databaseUrl: database.url, supabase: {url: standIn.url}})).backend).to.equal('postgres')
+  })
+})
+
+describe('the PostgREST stand-in follows PostgREST where vidsync relies on it', function () {
+  this.timeout(120_000)
+  let database: ThrowawayDatabase
+  let standIn: StandIn
+
+  before(async () => {
+    database = await createThrowawayDatabase('standin')
+    const sql = new PostgresClient(database.url)
+    await migrate(sql, await loadMigrations())
+    await sql.close()
+    standIn = await startPostgrestStandIn({databaseUrl: database.url})
+  })
+
+  after(async () => {
+    await standIn?.close()
+    await database?.drop()
+  })
+
+  const rpc = async (fn: string, options: {method?: string; body?: unknown; query?: string; jwt?: string | null; headers?: Record<string, string>} = {}) => {
+    const jwt = options.jwt === undefined ? standInKeys.anon : options.jwt
+    const response = await fetch(`${standIn.url}/rest/v1/rpc/${fn}${options.query ?? ''}`, {
+      method: options.method ?? 'POST',
+      headers: {apikey: standInKeys.anon, 'content-type': 'application/json', ...(jwt ? {authorization: `Bearer ${jwt}`} : {}), ...options.headers},
+      body: options.body === undefined ? undefined : JSON.stringify(options.body),
+    })
+    return {status: response.status, body: (await response.json()) as {code?: string; message?: string} & Record<string, unknown>}
+  }
+
+  it('takes the role from a verified HS256 JWT: none is anon, a forged or expired one is 401 PGRST301', async () => {
+    expect((await rpc('schema_version', {jwt: null})).status).to.equal(200)
+    expect(standIn.calls.at(-1)?.role).to.equal('anon')
+    const forged = signJwt({role: 'service_role'}, 'another-secret-of-at-least-32-characters')
+    expect(await rpc('list_projects', {jwt: forged})).to.deep.include({status: 401, body: {code: 'PGRST301', message: 'JWSError JWSInvalidSignature', details: null, hint: null}})
+    const expired = signJwt({role: 'service_role', exp: Math.floor(Date.now() / 1000) - 60})
+    expect((await rpc('list_projects', {jwt: expired})).body.code).to.equal('PGRST301')
+    expect((await rpc('list_projects', {jwt: signJwt({role: 'service_role'})})).status).to.equal(200)
+  })
+
+  it('logs in as a NOINHERIT authenticator and switches role per request; 42501 is 401 for anon, 403 when authenticated', async () => {
+    const sql = new PostgresClient(adminUrl)
+    try {
+      const [role] = await sql.query<{login: boolean; inherit: boolean; members: string[]}>(
+        `SELECT r.rolcanlogin AS login, r.rolinherit AS inherit,
+                ARRAY(SELECT g.rolname::text FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid WHERE m.member = r.oid ORDER BY 1) AS members
+           FROM pg_roles r WHERE r.rolname = 'authenticator'`,
+      )
+      expect(role).to.deep.include({login: true, inherit: false})
+      expect(role?.members).to.include.members(['anon', 'authenticated', 'service_role'])
+    } finally {
+      await sql.close()
+    }
+    const sessions = new pg.Client({connectionString: database.url})
+    await sessions.connect()
+    try {
+      await rpc('schema_version')
+      const {rows} = await sessions.query<{usename: string}>(
+        'SELECT DISTINCT usename::text FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()',
+      )
+      expect(rows.map((row) => row.usename)).to.deep.equal(['authenticator'])
+    } finally {
+      await sessions.end()
+    }
+    expect(await rpc('list_projects')).to.deep.include({status: 401})
+    expect((await rpc('list_projects', {jwt: signJwt({role: 'authenticated'})})).status).to.equal(403)
+  })
+
+  it('calls stable functions by GET in a read-only transaction; a volatile one cannot write there; other verbs are 405', async () => {
+    const got = await rpc('schema_version', {method: 'GET'})
+    expect(got.status).to.equal(200)
+    const operator = new ControlPlane(new SupabaseRpc({url: standIn.url, key: standInKeys.service_role}))
+    await operator.createProject({name: 'reads', cidr: '10.73.0.0/24'})
+    await operator.populatePool({project: 'reads'})
+    const code = newSecret('invite')
+    await operator.createInvite({project: 'reads', codeSha256: sha256Hex(code)})
+    const query = `?p_code=${code}&p_token=${newSecret('device')}&p_device=getter&p_public_key=${encodeURIComponent(publicKey)}`
+    const writing = await rpc('redeem_invite', {method: 'GET', query})
+    expect(writing).to.deep.include({status: 405})
+    expect(writing.body.code).to.equal('25006')
+    expect((await rpc('schema_version', {method: 'DELETE'})).body.code).to.equal('PGRST101')
+  })
+
+  it('ignores Prefer leniently, refuses it under handling=strict, and records it', async () => {
+    expect((await rpc('schema_version', {headers: {prefer: 'count=exact'}})).status).to.equal(200)
+    expect(standIn.calls.at(-1)?.prefer).to.equal('count=exact')
+    const strict = await rpc('schema_version', {headers: {prefer: 'handling=strict, count=exact'}})
+    expect(strict).to.deep.include({status: 400})
+    expect(strict.body).to.include({code: 'PGRST122', details: 'Invalid preferences: count=exact'})
+  })
+
+  it("drops a client's own forwarding headers: the source is what the gateway saw", async () => {
+    const operator = new ControlPlane(new SupabaseRpc({url: standIn.url, key: standInKeys.service_role}))
+    await operator.createProject({name: 'forward', cidr: '10.72.0.0/24'})
+    await operator.populatePool({project: 'forward'})
+    const code = newSecret('invite')
+    await operator.createInvite({project: 'forward', codeSha256: sha256Hex(code)})
+    const spoofed = {'cf-connecting-ip': '203.0.113.9', 'x-real-ip': '203.0.113.9', 'x-forwarded-for': '203.0.113.9'}
+    const body = {p_code: code, p_token: newSecret('device'), p_device: 'spoofer', p_public_key: publicKey}
+    expect((await rpc('redeem_invite', {body, headers: spoofed})).status).to.equal(200)
+    expect((await operator.listJoinRequests({project: 'forward'}))[0]).to.include({device: 'spoofer', source: '127.0.0.1'})
   })
 })
 

@@ -347,12 +347,33 @@ describe('syncthing (real syncthing on 127.0.0.1)', function () {
       const manifest = {version: 1, project: 'demo', cidr: loopback, device: 'a', ip: '127.0.0.1', peers: [], lighthouses: []}
       await writeFile(join(project, 'vidsync.json'), JSON.stringify(manifest))
       const d = await startTestSyncthing()
+      // Every long poll the loop makes, to tell when it is blocked waiting on Syncthing's events.
+      const polls: {since: number; types: string[]; endsAt: number; settled: boolean}[] = []
+      const client = new Proxy(a.client, {
+        get(target, property) {
+          const value = Reflect.get(target, property, target) as unknown
+          if (typeof value !== 'function') return value
+          if (property !== 'events') return value.bind(target)
+          return (options: Parameters<SyncthingClient['events']>[0] = {}) => {
+            const poll = {since: options.since ?? 0, types: options.types ?? [], endsAt: Date.now() + (options.timeoutS ?? 60) * 1000, settled: false}
+            polls.push(poll)
+            return (value as SyncthingClient['events']).call(target, options).finally(() => (poll.settled = true))
+          }
+        },
+      })
+      /** The loop waits in a poll that nothing Syncthing holds can end: the same poll of ours stays empty for 1 s. */
+      const idle = async () => {
+        const poll = polls.at(-1)
+        if (!poll || poll.settled) return undefined
+        const pending = await a.client.events({since: poll.since, types: poll.types, timeoutS: 1})
+        return pending.length === 0 && !poll.settled && polls.at(-1) === poll ? true : undefined
+      }
       const stop = new AbortController()
       const passes: (ReconcileResult | Error)[] = []
       const intervalMs = 120_000
-      const loop = reconcileLoop({client: a.client, home: a.home, project: 'demo', intervalMs, signal: stop.signal, onPass: (pass) => passes.push(pass)})
+      const loop = reconcileLoop({client, home: a.home, project: 'demo', intervalMs, signal: stop.signal, onPass: (pass) => passes.push(pass)})
       try {
-        await new Promise((resolve) => setTimeout(resolve, 1500)) // the loop now waits on Syncthing's events
+        await waitFor('the loop to wait on Syncthing events', 30_000, idle)
         expect(passes).to.deep.equal([]) // no event, no pass before the interval
         const started = Date.now()
         await d.client.putDevice({deviceID: a.deviceId, name: 'a', addresses: [`tcp://127.0.0.1:${a.listenPort}`]})
@@ -365,14 +386,17 @@ describe('syncthing (real syncthing on 127.0.0.1)', function () {
         const accepted = passes.flatMap((pass) => (pass instanceof Error ? [] : pass.accepted.map((device) => device.deviceId)))
         expect(accepted).to.deep.equal([d.deviceId])
         expect(passes.filter((pass) => pass instanceof Error)).to.deep.equal([])
-        await new Promise((resolve) => setTimeout(resolve, 2500))
-        // The accept (and Syncthing's "removed" event after it) wake it once or twice, not in a loop.
+        // Once the loop waits again with nothing left to wake it, count: the accept (and Syncthing's
+        // "removed" event after it) woke it once or twice, not in a loop.
+        await waitFor('the loop to settle', 30_000, idle)
         expect(passes.length).to.be.within(1, 2)
       } finally {
         const stopping = Date.now()
+        const pollEndsIn = (polls.at(-1)?.endsAt ?? Infinity) - stopping
         stop.abort()
         await loop
-        expect(Date.now() - stopping).to.be.below(2000)
+        // At once: the abort ends the long poll instead of waiting for it to time out.
+        expect(Date.now() - stopping, `the poll had ${pollEndsIn} ms left`).to.be.below(pollEndsIn)
       }
     })
   })

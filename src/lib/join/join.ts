@@ -7,7 +7,7 @@ import {ConflictError, InvalidInputError, NotFoundError, PermissionError, Vidsyn
 import type {Tools} from '../exec.js'
 import {ensureDir, withTempDir} from '../files.js'
 import {reloadNebula} from '../nebula/process.js'
-import {readCert, verifyCert} from '../pki/cert.js'
+import {readCert, requireCertSupport, verifyCert} from '../pki/cert.js'
 import {publicKeyHexOfPrivateKey} from '../pki/keys.js'
 import type {Platform} from '../platform/index.js'
 import {type InstalledFiles, JoinedProject} from '../project/joined-project.js'
@@ -119,6 +119,10 @@ async function checkAndInstall(
   const {files, origin, manifest, installed, bundledKey, key, warnings, now, stage} = options
   const certPem = files.get('node.crt') ?? Buffer.alloc(0)
   await writeFile(join(stage, 'node.crt'), certPem, {mode: 0o600})
+
+  // The nebula that will run them must read the project's certificates (v2 needs 1.10 or newer).
+  const pem = `${files.get('ca.crt')?.toString() ?? ''}${certPem.toString()}`
+  await requireCertSupport({pem, what: origin, tool: 'nebula', tools: options.tools})
 
   const cert = await readCert(join(stage, 'node.crt'), options.tools)
   if (Date.parse(cert.notAfter) <= now.getTime()) {

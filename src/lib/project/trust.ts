@@ -22,7 +22,7 @@ export interface CaTrustOptions {
   caFromControlPlane?: boolean
 }
 
-const certificateBlock = /-----BEGIN NEBULA CERTIFICATE-----[\s\S]*?-----END NEBULA CERTIFICATE-----\n?/g
+const certificateBlock = /-----BEGIN NEBULA CERTIFICATE( V2)?-----[\s\S]*?-----END NEBULA CERTIFICATE( V2)?-----\n?/g
 const maxCas = 8
 
 /** A certificate fingerprint as users paste it: hex, any case, colons or spaces between bytes. */
