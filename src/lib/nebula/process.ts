@@ -165,7 +165,7 @@ async function waitUntilUp(project: JoinedProject, daemon: Daemon, timeoutMs: nu
     if (Date.now() >= deadline) {
       const seconds = timeoutMs / 1000
       if (!status.tunUp) {
-        throw new UnavailableError(`${project.tunDev} did not come up with ${project.overlayIp} within ${seconds}s: see ${project.logPath}`)
+        throw new UnavailableError(`${project.tunDev ?? 'the tun device'} did not come up with ${project.overlayIp} within ${seconds}s: see ${project.logPath}`)
       }
       throw new UnavailableError(
         `no lighthouse (${project.lighthouseIps.join(', ')}) answered within ${seconds}s: check that it runs and that UDP reaches ` +
