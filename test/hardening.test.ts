@@ -395,4 +395,18 @@ describe('hardening: out-of-range numbers, invites and URLs', function () {
     expect(garbled.json.error.message).to.match(new RegExp(`^node\\.crt of ${join(home, 'garbled.zip')} is not a readable Nebula certificate`))
     expect(garbled.json.error.message).not.to.contain('.vidsync-tmp-')
   })
+  it('takes secrets from standard input or files instead of argv', async () => {
+    const code = `vsi_${'a'.repeat(43)}`
+    const fromStdin = await cli(['join', '-', '--json'], {VIDSYNC_HOME: home}, {...slow, input: `${code}\n`})
+    expect(fromStdin.exitCode).to.equal(2)
+    expect(fromStdin.json.error.message).to.match(/^joining with an invite code needs the control plane/)
+    const urlFile = join(home, 'database-url')
+    await writeFile(urlFile, 'postgres://vidsync:hunter2@127.0.0.1:1/vidsync\n', {mode: 0o600})
+    const database = await cli(['project', 'list', '--json'], {VIDSYNC_HOME: home, VIDSYNC_DATABASE_URL_FILE: urlFile}, slow)
+    expect(database.exitCode, database.stdout).to.equal(6)
+    expect(database.stdout).not.to.contain('hunter2')
+    const keyFile = await run('sync', 'list', '--syncthing-url', 'http://127.0.0.1:1', '--api-key-file', join(home, 'no-such-key'))
+    expect(keyFile.exitCode).to.equal(3)
+    expect(keyFile.json.error.message).to.equal(`API key file ${join(home, 'no-such-key')} does not exist`)
+  })
 })

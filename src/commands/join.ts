@@ -7,6 +7,7 @@ import ora from 'ora'
 import {BaseCommand} from '../base-command.js'
 import {parseDuration} from '../lib/duration.js'
 import {InvalidInputError} from '../lib/errors.js'
+import {readUserFile} from '../lib/input.js'
 import {isInviteCode, parseInviteCode} from '../lib/invites/secrets.js'
 import {joinWithInvite} from '../lib/join/invite.js'
 import {joinBundle, type JoinResult} from '../lib/join/join.js'
@@ -29,7 +30,7 @@ Then bring the overlay up with \`vidsync nebula up\`, or everything with \`vidsy
   ]
 
   static override args = {
-    source: Args.string({description: 'The bundle zip from `vidsync device register`, or an invite code from `vidsync invite create`.'}),
+    source: Args.string({description: 'The bundle zip from `vidsync device register`, or an invite code from `vidsync invite create` (`-` reads the code from standard input, keeping it out of the process list).'}),
   }
 
   static override flags = {
@@ -54,8 +55,9 @@ Then bring the overlay up with \`vidsync nebula up\`, or everything with \`vidsy
   }
 
   async run(): Promise<JoinResult> {
-    const {source} = this.args
     const {flags} = this
+    // `-`: the invite code from standard input, so that it never shows in the process list.
+    const source = this.args.source === '-' ? (await readUserFile('-', 'invite code')).toString().trim() : this.args.source
     let result: JoinResult
     if (source?.trim().startsWith('vsi_') && !isInviteCode(source.trim()) && !existsSync(source)) parseInviteCode(source)
     if (source !== undefined && !isInviteCode(source.trim()) && !flags.resume) {
