@@ -41,14 +41,15 @@ async function snapshot(dir: string): Promise<Record<string, string>> {
 const nebulaCert = (...args: string[]) => execa('nebula-cert', args)
 
 describe('hardening: a device trusts only its project CA, and a bundle is data', function () {
-  this.timeout(180_000)
+  this.timeout(900_000)
   let operator: string
   let device: string
   let out: string
   let caFingerprint: string
   let files: Map<string, Buffer>
-  const admin = (...args: string[]) => cli([...args, '--json'], {VIDSYNC_HOME: operator})
-  const onDevice = (...args: string[]) => cli([...args, '--json'], {VIDSYNC_HOME: device})
+  // Generous: the operator's commands open the embedded database, slow on a busy machine.
+  const admin = (...args: string[]) => cli([...args, '--json'], {VIDSYNC_HOME: operator}, {timeoutMs: 240_000})
+  const onDevice = (...args: string[]) => cli([...args, '--json'], {VIDSYNC_HOME: device}, {timeoutMs: 240_000})
   const bundle = (name: string) => join(out, name)
   const fromBundle = (...names: string[]) => names.map((name): [string, Buffer] => [name, files.get(name) ?? Buffer.alloc(0)])
 
@@ -107,7 +108,7 @@ describe('hardening: a device trusts only its project CA, and a bundle is data',
 
   it('refuses a bundle with its own CA, certificate and key for a joined project; nothing changes', async () => {
     const stranger = await tempDir()
-    expect((await cli(['ca', 'init', '--name', 'vidsync', '--json'], {VIDSYNC_HOME: stranger})).exitCode).to.equal(0)
+    expect((await cli(['ca', 'init', '--name', 'vidsync', '--json'], {VIDSYNC_HOME: stranger}, {timeoutMs: 240_000})).exitCode).to.equal(0)
     const [crt, key] = await signed(stranger, 'cutter', '10.96.0.2/24')
     await zip(bundle('hostile-ca.zip'), [...fromBundle('vidsync.json', 'nebula.yml'), ['ca.crt', await readFile(join(stranger, 'ca', 'ca.crt'))], ['node.crt', crt], ['node.key', key]])
     const before = await snapshot(device)
