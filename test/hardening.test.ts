@@ -9,7 +9,7 @@ import YAML from 'yaml'
 import yazl from 'yazl'
 
 import {readBundle} from '../src/lib/bundle/bundle.js'
-import {cli} from './helpers/cli.js'
+import {cli, root} from './helpers/cli.js'
 import {removeTempDirs, tempDir} from './helpers/temp.js'
 
 /** A zip made here, entries in order (a name may repeat). */
@@ -314,13 +314,23 @@ describe('hardening: homes, output paths, keys and the embedded lock', function 
     await dead
     await writeFile(lock, String(dead.pid))
     expect((await cli(['project', 'list', '--json'], {VIDSYNC_HOME: home}, slow)).exitCode).to.equal(0)
-    // A live holder for a few seconds: the command waits, says so, then runs.
-    const holder = execa('sleep', ['4'])
+    // A live holder: the command says which pid it waits for; once the holder is gone, it runs.
+    const holder = execa('sleep', ['600'])
     try {
       await writeFile(lock, String(holder.pid))
-      const waited = await cli(['project', 'list'], {VIDSYNC_HOME: home}, slow)
-      expect(waited.exitCode, waited.stderr).to.equal(0)
-      expect(waited.stderr).to.contain(`waiting for pid ${holder.pid}, which has the embedded database open`)
+      const waiting = execa('node', [`${root}bin/run.js`, 'project', 'list'], {env: {VIDSYNC_HOME: home, VIDSYNC_DATABASE_URL: ''}, reject: false, timeout: 240_000})
+      let stderr = ''
+      await new Promise<void>((resolve) => {
+        waiting.stderr?.on('data', (chunk: Buffer) => {
+          stderr += chunk.toString()
+          if (stderr.includes('waiting for pid')) resolve()
+        })
+        void waiting.then(() => resolve())
+      })
+      expect(stderr).to.contain(`waiting for pid ${holder.pid}, which has the embedded database open`)
+      holder.kill()
+      const done = await waiting
+      expect(done.exitCode, done.stderr).to.equal(0)
     } finally {
       holder.kill()
       await holder.catch(() => undefined)
