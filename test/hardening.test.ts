@@ -359,7 +359,8 @@ describe('hardening: out-of-range numbers, invites and URLs', function () {
       [['pool', 'reclaim', 'films', '--stale', '99999999999', '--dry-run'], /^invalid stale threshold "99999999999": at most 50 years/],
       [['invite', 'create', 'films', '--expires', '99999999999'], /^invalid expiry "99999999999": at most 50 years/],
       [['ca', 'init', '--duration', '99999999999d'], /^invalid duration "99999999999d": at most 50 years/],
-      [['invite', 'revoke', 'films', '99999999999'], /99999999999/],
+      [['invite', 'revoke', 'films', '99999999999'], /^invalid invite ID "99999999999"/],
+      [['invite', 'revoke', 'films', 'abc'], /^invalid invite ID "abc"/],
     ]
     for (const [args, message] of cases) {
       const result = await run(...args)
