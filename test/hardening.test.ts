@@ -316,6 +316,7 @@ describe('hardening: homes, output paths, keys and the embedded lock', function 
     expect((await cli(['project', 'list', '--json'], {VIDSYNC_HOME: home}, slow)).exitCode).to.equal(0)
     // A live holder: the command says which pid it waits for; once the holder is gone, it runs.
     const holder = execa('sleep', ['600'])
+    const holderEnded = holder.catch(() => undefined) // killed below: its rejection is expected
     try {
       await writeFile(lock, String(holder.pid))
       const waiting = execa('node', [`${root}bin/run.js`, 'project', 'list'], {env: {VIDSYNC_HOME: home, VIDSYNC_DATABASE_URL: ''}, reject: false, timeout: 240_000})
@@ -333,7 +334,7 @@ describe('hardening: homes, output paths, keys and the embedded lock', function 
       expect(done.exitCode, done.stderr).to.equal(0)
     } finally {
       holder.kill()
-      await holder.catch(() => undefined)
+      await holderEnded
     }
     await execa('rm', ['-f', lock])
   })
