@@ -126,13 +126,13 @@ describe('join BUNDLE.zip', function () {
     const bundlePath = join(out, 'cutter.zip')
     const keyPath = join(device, 'keys', 'node.key')
     const hourAgo = new Date(Date.now() - 3_600_000)
-    const behind = await joinBundle({home: await tempDir(), bundlePath, keyPath, now: hourAgo})
+    const behind = await joinBundle({home: await tempDir(), bundlePath, keyPath, caFingerprint, now: hourAgo})
     const [warning, ...others] = behind.warnings
     expect(others).to.deep.equal([])
     expect(warning).to.match(/^this machine's clock is behind: the certificate is valid from (\S+); fix the clock or nebula will refuse it$/)
     const validFrom = Date.parse(/valid from (\S+);/.exec(warning ?? '')?.[1] ?? '')
     expect(validFrom).to.be.within(hourAgo.getTime() + 5 * 60_000, Date.now())
     // Within the tolerance (a minute behind) there is nothing to warn about.
-    expect((await joinBundle({home: await tempDir(), bundlePath, keyPath, now: new Date(Date.now() - 60_000)})).warnings).to.deep.equal([])
+    expect((await joinBundle({home: await tempDir(), bundlePath, keyPath, caFingerprint, now: new Date(Date.now() - 60_000)})).warnings).to.deep.equal([])
   })
 })
