@@ -1,3 +1,5 @@
+import {readFileSync} from 'node:fs'
+
 import {Command, Flags, type Interfaces} from '@oclif/core'
 
 import {InvalidInputError, VidsyncError} from './lib/errors.js'
@@ -15,6 +17,20 @@ export const cancelledExitCode = 130
 
 interface OclifError extends Error {
   oclif?: {exit?: number}
+}
+
+/**
+ * A secret kept in a file that an environment variable names (as container secrets are), so that
+ * neither argv nor the environment holds it: the database URL with its password, the Supabase key.
+ */
+function secretFromFile(variable: string): string | undefined {
+  const path = process.env[variable]
+  if (!path) return undefined
+  try {
+    return readFileSync(path, 'utf8').trim()
+  } catch (error) {
+    throw new InvalidInputError(`cannot read ${variable} (${path}): ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`)
+  }
 }
 
 /**
@@ -149,8 +165,11 @@ export abstract class ControlPlaneCommand<T extends typeof Command> extends Base
     const supabaseUrl = this.flags['supabase-url']
     return {
       home: this.home,
-      databaseUrl: this.flags['database-url'],
-      supabase: supabaseUrl ? {url: supabaseUrl, key: process.env.VIDSYNC_SUPABASE_KEY} : undefined,
+      databaseUrl: this.flags['database-url'] ?? secretFromFile('VIDSYNC_DATABASE_URL_FILE'),
+      supabase: supabaseUrl ? {url: supabaseUrl, key: process.env.VIDSYNC_SUPABASE_KEY ?? secretFromFile('VIDSYNC_SUPABASE_KEY_FILE')} : undefined,
+      onLockWait: (pid) => {
+        if (!this.jsonEnabled()) this.logToStderr(`waiting for pid ${pid ?? 'unknown'}, which has the embedded database open...`)
+      },
     }
   }
 

@@ -137,7 +137,7 @@ describe('bundle', () => {
     await writeFile(foreign, zip.outputStream)
     const foreignError = await rejection(readBundle(foreign))
     expect(foreignError).to.be.instanceOf(InvalidInputError)
-    expect(foreignError.message).to.equal(`${foreign} is not a vidsync bundle: it lacks ca.crt, nebula.yml, vidsync.json`)
+    expect(foreignError.message).to.equal(`${foreign} is not a vidsync bundle: it lacks ca.crt, vidsync.json`)
   })
 
   it('writes a README with the next commands, and a loud warning only with a private key', () => {

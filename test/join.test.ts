@@ -24,6 +24,8 @@ describe('join BUNDLE.zip', function () {
   let operator: string
   let device: string
   let out: string
+  /** The operator's CA fingerprint, which the device confirms at its first join. */
+  let caFingerprint: string
   const admin = (...args: string[]) => cli([...args, '--json'], {VIDSYNC_HOME: operator})
   const onDevice = (...args: string[]) => cli([...args, '--json'], {VIDSYNC_HOME: device})
 
@@ -35,6 +37,7 @@ describe('join BUNDLE.zip', function () {
       expect((await admin(...args)).exitCode).to.equal(0)
     }
     await admin('lighthouse', 'add', 'films', '--name', 'lh', '--endpoint', '192.0.2.1:4242', '--generate-key', '--out', join(out, 'lh.zip'))
+    caFingerprint = (await admin('ca', 'show')).json.fingerprint
     const key = await onDevice('key', 'create')
     expect(key.exitCode).to.equal(0)
     const registered = await admin('device', 'register', 'films', '--name', 'cutter', '--public-key', key.json.publicKeyPath, '--out', join(out, 'cutter.zip'))
@@ -44,9 +47,9 @@ describe('join BUNDLE.zip', function () {
   after(removeTempDirs)
 
   it('installs a verified bundle with absolute paths, its own tun device and private modes; a re-run changes nothing', async () => {
-    const joined = await onDevice('join', join(out, 'cutter.zip'))
+    const joined = await onDevice('join', join(out, 'cutter.zip'), '--ca-fingerprint', caFingerprint)
     expect(joined.exitCode, joined.stdout).to.equal(0)
-    expect(joined.json).to.include({project: 'films', changed: true, operatorGeneratedKey: false})
+    expect(joined.json).to.include({project: 'films', changed: true, operatorGeneratedKey: false, caFingerprint})
     expect(joined.json.device).to.include({name: 'cutter', ip: '10.97.0.2'})
     const dir = joined.json.projectDir as string
     expect((await readdir(dir)).sort()).to.deep.equal(['ca.crt', 'nebula.yml', 'node.crt', 'node.key', 'vidsync.json'])
@@ -90,7 +93,7 @@ describe('join BUNDLE.zip', function () {
     await zip(join(out, 'foreign.zip'), {'photo.jpg': 'jpeg bytes'})
     const cases: [string, number, RegExp][] = [
       [join(out, 'corrupt.zip'), 2, /is not a readable zip file/],
-      [join(out, 'foreign.zip'), 2, /is not a vidsync bundle: it lacks ca.crt, node.crt, nebula.yml, vidsync.json/],
+      [join(out, 'foreign.zip'), 2, /is not a vidsync bundle: it lacks ca.crt, node.crt, vidsync.json/],
       [join(out, 'absent.zip'), 3, /no bundle at/],
     ]
     for (const [path, exitCode, message] of cases) {
@@ -100,15 +103,15 @@ describe('join BUNDLE.zip', function () {
     }
   })
 
-  it('refuses a certificate signed by another CA', async () => {
+  it('refuses a bundle with another CA than the one pinned at the first join', async () => {
     const files = await readBundle(join(out, 'cutter.zip'))
     const strangerHome = await tempDir()
     await cli(['ca', 'init', '--name', 'stranger'], {VIDSYNC_HOME: strangerHome})
     const strangerCa = await readFile(join(strangerHome, 'ca', 'ca.crt'))
     await zip(join(out, 'swapped.zip'), {...Object.fromEntries(files), 'ca.crt': strangerCa})
     const result = await onDevice('join', join(out, 'swapped.zip'))
-    expect(result.exitCode).to.equal(2)
-    expect(result.json.error.message).to.match(/does not verify against/)
+    expect(result.exitCode).to.equal(4)
+    expect(result.json.error.message).to.match(/comes with another CA .* than the one this device pinned for films/)
   })
 
   it('refuses an expired certificate, and warns when this clock is behind the certificate', async () => {
@@ -124,13 +127,13 @@ describe('join BUNDLE.zip', function () {
     const bundlePath = join(out, 'cutter.zip')
     const keyPath = join(device, 'keys', 'node.key')
     const hourAgo = new Date(Date.now() - 3_600_000)
-    const behind = await joinBundle({home: await tempDir(), bundlePath, keyPath, now: hourAgo})
+    const behind = await joinBundle({home: await tempDir(), bundlePath, keyPath, caFingerprint, now: hourAgo})
     const [warning, ...others] = behind.warnings
     expect(others).to.deep.equal([])
     expect(warning).to.match(/^this machine's clock is behind: the certificate is valid from (\S+); fix the clock or nebula will refuse it$/)
     const validFrom = Date.parse(/valid from (\S+);/.exec(warning ?? '')?.[1] ?? '')
     expect(validFrom).to.be.within(hourAgo.getTime() + 5 * 60_000, Date.now())
     // Within the tolerance (a minute behind) there is nothing to warn about.
-    expect((await joinBundle({home: await tempDir(), bundlePath, keyPath, now: new Date(Date.now() - 60_000)})).warnings).to.deep.equal([])
+    expect((await joinBundle({home: await tempDir(), bundlePath, keyPath, caFingerprint, now: new Date(Date.now() - 60_000)})).warnings).to.deep.equal([])
   })
 })

@@ -4,7 +4,7 @@ import {ControlPlaneCommand} from '../base-command.js'
 import {parseDuration} from '../lib/duration.js'
 import type {ControlPlane} from '../lib/store/control-plane.js'
 import {askAgent, bringDown, bringUp, runAgent, type UpResult} from '../lib/up/up.js'
-import {resolveProjectDir} from '../lib/nebula/project.js'
+import {resolveProjectDir} from '../lib/project/joined-project.js'
 
 /** Resolves on Ctrl-C or SIGTERM, or when `gone()` says the agent ended (stopped by `vidsync down`). */
 async function untilStopped(gone: () => Promise<boolean>): Promise<void> {

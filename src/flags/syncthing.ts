@@ -1,5 +1,7 @@
 import {Flags} from '@oclif/core'
 
+import {InvalidInputError} from '../lib/errors.js'
+import {readUserFile} from '../lib/input.js'
 import {connectSyncthing, type SyncthingConnection} from '../lib/syncthing/managed.js'
 
 /** Flags of every command that talks to Syncthing: the managed instance unless --syncthing-url names the user's own. */
@@ -12,15 +14,34 @@ export const connectionFlags = {
     summary: "That Syncthing's API key [default: $VIDSYNC_SYNCTHING_API_KEY, else read from --syncthing-config].",
     dependsOn: ['syncthing-url'],
   }),
+  'api-key-file': Flags.string({
+    summary: "Read that Syncthing's API key from this file (- for standard input): unlike --api-key, it stays out of the process list.",
+    dependsOn: ['syncthing-url'],
+    exclusive: ['api-key'],
+  }),
   'syncthing-config': Flags.string({
     summary: "That Syncthing's config.xml, to read its API key from.",
     dependsOn: ['syncthing-url'],
   }),
 }
 
-export function connectFromFlags(
+function isHttpUrl(text: string): boolean {
+  try {
+    return /^https?:$/.test(new URL(text).protocol)
+  } catch {
+    return false
+  }
+}
+
+export async function connectFromFlags(
   vidsyncHome: string,
-  flags: {'syncthing-url'?: string; 'api-key'?: string; 'syncthing-config'?: string},
+  flags: {'syncthing-url'?: string; 'api-key'?: string; 'api-key-file'?: string; 'syncthing-config'?: string},
 ): Promise<SyncthingConnection> {
-  return connectSyncthing({vidsyncHome, url: flags['syncthing-url'], apiKey: flags['api-key'], configXmlPath: flags['syncthing-config']})
+  const url = flags['syncthing-url']
+  if (url !== undefined && !isHttpUrl(url)) {
+    throw new InvalidInputError(`invalid --syncthing-url "${url.slice(0, 80)}": expected an address such as http://127.0.0.1:8384`)
+  }
+  const keyFile = flags['api-key-file']
+  const apiKey = keyFile === undefined ? flags['api-key'] : (await readUserFile(keyFile, 'API key file')).toString().trim()
+  return connectSyncthing({vidsyncHome, url, apiKey, configXmlPath: flags['syncthing-config']})
 }

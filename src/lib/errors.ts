@@ -74,6 +74,9 @@ export class UnavailableError extends VidsyncError {
   }
 }
 
+/** The control plane refused more attempts from this source for now: nothing was recorded. */
+export class RateLimitedError extends UnavailableError {}
+
 /** The database was migrated by a newer vidsync, or needs `db migrate`. */
 export class IncompatibleSchemaError extends VidsyncError {
   constructor(message: string, details?: ErrorDetails) {

@@ -1,8 +1,9 @@
 import {randomBytes} from 'node:crypto'
-import {chmod, link, mkdir, mkdtemp, rename, rm, writeFile} from 'node:fs/promises'
-import {basename, dirname, join} from 'node:path'
+import {chmod, link, mkdir, mkdtemp, readdir, rename, rm, stat, writeFile} from 'node:fs/promises'
+import {basename, dirname, join, resolve} from 'node:path'
 
 import {InvalidInputError, PermissionError} from './errors.js'
+import {isAlive} from './exec.js'
 
 /** Maps a filesystem error while writing `path` to the error users see; others pass through. */
 export function writeError(error: unknown, path: string): unknown {
@@ -23,22 +24,67 @@ export function writeError(error: unknown, path: string): unknown {
   }
 }
 
+/** The missing directories from the nearest existing ancestor of `dir` down to `dir`. */
+async function missingLevels(dir: string): Promise<string[]> {
+  const missing: string[] = []
+  for (let current = resolve(dir); ; current = dirname(current)) {
+    const info = await stat(current).catch((error: NodeJS.ErrnoException) => {
+      if (error.code === 'ENOENT') return undefined
+      throw error
+    })
+    if (info?.isDirectory()) return missing
+    if (info) {
+      throw current === resolve(dir)
+        ? new InvalidInputError(`cannot use ${dir} as a directory: it is a file`)
+        : writeError(Object.assign(new Error('not a directory'), {code: 'ENOTDIR'}), dir)
+    }
+    missing.unshift(current)
+    if (dirname(current) === current) return missing
+  }
+}
+
 /**
- * Creates `dir` and missing parents as 0700. `private` also narrows an existing `dir` to 0700:
- * only for vidsync's own directories, never for one the user named.
+ * Creates `dir` and missing parents as 0700, one level at a time: a recursive mkdir loops forever
+ * on file systems such as /proc that refuse it in an unusual way. `private` also narrows an
+ * existing `dir` to 0700: only for vidsync's own directories, never for one the user named.
  */
 export async function ensureDir(dir: string, options: {private?: boolean} = {}): Promise<void> {
   try {
-    await mkdir(dir, {recursive: true, mode: 0o700})
+    for (const level of await missingLevels(dir)) {
+      await mkdir(level, {mode: 0o700}).catch((error: NodeJS.ErrnoException) => {
+        if (error.code !== 'EEXIST') throw error
+      })
+    }
     if (options.private) await chmod(dir, 0o700)
   } catch (error) {
+    if (error instanceof InvalidInputError) throw error
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') throw new InvalidInputError(`cannot create ${dir}: the file system does not allow it`)
     throw writeError(error, dir)
+  }
+}
+
+const tempPrefix = '.vidsync-tmp-'
+/** Temp dirs made before they carried their process's PID: left by a crash when this old. */
+const unnamedTempStaleMs = 3_600_000
+
+/**
+ * Removes the temp dirs in `parent` of processes that no longer run (killed with -9 while
+ * signing, say: with --generate-key one may hold a device's private key).
+ */
+async function removeStaleTempDirs(parent: string): Promise<void> {
+  const names = (await readdir(parent).catch(() => [] as string[])).filter((name) => name.startsWith(tempPrefix))
+  for (const name of names) {
+    const pid = /^\.vidsync-tmp-(\d+)-/.exec(name)?.[1]
+    const path = join(parent, name)
+    const stale = pid !== undefined ? !isAlive(Number(pid)) : Date.now() - ((await stat(path).catch(() => undefined))?.mtimeMs ?? Date.now()) > unnamedTempStaleMs
+    if (stale) await rm(path, {recursive: true, force: true}).catch(() => undefined)
   }
 }
 
 /** Runs `work` in a fresh 0700 directory under `parent` and removes it whatever happens. */
 export async function withTempDir<R>(parent: string, work: (dir: string) => Promise<R>): Promise<R> {
-  const dir = await mkdtemp(join(parent, '.vidsync-tmp-')).catch((error: unknown) => {
+  await removeStaleTempDirs(parent)
+  const dir = await mkdtemp(join(parent, `${tempPrefix}${process.pid}-`)).catch((error: unknown) => {
     throw writeError(error, parent)
   })
   try {

@@ -1,5 +1,7 @@
-import {chown, mkdir} from 'node:fs/promises'
+import {existsSync} from 'node:fs'
+import {chown} from 'node:fs/promises'
 
+import {ensureDir} from './files.js'
 import {currentPlatform, type Platform} from './platform/index.js'
 
 /**
@@ -11,10 +13,15 @@ export function resolveHome(home?: string, platform: Platform = currentPlatform(
   return home ?? process.env.VIDSYNC_HOME ?? platform.defaultHome(platform.invokingUser())
 }
 
-/** Creates the home (private to the user, and theirs also when root creates it under sudo) and returns its path. */
+/**
+ * Creates the home, or narrows an existing one, to 0700: the embedded database inside it (PGlite
+ * writes its files 0666 whatever the umask) and the keys must not be reachable by other users.
+ * Created by root under sudo, it belongs to the invoking user.
+ */
 export async function ensureHome(home: string, platform: Platform = currentPlatform()): Promise<string> {
-  const created = await mkdir(home, {recursive: true, mode: 0o700})
+  const existed = existsSync(home)
+  await ensureDir(home, {private: true})
   const user = platform.invokingUser()
-  if (created !== undefined && user.viaSudo && user.uid !== undefined && user.gid !== undefined) await chown(home, user.uid, user.gid)
+  if (!existed && user.viaSudo && user.uid !== undefined && user.gid !== undefined) await chown(home, user.uid, user.gid)
   return home
 }

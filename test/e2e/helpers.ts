@@ -88,6 +88,8 @@ export interface MeshOptions {
 export class Mesh {
   lab: Lab | undefined
   operator = ''
+  /** The operator's CA fingerprint: every device pins it at its first join. */
+  caFingerprint = ''
   readonly homes: Record<string, string> = {}
   readonly folders: Record<string, string> = {}
   readonly overlayIps: Record<string, string> = {}
@@ -144,12 +146,12 @@ export class Mesh {
     this.lab = await createLab(['lh', ...this.devices])
     this.operator = await tempDir()
     for (const node of ['lh', ...this.devices]) this.homes[node] = await tempDir()
-    await this.admin('ca', 'init')
+    this.caFingerprint = (await this.admin('ca', 'init')).fingerprint
     await this.admin('project', 'create', this.project, '--cidr', this.cidr, '--quarantine', '1m')
     await this.admin('pool', 'populate', this.project)
     const bundle = join(this.operator, 'lh.zip')
     await this.admin('lighthouse', 'add', this.project, '--name', 'lh', '--endpoint', `${this.lab.nodes.lh?.ip}:4242`, '--generate-key', '--out', bundle)
-    await this.must('lh', ['join', bundle])
+    await this.must('lh', ['join', bundle, '--ca-fingerprint', this.caFingerprint])
     await this.must('lh', ['nebula', 'up', '--detach'])
   }
 
@@ -169,7 +171,7 @@ export class Mesh {
 
   /** join, `up --detach`, `sync add <home>/shared`: the results of up and sync add. */
   async bringUp(node: string, bundle: string, interval = '1s'): Promise<{up: RunResult; added: RunResult}> {
-    await this.must(node, ['join', bundle])
+    await this.must(node, ['join', bundle, '--ca-fingerprint', this.caFingerprint])
     const up = await this.on(node, ['up', '--detach', '--interval', interval])
     expect(up.exitCode, `${node}: up: ${up.stdout} ${up.stderr}`).to.equal(0)
     this.overlayIps[node] = up.json.overlayIp

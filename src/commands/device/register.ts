@@ -31,16 +31,19 @@ export default class DeviceRegister extends ControlPlaneCommand<typeof DeviceReg
 
   async run(): Promise<BundleResult> {
     const {flags} = this
+    // Standard input (--public-key -) is read before the store opens: waiting on it must not hold the embedded database.
+    const bundle = await bundleOptions(flags, this.args.project, flags.name)
+    const durationSeconds = flags.duration === undefined ? undefined : parseDuration(flags.duration, 'duration')
     const result = await this.withControlPlane(async (controlPlane) =>
       this.progress(`Registering ${flags.name}: address, certificate, bundle`, async () => registerDevice({
         home: this.home,
         controlPlane,
         project: this.args.project,
         name: flags.name,
-        ...(await bundleOptions(flags, this.args.project, flags.name)),
+        ...bundle,
         groups: flags.groups,
         syncthingId: flags['syncthing-id'],
-        durationSeconds: flags.duration === undefined ? undefined : parseDuration(flags.duration, 'duration'),
+        durationSeconds,
       })),
     )
     this.log(`Registered ${result.device.name} in ${result.project} at ${result.device.ip}; certificate valid until ${formatWhen(result.device.notAfter)}.`)

@@ -2,6 +2,8 @@ import {Args, Flags} from '@oclif/core'
 
 import {ControlPlaneCommand} from '../../base-command.js'
 import {formatDuration, parseDuration} from '../../lib/duration.js'
+import {InvalidInputError} from '../../lib/errors.js'
+import {selectedBackend} from '../../lib/store/open.js'
 import {createInvite, type CreatedInvite} from '../../lib/invites/invites.js'
 import {formatWhen} from '../../lib/output/time.js'
 
@@ -26,6 +28,11 @@ export default class InviteCreate extends ControlPlaneCommand<typeof InviteCreat
   async run(): Promise<CreatedInvite> {
     const {flags} = this
     const expiresSeconds = parseDuration(flags.expires, 'expiry')
+    if (selectedBackend(this.storeOptions) === 'embedded') {
+      throw new InvalidInputError('invites need a control plane that devices can reach, and the embedded database is on this machine only', {
+        hint: 'use Postgres (--database-url) or Supabase (--supabase-url with VIDSYNC_SUPABASE_KEY); on the embedded database, register devices with `vidsync device register`',
+      })
+    }
     const invite = await this.withControlPlane((controlPlane) =>
       createInvite({controlPlane, project: this.args.project, maxUses: flags.uses, expiresSeconds, groups: flags.groups}),
     )

@@ -1,6 +1,7 @@
 import {Args, Flags} from '@oclif/core'
 
 import {ControlPlaneCommand} from '../../base-command.js'
+import {InvalidInputError} from '../../lib/errors.js'
 
 export default class InviteRevoke extends ControlPlaneCommand<typeof InviteRevoke> {
   static override summary = 'Revoke an invite and reject the devices still waiting with it.'
@@ -9,7 +10,7 @@ export default class InviteRevoke extends ControlPlaneCommand<typeof InviteRevok
 
   static override args = {
     project: Args.string({description: 'Project name.', required: true}),
-    id: Args.integer({description: 'Invite ID from `vidsync invite list`.', required: true}),
+    id: Args.string({description: 'Invite ID from `vidsync invite list`.', required: true}),
   }
 
   static override flags = {
@@ -17,7 +18,12 @@ export default class InviteRevoke extends ControlPlaneCommand<typeof InviteRevok
   }
 
   async run(): Promise<{id: number; revokedAt: string; rejected: number}> {
-    const {project, id} = this.args
+    const {project} = this.args
+    // Checked here rather than by oclif's integer arg, whose range error is not a usage error.
+    const id = Number(this.args.id)
+    if (!/^\d{1,10}$/.test(this.args.id) || id < 1 || id > 2_147_483_647) {
+      throw new InvalidInputError(`invalid invite ID "${this.args.id.slice(0, 40)}": expected a number from \`vidsync invite list\``)
+    }
     await this.confirmDestructive(`Revoke invite ${id} of ${project} and reject its waiting devices?`, this.flags.yes)
     const revoked = await this.withControlPlane((controlPlane) => controlPlane.revokeInvite({project, id}))
     this.log(`Revoked invite ${revoked.id}; ${revoked.rejected} waiting device(s) rejected.`)

@@ -2,7 +2,7 @@ import {Args} from '@oclif/core'
 
 import {BaseCommand} from '../../base-command.js'
 import {stopNebula, type StoppedNebula} from '../../lib/nebula/process.js'
-import {resolveProjectDir} from '../../lib/nebula/project.js'
+import {resolveProjectDir} from '../../lib/project/joined-project.js'
 
 export default class NebulaDown extends BaseCommand<typeof NebulaDown> {
   static override summary = 'Stop the nebula that `vidsync nebula up` started.'

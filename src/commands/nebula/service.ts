@@ -3,7 +3,7 @@ import {stat} from 'node:fs/promises'
 import {Args} from '@oclif/core'
 
 import {BaseCommand} from '../../base-command.js'
-import {resolveProjectDir} from '../../lib/nebula/project.js'
+import {resolveProjectDir} from '../../lib/project/joined-project.js'
 import {runNebulaService} from '../../lib/nebula/service.js'
 
 export default class NebulaService extends BaseCommand<typeof NebulaService> {

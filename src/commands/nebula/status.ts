@@ -2,7 +2,7 @@ import {Args} from '@oclif/core'
 
 import {BaseCommand} from '../../base-command.js'
 import {nebulaStatus, type NebulaStatus} from '../../lib/nebula/process.js'
-import {resolveProjectDir} from '../../lib/nebula/project.js'
+import {resolveProjectDir} from '../../lib/project/joined-project.js'
 
 export default class NebulaStatusCommand extends BaseCommand<typeof NebulaStatusCommand> {
   static override summary = "Show whether this device's nebula runs and reaches a lighthouse."
@@ -19,7 +19,7 @@ export default class NebulaStatusCommand extends BaseCommand<typeof NebulaStatus
     const lighthouse = {true: 'answered', false: status.running ? 'no answer yet' : '-', null: 'none to reach (this node is a lighthouse, or has none)'}
     this.log(`project     ${status.project}`)
     this.log(`nebula      ${status.running ? `running (pid ${status.pid})` : 'not running'}`)
-    this.log(`overlay     ${status.overlayIp} on ${status.tunDev} (${status.tunUp ? 'up' : 'down'})`)
+    this.log(`overlay     ${status.overlayIp} on ${status.tunDev ?? 'no interface'} (${status.tunUp ? 'up' : 'down'})`)
     this.log(`lighthouse  ${lighthouse[`${status.lighthouseReachable}`]}`)
     this.log(`log         ${status.logPath}`)
     return status

@@ -5,7 +5,7 @@ import {parseDuration} from '../../lib/duration.js'
 import {ToolFailedError} from '../../lib/errors.js'
 import type {Daemon} from '../../lib/exec.js'
 import {type DaemonExit, exitReason, type NebulaStatus, startNebula, stopNebula} from '../../lib/nebula/process.js'
-import {resolveProjectDir} from '../../lib/nebula/project.js'
+import {resolveProjectDir} from '../../lib/project/joined-project.js'
 import {type InstalledService, installNebulaService} from '../../lib/nebula/service.js'
 import {startSelf} from '../../lib/exec.js'
 import {join} from 'node:path'
@@ -70,7 +70,7 @@ export default class NebulaUp extends BaseCommand<typeof NebulaUp> {
     const timeoutMs = parseDuration(flags.timeout, 'timeout') * 1000
     const {daemon, ...started} = await startNebula({projectDir, detach: flags.detach, timeoutMs})
     const lighthouse = started.lighthouseReachable ? ', a lighthouse answered' : ''
-    this.log(`nebula is up for ${started.project}: ${started.overlayIp} on ${started.tunDev}${lighthouse} (${(started.startupMs / 1000).toFixed(1)}s).`)
+    this.log(`nebula is up for ${started.project}: ${started.overlayIp} on ${started.tunDev ?? 'its overlay interface'}${lighthouse} (${(started.startupMs / 1000).toFixed(1)}s).`)
     if (flags.detach) {
       this.log(`Stop it with \`vidsync nebula down ${started.project}\`. Log: ${started.logPath}`)
       return {...started, detached: true}

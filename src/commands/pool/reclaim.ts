@@ -28,13 +28,14 @@ export default class PoolReclaim extends ControlPlaneCommand<typeof PoolReclaim>
     const {flags} = this
     const staleSeconds = parseDuration(flags.stale, 'stale threshold')
     const dryRun = flags['dry-run'] ?? false
-    const devices = await this.withControlPlane(async (controlPlane) => {
-      const stale = await controlPlane.reclaimStale({project, staleSeconds, dryRun: true})
-      if (dryRun || stale.length === 0) return stale
+    const stale = await this.withControlPlane((controlPlane) => controlPlane.reclaimStale({project, staleSeconds, dryRun: true}))
+    let devices = stale
+    if (!dryRun && stale.length > 0) {
       const names = stale.map((d) => `${d.device} (${d.ip}, last seen ${d.lastSeenAt ? relativeTime(d.lastSeenAt) : `never, registered ${relativeTime(d.createdAt)}`})`).join(', ')
+      // Asked with the store closed: a person thinking it over must not hold the embedded database.
       await this.confirmDestructive(`Revoke and release ${names}?`, flags.yes)
-      return controlPlane.reclaimStale({project, staleSeconds})
-    })
+      devices = await this.withControlPlane((controlPlane) => controlPlane.reclaimStale({project, staleSeconds}))
+    }
     if (devices.length === 0) this.log(`No device in ${project} has been silent for ${flags.stale}.`)
     for (const device of devices) {
       this.log(`${dryRun ? 'Would reclaim' : 'Reclaimed'} ${device.device} (${device.ip}), last seen ${device.lastSeenAt ?? 'never'}.`)

@@ -10,6 +10,7 @@ import {writeFileAtomic} from '../files.js'
 export interface BundleFiles {
   'ca.crt': string | Buffer
   'node.crt': string | Buffer
+  /** For vidsync versions that installed it as it was; devices now render their own. */
   'nebula.yml': string
   'README.md': string
   'vidsync.json': string
@@ -17,7 +18,7 @@ export interface BundleFiles {
   'node.key'?: string | Buffer
 }
 
-export const requiredBundleFiles = ['ca.crt', 'node.crt', 'nebula.yml', 'vidsync.json'] as const
+export const requiredBundleFiles = ['ca.crt', 'node.crt', 'vidsync.json'] as const
 
 // A bundle is a few kilobytes; these bounds keep a hostile zip from filling memory.
 const maxEntries = 32
@@ -37,7 +38,26 @@ export async function writeBundle(options: {outPath: string; files: BundleFiles}
   return {path: options.outPath, bytes: data.length}
 }
 
-/** The files of a bundle by name; refuses a corrupt zip or one that is not a vidsync bundle. */
+/**
+ * An entry's content, inflated with its bytes counted: a zip's header may claim 100 bytes for an
+ * entry that inflates to gigabytes, so the limit is enforced on what comes out, not on the header.
+ */
+async function inflateBounded(entry: unzipper.File, path: string): Promise<Buffer> {
+  const chunks: Buffer[] = []
+  let total = 0
+  const stream = entry.stream()
+  for await (const chunk of stream) {
+    total += (chunk as Buffer).length
+    if (total > maxEntryBytes) {
+      stream.destroy()
+      throw new InvalidInputError(`${path} is not a vidsync bundle: ${entry.path} inflates to more than ${maxEntryBytes} bytes`)
+    }
+    chunks.push(chunk as Buffer)
+  }
+  return Buffer.concat(chunks)
+}
+
+/** The files of a bundle by name; refuses a corrupt zip, a zip bomb or one that is not a vidsync bundle. */
 export async function readBundle(path: string): Promise<Map<string, Buffer>> {
   const files = new Map<string, Buffer>()
   try {
@@ -45,10 +65,10 @@ export async function readBundle(path: string): Promise<Map<string, Buffer>> {
     if (directory.files.length > maxEntries) throw new InvalidInputError(`${path} is not a vidsync bundle: too many files`)
     for (const entry of directory.files) {
       if (entry.type !== 'File') continue
+      // Unzip tools disagree on which of two same-named entries wins: a bundle has none.
+      if (files.has(entry.path)) throw new InvalidInputError(`${path} is not a vidsync bundle: it holds ${entry.path} twice`)
       if (entry.uncompressedSize > maxEntryBytes) throw new InvalidInputError(`${path} is not a vidsync bundle: ${entry.path} is too large`)
-      const content = await entry.buffer()
-      if (content.length > maxEntryBytes) throw new InvalidInputError(`${path} is not a vidsync bundle: ${entry.path} is too large`)
-      files.set(entry.path, content)
+      files.set(entry.path, await inflateBounded(entry, path))
     }
   } catch (error) {
     if (error instanceof VidsyncError) throw error

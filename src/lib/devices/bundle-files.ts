@@ -1,27 +1,10 @@
 import {basename} from 'node:path'
 
 import type {BundleFiles} from '../bundle/bundle.js'
+import {type BundleManifest, serializeManifest} from '../bundle/manifest.js'
 import {renderBundleReadme} from '../bundle/readme.js'
-import {lighthousesFor, renderNebulaConfig} from '../nebula/config.js'
+import {lighthousesFor, nebulaConfigFromManifest} from '../nebula/config.js'
 import type {DeviceRecord, ProjectNetwork} from '../store/control-plane.js'
-import {parseEndpoint} from './endpoint.js'
-
-/** vidsync.json: what `join` and the sync layer need to know, beside the Nebula files. */
-export interface BundleManifest {
-  version: 1
-  project: string
-  cidr: string
-  device: string
-  ip: string
-  groups: string[]
-  lighthouse: boolean
-  fingerprint: string
-  notAfter: string
-  operatorGeneratedKey: boolean
-  lighthouses: {name: string; ip: string; endpoint: string; relay: boolean}[]
-  peers: {name: string; ip: string; syncthingId: string | null}[]
-  issuedAt: string
-}
 
 export interface BundleInput {
   project: string
@@ -35,23 +18,14 @@ export interface BundleInput {
   outPath: string
 }
 
-/** The files of one device's bundle, its nebula.yml built from the project's current state. */
+/**
+ * The files of one device's bundle: the project's current state as data in vidsync.json, from
+ * which devices render their own nebula.yml. The bundle's nebula.yml, the same rendering with
+ * neutral device settings, is only for vidsync versions that installed it as it was.
+ */
 export function bundleFiles(input: BundleInput): BundleFiles {
   const {device, network} = input
-  const {lighthouses, relayIps} = lighthousesFor(network.lighthouses, device.name)
-  const nebulaYml = renderNebulaConfig({
-    cidr: network.cidr,
-    lighthouses,
-    amLighthouse: device.lighthouse,
-    // A lighthouse listens where its public endpoint says; other devices take any free port.
-    listenPort: device.lighthouse && device.endpoint ? parseEndpoint(device.endpoint).port : 0,
-    blocklist: network.blocklist,
-    relays: {
-      useRelays: !device.relay,
-      amRelay: device.relay,
-      relayIps,
-    },
-  })
+  const {lighthouses} = lighthousesFor(network.lighthouses, device.name)
   const manifest: BundleManifest = {
     version: 1,
     project: input.project,
@@ -67,12 +41,13 @@ export function bundleFiles(input: BundleInput): BundleFiles {
     peers: input.devices
       .filter((peer) => !peer.lighthouse && peer.name !== device.name && peer.status === 'active')
       .map((peer) => ({name: peer.name, ip: peer.ip, syncthingId: peer.syncthingId})),
+    blocklist: network.blocklist,
     issuedAt: new Date().toISOString(),
   }
   return {
     'ca.crt': input.caCertPem,
     'node.crt': input.certPem,
-    'nebula.yml': nebulaYml,
+    'nebula.yml': nebulaConfigFromManifest(manifest),
     'README.md': renderBundleReadme({
       project: input.project,
       device: device.name,
@@ -82,7 +57,7 @@ export function bundleFiles(input: BundleInput): BundleFiles {
       includesPrivateKey: manifest.operatorGeneratedKey,
       bundleName: basename(input.outPath),
     }),
-    'vidsync.json': `${JSON.stringify(manifest, null, 2)}\n`,
+    'vidsync.json': serializeManifest(manifest),
     ...(input.privateKeyPem === undefined ? {} : {'node.key': input.privateKeyPem}),
   }
 }

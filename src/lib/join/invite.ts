@@ -4,13 +4,13 @@ import {join} from 'node:path'
 import {setTimeout as sleep} from 'node:timers/promises'
 
 import {formatDuration} from '../duration.js'
-import {ConflictError, InvalidInputError, NotFoundError, UnavailableError, VidsyncError} from '../errors.js'
+import {ConflictError, InvalidInputError, NotFoundError, RateLimitedError, UnavailableError, VidsyncError} from '../errors.js'
 import type {Tools} from '../exec.js'
 import {ensureDir, writeFileAtomic} from '../files.js'
 import {newSecret, parseInviteCode, sha256Hex} from '../invites/secrets.js'
 import {createKeyPair, publicKeyHexOfPrivateKey, validatePublicKey} from '../pki/keys.js'
 import type {ControlPlane} from '../store/control-plane.js'
-import {projectDir} from '../nebula/project.js'
+import {projectDir} from '../project/joined-project.js'
 import {installBundle, type JoinResult} from './join.js'
 
 export interface InviteJoinOptions {
@@ -24,6 +24,9 @@ export interface InviteJoinOptions {
   keyPath?: string
   /** How long to wait for the operator's approval. */
   waitMs: number
+  /** As for a bundle: let a bundled key replace this device's, install an older bundle. */
+  replaceKey?: boolean
+  force?: boolean
   pollIntervalMs?: number
   /** Called on every poll that finds the device still waiting. */
   onWaiting?: (join: {project: string; device: string}) => void
@@ -117,8 +120,10 @@ async function redeem(options: InviteJoinOptions, code: string, publicKeyPem: st
     await savePending(saved)
     return saved
   } catch (error) {
-    // Unreachable or rate limited: keep the token for the retry. Refused: start afresh next time.
-    if (error instanceof VidsyncError && !(error instanceof UnavailableError)) await rm(file, {force: true})
+    // Unreachable: the answer may have been lost, so keep the token for the retry. Refused or rate
+    // limited (nothing was redeemed): start afresh next time, leaving no join for --resume to find.
+    const mayHaveRedeemed = error instanceof UnavailableError && !(error instanceof RateLimitedError)
+    if (error instanceof VidsyncError && !mayHaveRedeemed) await rm(file, {force: true})
     throw error
   }
 }
@@ -137,7 +142,8 @@ export async function joinWithInvite(options: InviteJoinOptions): Promise<JoinRe
     if (answer.status === 'active' && answer.bundle) {
       const files = new Map(Object.entries(answer.bundle).map(([name, content]) => [name, Buffer.from(content)]))
       const origin = `the bundle of ${answer.device} in ${answer.project}`
-      const result = await installBundle({home: options.home, files, origin, keyPath, tools: options.tools})
+      // The control plane answered this device's own token: its CA is the one to pin.
+      const result = await installBundle({home: options.home, files, origin, keyPath, tools: options.tools, caFromControlPlane: true, replaceKey: options.replaceKey, force: options.force})
       await writeFileAtomic(deviceTokenPath(options.home, result.project), `${pending.token}\n`, 0o600)
       await rm(pending.file, {force: true})
       return result

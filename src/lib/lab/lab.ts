@@ -228,9 +228,11 @@ export async function labUp(options: LabUpOptions): Promise<LabState> {
       return timed(label, () => vidsync(options.cli, {label, ...where, args, logPath, timeoutMs}))
     }
     const operator = {ns: state.lighthouse.ns, home: state.operatorHome}
-    /** join + nebula up on a node, then sync. */
+    let caFingerprint = ''
+    /** join (pinning the lab's CA, as a user confirms the operator's fingerprint) + nebula up on a node, then sync. */
     const bringUp = async (target: LabNode, bundle: string, joinArgs: string[]) => {
-      target.overlayIp = (await run<{device: {ip: string}}>(`${target.name} join`, target, ['join', bundle, ...joinArgs])).device.ip
+      const joinCommand = ['join', bundle, '--ca-fingerprint', caFingerprint, ...joinArgs]
+      target.overlayIp = (await run<{device: {ip: string}}>(`${target.name} join`, target, joinCommand)).device.ip
       target.nebulaPid = (await run<{pid: number}>(`${target.name} nebula up`, target, ['nebula', 'up', project, '--detach'])).pid
       await saveState(state)
       if (target !== state.lighthouse) {
@@ -242,7 +244,7 @@ export async function labUp(options: LabUpOptions): Promise<LabState> {
     const names = [state.lighthouse, ...state.devices].map((each) => each.name)
     state.namespaces = (await timed('namespaces', () => createNetns({prefix, nodes: names, shaping}))).namespaces
     await saveState(state)
-    await run('ca init', operator, ['ca', 'init', '--name', 'vidsync-lab'])
+    caFingerprint = (await run<{fingerprint: string}>('ca init', operator, ['ca', 'init', '--name', 'vidsync-lab'])).fingerprint
     await run('project create', operator, ['project', 'create', project, '--cidr', cidr])
     await run('pool populate', operator, ['pool', 'populate', project])
     const {lighthouse} = state

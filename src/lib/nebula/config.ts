@@ -1,5 +1,7 @@
 import YAML from 'yaml'
 
+import type {BundleManifest} from '../bundle/manifest.js'
+import {parseEndpoint} from '../devices/endpoint.js'
 import {InvalidInputError, ToolFailedError} from '../errors.js'
 import {runTool, type Tools} from '../exec.js'
 import {describeLogLine} from './log.js'
@@ -111,6 +113,31 @@ export function renderNebulaConfig(options: NebulaConfigOptions): string {
   }
   // Nebula parses YAML 1.1 (go-yaml v2): quote what 1.1 would read as a number or boolean.
   return YAML.stringify(config, {version: '1.1'})
+}
+
+/** What a device sets for itself: where its files are and how its OS runs the tun device. */
+export type DeviceNebulaSettings = Pick<NebulaConfigOptions, 'caPath' | 'certPath' | 'keyPath' | 'tunDev' | 'routines'>
+
+/**
+ * The nebula.yml of the device a manifest describes. The one rendering shared by the operator
+ * (the nebula.yml kept in bundles for older vidsync versions) and by devices, which render their
+ * own from the manifest's data with their own settings: nothing else reaches the config, so no
+ * bundle can open ports, routes, sshd, stats or admin interfaces.
+ */
+export function nebulaConfigFromManifest(manifest: BundleManifest, settings: DeviceNebulaSettings = {}): string {
+  const {lighthouses, relayIps} = lighthousesFor(manifest.lighthouses, manifest.device)
+  const self = manifest.lighthouses.find((lighthouse) => lighthouse.name === manifest.device)
+  const amRelay = self?.relay ?? false
+  return renderNebulaConfig({
+    ...settings,
+    cidr: manifest.cidr,
+    lighthouses,
+    amLighthouse: manifest.lighthouse,
+    // A lighthouse listens where its public endpoint says; other devices take any free port.
+    listenPort: manifest.lighthouse && self ? parseEndpoint(self.endpoint).port : 0,
+    blocklist: manifest.blocklist,
+    relays: {useRelays: !amRelay, amRelay, relayIps},
+  })
 }
 
 /**

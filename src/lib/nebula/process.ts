@@ -11,7 +11,7 @@ import {publishNew, withTempDir} from '../files.js'
 import {testNebulaConfig} from './config.js'
 import {failureReason} from './log.js'
 import {requireCertSupport} from '../pki/cert.js'
-import {type JoinedProject, loadProject, projectPaths} from './project.js'
+import {type JoinedProject, loadProject, projectPaths} from '../project/joined-project.js'
 
 export interface PreflightCheck {
   name: 'nebula' | 'privileges' | 'tun' | 'config'
@@ -68,7 +68,8 @@ export interface NebulaStatus {
   project: string
   running: boolean
   pid: number | null
-  tunDev: string
+  /** The tun device nebula.yml names; null where the OS names it. */
+  tunDev: string | null
   overlayIp: string
   /** The tun device is up with the overlay IP, as this process's network namespace sees it. */
   tunUp: boolean
@@ -126,7 +127,7 @@ async function statusOf(project: JoinedProject, pid: number | undefined, platfor
     running,
     pid: pid ?? null,
     ...(service ? {service: {restarts: service.restarts}} : {}),
-    tunDev: platform.overlayInterface(project) ?? project.tunDev,
+    tunDev: platform.overlayInterface(project) ?? project.tunDev ?? null,
     overlayIp: project.overlayIp,
     tunUp: running && tunHasIp(project, platform),
     lighthouseReachable: await lighthouseReachable(project, running && tunHasIp(project, platform), platform),
@@ -165,7 +166,7 @@ async function waitUntilUp(project: JoinedProject, daemon: Daemon, timeoutMs: nu
     if (Date.now() >= deadline) {
       const seconds = timeoutMs / 1000
       if (!status.tunUp) {
-        throw new UnavailableError(`${project.tunDev} did not come up with ${project.overlayIp} within ${seconds}s: see ${project.logPath}`)
+        throw new UnavailableError(`${project.tunDev ?? 'the tun device'} did not come up with ${project.overlayIp} within ${seconds}s: see ${project.logPath}`)
       }
       throw new UnavailableError(
         `no lighthouse (${project.lighthouseIps.join(', ')}) answered within ${seconds}s: check that it runs and that UDP reaches ` +
@@ -222,7 +223,7 @@ export async function startNebula(options: StartNebulaOptions): Promise<StartedN
   const existing = await runningIdentity(project.pidPath, platform)
   if (existing !== undefined) throw alreadyRunning(project.name, existing.pid)
   // A second nebula would silently share the (multiqueue) tun device with the first.
-  if (platform.honoursTunDev && networkInterfaces()[project.tunDev]) {
+  if (project.tunDev !== undefined && networkInterfaces()[project.tunDev]) {
     throw new ConflictError(`${project.tunDev} already exists: another nebula runs ${project.name} (a system service?); stop it first`)
   }
   await rm(project.pidPath, {force: true}) // stale: a dead PID or another program's

@@ -10,7 +10,7 @@ import {serveControl} from '../up/control.js'
 import {supervise} from '../up/supervise.js'
 import {testNebulaConfig} from './config.js'
 import {nebulaControlAddress, startNebula} from './process.js'
-import {loadProject} from './project.js'
+import {loadProject} from '../project/joined-project.js'
 
 /** The service manager runs programs from a bare environment, so they need absolute paths. */
 export async function absoluteNebula(tools?: Tools, platform: Platform = currentPlatform()): Promise<string> {

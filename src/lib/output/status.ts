@@ -25,7 +25,7 @@ export function renderStatus(status: DeviceStatus, options: {color: boolean}): s
   const good = (ok: boolean, text: string) => (ok ? paint.green(text) : paint.red(text))
   const {overlay, syncthing} = status
   const lines = [
-    `overlay   ${good(overlay.running && overlay.tunUp, overlay.running ? 'up' : 'down')}  ${overlay.overlayIp} on ${overlay.tunDev}` +
+    `overlay   ${good(overlay.running && overlay.tunUp, overlay.running ? 'up' : 'down')}  ${overlay.overlayIp} on ${overlay.tunDev ?? 'no interface yet'}` +
       (overlay.lighthouseReachable === null ? '' : `, lighthouse ${good(overlay.lighthouseReachable, overlay.lighthouseReachable ? 'answers' : 'silent')}`),
   ]
   if (status.overlayPeers.length > 0) {

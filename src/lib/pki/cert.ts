@@ -103,8 +103,8 @@ export async function requireCertSupport(options: {pem: string; what: string; to
   }
 }
 
-/** Reads a certificate file through nebula-cert; the first certificate when the file holds several. */
-export async function readCert(path: string, tools?: Tools): Promise<CertInfo> {
+/** Reads every certificate in a file through nebula-cert (a CA file may hold several). */
+export async function readCerts(path: string, tools?: Tools): Promise<CertInfo[]> {
   const pem = await readFile(path, 'utf8').catch(() => '')
   await requireCertSupport({pem, what: path, tools})
   let stdout: string
@@ -114,9 +114,15 @@ export async function readCert(path: string, tools?: Tools): Promise<CertInfo> {
     if (error instanceof ToolFailedError) throw new InvalidInputError(`${path} is not a readable Nebula certificate: ${error.reason}`)
     throw error
   }
-  const [first] = parsePrintedCerts(stdout)
-  if (first === undefined) throw new InvalidInputError(`${path} holds no Nebula certificate`)
-  return first
+  const certs = parsePrintedCerts(stdout)
+  if (certs.length === 0) throw new InvalidInputError(`${path} holds no Nebula certificate`)
+  return certs
+}
+
+/** Reads a certificate file through nebula-cert; the first certificate when the file holds several. */
+export async function readCert(path: string, tools?: Tools): Promise<CertInfo> {
+  const [first] = await readCerts(path, tools)
+  return first as CertInfo
 }
 
 /** Checks that `certPath` is valid now and signed by a CA in `caCertPath`. */

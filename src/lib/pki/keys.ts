@@ -1,4 +1,4 @@
-import {createHash, createPrivateKey, createPublicKey} from 'node:crypto'
+import {createHash, createPrivateKey, createPublicKey, diffieHellman, generateKeyPairSync, type KeyObject} from 'node:crypto'
 import {chmod, readFile} from 'node:fs/promises'
 import {join} from 'node:path'
 
@@ -21,6 +21,24 @@ export interface KeyPair {
   privateKeyPath: string
   publicKeyPath: string
   publicKey: string
+}
+
+// DER prefix of an SPKI X25519 public key; the raw 32 bytes follow.
+const x25519SpkiPrefix = Buffer.from('302a300506032b656e032100', 'hex')
+let probeKey: KeyObject | undefined
+
+/**
+ * A low-order point (32 zero bytes, 1, p-1, ...) makes every key agreement give the same secret.
+ * OpenSSL refuses an X25519 derivation that yields all zeros, which is exactly those points.
+ */
+function isLowOrderX25519(raw: Buffer): boolean {
+  probeKey ??= generateKeyPairSync('x25519').privateKey
+  const publicKey = createPublicKey({key: Buffer.concat([x25519SpkiPrefix, raw]), format: 'der', type: 'spki'})
+  try {
+    return diffieHellman({privateKey: probeKey, publicKey}).every((byte) => byte === 0)
+  } catch {
+    return true
+  }
 }
 
 /** Accepts exactly one Nebula X25519 public key PEM, as `nebula-cert keygen` writes it. */
@@ -49,6 +67,9 @@ export function validatePublicKey(input: Buffer | string): PublicKey {
   // Buffer.from ignores invalid characters, so insist the bytes encode back to the same text.
   if (raw.length !== 32 || raw.toString('base64') !== base64) {
     throw new InvalidInputError('not a Nebula public key: the PEM body must be the base64 of 32 bytes')
+  }
+  if (isLowOrderX25519(raw)) {
+    throw new InvalidInputError('not a usable Nebula public key: it is a low-order X25519 point (such as 32 zero bytes), which no key pair produces')
   }
   return {
     pem: `-----BEGIN ${label}-----\n${base64}\n-----END ${label}-----\n`,

@@ -88,6 +88,7 @@ export function linuxPlatform(deps: HostDeps): Platform {
       return '/dev/net/tun is missing: load the tun module with `sudo modprobe tun` (in a container, pass the device through)'
     },
     overlayInterface(project) {
+      if (project.tunDev === undefined) return undefined
       const addresses = deps.interfaces()[project.tunDev]
       return addresses?.some((address) => address.address === project.overlayIp) ? project.tunDev : undefined
     },

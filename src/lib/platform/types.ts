@@ -93,7 +93,7 @@ export interface Platform {
   /** Why nebula cannot create its tun device here (missing /dev/net/tun, missing wintun.dll), if it cannot. */
   tunProblem(nebulaPath: string): Promise<string | undefined>
   /** The interface holding `overlayIp`: tun.dev on Linux, the utunN on macOS, the Wintun adapter on Windows. */
-  overlayInterface(project: {tunDev: string; overlayIp: string}): string | undefined
+  overlayInterface(project: {tunDev?: string; overlayIp: string}): string | undefined
   /** Whether nebula.yml's tun.dev is honoured (Linux, Windows) or ignored (macOS utunN). */
   readonly honoursTunDev: boolean
   /** One ICMP echo to `ip` with a timeout, as this OS's ping takes it: exit code 0 when it answered. */

@@ -1,6 +1,6 @@
 import {isIP} from 'node:net'
 
-import {ConflictError, ExhaustedError, InvalidInputError, NotFoundError, UnavailableError, VidsyncError} from '../errors.js'
+import {ConflictError, ExhaustedError, InvalidInputError, NotFoundError, RateLimitedError, UnavailableError, VidsyncError} from '../errors.js'
 import type {SqlClient} from './sql-client.js'
 import type {CertVersion} from '../versions/capabilities.js'
 
@@ -20,7 +20,7 @@ const errorBySqlState: Record<string, new (message: string) => VidsyncError> = {
   VS409: ConflictError,
   VS503: UnavailableError,
   VS507: ExhaustedError,
-  VS429: UnavailableError, // rate limited: the message says when to retry
+  VS429: RateLimitedError, // the message says when to retry
   '23505': ConflictError, // unique violation: a concurrent create won the race
   '23P01': ConflictError, // exclusion violation: a concurrent project took an overlapping range
 }

@@ -1,4 +1,5 @@
-import {open, readFile, rm} from 'node:fs/promises'
+import {link, open, readFile, rename, rm, stat} from 'node:fs/promises'
+import {setTimeout as sleep} from 'node:timers/promises'
 
 import {UnavailableError} from '../errors.js'
 import {isAlive} from '../exec.js'
@@ -7,34 +8,74 @@ export interface FileLock {
   release(): Promise<void>
 }
 
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
+/** A lock file whose content cannot be read as a PID for this long was left by a crash. */
+const unreadableStaleMs = 2000
+
+/** The PID recorded in the lock, or undefined when the file is empty or garbage; null when there is no lock. */
+async function holderOf(path: string): Promise<{pid: number | undefined; ageMs: number; ino: number} | null> {
+  const [text, info] = await Promise.all([readFile(path, 'utf8').catch(() => undefined), stat(path).catch(() => undefined)])
+  if (text === undefined || info === undefined) return null
+  const pid = /^\d{1,10}$/.test(text.trim()) ? Number(text.trim()) : undefined
+  return {pid: pid !== undefined && pid > 0 ? pid : undefined, ageMs: Date.now() - info.mtimeMs, ino: info.ino}
+}
 
 /**
- * An exclusive lock held by this process through a file that records its PID. A lock left by a
- * process that no longer runs is taken over. Waits at most `timeoutMs`.
+ * Moves a stale lock (inode `ino`) out of the way. Another process may have taken it over and
+ * made a fresh lock meanwhile: a moved file that is not the stale one is put back.
  */
-export async function acquireFileLock(path: string, what: string, timeoutMs = 30_000): Promise<FileLock> {
-  const deadline = Date.now() + timeoutMs
-  for (;;) {
-    try {
-      const handle = await open(path, 'wx', 0o600)
-      await handle.writeFile(String(process.pid))
-      await handle.close()
-      return {release: () => rm(path, {force: true})}
-    } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error
+async function takeOver(path: string, ino: number): Promise<void> {
+  const moved = `${path}.stale.${process.pid}`
+  try {
+    await rename(path, moved)
+  } catch {
+    return // gone already: someone else took it over
+  }
+  if ((await stat(moved)).ino !== ino) await link(moved, path).catch(() => undefined)
+  await rm(moved, {force: true})
+}
+
+/**
+ * An exclusive lock held by this process through a file that records its PID. The file appears
+ * with the PID already in it (written aside, then hard-linked into place), so an empty or
+ * unreadable lock file is always a crash's leftover, and is taken over like the lock of a process
+ * that no longer runs. Waits at most `timeoutMs`, calling `onWait` once with the holder's PID.
+ */
+export async function acquireFileLock(
+  path: string,
+  what: string,
+  options: {timeoutMs?: number; onWait?: (pid: number | undefined) => void} = {},
+): Promise<FileLock> {
+  const deadline = Date.now() + (options.timeoutMs ?? 30_000)
+  const aside = `${path}.${process.pid}.tmp`
+  const handle = await open(aside, 'w', 0o600)
+  await handle.writeFile(String(process.pid))
+  await handle.close()
+  let told = false
+  try {
+    for (;;) {
+      try {
+        await link(aside, path)
+        return {release: () => rm(path, {force: true})}
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error
+      }
+      const holder = await holderOf(path)
+      if (holder === null) continue
+      const stale = holder.pid === undefined ? holder.ageMs > unreadableStaleMs : !isAlive(holder.pid)
+      if (stale) {
+        await takeOver(path, holder.ino)
+        continue
+      }
+      if (Date.now() >= deadline) {
+        throw new UnavailableError(`${what} is in use by process ${holder.pid ?? 'unknown'} (lock ${path}): wait for it to finish and retry`, {
+          hint: `if no vidsync command is running, remove ${path}`,
+        })
+      }
+      if (!told) options.onWait?.(holder.pid)
+      told = true
+      await sleep(20 + Math.random() * 30)
     }
-    const holder = Number.parseInt(await readFile(path, 'utf8').catch(() => ''), 10)
-    // An empty file is a lock being written right now; only a dead PID makes it stale.
-    if (Number.isInteger(holder) && holder > 0 && !isAlive(holder)) {
-      await rm(path, {force: true})
-      continue
-    }
-    if (Date.now() >= deadline) {
-      throw new UnavailableError(
-        `${what} is in use by process ${Number.isInteger(holder) ? holder : 'unknown'} (lock ${path}): wait for it to finish and retry`,
-      )
-    }
-    await sleep(20 + Math.random() * 30)
+  } finally {
+    await rm(aside, {force: true})
   }
 }

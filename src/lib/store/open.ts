@@ -1,6 +1,7 @@
 import {join} from 'node:path'
 
 import {InvalidInputError} from '../errors.js'
+import {ensureDir} from '../files.js'
 import {ensureHome} from '../home.js'
 import {ControlPlane, SqlRpc} from './control-plane.js'
 import {acquireFileLock} from './file-lock.js'
@@ -20,6 +21,8 @@ export interface StoreOptions {
   supabase?: {url: string; key?: string}
   /** Connections in the Postgres pool. */
   maxConnections?: number
+  /** Called once when the embedded database is busy, with the PID of the process holding it. */
+  onLockWait?: (pid: number | undefined) => void
 }
 
 export interface Connection {
@@ -54,9 +57,10 @@ export async function connect(options: StoreOptions): Promise<Connection> {
   }
   await ensureHome(options.home)
   // PGlite runs in this process: one process at a time may open the data directory.
-  const lock = await acquireFileLock(join(options.home, 'db.lock'), `the embedded database in ${options.home}`)
+  const lock = await acquireFileLock(join(options.home, 'db.lock'), `the embedded database in ${options.home}`, {onWait: options.onLockWait})
   try {
     const {EmbeddedClient} = await import('./sql-client.js')
+    await ensureDir(join(options.home, 'db'), {private: true})
     const sql = await EmbeddedClient.open(join(options.home, 'db'))
     return {
       backend: 'embedded',

@@ -1,26 +1,6 @@
-import {readFile} from 'node:fs/promises'
-import {join} from 'node:path'
-
-import type {BundleManifest} from '../devices/bundle-files.js'
-import {InvalidInputError, NotFoundError} from '../errors.js'
-import {resolveProjectDir} from '../nebula/project.js'
+import {JoinedProject} from '../project/joined-project.js'
 import type {FolderType, SyncthingClient} from './client.js'
 import {addFolder, type AddFolderResult, projectDeviceIds} from './folders.js'
-
-/** The vidsync.json of a joined project; without `project`, of the only one joined here. */
-export async function loadProjectManifest(vidsyncHome: string, project?: string): Promise<BundleManifest> {
-  const path = join(await resolveProjectDir({home: vidsyncHome, project}), 'vidsync.json')
-  const raw = await readFile(path, 'utf8').catch(() => {
-    throw new NotFoundError(`${path} is missing: run \`vidsync join <bundle>\` again`)
-  })
-  try {
-    const manifest = JSON.parse(raw) as BundleManifest
-    if (typeof manifest.cidr === 'string' && Array.isArray(manifest.peers)) return manifest
-  } catch {
-    // reported below
-  }
-  throw new InvalidInputError(`${path} is unreadable: join the project again with a fresh bundle`)
-}
 
 export interface AddProjectFolderOptions {
   client: SyncthingClient
@@ -40,7 +20,7 @@ export interface AddProjectFolderResult extends AddFolderResult {
 
 /** Shares a directory with the peers listed in a joined project's manifest, at their overlay addresses, and the project's devices already accepted here. */
 export async function addProjectFolder(options: AddProjectFolderOptions): Promise<AddProjectFolderResult> {
-  const manifest = await loadProjectManifest(options.vidsyncHome, options.project)
+  const {manifest} = await JoinedProject.find({home: options.vidsyncHome, project: options.project})
   const peers = manifest.peers.flatMap((peer) => (peer.syncthingId ? [{deviceId: peer.syncthingId, name: peer.name, overlayIp: peer.ip}] : []))
   const result = await addFolder({
     client: options.client,

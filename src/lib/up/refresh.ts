@@ -1,15 +1,8 @@
-import {readFile, rm} from 'node:fs/promises'
-import {join} from 'node:path'
-
-import YAML from 'yaml'
-
 import {InvalidInputError, NotFoundError} from '../errors.js'
 import type {Tools} from '../exec.js'
-import {writeFileAtomic} from '../files.js'
 import {readDeviceToken} from '../join/invite.js'
-import {lighthouseKeys, lighthousesFor, testNebulaConfig} from '../nebula/config.js'
 import {reloadNebula} from '../nebula/process.js'
-import {projectDir} from '../nebula/project.js'
+import {JoinedProject} from '../project/joined-project.js'
 import type {ControlPlane} from '../store/control-plane.js'
 
 export interface RefreshResult {
@@ -25,31 +18,10 @@ export interface RefreshResult {
   nebulaReloaded: boolean
 }
 
-/** The parts of nebula.yml that a refresh rewrites; the rest is kept as it is. */
-interface NebulaYml {
-  pki: {blocklist?: string[]}
-  static_host_map: Record<string, string[]>
-  lighthouse: {hosts: string[]}
-  relay: {relays: string[]; am_relay: boolean; use_relays: boolean}
-}
-
-/** Checks `config` with `nebula -test` beside the real nebula.yml (same directory, same absolute paths), then installs it. */
-async function installNebulaConfig(dir: string, config: NebulaYml, tools?: Tools): Promise<void> {
-  const text = YAML.stringify(config, {version: '1.1'})
-  const candidate = join(dir, '.nebula.yml.candidate')
-  await writeFileAtomic(candidate, text, 0o644)
-  try {
-    await testNebulaConfig({configPath: candidate, tools})
-  } finally {
-    await rm(candidate, {force: true})
-  }
-  await writeFileAtomic(join(dir, 'nebula.yml'), text, 0o644)
-}
-
 /**
  * Heartbeat and refresh for a device that joined with an invite: the control plane's current
- * peers go into vidsync.json (the reconcile pass shares folders with them), its blocklist and
- * lighthouses into nebula.yml, which the running nebula reloads. Nebula does not spread
+ * peers, blocklist and lighthouses go into the project's manifest (the reconcile pass shares
+ * folders with the peers) and the nebula.yml rendered from it, which the running nebula reloads. Nebula does not spread
  * blocklists itself, so this is how a revocation reaches every device; a lighthouse that nebula
  * refuses (an endpoint that does not resolve, say) never holds the blocklist back. Devices joined
  * from a bundle file have no token: nothing to refresh (undefined).
@@ -70,37 +42,24 @@ export async function refreshFromControlPlane(options: {
   const unchanged = {status: refresh.status, peersChanged: false, lighthousesChanged: false, blocklistChanged: false, nebulaReloaded: false}
   if (refresh.status !== 'active') return unchanged
 
-  const dir = projectDir(options.home, options.project)
-  const manifestPath = join(dir, 'vidsync.json')
-  const manifest = JSON.parse(await readFile(manifestPath, 'utf8')) as Record<string, unknown>
+  let project = await JoinedProject.find({home: options.home, project: options.project})
+  const {manifest} = project
   const peersChanged = JSON.stringify(manifest.peers) !== JSON.stringify(refresh.peers)
   let lighthousesChanged = JSON.stringify(manifest.lighthouses) !== JSON.stringify(refresh.lighthouses)
-
-  const config = YAML.parse(await readFile(join(dir, 'nebula.yml'), 'utf8'), {version: '1.1'}) as NebulaYml
   const blocklist = [...refresh.blocklist].sort()
-  const blocklistChanged = JSON.stringify([...(config.pki.blocklist ?? [])].sort()) !== JSON.stringify(blocklist)
-  const withBlocklist = {...config, pki: {...config.pki, blocklist}}
+  const blocklistChanged = JSON.stringify([...manifest.blocklist].sort()) !== JSON.stringify(blocklist)
   let lighthousesRefused: string | undefined
   if (lighthousesChanged) {
-    // A device that joined with an invite is never a lighthouse itself.
-    const {lighthouses, relayIps} = lighthousesFor(refresh.lighthouses, String(manifest.device))
-    const named = lighthouseKeys({lighthouses, relays: {useRelays: config.relay.use_relays, amRelay: config.relay.am_relay, relayIps}})
-    const relay = {...config.relay, relays: named.relays}
-    const withLighthouses = {...withBlocklist, static_host_map: named.staticHostMap, lighthouse: {...config.lighthouse, hosts: named.hosts}, relay}
     try {
-      await installNebulaConfig(dir, withLighthouses, options.tools)
+      project = await project.update({...manifest, peers: refresh.peers, blocklist, lighthouses: refresh.lighthouses}, {test: true, tools: options.tools})
     } catch (error) {
       if (!(error instanceof InvalidInputError)) throw error
+      // The old lighthouses stay in the manifest, so the next pass tries again.
       lighthousesRefused = error.message
       lighthousesChanged = false
     }
   }
-  if (blocklistChanged && !lighthousesChanged) await installNebulaConfig(dir, withBlocklist, options.tools)
-  const nebulaReloaded = blocklistChanged || lighthousesChanged ? await reloadNebula({projectDir: dir}) : false
-  // After nebula.yml: lighthouses that nebula refused stay out of the manifest, so the next pass tries again.
-  if (peersChanged || lighthousesChanged) {
-    const lighthouses = lighthousesChanged ? refresh.lighthouses : manifest.lighthouses
-    await writeFileAtomic(manifestPath, `${JSON.stringify({...manifest, peers: refresh.peers, lighthouses}, null, 2)}\n`, 0o644)
-  }
+  if (!lighthousesChanged && (blocklistChanged || peersChanged)) project = await project.update({...manifest, peers: refresh.peers, blocklist})
+  const nebulaReloaded = blocklistChanged || lighthousesChanged ? await reloadNebula({projectDir: project.dir}) : false
   return {status: refresh.status, peersChanged, lighthousesChanged, ...(lighthousesRefused ? {lighthousesRefused} : {}), blocklistChanged, nebulaReloaded}
 }

@@ -1,10 +1,9 @@
 import {answersOverOverlay, type NebulaStatus, nebulaStatus, preflight} from '../nebula/process.js'
-import {resolveProjectDir} from '../nebula/project.js'
+import {JoinedProject} from '../project/joined-project.js'
 import type {Tools} from '../exec.js'
 import {VidsyncError} from '../errors.js'
 import {type SyncStatus, syncStatus} from '../syncthing/folders.js'
 import {connectSyncthing, readManagedConfig} from '../syncthing/managed.js'
-import {loadProjectManifest} from '../syncthing/project.js'
 import {type ToolReport, toolReports} from '../versions/report.js'
 
 /** A project peer as the overlay sees it now: whether it answers a ping through nebula. */
@@ -27,11 +26,11 @@ export interface DeviceStatus {
 
 /** Overlay and sync state of this device; pass the previous sample to get transfer rates. */
 export async function deviceStatus(options: {home: string; project?: string; previous?: DeviceStatus}): Promise<DeviceStatus> {
-  const dir = await resolveProjectDir({home: options.home, project: options.project})
+  const project = await JoinedProject.find({home: options.home, project: options.project})
+  const dir = project.dir
   const overlay = await nebulaStatus({projectDir: dir})
-  const manifest = await loadProjectManifest(options.home, options.project).catch(() => undefined)
   const overlayPeers = await Promise.all(
-    (manifest?.peers ?? []).map(async (peer) => ({name: peer.name, overlayIp: peer.ip, reachable: overlay.tunUp && (await answersOverOverlay(peer.ip))})),
+    project.manifest.peers.map(async (peer) => ({name: peer.name, overlayIp: peer.ip, reachable: overlay.tunUp && (await answersOverOverlay(peer.ip))})),
   )
   const versions = await toolReports({projectDir: dir})
   let syncthing: DeviceStatus['syncthing']
@@ -66,7 +65,7 @@ export async function doctor(options: {home: string; project?: string; tools?: T
   const check = (name: string, problem: string | undefined) => checks.push(problem ? {name, ok: false, fix: problem} : {name, ok: true})
   let dir: string
   try {
-    dir = await resolveProjectDir({home: options.home, project: options.project})
+    dir = (await JoinedProject.find({home: options.home, project: options.project})).dir
     check('project joined', undefined)
   } catch (error) {
     check('project joined', (error as Error).message)
@@ -76,7 +75,7 @@ export async function doctor(options: {home: string; project?: string; tools?: T
   const overlay = await nebulaStatus({projectDir: dir})
   check('nebula running', overlay.running ? undefined : 'nebula is not running: start it with `vidsync up` or `vidsync nebula up`')
   if (overlay.running) {
-    check('overlay address', overlay.tunUp ? undefined : `${overlay.tunDev} does not have ${overlay.overlayIp}: see ${overlay.logPath}`)
+    check('overlay address', overlay.tunUp ? undefined : `${overlay.tunDev ?? 'no interface'} does not have ${overlay.overlayIp}: see ${overlay.logPath}`)
     if (overlay.lighthouseReachable !== null) {
       check('lighthouse answers', overlay.lighthouseReachable ? undefined : `no lighthouse answered: check its endpoint and that UDP reaches it (log: ${overlay.logPath})`)
     }

@@ -4,15 +4,14 @@ import {setTimeout as sleep} from 'node:timers/promises'
 import {PermissionError, UnavailableError} from '../errors.js'
 import {runProgram, startSelf, type Tools} from '../exec.js'
 import {type NebulaStatus, nebulaStatus, stopNebula} from '../nebula/process.js'
-import {loadProject, resolveProjectDir} from '../nebula/project.js'
 import {syncthingPort} from '../nebula/config.js'
 import {installNebulaService, selfCommand, uninstallNebulaService} from '../nebula/service.js'
 import {currentPlatform, type Platform, type User} from '../platform/index.js'
 import type {SyncthingClient} from '../syncthing/client.js'
 import {acceptPendingDevices, type PendingDecision, projectFolders, sharePeers, shareWithProjectDevices} from '../syncthing/folders.js'
 import {connectSyncthing, type ManagedSyncthing, startManagedSyncthing, stopManagedSyncthing} from '../syncthing/managed.js'
-import {loadProjectManifest} from '../syncthing/project.js'
 import type {ControlPlane} from '../store/control-plane.js'
+import {JoinedProject, resolveProjectDir} from '../project/joined-project.js'
 import {askControl, serveControl} from './control.js'
 import {refreshFromControlPlane, type RefreshResult} from './refresh.js'
 import {supervise} from './supervise.js'
@@ -86,7 +85,7 @@ export async function reconcile(options: ReconcileOptions): Promise<ReconcileRes
   const refresh = options.controlPlane
     ? await refreshFromControlPlane({home: options.home, project: options.project, controlPlane: options.controlPlane, syncthingId: (await client.status()).myID})
     : undefined
-  const manifest = await loadProjectManifest(options.home, options.project)
+  const {manifest} = await JoinedProject.find({home: options.home, project: options.project})
   const folders = await projectFolders({client, project: manifest.project, projectCidr: manifest.cidr})
   const peers = manifest.peers.flatMap((peer) => (peer.syncthingId ? [{deviceId: peer.syncthingId, name: peer.name, overlayIp: peer.ip}] : []))
   await sharePeers({client, projectCidr: manifest.cidr, folders, peers})
@@ -192,8 +191,8 @@ export interface AgentOptions {
  */
 export async function runAgent(options: AgentOptions): Promise<void> {
   const platform = options.platform ?? currentPlatform()
-  const dir = await resolveProjectDir({home: options.home, project: options.project})
-  const project = await loadProject(dir)
+  const project = await JoinedProject.find({home: options.home, project: options.project, platform})
+  const dir = project.dir
   const stop = new AbortController()
   options.signal.addEventListener('abort', () => stop.abort(), {once: true})
   const state: AgentState = {pid: process.pid, user: platform.invokingUser().name, ready: false, syncthing: null, restarts: 0}
@@ -324,7 +323,7 @@ async function waitForOverlay(dir: string, timeoutMs: number, platform: Platform
     if (status.running && status.tunUp && status.lighthouseReachable !== false) return status
     if (Date.now() >= deadline) {
       const seconds = timeoutMs / 1000
-      if (!status.tunUp) throw new UnavailableError(`${status.tunDev} did not come up with ${status.overlayIp} within ${seconds}s: see ${status.logPath}`)
+      if (!status.tunUp) throw new UnavailableError(`${status.tunDev ?? 'the overlay interface'} did not come up with ${status.overlayIp} within ${seconds}s: see ${status.logPath}`)
       throw new UnavailableError(`no lighthouse answered within ${seconds}s: check that it runs and that UDP reaches it; log: ${status.logPath}`)
     }
     await sleep(100)
@@ -339,8 +338,8 @@ async function waitForOverlay(dir: string, timeoutMs: number, platform: Platform
 export async function bringUp(options: UpOptions): Promise<UpResult> {
   const platform = options.platform ?? currentPlatform()
   const user = platform.invokingUser()
-  const dir = await resolveProjectDir({home: options.home, project: options.project})
-  const project = await loadProject(dir)
+  const project = await JoinedProject.find({home: options.home, project: options.project, platform})
+  const dir = project.dir
   const installed = await ensureNebula(options, dir, project.name, platform)
   const nebula = await waitForOverlay(dir, options.nebulaTimeoutMs ?? 20_000, platform)
   const {logPath} = agentPaths(dir, platform)

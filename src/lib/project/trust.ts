@@ -1,0 +1,113 @@
+import {writeFile} from 'node:fs/promises'
+import {join} from 'node:path'
+
+import {ConflictError, InvalidInputError} from '../errors.js'
+import type {Tools} from '../exec.js'
+import {type CertInfo, readCert} from '../pki/cert.js'
+
+/** A CA as the person confirming it sees it. */
+export interface CaCandidate {
+  project: string
+  name: string
+  fingerprint: string
+}
+
+/** How this device decides to trust a project's CA the first time it sees one. */
+export interface CaTrustOptions {
+  /** The fingerprint the operator gave the user for the project's CA (`--ca-fingerprint`). */
+  caFingerprint?: string
+  /** Asks the person at the terminal; absent when nobody can answer (scripts, --json). */
+  confirmCa?: (ca: CaCandidate) => Promise<boolean>
+  /** The CA came from the control plane with the bundle this device's token fetched (invite flow). */
+  caFromControlPlane?: boolean
+}
+
+const certificateBlock = /-----BEGIN NEBULA CERTIFICATE( V2)?-----[\s\S]*?-----END NEBULA CERTIFICATE( V2)?-----\n?/g
+const maxCas = 8
+
+/** A certificate fingerprint as users paste it: hex, any case, colons or spaces between bytes. */
+export function normalizeFingerprint(text: string): string {
+  const hex = text.trim().toLowerCase().replace(/^sha256:/, '').replace(/[:\s]/g, '')
+  if (!/^[0-9a-f]{64}$/.test(hex)) {
+    throw new InvalidInputError(`invalid CA fingerprint "${text.slice(0, 80)}": expected 64 hex digits, as \`vidsync ca show\` prints it`)
+  }
+  return hex
+}
+
+/** Each CA certificate of a ca.crt with its PEM block, read through nebula-cert one by one. */
+async function readCas(pem: Buffer, scratch: string, origin: string, tools?: Tools): Promise<(CertInfo & {pem: string})[]> {
+  const blocks = pem.toString().match(certificateBlock) ?? []
+  if (blocks.length === 0 || blocks.length > maxCas) throw new InvalidInputError(`${origin} has no usable ca.crt: ask the operator for a new bundle`)
+  const cas = []
+  for (const [index, block] of blocks.entries()) {
+    const path = join(scratch, `ca-${index}.crt`)
+    await writeFile(path, block, {mode: 0o600})
+    const cert = await readCert(path, tools)
+    if (!cert.isCa) throw new InvalidInputError(`${origin}'s ca.crt holds a certificate that is not a CA (${cert.name})`)
+    cas.push({...cert, pem: block.endsWith('\n') ? block : `${block}\n`})
+  }
+  return cas
+}
+
+/**
+ * Whether a bundle may come with `offered` CAs for a project pinned to `pinned`. Today only the
+ * same set. The seam for CA rotation (the certificate lifecycle issue): a bundle listing the
+ * pinned CA and its successor, the successor endorsed by the pinned one, extends the pin here.
+ */
+export function caChangeAccepted(pinned: string[], offered: string[]): boolean {
+  return pinned.length === offered.length && pinned.every((fingerprint) => offered.includes(fingerprint))
+}
+
+/**
+ * The CA certificates to install for a bundle's project. A joined project keeps its pinned CA,
+ * and a bundle with another CA is refused. The first join pins the bundle's CA once the user
+ * confirmed its fingerprint (a flag, or a prompt on a terminal), or when it came from the control
+ * plane: only the confirmed certificate is pinned, whatever else the bundle's ca.crt holds.
+ */
+export async function caToPin(options: CaTrustOptions & {
+  project: string
+  origin: string
+  offeredPem: Buffer
+  pinnedPem?: Buffer
+  scratch: string
+  tools?: Tools
+}): Promise<Buffer> {
+  const {project, origin} = options
+  const offered = await readCas(options.offeredPem, options.scratch, origin, options.tools)
+  if (options.pinnedPem) {
+    const pinned = await readCas(options.pinnedPem, options.scratch, `the pinned CA of ${project}`, options.tools)
+    if (!caChangeAccepted(pinned.map((ca) => ca.fingerprint), offered.map((ca) => ca.fingerprint))) {
+      throw new ConflictError(
+        `${origin} comes with another CA (${offered.map((ca) => ca.fingerprint).join(', ')}) than the one this device pinned for ${project} (${pinned.map((ca) => ca.fingerprint).join(', ')}): refused`,
+        {hint: 'a project changes its CA only through a rotation that lists the old and the new CA; ask the operator where this bundle came from'},
+      )
+    }
+    if (options.caFingerprint !== undefined && !pinned.some((ca) => ca.fingerprint === normalizeFingerprint(options.caFingerprint ?? ''))) {
+      throw new InvalidInputError(`the fingerprint given is not that of the CA this device pinned for ${project} (${pinned.map((ca) => ca.fingerprint).join(', ')}): refused`)
+    }
+    return options.pinnedPem
+  }
+  if (options.caFromControlPlane) return Buffer.from(offered.map((ca) => ca.pem).join(''))
+  if (options.caFingerprint !== undefined) {
+    const wanted = normalizeFingerprint(options.caFingerprint)
+    const match = offered.find((ca) => ca.fingerprint === wanted)
+    if (!match) {
+      throw new InvalidInputError(`${origin}'s CA (${offered.map((ca) => ca.fingerprint).join(', ')}) is not the CA with the fingerprint given: refused`, {
+        hint: 'compare the fingerprint with the one `vidsync ca show` prints on the operator\'s machine',
+      })
+    }
+    return Buffer.from(match.pem)
+  }
+  const [only, ...others] = offered
+  if (!only || others.length > 0) {
+    throw new InvalidInputError(`${origin} holds ${offered.length} CAs: name the one to trust`, {hint: 'pass --ca-fingerprint with the fingerprint the operator gave you'})
+  }
+  const candidate = {project, name: only.name, fingerprint: only.fingerprint}
+  if (!options.confirmCa) {
+    throw new InvalidInputError(`${origin} is the first bundle of ${project} on this device: its CA "${only.name}" must be confirmed`, {
+      hint: `check with the operator (\`vidsync ca show\`) that the fingerprint is ${only.fingerprint}, then pass --ca-fingerprint ${only.fingerprint}`,
+    })
+  }
+  if (!(await options.confirmCa(candidate))) throw new InvalidInputError('cancelled: nothing was changed')
+  return Buffer.from(only.pem)
+}
