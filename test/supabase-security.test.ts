@@ -12,13 +12,13 @@ import {createThrowawayDatabase, type ThrowawayDatabase} from './helpers/postgre
 
 type Role = 'anon' | 'authenticated' | 'service_role'
 
-const tables = ['audit_log', 'certificates', 'devices', 'invites', 'ip_pool', 'join_requests', 'projects', 'redeem_attempts', 'schema_migrations']
+const tables = ['audit_log', 'certificates', 'devices', 'invites', 'ip_pool', 'join_requests', 'projects', 'redeem_attempts', 'schema_migrations', 'settings']
 const deviceFunctions = ['device_bundle', 'device_refresh', 'redeem_invite', 'schema_version']
 const operatorFunctions = [
-  'allocate_ip', 'approve_join_request', 'audit', 'check_groups', 'check_name', 'create_invite', 'create_project', 'discard_registration', 'join_request_by_token',
+  'allocate_ip', 'approve_join_request', 'audit', 'check_groups', 'check_name', 'create_invite', 'create_project', 'device_conflict', 'discard_registration', 'join_request_by_token',
   'list_devices', 'list_invites', 'list_join_requests', 'list_projects', 'live_device', 'parse_cidr', 'pool_list', 'pool_status', 'populate_pool',
   'project_id', 'project_network', 'public_key_sha256', 'reclaim_stale', 'record_certificate', 'register_device',
-  'release_device', 'release_ip', 'request_source', 'revoke_device', 'revoke_invite', 'secret_sha256',
+  'release_device', 'release_ip', 'request_source', 'revoke_device', 'revoke_invite', 'secret_sha256', 'set_trusted_proxy_header',
 ]
 
 const fakePublicKey = () =>
@@ -102,6 +102,8 @@ describe('Supabase security model on Postgres with the Supabase roles', function
     database = await createThrowawayDatabase('supasec')
     owner = new PostgresClient(database.url)
     await migrate(owner, await loadMigrations())
+    // asRole's x-real-ip stands for the address the deployment's proxy reports (see 006).
+    await owner.query("SELECT vidsync.set_trusted_proxy_header('x-real-ip')")
     pool = new pg.Pool({connectionString: database.url, max: 25})
     // pool.end() resolves while connections still close; dropping the database may then end them with an error.
     pool.on('error', () => {})

@@ -45,6 +45,8 @@ describe('Supabase transport: supabase-js against the PostgREST stand-in on real
     database = await createThrowawayDatabase('supabase')
     const sql = new PostgresClient(database.url)
     await migrate(sql, await loadMigrations())
+    // The stand-in sets x-real-ip to the client's address, as the deployment's proxy would (see 006).
+    await sql.query("SELECT vidsync.set_trusted_proxy_header('x-real-ip')")
     await sql.close()
     // A client address the gateway reports that differs from the stand-in's own connection (127.0.0.1).
     standIn = await startPostgrestStandIn({databaseUrl: database.url, clientAddress: gatewayAddress})

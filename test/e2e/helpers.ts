@@ -75,6 +75,8 @@ export interface MeshOptions {
   project: string
   cidr: string
   devices: string[]
+  /** Extra environment for every command, e.g. VIDSYNC_NEBULA to run another nebula release. */
+  env?: Record<string, string>
 }
 
 /**
@@ -92,11 +94,13 @@ export class Mesh {
   readonly project: string
   readonly cidr: string
   readonly devices: string[]
+  readonly env: Record<string, string>
 
   constructor(options: MeshOptions) {
     this.project = options.project
     this.cidr = options.cidr
     this.devices = options.devices
+    this.env = options.env ?? {}
   }
 
   /** The folder ID every device arrives at for `<home>/shared`. */
@@ -113,7 +117,7 @@ export class Mesh {
   /** The built CLI inside a node's namespace, as that device's user runs it (always --json). */
   async on(node: string, args: string[], timeoutMs = 60_000): Promise<RunResult> {
     const result = await runIn(this.ns(node), process.execPath, [`${root}bin/run.js`, ...args, '--home', this.homes[node] ?? '', '--json'], {
-      env: {VIDSYNC_DATABASE_URL: ''},
+      env: {...this.env, VIDSYNC_DATABASE_URL: ''},
       timeoutMs,
     })
     return {exitCode: result.exitCode, json: parseJson(result.stdout), stdout: result.stdout, stderr: result.stderr}
@@ -129,7 +133,7 @@ export class Mesh {
   /** An operator command on the host (embedded backend in the operator's home); must succeed. */
   // eslint-disable-next-line @typescript-eslint/no-explicit-any
   async admin(...args: string[]): Promise<any> {
-    const result = await cli([...args, '--json'], {VIDSYNC_HOME: this.operator})
+    const result = await cli([...args, '--json'], {...this.env, VIDSYNC_HOME: this.operator})
     expect(result.exitCode, `vidsync ${args.join(' ')}: ${result.stdout} ${result.stderr}`).to.equal(0)
     return result.json
   }

@@ -10,10 +10,16 @@ export default class CaInit extends BaseCommand<typeof CaInit> {
   static override examples = [
     '<%= config.bin %> <%= command.id %>',
     '<%= config.bin %> <%= command.id %> --name "Studio CA" --duration 26280h',
+    '<%= config.bin %> <%= command.id %> --cert-version 2',
   ]
 
   static override flags = {
     name: Flags.string({summary: 'Name written into the CA certificate.', default: 'vidsync'}),
+    'cert-version': Flags.string({
+      summary: 'Certificate version the CA signs: 1 works with nebula 1.6 and newer, 2 needs nebula 1.10 or newer on every device.',
+      options: ['1', '2'],
+      default: '1',
+    }),
     duration: Flags.string({
       summary: 'How long the CA is valid; no device certificate can outlive it.',
       default: `${defaultCaDurationSeconds / 3600}h`,
@@ -22,9 +28,11 @@ export default class CaInit extends BaseCommand<typeof CaInit> {
 
   async run(): Promise<CaInfo & CaPaths> {
     const durationSeconds = parseDuration(this.flags.duration, 'duration')
-    const ca = await initCa({home: this.home, name: this.flags.name, durationSeconds})
+    const certVersion = this.flags['cert-version'] === '2' ? 2 : 1
+    const ca = await initCa({home: this.home, name: this.flags.name, durationSeconds, certVersion})
     this.log(`Created CA "${ca.name}", valid until ${ca.notAfter}.`)
     this.log(`  fingerprint  ${ca.fingerprint}`)
+    this.log(`  certificates v${ca.certVersion}: every device needs ${ca.nebulaNeeded}`)
     this.log(`  certificate  ${ca.certPath}`)
     this.log(`  key          ${ca.keyPath} (keep it private and backed up)`)
     return ca

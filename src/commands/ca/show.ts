@@ -12,6 +12,7 @@ export default class CaShow extends BaseCommand<typeof CaShow> {
     this.log(`fingerprint  ${ca.fingerprint}`)
     this.log(`not before   ${ca.notBefore}`)
     this.log(`not after    ${ca.notAfter}`)
+    this.log(`certificates v${ca.certVersion}: every device needs ${ca.nebulaNeeded}`)
     return ca
   }
 }

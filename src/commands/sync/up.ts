@@ -49,6 +49,7 @@ export default class SyncUp extends BaseCommand<typeof SyncUp> {
       guiPort: flags['gui-port'],
       listenAddresses: flags.listen,
       detached: flags.detach,
+      onProgress: (line) => this.logToStderr(`Syncthing is migrating its database to 2.x (do not stop it): ${line}`),
     })
     const result: SyncUpResult = {
       managed: true,

@@ -95,6 +95,7 @@ async function issueBundle(options: IssueOptions): Promise<BundleResult> {
     durationSeconds: options.durationSeconds,
     tools: options.tools,
   })
+  await controlPlane.recordCertVersion({project, version: signed.certVersion})
   await controlPlane.recordCertificate({
     project,
     device: device.name,

@@ -53,6 +53,7 @@ async function signRequest(options: ApproveOptions & {request: JoinRequest; caCe
     publicKeyPem: request.publicKey,
     tools: options.tools,
   })
+  await controlPlane.recordCertVersion({project: request.project, version: signed.certVersion})
   const device: DeviceRecord = {
     name: request.device,
     ip: options.ip,

@@ -11,7 +11,7 @@ import {ensureDir, withTempDir, writeFileAtomic} from '../files.js'
 import {testNebulaConfig} from '../nebula/config.js'
 import {reloadNebula} from '../nebula/process.js'
 import {projectDir, projectsDir, tunDeviceName} from '../nebula/project.js'
-import {readCert, verifyCert} from '../pki/cert.js'
+import {readCert, requireCertSupport, verifyCert} from '../pki/cert.js'
 import {publicKeyHexOfPrivateKey} from '../pki/keys.js'
 
 export interface JoinOptions {
@@ -114,6 +114,9 @@ export async function installBundle(options: InstallOptions): Promise<JoinResult
     await writeFile(join(stage, 'node.crt'), files.get('node.crt') ?? '', {mode: 0o644})
     await writeFile(join(stage, 'node.key'), key, {mode: 0o600})
 
+    // The nebula that will run them must read the project's certificates (v2 needs 1.10 or newer).
+    const pem = `${files.get('ca.crt')?.toString() ?? ''}${files.get('node.crt')?.toString() ?? ''}`
+    await requireCertSupport({pem, what: origin, tool: 'nebula', tools: options.tools})
     const cert = await readCert(join(stage, 'node.crt'), options.tools)
     if (Date.parse(cert.notAfter) <= now.getTime()) {
       throw new InvalidInputError(`the certificate in ${origin} expired at ${cert.notAfter}: ask the operator for \`vidsync device renew\``)

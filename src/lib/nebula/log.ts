@@ -1,17 +1,20 @@
 /**
- * Reading nebula 1.6.1's text log (logrus): `time="..." level=error msg="..." key=value key="quoted"`.
- * Fatal start errors look like `level=error msg="Failed to open udp listener" error="..."` or
- * `level=fatal msg="failed to set tun address: operation not permitted"`; a few (config loading)
- * are plain text.
+ * Reading nebula's log, whatever the release and format:
+ * - logrus text (1.6 to 1.10): `time="..." level=error msg="Failed to open udp listener" error="..."`
+ * - logrus JSON (`logging.format: json`): `{"level":"info","msg":"...","vpnIp":"10.99.7.1",...}`
+ * - slog text (1.11+, logging/logger.go): `time=... level=INFO msg="Handshake message received" vpnAddrs=[10.99.7.1]`
+ * - slog JSON: `{"time":"...","level":"INFO","msg":"...","vpnAddrs":["10.99.7.1"]}`
+ * A few start errors (config loading) are plain text.
  */
 
 export interface LogLine {
+  /** Lower case: info, error, fatal, ... (slog's INFO reads info). */
   level: string
   msg: string
   fields: Record<string, string>
 }
 
-const pair = /(\w+)=("(?:[^"\\]|\\.)*"|\S*)/g
+const pair = /([\w.]+)=("(?:[^"\\]|\\.)*"|\S*)/g
 
 function unquote(raw: string): string {
   if (!raw.startsWith('"')) return raw
@@ -22,12 +25,33 @@ function unquote(raw: string): string {
   }
 }
 
+/** A JSON value as the text format would print it: arrays as `[a b]`, like Go's %v. */
+function textOf(value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map(textOf).join(' ')}]`
+  if (typeof value === 'object' && value !== null) return JSON.stringify(value)
+  return String(value)
+}
+
+function parseJsonLine(line: string): Record<string, string> | undefined {
+  try {
+    const parsed = JSON.parse(line) as unknown
+    if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) return undefined
+    return Object.fromEntries(Object.entries(parsed).map(([key, value]) => [key, textOf(value)]))
+  } catch {
+    return undefined
+  }
+}
+
 export function parseLogLine(line: string): LogLine | undefined {
-  const fields: Record<string, string> = {}
-  for (const [, key = '', raw = ''] of line.matchAll(pair)) fields[key] = unquote(raw)
+  const trimmed = line.trim()
+  let fields: Record<string, string> | undefined = trimmed.startsWith('{') ? parseJsonLine(trimmed) : undefined
+  if (fields === undefined) {
+    fields = {}
+    for (const [, key = '', raw = ''] of trimmed.matchAll(pair)) fields[key] = unquote(raw)
+  }
   const {level, msg, ...rest} = fields
   delete rest.time
-  return level === undefined || msg === undefined ? undefined : {level, msg, fields: rest}
+  return level === undefined || msg === undefined ? undefined : {level: level.toLowerCase(), msg, fields: rest}
 }
 
 /** `msg: error (other=fields)`, the way a person reads it. */
@@ -41,7 +65,7 @@ export function describeLogLine(line: string): string {
 
 const logLines = (log: string) => log.split('\n').filter((line) => line.trim() !== '')
 
-const isFailure = (line: string) => /^panic: /.test(line) || /^(error|fatal|panic)$/.test(parseLogLine(line)?.level ?? '')
+const isFailure = (line: string) => /^panic: /.test(line) || /^(error|fatal|panic)/.test(parseLogLine(line)?.level ?? '')
 
 /** Why nebula stopped: its last error, fatal or Go panic line, else its last line. */
 export function failureReason(log: string): string | undefined {
@@ -51,16 +75,27 @@ export function failureReason(log: string): string | undefined {
   return last === undefined ? undefined : describeLogLine(last)
 }
 
+/** `10.99.7.1`, `[10.99.7.1]` or `[10.99.7.1 fd00::1]`: the overlay addresses a log field names. */
+function addressesOf(value: string | undefined): string[] {
+  if (value === undefined) return []
+  return value
+    .replace(/^\[|\]$/g, '')
+    .split(/[\s,]+/)
+    .filter(Boolean)
+}
+
 /**
- * Overlay IPs that completed a handshake with this node: `msg="Handshake message received" ...
- * vpnIp=10.99.7.1`, logged by the initiator on the answer (stage 2) and by the responder on the
- * request (stage 1). Either way a packet from that peer arrived and was authenticated.
+ * Overlay IPs that completed a handshake with this node: `msg="Handshake message received"` with
+ * `vpnIp=10.99.7.1` (to 1.9) or `vpnAddrs=[10.99.7.1]` (1.10+), logged by the initiator on the
+ * answer (stage 2) and by the responder on the request (stage 1). Either way a packet from that
+ * peer arrived and was authenticated. ("..., but no vpnNetworks in common." does not count.)
  */
 export function handshakePeers(log: string): Set<string> {
   const peers = new Set<string>()
   for (const line of logLines(log)) {
     const parsed = parseLogLine(line)
-    if (parsed?.msg === 'Handshake message received' && parsed.fields.vpnIp) peers.add(parsed.fields.vpnIp)
+    if (parsed?.msg !== 'Handshake message received') continue
+    for (const address of [...addressesOf(parsed.fields.vpnIp), ...addressesOf(parsed.fields.vpnAddrs)]) peers.add(address)
   }
   return peers
 }

@@ -3,10 +3,11 @@ import {networkInterfaces} from 'node:os'
 import {basename, join} from 'node:path'
 
 import {ConflictError, MissingDependencyError, PermissionError, ToolFailedError, UnavailableError, VidsyncError} from '../errors.js'
-import {type Daemon, processCommandLine, runTool, startDaemon, stopPid, type Tools} from '../exec.js'
+import {type Daemon, processCommandLine, startDaemon, stopPid, type Tools} from '../exec.js'
 import {publishNew, withTempDir} from '../files.js'
 import {testNebulaConfig} from './config.js'
 import {failureReason, handshakePeers} from './log.js'
+import {requireCertSupport} from '../pki/cert.js'
 import {type JoinedProject, loadProject, projectPaths} from './project.js'
 
 export interface PreflightCheck {
@@ -48,12 +49,18 @@ async function problemOf(check: () => Promise<unknown>): Promise<VidsyncError | 
  * What nebula needs to start, in order: the binary, root or CAP_NET_ADMIN, /dev/net/tun (Linux),
  * and a config that `nebula -test` accepts (not run without the binary).
  */
+/** nebula is installed and can use the project's certificates (v2 needs 1.10 or newer): exit 8 otherwise. */
+async function nebulaCanUse(projectDir: string, tools?: Tools): Promise<void> {
+  const read = (name: string) => readFile(join(projectDir, name), 'utf8').catch(() => '')
+  await requireCertSupport({pem: (await read('ca.crt')) + (await read('node.crt')), what: `the project in ${projectDir}`, tool: 'nebula', tools})
+}
+
 export async function preflight(options: {projectDir: string; tools?: Tools}): Promise<PreflightCheck[]> {
   const checks: PreflightCheck[] = []
   const add = (name: PreflightCheck['name'], problem: VidsyncError | undefined) => {
     checks.push(problem ? {name, ok: false, problem} : {name, ok: true})
   }
-  add('nebula', await problemOf(() => runTool('nebula', ['-version'], {tools: options.tools})))
+  add('nebula', await problemOf(() => nebulaCanUse(options.projectDir, options.tools)))
   add('privileges', await privilegesProblemOfThisProcess())
   if (process.platform === 'linux') {
     const tunMissing = await access('/dev/net/tun').then(

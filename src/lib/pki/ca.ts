@@ -1,9 +1,11 @@
 import {chmod, lstat, readFile, stat} from 'node:fs/promises'
 import {join} from 'node:path'
 
-import {ConflictError, InvalidInputError, NotFoundError, PermissionError} from '../errors.js'
+import {ConflictError, InvalidInputError, MissingDependencyError, NotFoundError, PermissionError} from '../errors.js'
 import {runTool, type Tools} from '../exec.js'
 import {ensureDir, publishNew, withTempDir} from '../files.js'
+import {type CertVersion, nebulaNeededFor} from '../versions/capabilities.js'
+import {nebulaCapabilities} from '../versions/detect.js'
 import {type CertInfo, readCert} from './cert.js'
 
 export interface CaPaths {
@@ -19,6 +21,10 @@ export interface CaInfo {
   notAfter: string
   groups: string[]
   ips: string[]
+  /** The certificate version this CA signs: every device of its projects needs a nebula that reads it. */
+  certVersion: CertVersion
+  /** e.g. "nebula 1.6.0 or newer". */
+  nebulaNeeded: string
 }
 
 export interface LoadedCa extends CaPaths {
@@ -39,14 +45,32 @@ const exists = (path: string) =>
     () => false,
   )
 
-const toInfo = ({name, fingerprint, notBefore, notAfter, groups, ips}: CertInfo): CaInfo => ({
+const toInfo = ({name, fingerprint, notBefore, notAfter, groups, ips, version}: CertInfo): CaInfo => ({
   name,
   fingerprint,
   notBefore,
   notAfter,
   groups,
   ips,
+  certVersion: version,
+  nebulaNeeded: nebulaNeededFor(version),
 })
+
+/** v1 signs certificates every supported nebula (1.6+) can use; v2 needs 1.10+ everywhere. */
+export const defaultCertVersion: CertVersion = 1
+
+/** `nebula-cert ca` arguments for `version`; refuses (exit 8) when this nebula-cert cannot make it. */
+async function caVersionArgs(version: CertVersion, tools?: Tools): Promise<string[]> {
+  const found = await nebulaCapabilities('nebula-cert', tools)
+  if (!found.capabilities.certVersions.includes(version)) {
+    throw new MissingDependencyError(
+      `nebula-cert ${found.version} (${found.path}) cannot create v${version} certificates: they need ${nebulaNeededFor(version)}`,
+      {hint: `use --cert-version 1, or install a newer nebula`},
+    )
+  }
+  // 1.10+ defaults to v2 (cmd/nebula-cert/ca.go): always say which one.
+  return found.capabilities.certVersionFlag ? ['-version', String(version)] : []
+}
 
 function caExists(dir: string): ConflictError {
   return new ConflictError(
@@ -56,20 +80,29 @@ function caExists(dir: string): ConflictError {
 }
 
 /** Creates the operator's CA; its key is written 0600 and never printed, and an existing CA is never replaced. */
-export async function initCa(options: {home: string; name: string; durationSeconds?: number; tools?: Tools}): Promise<CaInfo & CaPaths> {
+export async function initCa(options: {
+  home: string
+  name: string
+  durationSeconds?: number
+  certVersion?: CertVersion
+  tools?: Tools
+}): Promise<CaInfo & CaPaths> {
   const durationSeconds = options.durationSeconds ?? defaultCaDurationSeconds
+  const certVersion = options.certVersion ?? defaultCertVersion
   if (options.name.trim() === '') throw new InvalidInputError('the CA name must not be empty')
   if (!Number.isInteger(durationSeconds) || durationSeconds <= 0) {
     throw new InvalidInputError(`invalid CA duration ${durationSeconds}s: use a positive duration such as 17520h`)
   }
+  if (certVersion !== 1 && certVersion !== 2) throw new InvalidInputError(`invalid certificate version ${String(certVersion)}: use 1 or 2`)
   const paths = caPaths(options.home)
+  const versionArgs = await caVersionArgs(certVersion, options.tools)
   await ensureDir(paths.dir, {private: true})
   if ((await exists(paths.keyPath)) || (await exists(paths.certPath))) throw caExists(paths.dir)
   // Generated in a private temporary directory next to the final names, then linked into place.
   await withTempDir(paths.dir, async (temp) => {
     const certPath = join(temp, 'ca.crt')
     const keyPath = join(temp, 'ca.key')
-    const args = ['ca', '-name', options.name, '-duration', `${durationSeconds}s`, '-out-crt', certPath, '-out-key', keyPath]
+    const args = ['ca', '-name', options.name, '-duration', `${durationSeconds}s`, '-out-crt', certPath, '-out-key', keyPath, ...versionArgs]
     await runTool('nebula-cert', args, {tools: options.tools})
     await chmod(keyPath, 0o600)
     await chmod(certPath, 0o644)

@@ -2,9 +2,11 @@ import {readFile, writeFile} from 'node:fs/promises'
 import {join} from 'node:path'
 
 import {formatDuration} from '../duration.js'
+import type {CertVersion} from '../versions/capabilities.js'
 import {InvalidInputError} from '../errors.js'
 import {runTool, type Tools} from '../exec.js'
 import {withTempDir} from '../files.js'
+import {nebulaCapabilities} from '../versions/detect.js'
 import {loadCa} from './ca.js'
 import {readCert} from './cert.js'
 import {validatePublicKey} from './keys.js'
@@ -32,6 +34,7 @@ export type SignDeviceOptions = {
 
 export interface SignedCert {
   certPem: string
+  certVersion: CertVersion
   fingerprint: string
   notAfter: string
   /** Only with `generateKey`. */
@@ -83,11 +86,14 @@ export async function signDevice(options: SignDeviceOptions): Promise<SignedCert
     throw new InvalidInputError(`the CA expires at ${ca.cert.notAfter}, a certificate must not outlive it: ${hint}`)
   }
   if (!Number.isInteger(duration) || duration <= 0) throw new InvalidInputError(`invalid certificate duration ${duration}s`)
+  const nebulaCert = await nebulaCapabilities('nebula-cert', options.tools)
+  // The CA's version, said explicitly where nebula-cert has the flag (1.10+ would follow the CA anyway).
+  const versionArgs = nebulaCert.capabilities.certVersionFlag ? ['-version', String(ca.cert.version)] : []
   return withTempDir(ca.dir, async (temp) => {
     const certPath = join(temp, 'node.crt')
     const keyPath = join(temp, 'node.key')
-    const args = ['sign', '-ca-crt', ca.certPath, '-ca-key', ca.keyPath, '-name', options.name]
-    args.push('-ip', `${options.ip}/${options.prefixLength}`, '-duration', `${duration}s`, '-out-crt', certPath)
+    const args = ['sign', '-ca-crt', ca.certPath, '-ca-key', ca.keyPath, '-name', options.name, ...versionArgs]
+    args.push(nebulaCert.capabilities.networksFlag, `${options.ip}/${options.prefixLength}`, '-duration', `${duration}s`, '-out-crt', certPath)
     if (options.groups?.length) args.push('-groups', options.groups.join(','))
     if (publicKey) {
       const publicKeyPath = join(temp, 'node.pub')
@@ -100,6 +106,7 @@ export async function signDevice(options: SignDeviceOptions): Promise<SignedCert
     const cert = await readCert(certPath, options.tools)
     return {
       certPem: await readFile(certPath, 'utf8'),
+      certVersion: cert.version,
       fingerprint: cert.fingerprint,
       notAfter: cert.notAfter,
       ...(publicKey ? {} : {privateKeyPem: await readFile(keyPath, 'utf8')}),

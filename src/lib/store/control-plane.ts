@@ -1,5 +1,8 @@
+import {isIP} from 'node:net'
+
 import {ConflictError, ExhaustedError, InvalidInputError, NotFoundError, UnavailableError, VidsyncError} from '../errors.js'
 import type {SqlClient} from './sql-client.js'
+import type {CertVersion} from '../versions/capabilities.js'
 
 /**
  * How the control plane's SQL functions are reached: a SQL connection (embedded, Postgres) or
@@ -171,6 +174,7 @@ export interface JoinRequest {
   publicKey: string
   groups: string[]
   inviteId: number
+  /** The address the request came from ('local' on this machine), null when unknown. */
   source: string | null
   createdAt: string
 }
@@ -230,6 +234,14 @@ export interface StaleDevice {
 }
 
 type Timestamp = Date | string
+
+/**
+ * A join request's source as the operator may see it: an address or 'local'. The schema allows
+ * nothing else since migration 006; a control plane that answers otherwise gets null, so no
+ * terminal escape sequence reaches the operator's screen.
+ */
+export const requestSource = (source: string | null): string | null =>
+  source !== null && (source === 'local' || isIP(source) !== 0) ? source : null
 
 const iso = (value: Timestamp): string => new Date(value).toISOString()
 const isoOrNull = (value: Timestamp | null): string | null => (value === null ? null : iso(value))
@@ -424,6 +436,18 @@ export class ControlPlane {
     })
   }
 
+  /** Fixes the project's certificate version at its first certificate; ConflictError when `version` differs from it. */
+  async recordCertVersion(options: {project: string; version: CertVersion}): Promise<CertVersion> {
+    const rows = await this.rpc.call<{cert_version: number}>('record_cert_version', {p_project: options.project, p_version: options.version})
+    return single(rows, 'record_cert_version').cert_version as CertVersion
+  }
+
+  /** The project's certificate version, null before its first certificate. */
+  async projectCertVersion(options: {project: string}): Promise<CertVersion | null> {
+    const rows = await this.rpc.call<{cert_version: number | null}>('project_cert_version', {p_project: options.project})
+    return single(rows, 'project_cert_version').cert_version as CertVersion | null
+  }
+
   async listDevices(options: {project: string; device?: string}): Promise<DeviceRecord[]> {
     const rows = await this.rpc.call<DeviceRow>('list_devices', {p_project: options.project, p_device: options.device})
     return rows.map((row) => ({
@@ -515,7 +539,7 @@ export class ControlPlane {
       publicKey: row.public_key,
       groups: row.groups,
       inviteId: Number(row.invite_id),
-      source: row.source,
+      source: requestSource(row.source),
       createdAt: iso(row.created_at),
     }))
   }

@@ -1,5 +1,24 @@
 import {PermissionError, ToolFailedError, UnavailableError} from '../errors.js'
 
+const migrationBanner = '*** Database migration in progress ***'
+
+/** Syncthing 2.0.3+ migrating a 1.x database: every path answers 200, text/plain, this banner and the log so far. */
+const isMigrationPage = (response: Response, text: string) =>
+  (response.headers.get('content-type') ?? '').startsWith('text/plain') && text.startsWith(migrationBanner)
+
+/** Syncthing 2 is migrating its database from 1.x (minutes for large folders): wait, never stop it. */
+export class SyncthingMigratingError extends UnavailableError {
+  /** Its latest log line, e.g. "... INF Still migrating folder (folder=abcd-1234 files=120000 ...)". */
+  readonly progress: string
+  constructor(url: string, page: string) {
+    const progress = page.slice(migrationBanner.length).trim().split('\n').at(-1)?.trim() ?? ''
+    super(`Syncthing at ${url} is migrating its database to 2.x: wait until it finishes${progress ? ` (${progress})` : ''}`, {
+      hint: 'this can take minutes for large folders; do not stop Syncthing meanwhile',
+    })
+    this.progress = progress
+  }
+}
+
 /** Syncthing's JSON shapes (v1.19), with the fields vidsync reads; the rest is kept as it came. */
 export interface DeviceConfig {
   deviceID: string
@@ -237,6 +256,7 @@ export class SyncthingClient {
     } catch (error) {
       throw this.unreachable(error, timeoutMs)
     }
+    if (response.ok && isMigrationPage(response, text)) throw new SyncthingMigratingError(this.url, text)
     if (response.ok) return (text === '' ? undefined : JSON.parse(text)) as T
     if (response.status === 404 && options.missingOk) return undefined as T
     if (response.status === 401 || response.status === 403) {

@@ -7,7 +7,9 @@ import {ConflictError, InvalidInputError, NotFoundError, ToolFailedError, Unavai
 import {isAlive, processCommandLine, runTool, startDaemon, stopPid, type Tools} from '../exec.js'
 import {ensureDir, writeFileAtomic} from '../files.js'
 import {syncthingPort} from '../nebula/config.js'
-import {SyncthingClient} from './client.js'
+import {SyncthingClient, SyncthingMigratingError} from './client.js'
+import {deviceIdFromCertPem} from './device-id.js'
+import {syncthingCapabilities} from '../versions/detect.js'
 
 export const defaultGuiPort = 8384
 export const defaultListenAddress = `tcp://0.0.0.0:${syncthingPort}`
@@ -87,6 +89,22 @@ function validateGuiPort(port: number): void {
   if (!Number.isInteger(port) || port < 1 || port > 65535) throw new InvalidInputError(`invalid GUI port ${port}: expected 1-65535`)
 }
 
+/**
+ * `syncthing generate` for this release: no default folder, and no port probing (the ports are
+ * ours to set afterwards, not Syncthing's to pick). Environment where every line reads it, the
+ * flag where only the flag exists (1.x's --skip-port-probing).
+ */
+async function generateCommand(dir: string, tools?: Tools): Promise<{args: string[]; env: Record<string, string>}> {
+  const {capabilities} = await syncthingCapabilities(tools)
+  return {args: ['generate', `--home=${dir}`, ...capabilities.generateArgs], env: capabilities.generateEnv}
+}
+
+/** `syncthing serve` for this release: no browser, no restart loop, and 1.x's log line flags. */
+async function serveArgs(dir: string, tools?: Tools): Promise<string[]> {
+  const {capabilities} = await syncthingCapabilities(tools)
+  return ['serve', '--home', dir, '--no-browser', '--no-restart', ...capabilities.serveArgs]
+}
+
 export interface ManagedConfigOptions {
   vidsyncHome: string
   /** [default: the port already configured, 8384 on first use] */
@@ -135,8 +153,8 @@ export async function writeManagedConfig(options: ManagedConfigOptions): Promise
   let xml = await readFile(paths.config, 'utf8').catch(() => undefined)
   const firstUse = xml === undefined
   if (xml === undefined) {
-    // --skip-port-probing: the ports are ours to set below, not Syncthing's to pick.
-    await runTool('syncthing', ['generate', `--home=${paths.dir}`, '--no-default-folder', '--skip-port-probing'], {tools: options.tools})
+    const generate = await generateCommand(paths.dir, options.tools)
+    await runTool('syncthing', generate.args, {tools: options.tools, env: generate.env})
     xml = await readFile(paths.config, 'utf8')
   }
   for (const [name, value] of Object.entries(safeOptions)) xml = setConfigValues(xml, 'options', name, [value])
@@ -194,36 +212,86 @@ async function runningPid(vidsyncHome: string): Promise<number | undefined> {
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
 
-/** Syncthing's own reason from the log lines it wrote since `offset`, e.g. "Starting API/GUI: listen tcp ...: address already in use". */
-async function reasonFromLog(logPath: string, offset: number): Promise<string> {
+/** The lines Syncthing logged since `offset`. */
+async function logSince(logPath: string, offset: number): Promise<string[]> {
   const handle = await open(logPath, 'r').catch(() => undefined)
-  if (!handle) return ''
+  if (!handle) return []
   try {
     const {size} = await handle.stat()
     const buffer = Buffer.alloc(Math.max(0, size - offset))
     await handle.read(buffer, 0, buffer.length, offset)
-    const lines = buffer.toString().split('\n').filter((line) => line.trim() !== '')
-    const important = lines.filter((line) => /\b(WARNING|FATAL|ERROR)\b|^panic:/.test(line)).at(-1) ?? lines.at(-1) ?? ''
-    return important.replace(/^.*?\b(?:WARNING|FATAL|ERROR|INFO): /, '').trim()
+    return buffer.toString().split('\n').filter((line) => line.trim() !== '')
   } finally {
     await handle.close()
   }
 }
 
-/** Waits (bounded) until the API answers; stops early with `exited()` true when the process is gone. */
-async function waitForApi(client: SyncthingClient, timeoutMs: number, exited: () => boolean): Promise<'ready' | 'exited' | 'timeout'> {
-  const deadline = Date.now() + timeoutMs
+/**
+ * Syncthing's own reason from the log lines it wrote since `offset`, in 1.x's format
+ * (`2006/01/02 15:04:05 WARNING: Starting API/GUI: listen tcp ...: address already in use`) or
+ * 2.x's (`2006-01-02 15:04:05 ERR Failed to start API (error="listen tcp ..." log.pkg=api)`).
+ */
+async function reasonFromLog(logPath: string, offset: number): Promise<string> {
+  const lines = await logSince(logPath, offset)
+  const important = lines.filter((line) => /\b(WARNING|FATAL|ERROR|WRN|ERR)\b|^panic:/.test(line)).at(-1) ?? lines.at(-1) ?? ''
+  return important.replace(/^.*?\b(?:WARNING|FATAL|ERROR|INFO|WRN|ERR|INF):? /, '').trim()
+}
+
+/** Syncthing 2's migration of a 1.x database, as it logs it (lib/syncthing/utils.go TryMigrateDatabase). */
+const migrationLine = /Migrating old-style database|Still migrating folder|Migrated folder|Migrating virtual mtimes|temporary GUI\/API during migration/
+
+export interface StartupWait {
+  /** How long to wait for the API to answer [default: 30 s]. */
+  startTimeoutMs?: number
+  /** How long a database migration (first start of Syncthing 2 after 1.x) may take [default: 2 h]. */
+  migrationTimeoutMs?: number
+  /** Called with Syncthing's latest migration line while it migrates its database. */
+  onProgress?: (line: string) => void
+}
+
+type StartupState = 'ready' | 'exited' | 'timeout' | 'migrating'
+
+/**
+ * Waits (bounded) until the API answers; stops early with 'exited' when the process is gone.
+ * While Syncthing 2 migrates its database (its temporary API answers every path with a text page,
+ * or, before 2.0.3, its log says so) the bound is the migration's, and it is never interrupted.
+ */
+async function waitForApi(
+  client: SyncthingClient,
+  wait: StartupWait & {logPath: string; logOffset: number},
+  exited: () => boolean,
+): Promise<StartupState> {
+  let deadline = Date.now() + (wait.startTimeoutMs ?? 30_000)
+  let migrating = false
+  let reported: string | undefined
+  const progress = (line: string) => {
+    if (!migrating) deadline = Math.max(deadline, Date.now() + (wait.migrationTimeoutMs ?? 2 * 3600_000))
+    migrating = true
+    if (line !== reported) wait.onProgress?.(line)
+    reported = line
+  }
   while (Date.now() < deadline) {
     if (exited()) return 'exited'
     try {
       await client.ping()
       return 'ready'
     } catch (error) {
-      if (!(error instanceof UnavailableError)) throw error
+      if (error instanceof SyncthingMigratingError) progress(error.progress)
+      else if (error instanceof UnavailableError) {
+        // Before 2.0.3 (and for 5 s from 2.0.16) no API answers meanwhile: its latest log line tells.
+        const last = (await logSince(wait.logPath, wait.logOffset)).at(-1)
+        if (last !== undefined && migrationLine.test(last)) progress(last)
+      } else throw error
     }
-    await sleep(200)
+    await sleep(migrating ? 1000 : 200)
   }
-  return 'timeout'
+  return migrating ? 'migrating' : 'timeout'
+}
+
+function stillMigrating(pid: number, logPath: string): UnavailableError {
+  return new UnavailableError(`Syncthing (pid ${pid}) is still migrating its database to 2.x; it keeps running (log: ${logPath})`, {
+    hint: 'run the command again when the migration has finished',
+  })
 }
 
 /** Syncthing keeps running when it cannot listen for peers, and says why in its status. */
@@ -248,15 +316,13 @@ async function listenErrors(client: SyncthingClient, listenAddresses: string[], 
 export async function syncthingDeviceId(options: {vidsyncHome: string; tools?: Tools}): Promise<string> {
   const paths = managedPaths(options.vidsyncHome)
   await readManagedConfig(options.vidsyncHome).catch(() => writeManagedConfig(options))
-  const {stdout} = await runTool('syncthing', [`--home=${paths.dir}`, '--device-id'], {tools: options.tools})
-  return stdout.trim()
+  // From cert.pem, as Syncthing computes it: `--device-id` (1.x) became `device-id` (2.x).
+  return deviceIdFromCertPem(await readFile(join(paths.dir, 'cert.pem')))
 }
 
-export interface StartManagedOptions extends ManagedConfigOptions {
+export interface StartManagedOptions extends ManagedConfigOptions, StartupWait {
   /** Keep running after vidsync exits. */
   detached?: boolean
-  /** How long to wait for the API to answer [default: 30 s]. */
-  startTimeoutMs?: number
 }
 
 export interface ManagedSyncthing {
@@ -284,7 +350,10 @@ export async function startManagedSyncthing(options: StartManagedOptions): Promi
   if (running !== undefined) {
     const config = await readManagedConfig(options.vidsyncHome)
     const client = new SyncthingClient({url: config.url, apiKey: config.apiKey})
-    const state = await waitForApi(client, startTimeoutMs, () => !isAlive(running))
+    // Its latest lines: an instance migrating its database says so in the last one.
+    const logOffset = Math.max(0, ((await stat(paths.log).catch(() => undefined))?.size ?? 0) - 65_536)
+    const state = await waitForApi(client, {...options, logPath: paths.log, logOffset}, () => !isAlive(running))
+    if (state === 'migrating') throw stillMigrating(running, paths.log)
     if (state !== 'ready') {
       throw new UnavailableError(`Syncthing (pid ${running}) is running but its API at ${config.url} does not answer: see ${paths.log}`)
     }
@@ -302,7 +371,7 @@ export async function startManagedSyncthing(options: StartManagedOptions): Promi
   }
 
   const logOffset = (await stat(paths.log).catch(() => undefined))?.size ?? 0
-  const daemon = await startDaemon('syncthing', ['serve', '--home', paths.dir, '--no-browser', '--no-restart', '--logflags=3'], {
+  const daemon = await startDaemon('syncthing', await serveArgs(paths.dir, options.tools), {
     env: {STNOUPGRADE: '1'},
     logPath: paths.log,
     detached: options.detached,
@@ -324,7 +393,8 @@ export async function startManagedSyncthing(options: StartManagedOptions): Promi
   await pidWritten.catch(fail)
 
   const client = new SyncthingClient({url: config.url, apiKey: config.apiKey})
-  const state = await waitForApi(client, startTimeoutMs, () => ended).catch(fail)
+  const state = await waitForApi(client, {...options, logPath: paths.log, logOffset}, () => ended).catch(fail)
+  if (state === 'migrating') throw stillMigrating(daemon.pid, paths.log) // never stopped mid-migration
   if (state !== 'ready') {
     if (state === 'timeout') await daemon.stop()
     await exited

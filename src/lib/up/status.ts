@@ -1,13 +1,16 @@
 import {type NebulaStatus, nebulaStatus, preflight} from '../nebula/process.js'
 import {resolveProjectDir} from '../nebula/project.js'
-import {runTool, type Tools} from '../exec.js'
+import type {Tools} from '../exec.js'
 import {VidsyncError} from '../errors.js'
 import {type SyncStatus, syncStatus} from '../syncthing/folders.js'
 import {connectSyncthing, readManagedConfig} from '../syncthing/managed.js'
+import {type ToolReport, toolReports} from '../versions/report.js'
 
 export interface DeviceStatus {
   overlay: NebulaStatus
   syncthing: ({reachable: true} & SyncStatus) | {reachable: false; problem: string}
+  /** nebula and Syncthing found on this device and whether the project can use them. */
+  versions: ToolReport[]
   /** Bytes per second in and out over all peers since the previous sample (absent on the first). */
   rate?: {inBytesPerSecond: number; outBytesPerSecond: number}
 }
@@ -16,6 +19,7 @@ export interface DeviceStatus {
 export async function deviceStatus(options: {home: string; project?: string; previous?: DeviceStatus}): Promise<DeviceStatus> {
   const dir = await resolveProjectDir({home: options.home, project: options.project})
   const overlay = await nebulaStatus({projectDir: dir})
+  const versions = await toolReports({projectDir: dir})
   let syncthing: DeviceStatus['syncthing']
   try {
     const {client} = await connectSyncthing({vidsyncHome: options.home})
@@ -25,14 +29,14 @@ export async function deviceStatus(options: {home: string; project?: string; pre
     syncthing = {reachable: false, problem: error.message}
   }
   const before = options.previous?.syncthing
-  if (!before?.reachable || !syncthing.reachable) return {overlay, syncthing}
+  if (!before?.reachable || !syncthing.reachable) return {overlay, syncthing, versions}
   const seconds = (Date.parse(syncthing.total.at) - Date.parse(before.total.at)) / 1000
-  if (seconds <= 0) return {overlay, syncthing}
+  if (seconds <= 0) return {overlay, syncthing, versions}
   const rate = {
     inBytesPerSecond: Math.max(0, (syncthing.total.inBytesTotal - before.total.inBytesTotal) / seconds),
     outBytesPerSecond: Math.max(0, (syncthing.total.outBytesTotal - before.total.outBytesTotal) / seconds),
   }
-  return {overlay, syncthing, rate}
+  return {overlay, syncthing, versions, rate}
 }
 
 export interface DoctorCheck {
@@ -63,11 +67,10 @@ export async function doctor(options: {home: string; project?: string; tools?: T
       check('lighthouse answers', overlay.lighthouseReachable ? undefined : `no lighthouse answered: check its endpoint and that UDP reaches it (log: ${overlay.logPath})`)
     }
   }
-  const binary = await runTool('syncthing', ['--version'], {tools: options.tools}).then(
-    () => undefined,
-    (error: Error) => error.message,
-  )
-  check('syncthing installed', binary)
+  for (const tool of await toolReports({projectDir: dir, tools: options.tools})) {
+    const untested = tool.usable && !tool.tested ? ' (newer than vidsync is tested with)' : ''
+    check(tool.version === null ? `${tool.tool} version` : `${tool.tool} ${tool.version}${untested}`, tool.problem)
+  }
   const config = await readManagedConfig(options.home).then(
     () => undefined,
     () => 'vidsync has not set up Syncthing here yet: run `vidsync up` (or `vidsync sync up`)',
