@@ -155,6 +155,8 @@ describe('the PostgREST stand-in follows PostgREST where vidsync relies on it', 
     database = await createThrowawayDatabase('standin')
     const sql = new PostgresClient(database.url)
     await migrate(sql, await loadMigrations())
+    // The deployment's proxy header, which the stand-in's gateway sets (see 006).
+    await sql.query("SELECT vidsync.set_trusted_proxy_header('x-real-ip')")
     await sql.close()
     standIn = await startPostgrestStandIn({databaseUrl: database.url})
   })
