@@ -17,7 +17,7 @@ const deviceFunctions = ['device_bundle', 'device_refresh', 'redeem_invite', 'sc
 const operatorFunctions = [
   'allocate_ip', 'approve_join_request', 'audit', 'check_groups', 'check_name', 'create_invite', 'create_project', 'device_conflict', 'discard_registration', 'join_request_by_token',
   'list_devices', 'list_invites', 'list_join_requests', 'list_projects', 'live_device', 'parse_cidr', 'pool_list', 'pool_status', 'populate_pool',
-  'project_id', 'project_network', 'public_key_sha256', 'reclaim_stale', 'record_certificate', 'register_device',
+  'project_cert_version', 'project_id', 'project_network', 'public_key_sha256', 'record_cert_version', 'reclaim_stale', 'record_certificate', 'register_device',
   'release_device', 'release_ip', 'request_source', 'revoke_device', 'revoke_invite', 'secret_sha256', 'set_trusted_proxy_header',
 ]
 
