@@ -126,6 +126,8 @@ describe('pki', () => {
         notAfter: ca.notAfter,
         groups: [],
         ips: [],
+        certVersion: 1,
+        nebulaNeeded: 'nebula 1.6.0 or newer',
       })
       const loaded = await loadCa({home})
       expect(loaded.cert.isCa).to.equal(true)

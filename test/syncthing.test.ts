@@ -129,7 +129,13 @@ describe('syncthing (real syncthing on 127.0.0.1)', function () {
       const {home} = await prepareTestHome()
       const fake = join(await tempDir(), 'syncthing')
       const fakeSyncthing = (line: string) =>
-        writeFile(fake, `#!/bin/sh\necho "[ABCDE] 2026/01/01 12:00:00 INFO: starting"\necho "[ABCDE] 2026/01/01 12:00:01 ${line}"\nexit 1\n`, {mode: 0o755})
+        // It answers the version query (vidsync asks it first) like 1.19.2, then fails to start.
+        writeFile(
+          fake,
+          `#!/bin/sh\nif [ "$1" = --version ]; then echo 'syncthing v1.19.2 "Fermium Flea" (go1.19.8 linux-amd64) test@test'; exit 0; fi\n` +
+            `echo "[ABCDE] 2026/01/01 12:00:00 INFO: starting"\necho "[ABCDE] 2026/01/01 12:00:01 ${line}"\nexit 1\n`,
+          {mode: 0o755},
+        )
       const tools = resolveTools({syncthing: fake})
       await fakeSyncthing('WARNING: Starting API/GUI: listen tcp 127.0.0.1:9: bind: address already in use')
       const taken = await expectRejects(startManagedSyncthing({vidsyncHome: home, tools}), ConflictError)

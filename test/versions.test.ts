@@ -1,20 +1,26 @@
-import {readFile, utimes, writeFile} from 'node:fs/promises'
+import {readdir, readFile, utimes, writeFile} from 'node:fs/promises'
 import {createServer, type Server} from 'node:http'
 import {join} from 'node:path'
 
 import {expect} from 'chai'
 import {execa} from 'execa'
 
-import {MissingDependencyError, UnavailableError} from '../src/lib/errors.js'
+import {ConflictError, MissingDependencyError, NotFoundError, UnavailableError} from '../src/lib/errors.js'
 import {resolveTools} from '../src/lib/exec.js'
+import {installBundle} from '../src/lib/join/join.js'
 import {failureReason, handshakePeers, parseLogLine} from '../src/lib/nebula/log.js'
+import {preflight} from '../src/lib/nebula/process.js'
 import {parsePrintedCerts, pemCertVersions, readCert, requireCertSupport} from '../src/lib/pki/cert.js'
 import {initCa} from '../src/lib/pki/ca.js'
+import {ControlPlane, SqlRpc} from '../src/lib/store/control-plane.js'
+import {loadMigrations, migrate} from '../src/lib/store/migrate.js'
+import {EmbeddedClient, PostgresClient, type SqlClient} from '../src/lib/store/sql-client.js'
 import {SyncthingClient, SyncthingMigratingError} from '../src/lib/syncthing/client.js'
 import {deviceIdFromCertPem} from '../src/lib/syncthing/device-id.js'
 import {syncthingDeviceId} from '../src/lib/syncthing/managed.js'
 import {lookup, minimumNebulaFor, nebulaTable, syncthingTable} from '../src/lib/versions/capabilities.js'
 import {nebulaCapabilities, parseVersionLine, syncthingCapabilities, toolVersion} from '../src/lib/versions/detect.js'
+import {createThrowawayDatabase} from './helpers/postgres.js'
 import {removeTempDirs, tempDir} from './helpers/temp.js'
 
 const fixtures = new URL('fixtures/upstream/', import.meta.url).pathname
@@ -193,6 +199,72 @@ describe('versions: tables, detection and tolerant parsers', function () {
       )
       expect(error.exitCode).to.equal(8)
       await requireCertSupport({pem: v2, what: 'bundle.zip', tool: 'nebula', tools: resolveTools({nebula: fake('nebula-v1.10.3', 'nebula')})})
+    })
+  })
+
+  for (const backend of ['embedded', 'postgres'] as const) {
+    describe(`the project's certificate version on ${backend}`, function () {
+      this.timeout(180_000) // migrating a new embedded database is slow on a loaded machine
+      let sql: SqlClient
+      let drop: () => Promise<void> = async () => undefined
+      let cp: ControlPlane
+
+      before(async () => {
+        if (backend === 'embedded') sql = await EmbeddedClient.open()
+        else {
+          const database = await createThrowawayDatabase('versions')
+          sql = new PostgresClient(database.url, 2)
+          drop = () => database.drop()
+        }
+        await migrate(sql, await loadMigrations())
+        cp = new ControlPlane(new SqlRpc(sql))
+        await cp.createProject({name: 'certs', cidr: '10.96.0.0/24'})
+      })
+
+      after(async () => {
+        await sql?.close()
+        await drop()
+      })
+
+      it('is unset until the first certificate fixes it, then refuses another version (exit 4)', async () => {
+        expect(await cp.projectCertVersion({project: 'certs'})).to.equal(null)
+        expect(await cp.recordCertVersion({project: 'certs', version: 1})).to.equal(1)
+        expect(await cp.recordCertVersion({project: 'certs', version: 1})).to.equal(1)
+        expect(await cp.projectCertVersion({project: 'certs'})).to.equal(1)
+        const error = await rejects(cp.recordCertVersion({project: 'certs', version: 2}), ConflictError)
+        expect(error.message).to.equal('project "certs" issues v1 certificates and this CA signs v2: its devices may not read v2 certificates')
+        expect(error.exitCode).to.equal(4)
+        await rejects(cp.projectCertVersion({project: 'nope'}), NotFoundError)
+      })
+    })
+  }
+
+  describe('a device whose nebula is too old for the project', () => {
+    const v2 = '-----BEGIN NEBULA CERTIFICATE V2-----\nAAAA\n-----END NEBULA CERTIFICATE V2-----\n'
+
+    it('join refuses a bundle of v2 certificates with exit 8 before installing anything', async () => {
+      const home = await tempDir()
+      const manifest = JSON.stringify({version: 1, project: 'newer', device: 'd', ip: '10.99.30.2'})
+      const files = new Map([
+        ['vidsync.json', Buffer.from(manifest)],
+        ['ca.crt', Buffer.from(v2)],
+        ['node.crt', Buffer.from(v2)],
+        ['node.key', Buffer.from('-----BEGIN NEBULA X25519 PRIVATE KEY-----\nAAAA\n-----END NEBULA X25519 PRIVATE KEY-----\n')],
+        ['nebula.yml', Buffer.from('pki: {}\n')],
+      ])
+      const error = await rejects(installBundle({home, files, origin: 'newer.zip'}), MissingDependencyError)
+      expect(error.message).to.match(/^newer\.zip holds v2 certificates, which nebula 1\.6\.1 .* cannot use: this project needs nebula 1\.10\.0 or newer$/)
+      expect(error.hint).to.match(/install a newer nebula/)
+      expect(await readdir(home)).not.to.include('projects')
+    })
+
+    it("up's preflight fails its nebula check for a project of v2 certificates", async () => {
+      const dir = await tempDir()
+      await writeFile(join(dir, 'ca.crt'), v2)
+      await writeFile(join(dir, 'node.crt'), v2)
+      const [nebula] = await preflight({projectDir: dir})
+      expect(nebula).to.include({name: 'nebula', ok: false})
+      expect(nebula?.problem).to.be.instanceOf(MissingDependencyError)
     })
   })
 

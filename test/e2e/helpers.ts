@@ -133,7 +133,8 @@ export class Mesh {
   /** An operator command on the host (embedded backend in the operator's home); must succeed. */
   // eslint-disable-next-line @typescript-eslint/no-explicit-any
   async admin(...args: string[]): Promise<any> {
-    const result = await cli([...args, '--json'], {...this.env, VIDSYNC_HOME: this.operator})
+    // The first command that opens the embedded database migrates it: slow on a loaded machine.
+    const result = await cli([...args, '--json'], {...this.env, VIDSYNC_HOME: this.operator}, {timeoutMs: 180_000})
     expect(result.exitCode, `vidsync ${args.join(' ')}: ${result.stdout} ${result.stderr}`).to.equal(0)
     return result.json
   }

@@ -95,8 +95,8 @@ export async function initCa(options: {
   }
   if (certVersion !== 1 && certVersion !== 2) throw new InvalidInputError(`invalid certificate version ${String(certVersion)}: use 1 or 2`)
   const paths = caPaths(options.home)
-  const versionArgs = await caVersionArgs(certVersion, options.tools)
   await ensureDir(paths.dir, {private: true})
+  const versionArgs = await caVersionArgs(certVersion, options.tools)
   if ((await exists(paths.keyPath)) || (await exists(paths.certPath))) throw caExists(paths.dir)
   // Generated in a private temporary directory next to the final names, then linked into place.
   await withTempDir(paths.dir, async (temp) => {
