@@ -32,7 +32,8 @@ const formatValue = (value: number) => (Math.abs(value) >= 1000 ? value.toLocale
 /** The Markdown for one run: heading, machine, load, source file, table. */
 export function renderReport(file: string, report: Report): string {
   const {machine} = report
-  const when = report.date.replace(/:\d\d\.\d+Z$/, 'Z').replace('T', ' ').replace(/Z$/, ' UTC')
+  // A transcribed run may carry only its day.
+  const when = report.date.includes('T') ? `${report.date.slice(0, 16).replace('T', ' ')} UTC` : report.date
   const benches = report.benches ?? [...new Set(report.results.map((row) => row.name.split(/[ :,]/)[0]))]
   const load = report.load
     ? `load average (1, 5, 15 min) ${report.load.before.join(', ')} at the start and ${report.load.after.join(', ')} at the end`

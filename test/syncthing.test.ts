@@ -383,12 +383,12 @@ describe('syncthing (real syncthing on 127.0.0.1)', function () {
         expect(passes).to.deep.equal([]) // no event, no pass before the interval
         const started = Date.now()
         await d.client.putDevice({deviceID: a.deviceId, name: 'a', addresses: [`tcp://127.0.0.1:${a.listenPort}`]})
-        await waitFor('d accepted on a', 60_000, async () => {
-          const failed = passes.find((pass) => pass instanceof Error)
-          if (failed) throw failed
-          return (await a.client.device(d.deviceId)) ? true : undefined
-        })
+        // Waits for the loop to report the pass that accepted d: d shows up in a's config while that
+        // pass is still sharing folders, before it reports.
+        const acceptedIn = (pass: ReconcileResult | Error) => !(pass instanceof Error) && pass.accepted.some((device) => device.deviceId === d.deviceId)
+        await waitFor('a pass of the loop that accepts d', 60_000, async () => (passes.some((pass) => pass instanceof Error || acceptedIn(pass)) ? true : undefined))
         expect(Date.now() - started).to.be.below(intervalMs / 4)
+        expect(await a.client.device(d.deviceId)).not.to.equal(undefined)
         const accepted = passes.flatMap((pass) => (pass instanceof Error ? [] : pass.accepted.map((device) => device.deviceId)))
         expect(accepted).to.deep.equal([d.deviceId])
         expect(passes.filter((pass) => pass instanceof Error)).to.deep.equal([])
