@@ -24,6 +24,7 @@ async function rejection(promise: Promise<unknown>): Promise<Error> {
 }
 
 const readme = {
+  certVersion: 1 as const,
   project: 'studio',
   device: 'laptop-1',
   overlayIp: '10.99.1.5',
@@ -147,6 +148,9 @@ describe('bundle', () => {
     for (const text of ['studio', 'laptop-1', '10.99.1.5', '10.99.1.1 at 192.0.2.1:4242', '2027-01-01T00:00:00.000Z']) {
       expect(plain).to.include(text)
     }
+    expect(plain).to.include('- Needs: nebula 1.6.0 or newer (v1 certificates)')
+    expect(renderBundleReadme({...readme, certVersion: 2, includesPrivateKey: false})).to.include('- Needs: nebula 1.10.0 or newer (v2 certificates)')
+    expect(plain).to.include("never one taken from this bundle")
     expect(plain).not.to.include('WARNING')
     const withKey = renderBundleReadme({...readme, includesPrivateKey: true})
     expect(withKey).to.include('vidsync join bundle.zip')

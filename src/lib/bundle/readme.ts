@@ -1,4 +1,5 @@
 import type {Lighthouse} from '../nebula/config.js'
+import {type CertVersion, nebulaNeededFor} from '../versions/capabilities.js'
 
 export interface BundleReadmeOptions {
   project: string
@@ -7,6 +8,7 @@ export interface BundleReadmeOptions {
   lighthouses: Lighthouse[]
   /** Certificate expiry, ISO 8601. */
   notAfter: string
+  certVersion: CertVersion
   /** The operator generated the device's private key and it is in the bundle. */
   includesPrivateKey: boolean
   bundleName?: string
@@ -33,12 +35,16 @@ export function renderBundleReadme(options: BundleReadmeOptions): string {
     `    vidsync join ${bundle}`,
     '    sudo vidsync up --detach',
     '',
+    "The first join shows the project's CA fingerprint: join only if it is the one the operator gave you",
+    '(their `vidsync ca show`), never one taken from this bundle.',
+    '',
     `- Project: ${options.project}`,
     `- Device: ${options.device}`,
     `- Overlay IP: ${options.overlayIp}`,
     '- Lighthouses:',
     ...(lighthouses.length > 0 ? lighthouses : ['  - none']),
     `- Certificate expires: ${options.notAfter}`,
+    `- Needs: ${nebulaNeededFor(options.certVersion)} (v${options.certVersion} certificates), and Syncthing 1.19 or newer`,
     '',
   ].join('\n')
 }

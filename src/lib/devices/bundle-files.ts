@@ -5,6 +5,7 @@ import {type BundleManifest, serializeManifest} from '../bundle/manifest.js'
 import {renderBundleReadme} from '../bundle/readme.js'
 import {lighthousesFor, nebulaConfigFromManifest} from '../nebula/config.js'
 import type {DeviceRecord, ProjectNetwork} from '../store/control-plane.js'
+import type {CertVersion} from '../versions/capabilities.js'
 
 export interface BundleInput {
   project: string
@@ -14,6 +15,8 @@ export interface BundleInput {
   device: DeviceRecord
   caCertPem: string
   certPem: string
+  /** The certificate format, so the bundle's README can say which nebula the device needs. */
+  certVersion: CertVersion
   privateKeyPem?: string
   outPath: string
 }
@@ -54,6 +57,7 @@ export function bundleFiles(input: BundleInput): BundleFiles {
       overlayIp: device.ip,
       lighthouses,
       notAfter: manifest.notAfter,
+      certVersion: input.certVersion,
       includesPrivateKey: manifest.operatorGeneratedKey,
       bundleName: basename(input.outPath),
     }),

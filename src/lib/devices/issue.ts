@@ -113,6 +113,7 @@ async function issueBundle(options: IssueOptions): Promise<BundleResult> {
     device: record,
     caCertPem: await readFile(options.caCertPath, 'utf8'),
     certPem: signed.certPem,
+    certVersion: signed.certVersion,
     privateKeyPem: options.privateKeyPem,
     outPath: options.outPath,
   })

@@ -77,6 +77,7 @@ async function signRequest(options: ApproveOptions & {request: JoinRequest; caCe
     device,
     caCertPem: options.caCertPem,
     certPem: signed.certPem,
+    certVersion: signed.certVersion,
     outPath: `${request.project}-${request.device}.zip`,
   })
   const bundle = Object.fromEntries(Object.entries(files).map(([name, content]) => [name, String(content)]))
