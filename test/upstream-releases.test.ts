@@ -1,4 +1,5 @@
-import {cp, readFile} from 'node:fs/promises'
+import {existsSync} from 'node:fs'
+import {cp, readFile, rm} from 'node:fs/promises'
 import {join} from 'node:path'
 
 import {expect} from 'chai'
@@ -74,6 +75,26 @@ for (const set of sets) {
       const up = await mesh.must('a', ['sync', 'up', '--detach'])
       expect(up.json).to.include({adopted: true, deviceId: id})
     })
+
+    if (set.syncthing.startsWith('syncthing-v2.')) {
+      it("up on a device upgraded from 1.x waits through Syncthing's database migration, reporting progress, never stopping it", async () => {
+        await mesh.must('a', ['down'])
+        // The 1.x database is there (the fake's work is done by Syncthing 1.19); without the 2.x one the next start migrates.
+        const syncthingHome = join(mesh.homes.a ?? '', 'syncthing')
+        expect(existsSync(join(syncthingHome, 'index-v0.14.0.db'))).to.equal(true)
+        await rm(join(syncthingHome, 'index-v2.db'), {recursive: true, force: true})
+        mesh.env.UPSTREAM_FAKE_MIGRATION_SECONDS = '8'
+        try {
+          const up = await mesh.must('a', ['up', '--detach'], 180_000)
+          const agentLog = await readFile(up.json.agent.logPath, 'utf8')
+          expect(agentLog).to.match(/syncthing is migrating its database to 2\.x \(do not stop it\): .*Still migrating folder/)
+          expect(existsSync(join(syncthingHome, 'index-v2.db'))).to.equal(true)
+          expect((await mesh.must('a', ['status'])).json.syncthing.reachable).to.equal(true)
+        } finally {
+          delete mesh.env.UPSTREAM_FAKE_MIGRATION_SECONDS
+        }
+      })
+    }
   })
 }
 

@@ -55,6 +55,7 @@ export default class Up extends ControlPlaneCommand<typeof Up> {
       nebulaTimeoutMs: parseDuration(this.flags.timeout, 'timeout') * 1000,
       intervalSeconds,
       interactive: this.interactive,
+      onProgress: (line) => this.logToStderr(`Syncthing is migrating its database to 2.x (do not stop it): ${line}`),
       env: {...(databaseUrl ? {VIDSYNC_DATABASE_URL: databaseUrl} : {}), ...(supabase ? {VIDSYNC_SUPABASE_URL: supabase.url} : {})},
     })
     for (const line of result.installed) this.log(`Installed: ${line}`)

@@ -28,6 +28,8 @@ export interface UpOptions {
   interactive?: boolean
   tools?: Tools
   platform?: Platform
+  /** Called with Syncthing's latest line while it migrates its database (first start of 2.x after 1.x). */
+  onProgress?: (line: string) => void
 }
 
 export interface ReconcileResult {
@@ -64,6 +66,8 @@ export interface AgentState {
   restarts: number
   lastPass?: ReconcileResult
   lastError?: string
+  /** Syncthing's latest line while it migrates its database to 2.x (never stopped meanwhile). */
+  migrating?: string
 }
 
 export interface ReconcileOptions {
@@ -219,7 +223,12 @@ export async function runAgent(options: AgentOptions): Promise<void> {
         listenAddresses: [`tcp://${project.overlayIp}:${syncthingPort}`],
         detached: false,
         tools: options.tools,
+        onProgress: (line) => {
+          state.migrating = line
+          options.log(`syncthing is migrating its database to 2.x (do not stop it): ${line}`)
+        },
       })
+      state.migrating = undefined
       state.syncthing = {deviceId: instance.deviceId, url: instance.url, pid: instance.pid, listenAddresses: instance.listenAddresses}
       return {
         exited: instance.exited ?? exitOf(instance.pid, platform),
@@ -355,11 +364,19 @@ export async function bringUp(options: UpOptions): Promise<UpResult> {
       logOwner: user.viaSudo ? user : undefined,
     })
   }
-  const deadline = Date.now() + 90_000
+  const firstPassMs = 90_000
+  let deadline = Date.now() + firstPassMs
   let state = await askAgent(dir, 'status', platform)
+  let reported: string | undefined
   while (!state?.ready && Date.now() < deadline) {
     await sleep(200)
     state = await askAgent(dir, 'status', platform)
+    // A migrating Syncthing bounds its own wait (2 h at most): while it reports progress, so do we.
+    if (state?.migrating !== undefined && state.migrating !== reported) {
+      reported = state.migrating
+      deadline = Date.now() + firstPassMs
+      options.onProgress?.(reported)
+    }
   }
   if (!state?.ready || !state.syncthing || !state.lastPass) {
     const why = state?.lastError ?? 'no answer'
