@@ -9,8 +9,8 @@ import {ControlPlane, SqlRpc} from '../src/lib/store/control-plane.js'
 import {loadMigrations, migrate} from '../src/lib/store/migrate.js'
 import {EmbeddedClient, PostgresClient, type SqlClient} from '../src/lib/store/sql-client.js'
 import {createThrowawayDatabase, type ThrowawayDatabase} from './helpers/postgres.js'
+import {type ApiRole, asRole as asRoleWith} from './helpers/roles.js'
 
-type Role = 'anon' | 'authenticated' | 'service_role'
 
 const tables = ['audit_log', 'certificates', 'devices', 'invites', 'ip_pool', 'join_requests', 'projects', 'redeem_attempts', 'schema_migrations', 'settings']
 const deviceFunctions = ['device_bundle', 'device_refresh', 'redeem_invite', 'schema_version']
@@ -33,37 +33,9 @@ async function rejection(promise: Promise<unknown>): Promise<VidsyncError & {cod
   throw new Error('expected the call to fail')
 }
 
-/**
- * A SqlClient whose every statement runs in its own transaction as `role`, with the settings
- * PostgREST makes: what a request through Supabase's API sees. `rollback` undoes even successes.
- */
-function asRole(pool: pg.Pool, role: Role, options: {source?: string; rollback?: boolean} = {}): SqlClient {
-  const client: SqlClient = {
-    async query<R>(text: string, params?: unknown[]): Promise<R[]> {
-      const connection = await pool.connect()
-      try {
-        await connection.query('BEGIN')
-        await connection.query("SELECT set_config('role', $1, true), set_config('request.headers', $2, true), set_config('request.jwt.claims', $3, true)", [
-          role,
-          JSON.stringify({'x-real-ip': options.source ?? '192.0.2.10'}),
-          JSON.stringify({role}),
-        ])
-        const result = await connection.query(text, params)
-        await connection.query(options.rollback ? 'ROLLBACK' : 'COMMIT')
-        return result.rows as R[]
-      } catch (error) {
-        await connection.query('ROLLBACK')
-        throw error
-      } finally {
-        connection.release()
-      }
-    },
-    exec: async (script) => void (await client.query(script)),
-    transaction: (work) => work(client),
-    close: async () => {},
-  }
-  return client
-}
+/** A request through the API as `role`, from `source` as the trusted proxy header reports it. */
+const asRole = (pool: pg.Pool, role: ApiRole, options: {source?: string; rollback?: boolean} = {}): SqlClient =>
+  asRoleWith(pool, role, {headers: {'x-real-ip': options.source ?? '192.0.2.10'}, rollback: options.rollback})
 
 describe('Supabase security model on Postgres with the Supabase roles', function () {
   this.timeout(120_000)
@@ -192,7 +164,7 @@ describe('Supabase security model on Postgres with the Supabase roles', function
     })
 
     /** Calls `fn` with NULL for every argument, as `role`, always rolled back: only the privilege check matters. */
-    async function probe(role: Role, fn: string): Promise<string | undefined> {
+    async function probe(role: ApiRole, fn: string): Promise<string | undefined> {
       const [info] = await owner.query<{n: number}>("SELECT pronargs AS n FROM pg_proc WHERE proname = $1 AND pronamespace = 'vidsync'::regnamespace", [fn])
       const nulls = Array.from({length: info?.n ?? 0}, () => 'NULL').join(', ')
       try {
@@ -454,7 +426,7 @@ describe('Supabase security model on PGlite', () => {
 
   after(async () => db?.close())
 
-  const as = <R>(role: Role, text: string, params: unknown[] = []) =>
+  const as = <R>(role: ApiRole, text: string, params: unknown[] = []) =>
     db.transaction(async (tx) => {
       await tx.query("SELECT set_config('role', $1, true)", [role])
       return tx.query<R>(text, params)
