@@ -20,6 +20,7 @@ import {
 } from '../src/lib/syncthing/managed.js'
 import {freePort, prepareTestHome, startTestSyncthing, stopTestSyncthings, waitFor, type TestSyncthing} from './helpers/syncthing.js'
 import {removeTempDirs, tempDir} from './helpers/temp.js'
+import {expectRejects} from './helpers/rejects.js'
 import {reconcileLoop, type ReconcileResult} from '../src/lib/up/up.js'
 
 // Valid device IDs of devices that never run here: Syncthing only dials them at 127.0.0.2/3.
@@ -27,15 +28,6 @@ const ghostX = 'P56IOI7-MZJNU2Y-IQGDREY-DM2MGTI-MGL3BXN-PQ6W5BM-TBBZ4TJ-XZWICQ2'
 const ghostY = 'GKF6NOQ-VKHFQUO-WCZDBGN-KESMGPJ-ALZOZXP-BMSQTTB-CZSX2RE-FR24VQC'
 const loopback = '127.0.0.0/8'
 
-async function expectRejects<E extends Error>(promise: Promise<unknown>, type: new (...args: never[]) => E): Promise<E> {
-  try {
-    await promise
-  } catch (error) {
-    expect(error).to.be.instanceOf(type)
-    return error as E
-  }
-  throw new Error(`expected a ${type.name}`)
-}
 
 const sha256 = async (path: string) => createHash('sha256').update(await readFile(path)).digest('hex')
 

@@ -22,19 +22,11 @@ import {lookup, minimumNebulaFor, nebulaTable, syncthingTable} from '../src/lib/
 import {nebulaCapabilities, parseVersionLine, syncthingCapabilities, toolVersion} from '../src/lib/versions/detect.js'
 import {createThrowawayDatabase} from './helpers/postgres.js'
 import {removeTempDirs, tempDir} from './helpers/temp.js'
+import {expectRejects} from './helpers/rejects.js'
 
 const fixtures = new URL('fixtures/upstream/', import.meta.url).pathname
 const fake = (release: string, tool: string) => join(fixtures, release, tool)
 
-async function rejects<E extends Error>(promise: Promise<unknown>, type: new (...args: never[]) => E): Promise<E> {
-  try {
-    await promise
-  } catch (error) {
-    expect(error).to.be.instanceOf(type)
-    return error as E
-  }
-  throw new Error(`expected a ${type.name}`)
-}
 
 describe('versions: tables, detection and tolerant parsers', function () {
   this.timeout(60_000)
@@ -121,7 +113,7 @@ describe('versions: tables, detection and tolerant parsers', function () {
       const newer = join(dir, 'newer')
       await writeFile(old, '#!/bin/sh\necho "Version: 1.5.2"\n', {mode: 0o755})
       await writeFile(newer, '#!/bin/sh\necho "Version: 1.12.0"\n', {mode: 0o755})
-      const error = await rejects(nebulaCapabilities('nebula', resolveTools({nebula: old})), MissingDependencyError)
+      const error = await expectRejects(nebulaCapabilities('nebula', resolveTools({nebula: old})), MissingDependencyError)
       expect(error.message).to.match(/nebula 1\.5\.2 .* is too old: vidsync supports nebula 1\.6 to 1\.11/)
       expect(error.exitCode).to.equal(8)
       const found = await nebulaCapabilities('nebula', resolveTools({nebula: newer}))
@@ -185,7 +177,7 @@ describe('versions: tables, detection and tolerant parsers', function () {
 
     it('ca init --cert-version 2 with nebula-cert 1.6.1 exits 8, naming the nebula it needs, and writes nothing', async () => {
       const home = await tempDir()
-      const error = await rejects(initCa({home, name: 'x', certVersion: 2}), MissingDependencyError)
+      const error = await expectRejects(initCa({home, name: 'x', certVersion: 2}), MissingDependencyError)
       expect(error.message).to.match(/nebula-cert 1\.6\.1 .* cannot create v2 certificates: they need nebula 1\.10\.0 or newer/)
       expect(error.exitCode).to.equal(8)
       expect(await readFile(join(home, 'ca', 'ca.crt')).catch(() => 'none')).to.equal('none')
@@ -193,7 +185,7 @@ describe('versions: tables, detection and tolerant parsers', function () {
 
     it('refuses v2 certificates on a device whose nebula is 1.6.1, accepts them with 1.10', async () => {
       const v2 = '-----BEGIN NEBULA CERTIFICATE V2-----\nAAAA\n-----END NEBULA CERTIFICATE V2-----\n'
-      const error = await rejects(requireCertSupport({pem: v2, what: 'bundle.zip', tool: 'nebula'}), MissingDependencyError)
+      const error = await expectRejects(requireCertSupport({pem: v2, what: 'bundle.zip', tool: 'nebula'}), MissingDependencyError)
       expect(error.message).to.equal(
         `bundle.zip holds v2 certificates, which nebula 1.6.1 (/usr/bin/nebula) cannot use: this project needs nebula 1.10.0 or newer`,
       )
@@ -231,10 +223,10 @@ describe('versions: tables, detection and tolerant parsers', function () {
         expect(await cp.recordCertVersion({project: 'certs', version: 1})).to.equal(1)
         expect(await cp.recordCertVersion({project: 'certs', version: 1})).to.equal(1)
         expect(await cp.projectCertVersion({project: 'certs'})).to.equal(1)
-        const error = await rejects(cp.recordCertVersion({project: 'certs', version: 2}), ConflictError)
+        const error = await expectRejects(cp.recordCertVersion({project: 'certs', version: 2}), ConflictError)
         expect(error.message).to.equal('project "certs" issues v1 certificates and this CA signs v2: its devices may not read v2 certificates')
         expect(error.exitCode).to.equal(4)
-        await rejects(cp.projectCertVersion({project: 'nope'}), NotFoundError)
+        await expectRejects(cp.projectCertVersion({project: 'nope'}), NotFoundError)
       })
     })
   }
@@ -252,7 +244,7 @@ describe('versions: tables, detection and tolerant parsers', function () {
         ['node.key', Buffer.from('-----BEGIN NEBULA X25519 PRIVATE KEY-----\nAAAA\n-----END NEBULA X25519 PRIVATE KEY-----\n')],
         ['nebula.yml', Buffer.from('pki: {}\n')],
       ])
-      const error = await rejects(installBundle({home, files, origin: 'newer.zip'}), MissingDependencyError)
+      const error = await expectRejects(installBundle({home, files, origin: 'newer.zip'}), MissingDependencyError)
       expect(error.message).to.match(/^newer\.zip holds v2 certificates, which nebula 1\.6\.1 .* cannot use: this project needs nebula 1\.10\.0 or newer$/)
       expect(error.hint).to.match(/install a newer nebula/)
       expect(await readdir(home)).not.to.include('projects')
@@ -325,7 +317,7 @@ describe('versions: tables, detection and tolerant parsers', function () {
       const address = server.address()
       const port = typeof address === 'object' && address ? address.port : 0
       const client = new SyncthingClient({url: `http://127.0.0.1:${port}`, apiKey: 'k'})
-      const error = await rejects(client.status(), SyncthingMigratingError)
+      const error = await expectRejects(client.status(), SyncthingMigratingError)
       expect(error).to.be.instanceOf(UnavailableError)
       expect(error.exitCode).to.equal(6)
       expect(error.progress).to.equal('2026-11-27 02:00:10 INF Still migrating folder (folder=abcd files=1000 blocks=4000 duration=10s log.pkg=syncthing)')
