@@ -236,7 +236,11 @@ describe('versions: tables, detection and tolerant parsers', function () {
 
     it('join refuses a bundle of v2 certificates with exit 8 before installing anything', async () => {
       const home = await tempDir()
-      const manifest = JSON.stringify({version: 1, project: 'newer', device: 'd', ip: '10.99.30.2'})
+      const manifest = JSON.stringify({
+        version: 1, project: 'newer', cidr: '10.99.30.0/24', device: 'd', ip: '10.99.30.2', groups: [], lighthouse: false,
+        fingerprint: 'a'.repeat(64), notAfter: '2030-01-01T00:00:00.000Z', operatorGeneratedKey: true,
+        lighthouses: [], peers: [], blocklist: [], issuedAt: '2026-11-27T00:00:00.000Z',
+      })
       const files = new Map([
         ['vidsync.json', Buffer.from(manifest)],
         ['ca.crt', Buffer.from(v2)],

@@ -406,7 +406,7 @@ export async function bringDown(options: {home: string; project?: string; uninst
   const nebula = await stopNebula({projectDir: dir, platform})
   let uninstalled: string[] = []
   if (options.uninstall) {
-    if (!(await platform.canCreateTun())) throw new PermissionError('removing the nebula service needs administrator rights: run `sudo vidsync down --uninstall`')
+    if (!(await platform.canCreateTun())) throw new PermissionError('removing the nebula service needs administrator rights', {hint: 'run `sudo vidsync down --uninstall`'})
     uninstalled = await uninstallNebulaService({home: options.home, projectDir: dir, user: platform.invokingUser(), platform})
   }
   return {loopStopped: agent !== undefined, syncthing, nebula, uninstalled}
