@@ -300,7 +300,7 @@ describe('hardening: homes, output paths, keys and the embedded lock', function 
     expect((await readdir(dir)).sort()).to.deep.equal(['plain-file'])
   })
 
-  it('takes over an empty or dead lock, and says which pid it waits for', async () => {
+  it('takes over an empty or dead lock or one whose PID was reused, and says which pid it waits for', async () => {
     const home = await tempDir()
     expect((await cli(['project', 'list', '--json'], {VIDSYNC_HOME: home}, slow)).exitCode).to.equal(0)
     const lock = join(home, 'db.lock')
@@ -314,6 +314,16 @@ describe('hardening: homes, output paths, keys and the embedded lock', function 
     await dead
     await writeFile(lock, String(dead.pid))
     expect((await cli(['project', 'list', '--json'], {VIDSYNC_HOME: home}, slow)).exitCode).to.equal(0)
+    // A crashed holder whose PID a later process reuses: the start time tells them apart.
+    const reused = execa('sleep', ['600'])
+    const reusedEnded = reused.catch(() => undefined) // killed below: its rejection is expected
+    try {
+      await writeFile(lock, `${reused.pid}\nan earlier start`)
+      expect((await cli(['project', 'list', '--json'], {VIDSYNC_HOME: home}, {...slow, timeoutMs: 25_000})).exitCode).to.equal(0)
+    } finally {
+      reused.kill()
+      await reusedEnded
+    }
     // A live holder: the command says which pid it waits for; once the holder is gone, it runs.
     const holder = execa('sleep', ['600'])
     const holderEnded = holder.catch(() => undefined) // killed below: its rejection is expected
