@@ -18,6 +18,12 @@ export interface RefreshResult {
   nebulaReloaded: boolean
 }
 
+/** Key order aside (the manifest normalises it, the control plane's JSON has its own), the same entries in the same order. */
+function sameEntries(ours: object[], theirs: object[]): boolean {
+  const canonical = (entries: object[]) => JSON.stringify(entries.map((entry) => Object.entries(entry).sort(([a], [b]) => a.localeCompare(b))))
+  return canonical(ours) === canonical(theirs)
+}
+
 /**
  * Heartbeat and refresh for a device that joined with an invite: the control plane's current
  * peers, blocklist and lighthouses go into the project's manifest (the reconcile pass shares
@@ -44,8 +50,8 @@ export async function refreshFromControlPlane(options: {
 
   let project = await JoinedProject.find({home: options.home, project: options.project})
   const {manifest} = project
-  const peersChanged = JSON.stringify(manifest.peers) !== JSON.stringify(refresh.peers)
-  let lighthousesChanged = JSON.stringify(manifest.lighthouses) !== JSON.stringify(refresh.lighthouses)
+  const peersChanged = !sameEntries(manifest.peers, refresh.peers)
+  let lighthousesChanged = !sameEntries(manifest.lighthouses, refresh.lighthouses)
   const blocklist = [...refresh.blocklist].sort()
   const blocklistChanged = JSON.stringify([...manifest.blocklist].sort()) !== JSON.stringify(blocklist)
   let lighthousesRefused: string | undefined
