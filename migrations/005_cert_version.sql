@@ -19,8 +19,10 @@ BEGIN
   IF p_version IS NULL OR p_version NOT IN (1, 2) THEN
     RAISE EXCEPTION 'certificate version must be 1 or 2, not %', coalesce(p_version::text, 'NULL') USING ERRCODE = 'VS400';
   END IF;
-  -- Row lock: two operators issuing the first certificates at once agree on one version.
-  SELECT p.cert_version INTO v_current FROM vidsync.projects p WHERE p.id = v_id FOR UPDATE;
+  -- Row lock: two operators issuing the first certificates at once agree on one version. NO KEY
+  -- UPDATE, not UPDATE: concurrent registrations already hold KEY SHARE on this row (their device
+  -- rows reference it), and FOR UPDATE would deadlock with them.
+  SELECT p.cert_version INTO v_current FROM vidsync.projects p WHERE p.id = v_id FOR NO KEY UPDATE;
   IF v_current IS NULL THEN
     UPDATE vidsync.projects p SET cert_version = p_version WHERE p.id = v_id;
     PERFORM vidsync.audit('project.cert_version', v_id, NULL, NULL, jsonb_build_object('cert_version', p_version));
