@@ -342,7 +342,10 @@ describe('syncthing (real syncthing on 127.0.0.1)', function () {
       // a joined project "demo" (127.0.0.0/8 standing in for its network) with no peers yet.
       const project = join(a.home, 'projects', 'demo')
       await mkdir(project, {recursive: true})
-      const manifest = {version: 1, project: 'demo', cidr: loopback, device: 'a', ip: '127.0.0.1', peers: [], lighthouses: []}
+      const manifest = {
+        version: 1, project: 'demo', cidr: loopback, device: 'a', ip: '127.0.0.1', groups: [], lighthouse: false, fingerprint: 'a'.repeat(64),
+        notAfter: '2030-01-01T00:00:00.000Z', operatorGeneratedKey: false, lighthouses: [], blocklist: [], peers: [], issuedAt: '2026-11-27T00:00:00.000Z',
+      }
       await writeFile(join(project, 'vidsync.json'), JSON.stringify(manifest))
       const d = await startTestSyncthing()
       // Every long poll the loop makes, to tell when it is blocked waiting on Syncthing's events.
@@ -404,7 +407,11 @@ describe('syncthing (real syncthing on 127.0.0.1)', function () {
       const home = a.home
       const project = join(home, 'projects', 'demo')
       await mkdir(project, {recursive: true})
-      const manifest = {version: 1, project: 'demo', cidr: loopback, device: 'a', ip: '127.0.0.1', peers: [{name: 'x', ip: '127.0.0.2', syncthingId: ghostX}, {name: 'later', ip: '127.0.0.9', syncthingId: null}], lighthouses: []}
+      const manifest = {
+        version: 1, project: 'demo', cidr: loopback, device: 'a', ip: '127.0.0.1', groups: [], lighthouse: false,
+        fingerprint: 'a'.repeat(64), notAfter: '2030-01-01T00:00:00.000Z', operatorGeneratedKey: false, lighthouses: [], blocklist: [],
+        peers: [{name: 'x', ip: '127.0.0.2', syncthingId: ghostX}, {name: 'later', ip: '127.0.0.9', syncthingId: null}], issuedAt: '2026-11-27T00:00:00.000Z',
+      }
       await writeFile(join(project, 'vidsync.json'), JSON.stringify(manifest))
       const dir = join(await tempDir(), 'Renders')
       await mkdir(dir)

@@ -188,12 +188,16 @@ async function assertCanListen(host: string, port: number, what: string, hint: s
   if (error) throw new InvalidInputError(`${what} ${host}:${port} cannot be used: ${error.message}`)
 }
 
-/** The PID of the running managed instance (the process recorded at start, same start time); a stale pid file is removed. */
+/**
+ * The PID of the running managed instance (the process recorded at start, same start time). A
+ * stale pid file is removed: its process is gone, its PID now names another process, or it holds
+ * no start time (empty, or a PID alone as older vidsync wrote it) and so proves nothing.
+ */
 async function runningPid(vidsyncHome: string): Promise<number | undefined> {
   const paths = managedPaths(vidsyncHome)
   const identity = await readIdentity(paths.pid)
   if (identity && (await currentPlatform().isRunning(identity))) return identity.pid
-  if (identity) await rm(paths.pid, {force: true})
+  await rm(paths.pid, {force: true})
   return undefined
 }
 
@@ -367,7 +371,8 @@ export async function startManagedSyncthing(options: StartManagedOptions): Promi
   let ended = false
   const pidWritten = currentPlatform()
     .processIdentity(daemon.pid)
-    .then((identity) => writeFileAtomic(paths.pid, identity ? identityText(identity) : '', 0o600))
+    // Gone already (it failed at once): no pid file to leave behind.
+    .then((identity) => (identity ? writeFileAtomic(paths.pid, identityText(identity), 0o600) : undefined))
   const exited = daemon.exited.then(async (result) => {
     ended = true
     await pidWritten.catch(() => undefined)
