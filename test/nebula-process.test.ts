@@ -43,7 +43,8 @@ describe('nebula process (real nebula between network namespaces)', function () 
   }): Promise<Joined> {
     const dir = join(options.home, 'projects', options.project)
     await mkdir(dir, {recursive: true, mode: 0o700})
-    const signed = await signDevice({home: caHome, name: `${options.project}-${options.ip}`, ip: options.ip, prefixLength: 24, generateKey: true})
+    const device = `${options.project}-${options.ip.replaceAll('.', '-')}`
+    const signed = await signDevice({home: caHome, name: device, ip: options.ip, prefixLength: 24, generateKey: true})
     await writeFile(join(dir, 'ca.crt'), await readFile(caPaths(caHome).certPath))
     await writeFile(join(dir, 'node.crt'), signed.certPem)
     await writeFile(join(dir, 'node.key'), signed.privateKeyPem ?? '', {mode: 0o600})
@@ -59,7 +60,11 @@ describe('nebula process (real nebula between network namespaces)', function () 
     })
     // renderNebulaConfig always listens on 0.0.0.0; the crash test needs an address the namespace lacks.
     await writeFile(join(dir, 'nebula.yml'), config.replace('host: 0.0.0.0', `host: ${options.listenHost ?? '0.0.0.0'}`))
-    const manifest = {project: options.project, cidr, device: `${options.project}-${options.ip}`, ip: options.ip, lighthouses: [{...lighthouse, relay: false}], peers: []}
+    const manifest = {
+      version: 1, project: options.project, cidr, device, ip: options.ip, groups: [], lighthouse: options.amLighthouse ?? false,
+      fingerprint: signed.fingerprint, notAfter: signed.notAfter, operatorGeneratedKey: true, lighthouses: [{...lighthouse, relay: false}], peers: [], blocklist: [],
+      issuedAt: new Date().toISOString(),
+    }
     await writeFile(join(dir, 'vidsync.json'), JSON.stringify(manifest))
     return {home: options.home, dir}
   }
