@@ -88,7 +88,7 @@ describe('e2e: a non-root user follows the README with sudo', function () {
     const mine = join(home, 'u.zip')
     await copyFile(bundle, mine)
     await execa('chown', [`${uid}:${gid}`, mine])
-    await mustAsUser(['join', mine])
+    await mustAsUser(['join', mine, '--ca-fingerprint', mesh.caFingerprint]) // the fingerprint the operator's `ca show` gives
 
     // Without sudo rights, `up` cannot get the one elevated step: one clear line, exit 9, nothing started.
     const refused = await asUser(['up', '--detach'])
