@@ -3,6 +3,7 @@ import {join} from 'node:path'
 import {build} from 'plist'
 
 import {posixControlAddress, posixElevate, posixInvokingUser, posixPrivacyProblem, posixTerminate, sighup} from './posix.js'
+import {interfaceHolding, sameProcessRunning} from './host.js'
 import type {HostDeps, Platform, ProcessIdentity, ServiceDefinition, ServiceSpec, User} from './types.js'
 
 /** `ps -o stat= -o lstart= -p PID` (ps(1) on macOS): "Ss   Thu Nov 26 09:14:03 2026", nothing when no such process. */
@@ -64,19 +65,14 @@ export function darwinPlatform(deps: HostDeps): Platform {
     defaultHome: (user) => join(user.home, 'Library', 'Application Support', 'vidsync'),
     canCreateTun: async () => deps.uid === 0,
     tunProblem: async () => undefined,
-    overlayInterface(project) {
-      const found = Object.entries(deps.interfaces()).find(([, addresses]) => addresses?.some((address) => address.address === project.overlayIp))
-      return found?.[0]
-    },
+    overlayInterface: (project) => interfaceHolding(deps, project.overlayIp),
     // macOS ping: -t is the whole run's timeout in seconds.
     pingCommand: (ip, timeoutMs) => ['ping', '-n', '-q', '-c', '1', '-t', String(Math.max(1, Math.round(timeoutMs / 1000))), ip],
     executable: (name) => name,
     makePrivate: (path) => deps.chmod(path, 0o600),
     privacyProblem: (path) => posixPrivacyProblem(deps, path),
     processIdentity,
-    async isRunning(identity) {
-      return (await processIdentity(identity.pid))?.startedAt === identity.startedAt
-    },
+    isRunning: sameProcessRunning(processIdentity),
     pidExists: (pid) => deps.signal(pid, 0) !== 'gone',
     terminate: (pid, force) => posixTerminate(deps, pid, force),
     reloadNebula: async (target) => sighup(deps, target.pid),

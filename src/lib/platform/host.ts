@@ -5,7 +5,7 @@ import {availableParallelism, homedir, networkInterfaces, userInfo} from 'node:o
 
 import {execa} from 'execa'
 
-import type {HostDeps, ProgramResult} from './types.js'
+import type {HostDeps, ProcessIdentity, ProgramResult} from './types.js'
 
 /** The real machine: processes, files, signals and environment of this host. */
 export function hostDeps(): HostDeps {
@@ -47,3 +47,14 @@ export function hostDeps(): HostDeps {
     cpuCount: availableParallelism(),
   }
 }
+
+/** The interface holding `ip`, whatever its name (macOS utunN, a Windows adapter). */
+export function interfaceHolding(deps: HostDeps, ip: string): string | undefined {
+  return Object.entries(deps.interfaces()).find(([, addresses]) => addresses?.some((address) => address.address === ip))?.[0]
+}
+
+/** Whether the process `identity` names still runs: same PID and the same start time as the OS reports it now. */
+export const sameProcessRunning =
+  (processIdentity: (pid: number) => Promise<ProcessIdentity | undefined>) =>
+  async (identity: ProcessIdentity): Promise<boolean> =>
+    (await processIdentity(identity.pid))?.startedAt === identity.startedAt

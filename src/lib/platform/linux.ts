@@ -1,6 +1,7 @@
 import {join} from 'node:path'
 
 import {posixControlAddress, posixElevate, posixInvokingUser, posixPrivacyProblem, posixTerminate, sighup} from './posix.js'
+import {sameProcessRunning} from './host.js'
 import type {HostDeps, Platform, ProcessIdentity, ServiceDefinition, ServiceSpec, User} from './types.js'
 
 const capNetAdmin = 12n
@@ -97,9 +98,7 @@ export function linuxPlatform(deps: HostDeps): Platform {
     makePrivate: (path) => deps.chmod(path, 0o600),
     privacyProblem: (path) => posixPrivacyProblem(deps, path),
     processIdentity,
-    async isRunning(identity) {
-      return (await processIdentity(identity.pid))?.startedAt === identity.startedAt
-    },
+    isRunning: sameProcessRunning(processIdentity),
     pidExists(pid) {
       if (deps.signal(pid, 0) === 'gone') return false
       const stat = parseProcStat(deps.readFileSync(`/proc/${pid}/stat`) ?? '')

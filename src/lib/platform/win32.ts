@@ -1,6 +1,7 @@
 import {createHash} from 'node:crypto'
 import {win32} from 'node:path'
 
+import {interfaceHolding, sameProcessRunning} from './host.js'
 import type {HostDeps, Platform, ProcessIdentity, ServiceDefinition, ServiceSpec} from './types.js'
 
 const powershell = (command: string) => ['powershell.exe', '-NoProfile', '-NonInteractive', '-Command', command]
@@ -79,10 +80,7 @@ export function win32Platform(deps: HostDeps): Platform {
       for (const candidate of candidates) if (await deps.exists(candidate)) return undefined
       return `wintun.dll is missing: nebula needs it at ${candidates[0]} (from nebula's Windows release zip, or https://www.wintun.net/)`
     },
-    overlayInterface(project) {
-      const found = Object.entries(deps.interfaces()).find(([, addresses]) => addresses?.some((address) => address.address === project.overlayIp))
-      return found?.[0]
-    },
+    overlayInterface: (project) => interfaceHolding(deps, project.overlayIp),
     pingCommand: (ip, timeoutMs) => ['ping', '-n', '1', '-w', String(timeoutMs), ip],
     executable: (name) => (name.toLowerCase().endsWith('.exe') ? name : `${name}.exe`),
     async makePrivate(path) {
@@ -98,9 +96,7 @@ export function win32Platform(deps: HostDeps): Platform {
       return `${path} is readable by others (${others.map((entry) => entry.principal).join(', ')}): run icacls "${path}" /inheritance:r /grant:r ${deps.userName()}:(F) *S-1-5-18:(F)`
     },
     processIdentity,
-    async isRunning(identity) {
-      return (await processIdentity(identity.pid))?.startedAt === identity.startedAt
-    },
+    isRunning: sameProcessRunning(processIdentity),
     pidExists: (pid) => deps.signal(pid, 0) !== 'gone',
     async terminate(pid, force) {
       await run(['taskkill', ...(force ? ['/F'] : []), '/PID', String(pid)])
