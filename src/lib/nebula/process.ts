@@ -264,7 +264,13 @@ export async function reloadNebula(options: {projectDir: string; platform?: Plat
   const platform = options.platform ?? currentPlatform()
   if ((await askNebulaService(options.projectDir, 'reload', platform)) !== undefined) return true
   const identity = await runningIdentity(projectPaths(options.projectDir).pidPath, platform)
-  return identity ? platform.reloadNebula({pid: identity.pid}) : false
+  if (identity) return platform.reloadNebula({pid: identity.pid})
+  // Run by the service manager without vidsync's supervisor (the SCM runs nebula.exe on Windows): ask the manager.
+  if (await platform.serviceManagerProblem('system')) return false
+  const project = basename(options.projectDir)
+  const service = platform.nebulaService({project, command: [platform.executable('nebula')], logPath: join(options.projectDir, 'nebula-service.log'), description: ''})
+  const state = await platform.serviceState(service)
+  return state.running ? platform.reloadNebula({...(state.pid ? {pid: state.pid} : {}), service: service.name}) : false
 }
 
 export interface StoppedNebula {
