@@ -105,9 +105,10 @@ describe('services: install, start, uninstall through the service manager', () =
       await writeFile(unit.path ?? '', older)
       const error = await expectRejects(installService(unit, {platform: linux}), ConflictError)
       expect(error.exitCode).to.equal(4)
-      expect(error.message).to.equal(`vidsync-nebula-studio.service (${unit.path}) is installed from an older vidsync or with other settings; it was left as it is`)
+      expect(error.message).to.equal(
+        `vidsync-nebula-studio.service (${unit.path}) is installed from an older vidsync or with other settings and was left as it is: remove it with \`sudo vidsync down --uninstall\`, then run \`vidsync up\` again`,
+      )
       expect(error.message).not.to.contain('\n')
-      expect(error.hint).to.contain('`sudo vidsync down --uninstall`')
       expect(await readFile(unit.path ?? '', 'utf8')).to.equal(older)
       expect(host.calls.map((argv) => argv[1])).to.deep.equal(['show'])
     })

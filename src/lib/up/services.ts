@@ -87,9 +87,9 @@ export async function installService(
   const where = definition.path ? ` (${definition.path})` : ''
   const state = await platform.serviceState(definition, options.user)
   if (isStale(definition, state)) {
-    throw new ConflictError(`${definition.name}${where} is installed from an older vidsync or with other settings; it was left as it is`, {
-      hint: 'remove it with `sudo vidsync down --uninstall` (an elevated prompt on Windows), then run `vidsync up` again',
-    })
+    throw new ConflictError(
+      `${definition.name}${where} is installed from an older vidsync or with other settings and was left as it is: remove it with \`sudo vidsync down --uninstall\`, then run \`vidsync up\` again`,
+    )
   }
   if (state.installed && state.running) return {name: definition.name, action: 'running', line: `${definition.name} runs already (${definition.manager})`}
   if (state.installed) {
