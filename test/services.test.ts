@@ -106,7 +106,7 @@ describe('services: install, start, uninstall through the service manager', () =
       const error = await expectRejects(installService(unit, {platform: linux}), ConflictError)
       expect(error.exitCode).to.equal(4)
       expect(error.message).to.equal(
-        `vidsync-nebula-studio.service (${unit.path}) is installed from an older vidsync or with other settings and was left as it is: remove it with \`sudo vidsync down --uninstall\`, then run \`vidsync up\` again`,
+        `vidsync-nebula-studio.service (${unit.path}) is installed from an older vidsync or with other settings and was left as it is: remove it as root with \`vidsync down --uninstall\`, then run \`vidsync up\` again`,
       )
       expect(error.message).not.to.contain('\n')
       expect(await readFile(unit.path ?? '', 'utf8')).to.equal(older)

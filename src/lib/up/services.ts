@@ -88,7 +88,7 @@ export async function installService(
   const state = await platform.serviceState(definition, options.user)
   if (isStale(definition, state)) {
     throw new ConflictError(
-      `${definition.name}${where} is installed from an older vidsync or with other settings and was left as it is: remove it with \`sudo vidsync down --uninstall\`, then run \`vidsync up\` again`,
+      `${definition.name}${where} is installed from an older vidsync or with other settings and was left as it is: remove it as root with \`vidsync down --uninstall\`, then run \`vidsync up\` again`,
     )
   }
   if (state.installed && state.running) return {name: definition.name, action: 'running', line: `${definition.name} runs already (${definition.manager})`}
