@@ -10,40 +10,13 @@ import {hostDeps, type HostDeps, platformFor} from '../src/lib/platform/index.js
 import {hasNetAdmin, parseProcStat, parseSystemctlShow, passwdHome} from '../src/lib/platform/linux.js'
 import type {ProgramResult} from '../src/lib/platform/types.js'
 import {parseIcacls, scBinaryPath, schtasksField, schtasksStatus, windowsCommandLine} from '../src/lib/platform/win32.js'
+import {fakeHost} from './helpers/host.js'
 import {removeTempDirs, tempDir} from './helpers/temp.js'
 
 const fixture = (name: string) => readFileSync(new URL(`fixtures/platform/${name}`, import.meta.url), 'utf8')
 
 const ok = (stdout: string): ProgramResult => ({stdout, stderr: '', exitCode: 0, missing: false})
 const failed = (exitCode: number, stderr = ''): ProgramResult => ({stdout: '', stderr, exitCode, missing: false})
-
-/** A host whose programs answer from recorded outputs; every call is kept to check the argv. */
-function fakeHost(answers: (argv: string[]) => ProgramResult, overrides: Partial<HostDeps> = {}): HostDeps & {calls: string[][]} {
-  const calls: string[][] = []
-  const run = (file: string, args: string[]) => {
-    calls.push([file, ...args])
-    return answers([file, ...args])
-  }
-  return {
-    env: {},
-    homedir: () => '/Users/alice',
-    userName: () => 'alice',
-    uid: 501,
-    gid: 20,
-    run: async (file, args) => run(file, args),
-    runSync: run,
-    readFile: async () => undefined,
-    readFileSync: () => undefined,
-    exists: async () => false,
-    chmod: async () => undefined,
-    fileMode: async () => undefined,
-    signal: () => 'gone',
-    interfaces: () => ({}),
-    cpuCount: 2,
-    calls,
-    ...overrides,
-  }
-}
 
 /** CommandLineToArgvW's rules (Microsoft Learn, "Parsing C command-line arguments"): how Windows splits a service's command line. */
 function commandLineToArgv(line: string): string[] {

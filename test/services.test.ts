@@ -10,6 +10,7 @@ import {type HostDeps, platformFor} from '../src/lib/platform/index.js'
 import type {OsName, ProgramResult, ServiceSpec} from '../src/lib/platform/types.js'
 import {agentServiceDefinition, installService, reportService, uninstallService} from '../src/lib/up/services.js'
 import {bringDown} from '../src/lib/up/up.js'
+import {fakeHost} from './helpers/host.js'
 import {expectRejects} from './helpers/rejects.js'
 import {removeTempDirs, tempDir} from './helpers/temp.js'
 
@@ -22,32 +23,16 @@ const failed = (exitCode: number, stderr = '', stdout = ''): ProgramResult => ({
  * naming its source): every program call is kept, definitions are written below `serviceRoot`.
  */
 function managedHost(root: string, answer: (argv: string[]) => ProgramResult, overrides: Partial<HostDeps> = {}): HostDeps & {calls: string[][]} {
-  const calls: string[][] = []
-  const run = (file: string, args: string[]) => {
-    calls.push([file, ...args])
-    return answer([file, ...args])
-  }
-  return {
-    env: {},
+  return fakeHost(answer, {
     homedir: () => join(root, 'home', 'alice'),
-    userName: () => 'alice',
     uid: 0,
     gid: 0,
-    run: async (file, args) => run(file, args),
-    runSync: run,
     readFile: (path) => readFile(path, 'utf8').catch(() => undefined),
-    readFileSync: () => undefined,
     // systemd is PID 1 and alice's user manager runs.
     exists: async (path) => path === '/run/systemd/system' || path.startsWith('/run/user/'),
-    chmod: async () => undefined,
-    fileMode: async () => undefined,
-    signal: () => 'gone',
-    interfaces: () => ({}),
-    cpuCount: 2,
     serviceRoot: root,
-    calls,
     ...overrides,
-  }
+  })
 }
 
 const spec = (command: string[]): ServiceSpec => ({project: 'studio', command, logPath: '/var/log/x.log', description: 'vidsync: Nebula overlay for project studio'})
