@@ -300,6 +300,10 @@ describe('platform layer', () => {
       expect(create.slice(0, 5)).to.deep.equal(['schtasks', '/Create', '/TN', 'vidsync\\studio', '/TR'])
       expect(commandLineToArgv(create[5] ?? '')).to.deep.equal(command)
       expect(create.slice(6)).to.deep.equal(['/SC', 'ONLOGON', '/RL', 'LIMITED', '/F'])
+      expect(task.install[1]?.at(-1)).to.equal(
+        "Set-ScheduledTask -TaskPath '\\vidsync\\' -TaskName 'studio' -Settings (New-ScheduledTaskSettingsSet -ExecutionTimeLimit ([TimeSpan]::Zero) -RestartCount 999 -RestartInterval (New-TimeSpan -Minutes 1)) | Out-Null",
+      )
+      expect(task.install.at(-1)).to.deep.equal(['schtasks', '/Run', '/TN', 'vidsync\\studio'])
       expect(schtasksStatus(fixture('schtasks-query.txt'))).to.equal('Running')
       expect(await win.serviceState(task)).to.deep.equal({installed: true, running: false, state: 'Ready', fingerprint: schtasksField(fixture('schtasks-query-verbose.txt'), 'Task To Run')})
       expect(host.calls.at(-1)).to.deep.equal(['schtasks', '/Query', '/TN', 'vidsync\\studio', '/FO', 'LIST', '/V'])

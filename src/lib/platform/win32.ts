@@ -180,6 +180,12 @@ export function win32Platform(deps: HostDeps): Platform {
         // Runs as the user who creates it, at their logon, without elevation (/RL LIMITED).
         install: [
           ['schtasks', '/Create', '/TN', name, '/TR', command, '/SC', 'ONLOGON', '/RL', 'LIMITED', '/F'],
+          // schtasks /Create stops a task after 72 hours and never restarts it: no time limit, and
+          // started again a minute after it fails (New-ScheduledTaskSettingsSet, Microsoft Learn).
+          powershell(
+            `Set-ScheduledTask -TaskPath '\\vidsync\\' -TaskName ${powershellString(spec.project)} -Settings ` +
+              '(New-ScheduledTaskSettingsSet -ExecutionTimeLimit ([TimeSpan]::Zero) -RestartCount 999 -RestartInterval (New-TimeSpan -Minutes 1)) | Out-Null',
+          ),
           ['schtasks', '/Run', '/TN', name],
         ],
         start: [['schtasks', '/Run', '/TN', name]],
