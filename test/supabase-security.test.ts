@@ -12,7 +12,7 @@ import {createThrowawayDatabase, type ThrowawayDatabase} from './helpers/postgre
 import {type ApiRole, asRole as asRoleWith} from './helpers/roles.js'
 
 
-const tables = ['audit_log', 'certificates', 'devices', 'invites', 'ip_pool', 'join_requests', 'projects', 'project_changes', 'project_versions', 'redeem_attempts', 'schema_migrations', 'settings']
+const tables = ['audit_log', 'certificates', 'devices', 'invites', 'ip_pool', 'join_requests', 'project_changes', 'project_versions', 'projects', 'redeem_attempts', 'schema_migrations', 'settings']
 const deviceFunctions = ['device_bundle', 'device_refresh', 'device_sync', 'redeem_invite', 'schema_version']
 const operatorFunctions = [
   'allocate_ip', 'approve_join_request', 'audit', 'change_retention', 'check_groups', 'check_name', 'create_invite', 'create_project', 'device_changed', 'device_conflict',
