@@ -161,6 +161,7 @@ describe('versioned project state (migration 007)', function () {
     const victims = []
     for (const name of ['race-v1', 'race-v2', 'race-v3']) victims.push(await joinedDevice('alpha', name))
     const start = await full(watcher.token)
+    const startVersion = Number(start.version)
     const names = Array.from({length: 12}, (_, i) => `race-n${i}`)
     // Each change in its own transaction on its own connection, held open a random moment.
     const inTransaction = async (work: (client: pg.PoolClient) => Promise<unknown>) => {
@@ -190,14 +191,14 @@ describe('versioned project state (migration 007)', function () {
     ])
     const expected = names.length + victims.length + 1
     const end = await version('alpha')
-    expect(end).to.equal(start.version + expected)
+    expect(end).to.equal(startVersion + expected)
     const versions = await owner.query<{version: string; subjects: string[]}>(
       `SELECT c.version, array_agg(DISTINCT c.subject) AS subjects FROM vidsync.project_changes c JOIN vidsync.projects p ON p.id = c.project_id
         WHERE p.name = 'alpha' AND c.version > $1 AND c.kind IN ('peer', 'lighthouse') GROUP BY c.version ORDER BY c.version`,
       [start.version],
     )
     // One version per transaction, none skipped, none shared.
-    expect(versions.map((row) => Number(row.version))).to.deep.equal(Array.from({length: expected}, (_, i) => start.version + 1 + i))
+    expect(versions.map((row) => Number(row.version))).to.deep.equal(Array.from({length: expected}, (_, i) => startVersion + 1 + i))
     expect(versions.every((row) => row.subjects.length === 1)).to.equal(true)
     const delta = expectState(await sync(watcher.token, start.version), 'delta') as Delta
     expect(delta.peers.map((peer) => peer.name)).to.include.members(names)
