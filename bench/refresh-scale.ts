@@ -108,9 +108,8 @@ export const run: BenchRun = async ({log}) => {
       await migrate(owner, await loadMigrations())
       const [{seconds: heartbeatS} = {seconds: 300}] = await owner.query<{seconds: number}>('SELECT vidsync.heartbeat_seconds() AS seconds')
       // Devices come as anon, like Supabase's anon key; each call is one statement, as PostgREST makes it.
-      const pool = new pg.Pool({connectionString: url, max: CONCURRENCY})
+      const pool = new pg.Pool({connectionString: url, max: CONCURRENCY, options: '-c role=anon'})
       pool.on('error', () => {})
-      pool.on('connect', (client) => void client.query('SET ROLE anon'))
       const standIn = await startPostgrestStandIn({databaseUrl: url})
       const body = async (fn: string, args: unknown[]) => {
         const placeholders = args.map((_, i) => `$${i + 1}`).join(', ')

@@ -157,13 +157,20 @@ BEGIN
 END $$;
 
 -- The project's active peers as a device sees them (itself left out), of some names or all.
+-- Named ones are looked up by name (devices_live_name), not by scanning the project.
 CREATE FUNCTION vidsync.project_peers(p_project_id bigint, p_self bigint, p_names text[] DEFAULT NULL) RETURNS jsonb
-LANGUAGE sql STABLE SET search_path = '' AS $$
-  SELECT coalesce(jsonb_agg(jsonb_build_object('name', d.name, 'ip', host(d.ip), 'syncthingId', d.syncthing_id) ORDER BY d.ip), '[]')
-    FROM vidsync.devices d
-   WHERE d.project_id = p_project_id AND d.status = 'active' AND NOT d.lighthouse AND d.id <> p_self
-     AND (p_names IS NULL OR d.name = ANY (p_names));
-$$;
+LANGUAGE plpgsql STABLE SET search_path = '' AS $$
+BEGIN
+  IF p_names IS NULL THEN
+    RETURN (SELECT coalesce(jsonb_agg(jsonb_build_object('name', d.name, 'ip', host(d.ip), 'syncthingId', d.syncthing_id) ORDER BY d.ip), '[]')
+              FROM vidsync.devices d
+             WHERE d.project_id = p_project_id AND d.status = 'active' AND NOT d.lighthouse AND d.id <> p_self);
+  END IF;
+  RETURN (SELECT coalesce(jsonb_agg(jsonb_build_object('name', d.name, 'ip', host(d.ip), 'syncthingId', d.syncthing_id) ORDER BY d.ip), '[]')
+            FROM unnest(p_names) n (name)
+            JOIN vidsync.devices d ON d.project_id = p_project_id AND d.name = n.name AND d.status <> 'released'
+           WHERE d.status = 'active' AND NOT d.lighthouse AND d.id <> p_self);
+END $$;
 
 -- Applies a heartbeat (at most every heartbeat_seconds) and a Syncthing ID a device publishes;
 -- answers the device row. Shared by device_refresh and device_sync.
@@ -249,6 +256,7 @@ DECLARE
   v_lighthouses boolean;
   v_blocked text[];
   v_unblocked text[];
+  v_peers jsonb;
 BEGIN
   IF v_device.status IS DISTINCT FROM 'active' THEN
     RETURN QUERY SELECT 'full'::text, NULL::bigint,
@@ -278,18 +286,18 @@ BEGIN
     FROM vidsync.project_changes c
    WHERE c.project_id = v_device.project_id AND c.version > p_known_version;
   v_names := array_remove(v_names, v_device.name);
+  v_peers := vidsync.project_peers(v_device.project_id, v_device.id, v_names);
   RETURN QUERY
   SELECT 'delta'::text, v_versions.version,
          jsonb_build_object(
            'status', v_device.status,
-           'peers', p.peers,
+           'peers', v_peers,
            'removed', (SELECT to_jsonb(coalesce(array_agg(x.name ORDER BY x.name), '{}')) FROM unnest(v_names) x (name)
-                        WHERE NOT p.peers @> jsonb_build_array(jsonb_build_object('name', x.name))),
+                        WHERE NOT v_peers @> jsonb_build_array(jsonb_build_object('name', x.name))),
            'blocklistAdded', to_jsonb(ARRAY(SELECT unnest(v_blocked) EXCEPT SELECT unnest(v_unblocked) ORDER BY 1)),
            'blocklistRemoved', to_jsonb(v_unblocked))
          || CASE WHEN v_lighthouses THEN (SELECT jsonb_build_object('lighthouses', n.lighthouses) FROM vidsync.project_network(v_project) n)
-                 ELSE '{}'::jsonb END
-    FROM (SELECT vidsync.project_peers(v_device.project_id, v_device.id, v_names) AS peers) p;
+                 ELSE '{}'::jsonb END;
 END $$;
 
 -- reclaim_stale (003) reads last_seen_at, which is now at most heartbeat_seconds old for a device
