@@ -303,6 +303,30 @@ END $$;
 -- reclaim_stale (003) reads last_seen_at, which is now at most heartbeat_seconds old for a device
 -- that refreshes; its threshold is at least an hour, so a device that is up is never stale.
 
+-- list_devices as in 002, with each device's last heartbeat: the liveness `device list` shows.
+DROP FUNCTION vidsync.list_devices(text, text);
+CREATE FUNCTION vidsync.list_devices(p_project text, p_device text DEFAULT NULL)
+RETURNS TABLE (name text, ip inet, status text, lighthouse boolean, endpoint text, relay boolean, groups text[],
+               syncthing_id text, operator_key boolean, public_key text, fingerprint text, not_after timestamptz,
+               created_at timestamptz, revoked_at timestamptz, last_seen_at timestamptz)
+LANGUAGE plpgsql STABLE SET search_path = '' AS $$
+#variable_conflict use_column
+DECLARE
+  v_id bigint := vidsync.project_id(p_project);
+BEGIN
+  IF p_device IS NOT NULL THEN
+    PERFORM vidsync.live_device(v_id, p_project, p_device);
+  END IF;
+  RETURN QUERY
+  SELECT d.name, d.ip, d.status, d.lighthouse, d.endpoint, d.relay, d.groups, d.syncthing_id, d.operator_key,
+         d.public_key, c.fingerprint, c.not_after, d.created_at, d.revoked_at, d.last_seen_at
+    FROM vidsync.devices d
+    LEFT JOIN LATERAL (SELECT c.fingerprint, c.not_after FROM vidsync.certificates c
+                        WHERE c.device_id = d.id ORDER BY c.issued_at DESC, c.id DESC LIMIT 1) c ON true
+   WHERE d.project_id = v_id AND d.status <> 'released' AND (p_device IS NULL OR d.name = p_device)
+   ORDER BY d.ip;
+END $$;
+
 ---------------------------------------------------------------------------------------------
 -- Grants and row-level security, as in 003 and 006 (new functions are executable by PUBLIC).
 REVOKE ALL ON vidsync.project_versions, vidsync.project_changes FROM PUBLIC, anon, authenticated;
@@ -317,9 +341,9 @@ CREATE POLICY service_role_all ON vidsync.project_changes TO service_role USING 
 REVOKE ALL ON FUNCTION vidsync.change_retention(), vidsync.heartbeat_seconds(), vidsync.project_channel(bigint),
   vidsync.record_change(bigint, text, text), vidsync.project_created(), vidsync.device_changed(), vidsync.expire_blocklist(bigint),
   vidsync.project_peers(bigint, bigint, text[]), vidsync.device_heartbeat(vidsync.join_requests, text, text),
-  vidsync.device_sync(text, bigint, text) FROM PUBLIC, anon, authenticated;
+  vidsync.device_sync(text, bigint, text), vidsync.list_devices(text, text) FROM PUBLIC, anon, authenticated;
 GRANT EXECUTE ON FUNCTION vidsync.change_retention(), vidsync.heartbeat_seconds(), vidsync.project_channel(bigint),
   vidsync.record_change(bigint, text, text), vidsync.project_created(), vidsync.device_changed(), vidsync.expire_blocklist(bigint),
   vidsync.project_peers(bigint, bigint, text[]), vidsync.device_heartbeat(vidsync.join_requests, text, text),
-  vidsync.device_sync(text, bigint, text) TO service_role;
+  vidsync.device_sync(text, bigint, text), vidsync.list_devices(text, text) TO service_role;
 GRANT EXECUTE ON FUNCTION vidsync.device_sync(text, bigint, text) TO anon;

@@ -121,6 +121,8 @@ export interface DeviceRecord {
   notAfter: string | null
   createdAt: string
   revokedAt: string | null
+  /** The device's last heartbeat (written at most every 5 minutes while it runs `up`), null when never seen. */
+  lastSeenAt: string | null
 }
 
 export interface Lighthouse {
@@ -309,6 +311,7 @@ interface DeviceRow {
   not_after: Timestamp | null
   created_at: Timestamp
   revoked_at: Timestamp | null
+  last_seen_at: Timestamp | null
 }
 
 interface InviteRow {
@@ -509,6 +512,7 @@ export class ControlPlane {
       notAfter: isoOrNull(row.not_after),
       createdAt: iso(row.created_at),
       revokedAt: isoOrNull(row.revoked_at),
+      lastSeenAt: isoOrNull(row.last_seen_at ?? null),
     }))
   }
 
