@@ -101,7 +101,12 @@ export async function openStore(options: StoreOptions): Promise<Store> {
     await connection.close()
     throw error
   }
-  return {backend: connection.backend, controlPlane: new ControlPlane(new SqlRpc(connection.sql)), close: () => connection.close()}
+  const controlPlane = new ControlPlane(new SqlRpc(connection.sql))
+  if (connection.backend === 'postgres' && options.databaseUrl) {
+    const {PostgresChangeFeed} = await import('./listen.js')
+    controlPlane.changes = new PostgresChangeFeed(options.databaseUrl)
+  }
+  return {backend: connection.backend, controlPlane, close: () => connection.close()}
 }
 
 async function openSupabase(options: {url: string; key?: string}): Promise<Store> {

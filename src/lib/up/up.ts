@@ -14,7 +14,7 @@ import {connectSyncthing, type ManagedSyncthing, startManagedSyncthing, stopMana
 import type {ControlPlane} from '../store/control-plane.js'
 import {JoinedProject, resolveProjectDir} from '../project/joined-project.js'
 import {askControl, serveControl} from './control.js'
-import {refreshFromControlPlane, type RefreshResult} from './refresh.js'
+import {refreshFromControlPlane, type RefreshResult, SyncCursor} from './refresh.js'
 import {supervise} from './supervise.js'
 import {agentEnvPath, agentServiceDefinition, installService, stopService, uninstallService, writeServiceFile} from './services.js'
 
@@ -80,6 +80,8 @@ export interface ReconcileOptions {
   project: string
   /** The control plane that invite-joined devices refresh from (heartbeat, peers, blocklist). */
   controlPlane?: ControlPlane
+  /** The version the device has and when to refresh; without one every pass refreshes in full. */
+  cursor?: SyncCursor
 }
 
 /**
@@ -90,8 +92,14 @@ export interface ReconcileOptions {
  */
 export async function reconcile(options: ReconcileOptions): Promise<ReconcileResult> {
   const {client} = options
-  const refresh = options.controlPlane
-    ? await refreshFromControlPlane({home: options.home, project: options.project, controlPlane: options.controlPlane, syncthingId: (await client.status()).myID})
+  const refresh = options.controlPlane && (options.cursor?.due ?? true)
+    ? await refreshFromControlPlane({
+        home: options.home,
+        project: options.project,
+        controlPlane: options.controlPlane,
+        syncthingId: (await client.status()).myID,
+        cursor: options.cursor,
+      })
     : undefined
   const {manifest} = await JoinedProject.find({home: options.home, project: options.project})
   const folders = await projectFolders({client, project: manifest.project, projectCidr: manifest.cidr})
@@ -133,6 +141,8 @@ export async function reconcileLoop(options: ReconcileOptions & {
   intervalMs: number
   signal: AbortSignal
   onPass: (result: ReconcileResult | Error) => void
+  /** Wakes the loop for a pass at once (a notified change). */
+  waker?: Waker
 }): Promise<void> {
   const {client, signal, intervalMs} = options
   // Event IDs count per event filter and start again when Syncthing restarts; 0 takes what is buffered.
@@ -140,20 +150,24 @@ export async function reconcileLoop(options: ReconcileOptions & {
   let lastPass = Date.now()
   while (!signal.aborted) {
     const left = lastPass + intervalMs - Date.now()
-    if (left > 0) {
+    const woken = options.waker?.arm()
+    if (left > 0 && !woken?.aborted) {
+      const waiting = woken ? AbortSignal.any([signal, woken]) : signal
       try {
         const timeoutS = Math.min(maxPollSeconds, Math.max(1, Math.ceil(left / 1000)))
         const polled = Date.now()
-        const events = await client.events({since, types: wakeEvents, timeoutS, signal})
+        const events = await client.events({since, types: wakeEvents, timeoutS, signal: waiting})
         if (events.length === 0) {
           // The poll timed out: poll again until the interval is over (never in a tight loop).
-          if (Date.now() - polled < 500) await pause(1000, signal)
-          continue
+          if (Date.now() - polled < 500) await pause(1000, waiting)
+          if (!woken?.aborted) continue
+        } else {
+          since = events.at(-1)?.id ?? since
+          await pause(lastPass + minPassSpacingMs - Date.now(), signal)
         }
-        since = events.at(-1)?.id ?? since
-        await pause(lastPass + minPassSpacingMs - Date.now(), signal)
       } catch (error) {
         if (signal.aborted) return
+        if (woken?.aborted) continue
         since = 0 // Syncthing is down or restarting: its event IDs start again
         options.onPass(error as Error)
         await pause(left, signal)
@@ -161,7 +175,56 @@ export async function reconcileLoop(options: ReconcileOptions & {
     }
     if (signal.aborted) return
     lastPass = Date.now()
+    options.waker?.reset()
     options.onPass(await reconcile(options).catch((error: unknown) => error as Error))
+  }
+}
+
+/**
+ * Push where the control plane has it (Postgres LISTEN/NOTIFY): once a refresh named the
+ * project's channel, a notified version wakes the loop, whose pass then refreshes. Without push,
+ * or while the listener reconnects, the cursor's slow poll goes on.
+ */
+export function listenForChanges(options: {controlPlane?: ControlPlane; cursor: SyncCursor; waker: Waker; log: (line: string) => void}) {
+  let listening: Promise<{close(): Promise<void>} | undefined> | undefined
+  return {
+    /** After each pass: starts listening once the channel is known. */
+    passed() {
+      const feed = options.controlPlane?.changes
+      const {channel} = options.cursor
+      if (listening || !feed || !channel) return
+      listening = feed
+        .listen(channel, (version) => {
+          options.cursor.notify(version)
+          if (options.cursor.due) options.waker.wake()
+        })
+        .catch((error: Error) => {
+          options.log(`not listening for changes (polling instead): ${error.message}`)
+          return undefined
+        })
+    },
+    async close() {
+      await (await listening)?.close()
+    },
+  }
+}
+
+/** Lets another task (a notification) end the loop's wait, so that a pass runs at once. */
+export class Waker {
+  #controller = new AbortController()
+
+  /** The signal of the coming wait; already aborted when woken since the last pass began. */
+  arm(): AbortSignal {
+    return this.#controller.signal
+  }
+
+  wake(): void {
+    this.#controller.abort()
+  }
+
+  /** Called as a pass begins: wakes before this one are served by it. */
+  reset(): void {
+    if (this.#controller.signal.aborted) this.#controller = new AbortController()
   }
 }
 
@@ -255,14 +318,20 @@ export async function runAgent(options: AgentOptions): Promise<void> {
     await Promise.race([started, new Promise((resolve) => stop.signal.addEventListener('abort', resolve, {once: true}))])
     if (stop.signal.aborted) return
     const {client} = await connectSyncthing({vidsyncHome: options.home})
+    const cursor = new SyncCursor()
+    const waker = new Waker()
+    const push = listenForChanges({controlPlane: options.controlPlane, cursor, waker, log: options.log})
     await reconcileLoop({
       client,
       controlPlane: options.controlPlane,
+      cursor,
+      waker,
       home: options.home,
       project: project.name,
       intervalMs: options.intervalMs,
       signal: stop.signal,
       onPass: (pass) => {
+        push.passed()
         if (pass instanceof Error) {
           state.lastError = pass.message
           options.log(`reconcile failed, retrying: ${pass.message}`)
@@ -279,6 +348,7 @@ export async function runAgent(options: AgentOptions): Promise<void> {
         }
       },
     })
+    await push.close()
   })()
   done = Promise.all([syncthing, loop]).then(() => undefined)
   try {
