@@ -90,6 +90,8 @@ export class Mesh {
   operator = ''
   /** The operator's CA fingerprint: every device pins it at its first join. */
   caFingerprint = ''
+  /** The stable ID of the project folder "shared". */
+  sharedId = ''
   readonly homes: Record<string, string> = {}
   readonly folders: Record<string, string> = {}
   readonly overlayIps: Record<string, string> = {}
@@ -106,8 +108,9 @@ export class Mesh {
   }
 
   /** The folder ID every device arrives at for `<home>/shared`. */
+  /** Syncthing's ID of the project folder "shared" that `start` creates: <project>.<its stable ID>. */
   get folderId(): string {
-    return `${this.project}-shared`
+    return `${this.project}.${this.sharedId}`
   }
 
   ns(node: string): string {
@@ -149,6 +152,7 @@ export class Mesh {
     this.caFingerprint = (await this.admin('ca', 'init')).fingerprint
     await this.admin('project', 'create', this.project, '--cidr', this.cidr, '--quarantine', '1m')
     await this.admin('pool', 'populate', this.project)
+    this.sharedId = (await this.admin('folder', 'create', this.project, 'shared')).id
     const bundle = join(this.operator, 'lh.zip')
     await this.admin('lighthouse', 'add', this.project, '--name', 'lh', '--endpoint', `${this.lab.nodes.lh?.ip}:4242`, '--generate-key', '--out', bundle)
     await this.must('lh', ['join', bundle, '--ca-fingerprint', this.caFingerprint])

@@ -1,7 +1,8 @@
 import {randomBytes} from 'node:crypto'
-import {lstat, rm, stat, writeFile} from 'node:fs/promises'
+import {constants} from 'node:fs'
+import {access, lstat, rm, stat, writeFile} from 'node:fs/promises'
 import {BlockList, isIP} from 'node:net'
-import {basename, join, resolve} from 'node:path'
+import {basename, join, relative, resolve} from 'node:path'
 
 import {ConflictError, InvalidInputError, NotFoundError, ToolFailedError} from '../errors.js'
 import {syncthingPort} from '../nebula/config.js'
@@ -156,6 +157,29 @@ export interface AddFolderResult {
   peers: {deviceId: string; name: string; change: PeerChange}[]
 }
 
+/** Whether `inner` is `outer` or inside it. */
+export function isWithin(inner: string, outer: string): boolean {
+  const rel = relative(resolve(outer), resolve(inner))
+  return rel === '' || (!rel.startsWith('..') && !rel.startsWith('/') && rel !== '..' && !/^[a-zA-Z]:/.test(rel))
+}
+
+/**
+ * Refuses, before anything is written, a directory that cannot be shared as `folderId`: missing,
+ * a file, not writable, or inside (or around) a directory another folder shares.
+ */
+export async function checkShareableDir(client: SyncthingClient, path: string, folderId: string, shown = path): Promise<void> {
+  const info = await stat(path).catch(() => undefined)
+  if (!info) throw new InvalidInputError(`${shown} does not exist: create the directory first`)
+  if (!info.isDirectory()) throw new InvalidInputError(`${shown} is not a directory`)
+  if (!(await access(path, constants.W_OK).then(() => true, () => false))) throw new InvalidInputError(`${shown} is not writable by this user: Syncthing could not write what peers send`)
+  for (const other of await client.folders()) {
+    if (other.id === folderId) continue
+    if (isWithin(path, other.path) || isWithin(other.path, path)) {
+      throw new ConflictError(`${shown} ${isWithin(path, other.path) ? 'is inside' : 'contains'} ${other.path}, which folder ${other.label || other.id} already shares: folders must not nest`)
+    }
+  }
+}
+
 /**
  * Shares a directory with the project's peers. An existing folder with this ID keeps every
  * device it had (read, merge, write); it is never moved to another path. Syncthing creates
@@ -164,9 +188,6 @@ export interface AddFolderResult {
 export async function addFolder(options: AddFolderOptions): Promise<AddFolderResult> {
   const {client} = options
   const path = resolve(options.path)
-  const info = await stat(path).catch(() => undefined)
-  if (!info) throw new InvalidInputError(`${options.path} does not exist: create the directory first`)
-  if (!info.isDirectory()) throw new InvalidInputError(`${options.path} is not a directory`)
   if (options.type !== undefined && !folderTypes.includes(options.type)) {
     throw new InvalidInputError(`invalid folder type "${options.type}": expected ${folderTypes.join(', ')}`)
   }
@@ -174,6 +195,7 @@ export async function addFolder(options: AddFolderOptions): Promise<AddFolderRes
   const folderId = options.folderId ?? defaultFolderId(options.project, path)
   if (!/^[^\s/\\]{1,64}$/.test(folderId)) throw new InvalidInputError(`invalid folder ID "${folderId}": up to 64 characters, no spaces or slashes`)
 
+  await checkShareableDir(client, path, folderId, options.path)
   const existing = await client.folder(folderId)
   if (existing && resolve(existing.path) !== path) {
     throw new ConflictError(
