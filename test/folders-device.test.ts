@@ -12,6 +12,7 @@ import {expect} from 'chai'
 
 import type {BundleManifest, ManifestFolder} from '../src/lib/bundle/manifest.js'
 import {ConflictError, InvalidInputError, NotFoundError} from '../src/lib/errors.js'
+import {parseRate, setBandwidth} from '../src/lib/folders/bandwidth.js'
 import {acceptFolder, applyProjectFolders, defaultIgnorePatterns, projectFolderStates, revertLocalChanges, shareProjectFolder, syncthingFolderId} from '../src/lib/folders/device.js'
 import {JoinedProject} from '../src/lib/project/joined-project.js'
 import {SyncthingClient} from '../src/lib/syncthing/client.js'
@@ -160,6 +161,21 @@ describe('project folders on devices (real Syncthing x3)', function () {
     // Idempotent.
     expect((await applyProjectFolders({client: devices.a.client, manifest: project.manifest})).updated).to.deep.equal([])
     await install('a', [footage])
+  })
+
+  it('sets bandwidth limits that hold between overlay (private) addresses, and refuses bad rates writing nothing', async () => {
+    expect(parseRate('50mbit', 'upload')).to.equal(6104)
+    expect(parseRate('200mbit', 'download')).to.equal(24_414)
+    expect(parseRate('none', 'upload')).to.equal(0)
+    const limits = await setBandwidth({client: devices.a.client, up: '50mbit', down: '200mbit'})
+    expect(limits).to.deep.equal({upKiBps: 6104, downKiBps: 24_414, limitBandwidthInLan: true})
+    for (const bad of ['50', 'fast', '-3mbit', '50MB', '1e9gbit']) {
+      expect((await expectRejects(setBandwidth({client: devices.a.client, up: bad}), InvalidInputError)).message).to.match(/^invalid upload rate/)
+    }
+    expect(await devices.a.client.options()).to.include({maxSendKbps: 6104, maxRecvKbps: 24_414})
+    await setBandwidth({client: devices.a.client, up: 'none', down: 'none'})
+    const folder = await devices.a.client.folder(syncthingFolderId('films', footageId))
+    expect(folder?.minDiskFree).to.deep.equal({value: 2, unit: 'GB'})
   })
 
   it('refuses bad input in one line with nothing configured in Syncthing', async () => {

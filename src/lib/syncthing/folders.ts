@@ -17,6 +17,12 @@ export const folderTypes: FolderType[] = ['sendreceive', 'sendonly', 'receiveonl
  */
 export const defaultVersioning = {type: 'simple', params: {keep: '5'}}
 
+/**
+ * Free space below which Syncthing stops writing to a new folder: 2 GB. Its default, 1% of the
+ * volume, is 40 GB on a 4 TB media drive but 100 MB on a 10 GB one, too little for one clip.
+ */
+export const defaultMinDiskFree = {value: 2, unit: 'GB'}
+
 export interface Peer {
   deviceId: string
   name: string
@@ -221,6 +227,7 @@ export async function addFolder(options: AddFolderOptions): Promise<AddFolderRes
       type: options.type ?? 'sendreceive',
       devices: deviceIds.map((deviceID) => ({deviceID})),
       versioning: defaultVersioning,
+      minDiskFree: defaultMinDiskFree,
       caseSensitiveFS: await isCaseSensitive(path),
     })
   }
