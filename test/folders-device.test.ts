@@ -5,7 +5,7 @@
  * own and never sends its changes, and bad input changes nothing in Syncthing.
  */
 import {createHash, randomBytes} from 'node:crypto'
-import {mkdir, readFile, stat, writeFile} from 'node:fs/promises'
+import {mkdir, readFile, rm, stat, writeFile} from 'node:fs/promises'
 import {join} from 'node:path'
 
 import {expect} from 'chai'
@@ -13,7 +13,7 @@ import {expect} from 'chai'
 import type {BundleManifest, ManifestFolder} from '../src/lib/bundle/manifest.js'
 import {ConflictError, InvalidInputError, NotFoundError} from '../src/lib/errors.js'
 import {parseRate, setBandwidth} from '../src/lib/folders/bandwidth.js'
-import {acceptFolder, applyProjectFolders, defaultIgnorePatterns, projectFolderStates, revertLocalChanges, shareProjectFolder, syncthingFolderId} from '../src/lib/folders/device.js'
+import {acceptFolder, applyProjectFolders, declineFolder, defaultIgnorePatterns, projectFolderStates, revertLocalChanges, shareProjectFolder, syncthingFolderId} from '../src/lib/folders/device.js'
 import {JoinedProject} from '../src/lib/project/joined-project.js'
 import {SyncthingClient} from '../src/lib/syncthing/client.js'
 import {startManagedSyncthing, stopManagedSyncthing, writeManagedConfig} from '../src/lib/syncthing/managed.js'
@@ -216,5 +216,13 @@ describe('project folders on devices (real Syncthing x3)', function () {
     expect(await devices.c.client.folder(folderId)).to.equal(undefined)
     const {folders} = await projectFolderStates({client: devices.c.client, home: devices.c.home})
     expect(folders[0]).to.include({state: 'offered'})
+
+    // Declined: listed as such, and the loop leaves it alone even with its directory emptied.
+    const declined = await declineFolder({client: devices.c.client, home: devices.c.home, name: 'footage'})
+    expect(declined.declinedFrom).to.include(devices.a.deviceId)
+    await rm(join(target, 'mine.txt'))
+    const {manifest} = await JoinedProject.find({home: devices.c.home})
+    expect((await applyProjectFolders({client: devices.c.client, manifest, userHome: devices.c.userHome})).accepted).to.deep.equal([])
+    expect((await projectFolderStates({client: devices.c.client, home: devices.c.home})).folders[0]).to.include({state: 'declined'})
   })
 })

@@ -11,14 +11,15 @@ const note = (text: string) => process.stdout.write(`      · ${text}\n`)
 /**
  * Project folders (issue 13) end to end, with real nebula and Syncthing in network namespaces and
  * the CLI as the operator and users run it: a and b share differently named directories as the
- * project folder "footage"; c joins later in group viewers (receive-only), accepts the folder on
- * its own into ~/vidsync/<project>/footage and never sends its local edits.
+ * project folder "footage"; "renders" (auto-accept) reaches the others on its own; c joins later in
+ * group viewers, finds footage offered, accepts it (receive-only) and never sends its local edits.
  */
 describe('e2e: project folders across devices with differently named directories', function () {
   this.timeout(600_000)
   const mesh = new Mesh({project: 'pf', cidr: '10.99.13.0/24', devices: ['a', 'b', 'c'], ownHomes: true})
   const dirs: Record<string, string> = {}
   let footageId = ''
+  let rendersId = ''
 
   async function arrives(node: string, name: string, data: Buffer, timeoutMs = 90_000): Promise<void> {
     const hash = sha256(data)
@@ -30,8 +31,9 @@ describe('e2e: project folders across devices with differently named directories
   before(async function () {
     this.timeout(300_000)
     await mesh.start()
-    const footage = await mesh.admin('folder', 'create', mesh.project, 'footage', '--auto-accept')
+    const footage = await mesh.admin('folder', 'create', mesh.project, 'footage')
     footageId = `${mesh.project}.${footage.id}`
+    rendersId = `${mesh.project}.${(await mesh.admin('folder', 'create', mesh.project, 'renders', '--auto-accept')).id}`
     const rule = await mesh.admin('folder', 'access', mesh.project, 'footage', '--group', 'viewers', '--mode', 'receive-only')
     expect(rule.access).to.deep.equal([{kind: 'group', subject: 'viewers', mode: 'receive-only'}])
     await mesh.addDevices(['a', 'b'])
@@ -62,17 +64,35 @@ describe('e2e: project folders across devices with differently named directories
     note(`4 MiB from a to b through the project folder in ${((Date.now() - started) / 1000).toFixed(1)} s`)
     const listed = (await mesh.must('b', ['sync', 'list'])).json
     expect(listed.projectFolders.find((folder: {name: string}) => folder.name === 'footage')).to.include({state: 'shared', path: dirs.b, mode: 'send-receive'})
+
+    // renders is auto-accept: b takes it on its own into ~/vidsync/<project>/renders.
+    const renders = join(mesh.homes.a ?? '', 'Renders')
+    await mkdir(renders)
+    await writeFile(join(renders, 'final.mp4'), 'render')
+    await mesh.must('a', ['sync', 'add', renders, '--name', 'renders'])
+    const accepted = await waitFor('renders accepted on b', async () => {
+      const folder = await mesh.rest('b', 'GET', `/rest/config/folders/${encodeURIComponent(rendersId)}`).catch(() => undefined)
+      return folder?.path ? folder : undefined
+    }, {timeoutMs: 60_000, intervalMs: 1000})
+    expect(accepted).to.include({path: join(mesh.homes.b ?? '', 'vidsync', mesh.project, 'renders'), type: 'sendreceive'})
   })
 
-  it('c joins later as a viewer: the folder is accepted on its own, receive-only, and c\'s edits are never sent', async () => {
+  it('c joins later as a viewer: renders arrives on its own, footage is offered and accepted receive-only, c\'s edits are never sent', async () => {
     const bundle = await mesh.register('c', await mesh.prepare('c'), '--groups', 'viewers')
     await mesh.bringUp('c', bundle)
-    dirs.c = join(mesh.homes.c ?? '', 'vidsync', mesh.project, 'footage')
-    const data = await waitFor('footage accepted on c', async () => {
-      const folder = await mesh.rest('c', 'GET', `/rest/config/folders/${encodeURIComponent(footageId)}`).catch(() => undefined)
+    await waitFor('renders accepted on c', async () => {
+      const folder = await mesh.rest('c', 'GET', `/rest/config/folders/${encodeURIComponent(rendersId)}`).catch(() => undefined)
       return folder?.path ? folder : undefined
     }, {timeoutMs: 120_000, intervalMs: 1000})
-    expect(data).to.include({path: dirs.c, type: 'receiveonly', label: 'footage'})
+    const offered = await waitFor('footage offered on c', async () => {
+      const {json} = await mesh.must('c', ['sync', 'list'])
+      const footage = json.projectFolders.find((folder: {name: string}) => folder.name === 'footage')
+      return footage?.state === 'offered' ? footage : undefined
+    }, {timeoutMs: 120_000, intervalMs: 1000})
+    expect(offered).to.include({mode: 'receive-only', path: null})
+    const accepted = (await mesh.must('c', ['sync', 'accept', 'footage'])).json
+    dirs.c = join(mesh.homes.c ?? '', 'vidsync', mesh.project, 'footage')
+    expect(accepted).to.include({path: dirs.c, type: 'receiveonly', folderId: footageId})
     const take1 = await fileHash(join(dirs.a ?? '', 'take1.mov'), 4 * 1024 * 1024)
     await waitFor('take1.mov on c', async () => ((await fileHash(join(dirs.c ?? '', 'take1.mov'), 4 * 1024 * 1024)) === take1 ? true : undefined), {timeoutMs: 120_000})
 

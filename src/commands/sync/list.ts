@@ -4,7 +4,7 @@ import {tableFlags} from '../../flags/table.js'
 import {connectFromFlags, connectionFlags} from '../../flags/syncthing.js'
 import {Flags} from '@oclif/core'
 
-import {NotFoundError} from '../../lib/errors.js'
+import {InvalidInputError, NotFoundError} from '../../lib/errors.js'
 import {projectFolderStates, type ProjectFolderState} from '../../lib/folders/device.js'
 import {listFolders, type FolderState} from '../../lib/syncthing/folders.js'
 
@@ -29,9 +29,9 @@ export default class SyncList extends BaseCommand<typeof SyncList> {
 
   async run(): Promise<{project: string | null; projectFolders: ProjectFolderState[]; folders: FolderState[]}> {
     const {client} = await connectFromFlags(this.home, this.flags)
-    // A Syncthing of the user's own, with no project joined here, has no project folders.
+    // No project joined here (or several, and none named): no project folders to show.
     const joined = await projectFolderStates({client, home: this.home, project: this.flags.project}).catch((error: unknown) => {
-      if (error instanceof NotFoundError && this.flags.project === undefined) return {project: null, folders: []}
+      if ((error instanceof NotFoundError || error instanceof InvalidInputError) && this.flags.project === undefined) return {project: null, folders: []}
       throw error
     })
     const folders = await listFolders({client})

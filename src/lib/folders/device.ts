@@ -155,6 +155,8 @@ export async function shareProjectFolder(options: ShareFolderOptions): Promise<S
   const folderId = syncthingFolderId(manifest.project, folder.id)
   await checkShareableDir(options.client, path, folderId, options.path)
   const excluded = excludedIds(manifest, folder)
+  // Before Syncthing's first scan: devices that write the same defaults then agree on them at once.
+  const ignoresIncluded = await ensureSharedIgnores(path, {createDefaults: true})
   const result = await addFolder({
     client: options.client,
     path,
@@ -166,7 +168,6 @@ export async function shareProjectFolder(options: ShareFolderOptions): Promise<S
     projectCidr: manifest.cidr,
     alsoShareWith: (await projectDeviceIds({client: options.client, projectCidr: manifest.cidr})).filter((id) => !excluded.has(id)),
   })
-  const ignoresIncluded = await ensureSharedIgnores(path, {createDefaults: true})
   return {...result, project: manifest.project, name, id: folder.id, mode: folder.mode, ignoresIncluded}
 }
 
@@ -403,4 +404,25 @@ export async function revertLocalChanges(options: {client: SyncthingClient; home
   const localChanges = await localChangesOf(options.client, folderId)
   await options.client.revert(folderId)
   return {name, folderId, path: shared.path, localChanges}
+}
+
+/**
+ * Declines a project folder that devices offer: Syncthing remembers it (ignoredFolders of each
+ * offering device), stops offering it here, and the up loop never accepts it on its own.
+ */
+export async function declineFolder(options: {client: SyncthingClient; home: string; project?: string; name: string}): Promise<{name: string; folderId: string; declinedFrom: string[]}> {
+  const name = checkFolderName(options.name)
+  const {manifest} = await JoinedProject.find({home: options.home, project: options.project})
+  const folder = projectFoldersOf(manifest).find((candidate) => candidate.name === name)
+  if (!folder) throw new NotFoundError(`project ${manifest.project} has no folder "${name}": see \`vidsync sync list\``)
+  const folderId = syncthingFolderId(manifest.project, folder.id)
+  if (await options.client.folder(folderId)) throw new ConflictError(`folder ${name} is shared here: stop sharing it with \`vidsync sync remove ${folderId}\` first`)
+  const offeredBy = (await offers(options.client, manifest.cidr)).get(folderId)
+  if (!offeredBy) throw new NotFoundError(`no device of ${manifest.project} offers folder ${name} now: nothing to decline`)
+  for (const deviceId of offeredBy) {
+    const device = await options.client.device(deviceId)
+    const ignored = ((device?.ignoredFolders as {id: string}[] | undefined) ?? []).filter((entry) => entry.id !== folderId)
+    await options.client.patchDevice(deviceId, {ignoredFolders: [...ignored, {id: folderId, label: name, time: new Date().toISOString()}]})
+  }
+  return {name, folderId, declinedFrom: offeredBy}
 }
