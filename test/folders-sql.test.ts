@@ -14,18 +14,13 @@ import {ControlPlane, SqlRpc} from '../src/lib/store/control-plane.js'
 import {loadMigrations, migrate} from '../src/lib/store/migrate.js'
 import {PostgresClient} from '../src/lib/store/sql-client.js'
 import {createThrowawayDatabase, type ThrowawayDatabase} from './helpers/postgres.js'
+import {expectRejects} from './helpers/rejects.js'
 import {asRole} from './helpers/roles.js'
 
 const fakePublicKey = () => `-----BEGIN NEBULA X25519 PUBLIC KEY-----\n${randomBytes(32).toString('base64')}\n-----END NEBULA X25519 PUBLIC KEY-----\n`
 
-async function rejection(promise: Promise<unknown>): Promise<Error> {
-  try {
-    await promise
-  } catch (error) {
-    return error as Error
-  }
-  throw new Error('expected the call to fail')
-}
+/** The error `promise` rejects with (any Error). */
+const rejection = (promise: Promise<unknown>) => expectRejects(promise, Error)
 
 describe('project folders in the control plane (migration 009) on Postgres', function () {
   this.timeout(120_000)

@@ -64,6 +64,37 @@ function allowedPeers(manifest: BundleManifest, folder: ManifestFolder): Peer[] 
   return manifest.peers.flatMap((peer) => (peer.syncthingId && !excluded.has(peer.syncthingId) ? [{deviceId: peer.syncthingId, name: peer.name, overlayIp: peer.ip}] : []))
 }
 
+/** Shares `path` as the project folder with the peers that have access (and these devices already configured here). */
+async function shareAs(client: SyncthingClient, manifest: BundleManifest, folder: ManifestFolder, path: string, alsoShareWith: string[]): Promise<AddFolderResult> {
+  const type = accessibleType(manifest, folder)
+  const excluded = excludedIds(manifest, folder)
+  return addFolder({
+    client,
+    path,
+    project: manifest.project,
+    folderId: syncthingFolderId(manifest.project, folder.id),
+    label: folder.name,
+    type,
+    peers: allowedPeers(manifest, folder),
+    projectCidr: manifest.cidr,
+    alsoShareWith: alsoShareWith.filter((id) => !excluded.has(id)),
+  })
+}
+
+/** This device's folder type for `folder`, or a PermissionError when its access is none. */
+function accessibleType(manifest: BundleManifest, folder: ManifestFolder): FolderType {
+  const type = folderTypeOf(folder.mode)
+  if (type === undefined) throw new PermissionError(`this device has no access to folder ${folder.name} of ${manifest.project} (mode none): ask the operator`)
+  return type
+}
+
+/** The project folder `name` this device knows of, or a NotFoundError. */
+function folderNamed(manifest: BundleManifest, name: string): ManifestFolder {
+  const folder = projectFoldersOf(manifest).find((candidate) => candidate.name === checkFolderName(name))
+  if (!folder) throw new NotFoundError(`project ${manifest.project} has no folder "${name}": see \`vidsync sync list\``)
+  return folder
+}
+
 /** Writes the default shared ignore file when the folder has none, and makes .stignore include it. */
 export async function ensureSharedIgnores(dir: string, options: {createDefaults: boolean}): Promise<boolean> {
   const shared = join(dir, sharedIgnoreFile)
@@ -150,24 +181,12 @@ export async function shareProjectFolder(options: ShareFolderOptions): Promise<S
   const {manifest} = project
   const path = resolve(options.path)
   const folder = await findOrCreate({home: options.home, project, name, controlPlane: options.controlPlane})
-  const type = folderTypeOf(folder.mode)
-  if (type === undefined) throw new PermissionError(`this device has no access to folder ${name} of ${manifest.project} (mode none): ask the operator`)
+  accessibleType(manifest, folder)
   const folderId = syncthingFolderId(manifest.project, folder.id)
   await checkShareableDir(options.client, path, folderId, options.path)
-  const excluded = excludedIds(manifest, folder)
   // Before Syncthing's first scan: devices that write the same defaults then agree on them at once.
   const ignoresIncluded = await ensureSharedIgnores(path, {createDefaults: true})
-  const result = await addFolder({
-    client: options.client,
-    path,
-    project: manifest.project,
-    folderId,
-    label: name,
-    type,
-    peers: allowedPeers(manifest, folder),
-    projectCidr: manifest.cidr,
-    alsoShareWith: (await projectDeviceIds({client: options.client, projectCidr: manifest.cidr})).filter((id) => !excluded.has(id)),
-  })
+  const result = await shareAs(options.client, manifest, folder, path, await projectDeviceIds({client: options.client, projectCidr: manifest.cidr}))
   return {...result, project: manifest.project, name, id: folder.id, mode: folder.mode, ignoresIncluded}
 }
 
@@ -220,12 +239,10 @@ export async function acceptFolder(options: AcceptOptions): Promise<AcceptResult
 }
 
 async function acceptOffer(options: Omit<AcceptOptions, 'home' | 'project'> & {manifest: BundleManifest}): Promise<AcceptResult> {
-  const name = checkFolderName(options.name)
   const {manifest} = options
-  const folder = projectFoldersOf(manifest).find((candidate) => candidate.name === name)
-  if (!folder) throw new NotFoundError(`project ${manifest.project} has no folder "${name}": see \`vidsync sync list\``)
-  const type = folderTypeOf(folder.mode)
-  if (type === undefined) throw new PermissionError(`this device has no access to folder ${name} of ${manifest.project} (mode none): ask the operator`)
+  const folder = folderNamed(manifest, options.name)
+  const {name} = folder
+  const type = accessibleType(manifest, folder)
   const folderId = syncthingFolderId(manifest.project, folder.id)
   const existing = await options.client.folder(folderId)
   if (existing) throw new ConflictError(`folder ${name} is already shared here, in ${existing.path}`)
@@ -240,18 +257,7 @@ async function acceptOffer(options: Omit<AcceptOptions, 'home' | 'project'> & {m
   }
   await checkShareableDirOrParent(options.client, path, folderId)
   await mkdir(path, {recursive: true})
-  const excluded = excludedIds(manifest, folder)
-  const result = await addFolder({
-    client: options.client,
-    path,
-    project: manifest.project,
-    folderId,
-    label: name,
-    type,
-    peers: allowedPeers(manifest, folder),
-    projectCidr: manifest.cidr,
-    alsoShareWith: [...new Set([...offeredBy, ...(await projectDeviceIds({client: options.client, projectCidr: manifest.cidr}))])].filter((id) => !excluded.has(id)),
-  })
+  const result = await shareAs(options.client, manifest, folder, path, [...offeredBy, ...(await projectDeviceIds({client: options.client, projectCidr: manifest.cidr}))])
   await ensureSharedIgnores(path, {createDefaults: false})
   return {project: manifest.project, name, id: folder.id, folderId, path: result.path, type, offeredBy}
 }
@@ -393,10 +399,9 @@ export interface RevertResult {
 
 /** Undoes the local changes of a receive-only project folder (Syncthing's revert). */
 export async function revertLocalChanges(options: {client: SyncthingClient; home: string; project?: string; name: string}): Promise<RevertResult> {
-  const name = checkFolderName(options.name)
   const {manifest} = await JoinedProject.find({home: options.home, project: options.project})
-  const folder = projectFoldersOf(manifest).find((candidate) => candidate.name === name)
-  if (!folder) throw new NotFoundError(`project ${manifest.project} has no folder "${name}": see \`vidsync sync list\``)
+  const folder = folderNamed(manifest, options.name)
+  const {name} = folder
   const folderId = syncthingFolderId(manifest.project, folder.id)
   const shared = await options.client.folder(folderId)
   if (!shared) throw new NotFoundError(`folder ${name} is not shared here: see \`vidsync sync list\``)
@@ -411,10 +416,9 @@ export async function revertLocalChanges(options: {client: SyncthingClient; home
  * offering device), stops offering it here, and the up loop never accepts it on its own.
  */
 export async function declineFolder(options: {client: SyncthingClient; home: string; project?: string; name: string}): Promise<{name: string; folderId: string; declinedFrom: string[]}> {
-  const name = checkFolderName(options.name)
   const {manifest} = await JoinedProject.find({home: options.home, project: options.project})
-  const folder = projectFoldersOf(manifest).find((candidate) => candidate.name === name)
-  if (!folder) throw new NotFoundError(`project ${manifest.project} has no folder "${name}": see \`vidsync sync list\``)
+  const folder = folderNamed(manifest, options.name)
+  const {name} = folder
   const folderId = syncthingFolderId(manifest.project, folder.id)
   if (await options.client.folder(folderId)) throw new ConflictError(`folder ${name} is shared here: stop sharing it with \`vidsync sync remove ${folderId}\` first`)
   const offeredBy = (await offers(options.client, manifest.cidr)).get(folderId)
