@@ -13,12 +13,19 @@ import {expect} from 'chai'
 import type {BundleManifest, ManifestFolder} from '../src/lib/bundle/manifest.js'
 import {ConflictError, InvalidInputError, NotFoundError} from '../src/lib/errors.js'
 import {parseRate, setBandwidth} from '../src/lib/folders/bandwidth.js'
-import {acceptFolder, applyProjectFolders, declineFolder, defaultIgnorePatterns, projectFolderStates, revertLocalChanges, shareProjectFolder, syncthingFolderId} from '../src/lib/folders/device.js'
+import {acceptFolder, applyProjectFolders, declineFolder, defaultIgnorePatterns, projectFolderStates, refreshFolders, revertLocalChanges, shareProjectFolder, syncthingFolderId} from '../src/lib/folders/device.js'
 import {JoinedProject} from '../src/lib/project/joined-project.js'
 import {SyncthingClient} from '../src/lib/syncthing/client.js'
 import {startManagedSyncthing, stopManagedSyncthing, writeManagedConfig} from '../src/lib/syncthing/managed.js'
 import {expectRejects} from './helpers/rejects.js'
 import {reconcile} from '../src/lib/up/up.js'
+import {deviceTokenPath} from '../src/lib/join/invite.js'
+import {newSecret, sha256Hex} from '../src/lib/invites/secrets.js'
+import {createFolder} from '../src/lib/folders/store.js'
+import {ControlPlane, SqlRpc} from '../src/lib/store/control-plane.js'
+import {loadMigrations, migrate} from '../src/lib/store/migrate.js'
+import {PostgresClient} from '../src/lib/store/sql-client.js'
+import {createThrowawayDatabase} from './helpers/postgres.js'
 import {freePort, waitFor} from './helpers/syncthing.js'
 import {removeTempDirs, tempDir} from './helpers/temp.js'
 
@@ -224,5 +231,43 @@ describe('project folders on devices (real Syncthing x3)', function () {
     const {manifest} = await JoinedProject.find({home: devices.c.home})
     expect((await applyProjectFolders({client: devices.c.client, manifest, userHome: devices.c.userHome})).accepted).to.deep.equal([])
     expect((await projectFolderStates({client: devices.c.client, home: devices.c.home})).folders[0]).to.include({state: 'declined'})
+  })
+
+  it('a device joined with an invite creates a new project folder in Postgres by sync add, and refreshes the list', async () => {
+    const database = await createThrowawayDatabase('folders_dev')
+    const sql = new PostgresClient(database.url)
+    try {
+      await migrate(sql, await loadMigrations())
+      const controlPlane = new ControlPlane(new SqlRpc(sql))
+      // The control plane's project "films" (its own range: the device functions go by token alone).
+      await controlPlane.createProject({name: 'films', cidr: '10.95.7.0/24'})
+      await controlPlane.populatePool({project: 'films'})
+      const code = newSecret('invite')
+      await controlPlane.createInvite({project: 'films', codeSha256: sha256Hex(code), maxUses: 1})
+      const token = newSecret('device')
+      await controlPlane.redeemInvite({code, token, device: 'b', publicKey: `-----BEGIN NEBULA X25519 PUBLIC KEY-----\n${randomBytes(32).toString('base64')}\n-----END NEBULA X25519 PUBLIC KEY-----\n`})
+      const [request] = await controlPlane.listJoinRequests({project: 'films'})
+      const candidate = await controlPlane.approveJoinRequest({requestId: request?.id ?? 0})
+      const bundle = {'ca.crt': 'ca', 'node.crt': 'cert', 'nebula.yml': 'pki: {}', 'vidsync.json': '{}'}
+      await controlPlane.approveJoinRequest({requestId: request?.id ?? 0, signed: {ip: candidate.ip, fingerprint: randomBytes(32).toString('hex'), notAfter: '2030-01-01T00:00:00.000Z', certPem: 'cert', bundle}})
+      await writeFile(deviceTokenPath(devices.b.home, 'films'), `${token}\n`, {mode: 0o600})
+
+      const dir = join(devices.b.userHome, 'Dailies')
+      await mkdir(dir)
+      const shared = await shareProjectFolder({client: devices.b.client, home: devices.b.home, path: dir, controlPlane})
+      expect(shared).to.include({name: 'dailies', mode: 'send-receive'})
+      expect(shared.folderId).to.equal(syncthingFolderId('films', shared.id))
+      const {manifest} = await JoinedProject.find({home: devices.b.home})
+      expect(manifest.folders?.map((folder) => folder.name)).to.include('dailies')
+      // The operator adds another; the device's refresh brings the list in.
+      await createFolder(controlPlane, {project: 'films', name: 'grading'})
+      const refreshed = await refreshFolders({home: devices.b.home, project: 'films', controlPlane})
+      expect(refreshed?.map((folder) => folder.name)).to.deep.equal(['dailies', 'grading'])
+      expect((await JoinedProject.find({home: devices.b.home})).manifest.folders?.map((folder) => folder.name)).to.deep.equal(['dailies', 'grading'])
+    } finally {
+      await rm(deviceTokenPath(devices.b.home, 'films'), {force: true})
+      await sql.close()
+      await database.drop()
+    }
   })
 })
