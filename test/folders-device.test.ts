@@ -122,6 +122,30 @@ describe('project folders on devices (real Syncthing x3)', function () {
     expect(defaultIgnorePatterns.length).to.be.greaterThan(10)
   })
 
+  it('an ignore pattern added on one device stops files on the others', async () => {
+    const dirA = join(devices.a.userHome, 'dataA', 'Footage')
+    const dirB = join(devices.b.userHome, 'Projects', 'dataB')
+    const folderId = syncthingFolderId('films', footageId)
+    const scan = async (node: Node) => {
+      const apiKey = (await readFile(join(devices[node].home, 'syncthing', 'apikey'), 'utf8')).trim()
+      await fetch(`${devices[node].client.url}/rest/db/scan?folder=${encodeURIComponent(folderId)}`, {method: 'POST', headers: {'X-API-Key': apiKey}})
+    }
+    await writeFile(join(dirA, '.vidsync-ignore'), `${await readFile(join(dirA, '.vidsync-ignore'), 'utf8')}(?d)*.proxy\n`)
+    await scan('a')
+    await waitFor('the new pattern on b', 60_000, async () => ((await readFile(join(dirB, '.vidsync-ignore'), 'utf8').catch(() => '')).includes('*.proxy') ? true : undefined))
+    await scan('b')
+    await writeFile(join(dirB, 'take1.proxy'), 'a proxy made on b')
+    await writeFile(join(dirA, 'take2.proxy'), 'a proxy made on a')
+    await writeFile(join(dirA, 'marker.txt'), 'after the proxies')
+    await scan('a')
+    await scan('b')
+    // marker.txt, written after the proxies, arrives; the proxies do not.
+    await waitFor('marker.txt on b', 60_000, async () => ((await stat(join(dirB, 'marker.txt')).catch(() => undefined)) ? true : undefined))
+    await new Promise((resolve) => setTimeout(resolve, 2000))
+    expect(await stat(join(dirB, 'take2.proxy')).catch(() => undefined)).to.equal(undefined)
+    expect(await stat(join(dirA, 'take1.proxy')).catch(() => undefined)).to.equal(undefined)
+  })
+
   it('a receive-only device accepts the offer on its own into ~/vidsync/<project>/<folder> and never sends its changes', async () => {
     const target = join(devices.c.userHome, 'vidsync', 'films', 'footage')
     // c's reconcile pass, as its `up` loop runs it: the manifest's peers become devices, offers from them count.
@@ -155,7 +179,10 @@ describe('project folders on devices (real Syncthing x3)', function () {
   it('sync list on b: footage shared with its size', async () => {
     const {folders} = await projectFolderStates({client: devices.b.client, home: devices.b.home})
     expect(folders).to.have.length(1)
-    expect(folders[0]).to.include({name: 'footage', state: 'shared', mode: 'send-receive', sizeBytes: 512 * 1024 + (await stat(join(devices.a.userHome, 'dataA', 'Footage', '.vidsync-ignore'))).size, localChanges: null})
+    // Everything shared but the ignored: the clip, the shared ignore file and the marker.
+    const dirA = join(devices.a.userHome, 'dataA', 'Footage')
+    const sizes = await Promise.all(['clip.mov', '.vidsync-ignore', 'marker.txt'].map(async (name) => (await stat(join(dirA, name))).size))
+    expect(folders[0]).to.include({name: 'footage', state: 'shared', mode: 'send-receive', sizeBytes: sizes.reduce((sum, size) => sum + size, 0), localChanges: null})
   })
 
   it('applies access changes: a device set to none no longer gets the folder', async () => {
