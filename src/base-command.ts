@@ -184,4 +184,14 @@ export abstract class ControlPlaneCommand<T extends typeof Command> extends Base
       await store.close()
     }
   }
+
+  /**
+   * On a device: the shared control plane (Postgres, Supabase) for `work` when one is configured,
+   * else nothing: the embedded database is the operator's, never a device's.
+   */
+  protected async withDeviceControlPlane<R>(work: (controlPlane?: ControlPlane) => Promise<R>): Promise<R> {
+    const {databaseUrl, supabase} = this.storeOptions
+    if (!databaseUrl && !supabase) return work()
+    return this.withControlPlane(work)
+  }
 }

@@ -416,7 +416,15 @@ describe('syncthing (real syncthing on 127.0.0.1)', function () {
       const dir = join(await tempDir(), 'Renders')
       await mkdir(dir)
 
-      const added = await runCommand<{folderId: string; devices: string[]; skippedPeers: string[]}>(['sync', 'add', dir, '--home', home, '--type', 'receiveonly'])
+      // Without --id, Renders is the project folder "renders", which this manifest does not list.
+      const notInProject = await runCommand(['sync', 'add', dir, '--home', home])
+      expect(notInProject.error?.oclif?.exit).to.equal(3)
+      expect(notInProject.stderr).to.contain('project demo has no folder "renders" in this device\'s bundle: the operator creates it with `vidsync folder create demo renders`')
+      const typeWithoutId = await runCommand(['sync', 'add', dir, '--home', home, '--type', 'receiveonly'])
+      expect(typeWithoutId.error?.oclif?.exit).to.equal(2)
+      expect(await a.client.folder('demo-renders')).to.equal(undefined)
+
+      const added = await runCommand<{folderId: string; devices: string[]; skippedPeers: string[]}>(['sync', 'add', dir, '--home', home, '--id', 'demo-renders', '--type', 'receiveonly'])
       expect(added.error).to.equal(undefined)
       expect(added.result).to.include({folderId: 'demo-renders'})
       // x from the manifest, and the devices already accepted in the project network (127.0.0.0/8 here).

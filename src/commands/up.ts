@@ -40,11 +40,8 @@ export default class Up extends ControlPlaneCommand<typeof Up> {
   async run(): Promise<UpResult | {agent: true}> {
     const intervalSeconds = parseDuration(this.flags.interval, 'interval')
     if (this.flags.agent) {
-      // Devices that joined with an invite refresh from a shared control plane; the embedded
-      // database is the operator's, never a device's.
-      const {databaseUrl, supabase} = this.storeOptions
-      if (!databaseUrl && !supabase) return this.runAgent(intervalSeconds)
-      return this.withControlPlane((controlPlane) => this.runAgent(intervalSeconds, controlPlane))
+      // Devices that joined with an invite refresh from a shared control plane.
+      return this.withDeviceControlPlane((controlPlane) => this.runAgent(intervalSeconds, controlPlane))
     }
     const {databaseUrl, supabase} = this.storeOptions
     // No spinner here: the elevation step may ask sudo for a password on this terminal.

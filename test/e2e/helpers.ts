@@ -77,6 +77,8 @@ export interface MeshOptions {
   devices: string[]
   /** Extra environment for every command, e.g. VIDSYNC_NEBULA to run another nebula release. */
   env?: Record<string, string>
+  /** Each device's HOME is its vidsync home (where ~/vidsync/<project>/<folder> auto-accepts go), not the host's. */
+  ownHomes?: boolean
 }
 
 /**
@@ -90,6 +92,8 @@ export class Mesh {
   operator = ''
   /** The operator's CA fingerprint: every device pins it at its first join. */
   caFingerprint = ''
+  /** The stable ID of the project folder "shared". */
+  sharedId = ''
   readonly homes: Record<string, string> = {}
   readonly folders: Record<string, string> = {}
   readonly overlayIps: Record<string, string> = {}
@@ -97,17 +101,19 @@ export class Mesh {
   readonly cidr: string
   readonly devices: string[]
   readonly env: Record<string, string>
+  readonly ownHomes: boolean
 
   constructor(options: MeshOptions) {
     this.project = options.project
     this.cidr = options.cidr
     this.devices = options.devices
     this.env = options.env ?? {}
+    this.ownHomes = options.ownHomes ?? false
   }
 
-  /** The folder ID every device arrives at for `<home>/shared`. */
+  /** Syncthing's ID of the project folder "shared" that `start` creates: <project>.<its stable ID>. */
   get folderId(): string {
-    return `${this.project}-shared`
+    return `${this.project}.${this.sharedId}`
   }
 
   ns(node: string): string {
@@ -119,7 +125,7 @@ export class Mesh {
   /** The built CLI inside a node's namespace, as that device's user runs it (always --json). */
   async on(node: string, args: string[], timeoutMs = 60_000): Promise<RunResult> {
     const result = await runIn(this.ns(node), process.execPath, [`${root}bin/run.js`, ...args, '--home', this.homes[node] ?? '', '--json'], {
-      env: {...this.env, VIDSYNC_DATABASE_URL: ''},
+      env: {...this.env, VIDSYNC_DATABASE_URL: '', ...(this.ownHomes ? {HOME: this.homes[node] ?? ''} : {})},
       timeoutMs,
     })
     return {exitCode: result.exitCode, json: parseJson(result.stdout), stdout: result.stdout, stderr: result.stderr}
@@ -149,6 +155,7 @@ export class Mesh {
     this.caFingerprint = (await this.admin('ca', 'init')).fingerprint
     await this.admin('project', 'create', this.project, '--cidr', this.cidr, '--quarantine', '1m')
     await this.admin('pool', 'populate', this.project)
+    this.sharedId = (await this.admin('folder', 'create', this.project, 'shared')).id
     const bundle = join(this.operator, 'lh.zip')
     await this.admin('lighthouse', 'add', this.project, '--name', 'lh', '--endpoint', `${this.lab.nodes.lh?.ip}:4242`, '--generate-key', '--out', bundle)
     await this.must('lh', ['join', bundle, '--ca-fingerprint', this.caFingerprint])
@@ -162,10 +169,10 @@ export class Mesh {
     return {publicKeyPath: key.json.publicKeyPath, deviceId}
   }
 
-  /** The operator registers the device; returns its bundle. */
-  async register(node: string, device: {publicKeyPath: string; deviceId: string}): Promise<string> {
+  /** The operator registers the device (with `extra` flags such as --group); returns its bundle. */
+  async register(node: string, device: {publicKeyPath: string; deviceId: string}, ...extra: string[]): Promise<string> {
     const bundle = join(this.operator, `${node}.zip`)
-    await this.admin('device', 'register', this.project, '--name', node, '--public-key', device.publicKeyPath, '--syncthing-id', device.deviceId, '--out', bundle)
+    await this.admin('device', 'register', this.project, '--name', node, '--public-key', device.publicKeyPath, '--syncthing-id', device.deviceId, '--out', bundle, ...extra)
     return bundle
   }
 

@@ -2,6 +2,10 @@ import {BaseCommand} from '../../base-command.js'
 import {renderTable} from '../../lib/output/table.js'
 import {tableFlags} from '../../flags/table.js'
 import {connectFromFlags, connectionFlags} from '../../flags/syncthing.js'
+import {Flags} from '@oclif/core'
+
+import {InvalidInputError, NotFoundError} from '../../lib/errors.js'
+import {projectFolderStates, type ProjectFolderState} from '../../lib/folders/device.js'
 import {listFolders, type FolderState} from '../../lib/syncthing/folders.js'
 
 const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB']
@@ -17,14 +21,36 @@ function formatBytes(bytes: number): string {
 }
 
 export default class SyncList extends BaseCommand<typeof SyncList> {
-  static override summary = 'List shared folders and how complete they are here.'
+  static override summary = "List the project's folders (shared, offered, declined) and every Syncthing folder here."
+  static override description = 'First the joined project\'s folders: shared here (with size and state), offered by another device (`vidsync sync accept NAME`), declined, available (no device offers it yet) or without access. A receive-only device never sends its local changes: their count shows, and `vidsync sync revert NAME` undoes them. Then every folder of this Syncthing with how complete it is.'
   static override examples = ['<%= config.bin %> <%= command.id %>', '<%= config.bin %> <%= command.id %> --json']
 
-  static override flags = {...connectionFlags, ...tableFlags}
+  static override flags = {...connectionFlags, ...tableFlags, project: Flags.string({summary: 'Joined project [default: the only one joined].'})}
 
-  async run(): Promise<{folders: FolderState[]}> {
+  async run(): Promise<{project: string | null; projectFolders: ProjectFolderState[]; folders: FolderState[]}> {
     const {client} = await connectFromFlags(this.home, this.flags)
+    // No project joined here (or several, and none named): no project folders to show.
+    const joined = await projectFolderStates({client, home: this.home, project: this.flags.project}).catch((error: unknown) => {
+      if ((error instanceof NotFoundError || error instanceof InvalidInputError) && this.flags.project === undefined) return {project: null, folders: []}
+      throw error
+    })
     const folders = await listFolders({client})
+    if (joined.folders.length > 0) {
+      this.log(
+        renderTable(joined.folders, [
+          {header: 'folder', get: (folder) => folder.name},
+          {header: 'state', get: (folder) => (folder.state === 'shared' ? `shared, ${folder.syncState}` : folder.state)},
+          {header: 'access', get: (folder) => folder.mode},
+          {header: 'path', get: (folder) => folder.path},
+          {header: 'size', get: (folder) => (folder.sizeBytes === null ? null : formatBytes(folder.sizeBytes))},
+          {header: 'local changes', get: (folder) => (folder.localChanges === null ? null : `${folder.localChanges} not sent`)},
+        ], {columns: this.flags.columns, noHeader: this.flags['no-header']}),
+      )
+      for (const folder of joined.folders) {
+        if (folder.state === 'offered') this.log(`${folder.name} is offered: accept it with \`vidsync sync accept ${folder.name} [DIR]\`.`)
+        if (folder.localChanges) this.log(`${folder.name} is receive-only here: ${folder.localChanges} local change(s) are never sent; undo them with \`vidsync sync revert ${folder.name}\`.`)
+      }
+    }
     if (folders.length === 0) {
       this.log('No shared folders: add one with `vidsync sync add <folder>`.')
     } else {
@@ -41,6 +67,6 @@ export default class SyncList extends BaseCommand<typeof SyncList> {
         ], {columns: this.flags.columns, noHeader: this.flags['no-header']}),
       )
     }
-    return {folders}
+    return {project: joined.project, projectFolders: joined.folders, folders}
   }
 }

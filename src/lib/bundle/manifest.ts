@@ -20,6 +20,17 @@ export interface ManifestPeer {
   syncthingId: string | null
 }
 
+/** A project folder as this device sees it: its access and its peers'. */
+export interface ManifestFolder {
+  /** Stable ID: Syncthing's folder ID is `<project>.<id>` on every device. */
+  id: string
+  name: string
+  /** Devices accept it on their own into ~/vidsync/<project>/<name>. */
+  autoAccept: boolean
+  mode: 'send-receive' | 'send-only' | 'receive-only' | 'none'
+  devices: {name: string; mode: ManifestFolder['mode']}[]
+}
+
 /**
  * vidsync.json: the data a bundle carries besides the certificates. A device renders its own
  * nebula.yml from this and nothing else, so it holds no configuration, only facts about the project.
@@ -39,12 +50,16 @@ export interface BundleManifest {
   peers: ManifestPeer[]
   /** Fingerprints of the project's revoked certificates. */
   blocklist: string[]
+  /** The project's folders; absent in bundles made before vidsync had project folders. */
+  folders?: ManifestFolder[]
   issuedAt: string
 }
 
 const namePattern = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/
 const groupPattern = /^[a-z0-9][a-z0-9_-]{0,62}$/
 const fingerprintPattern = /^[0-9a-f]{64}$/
+const folderIdPattern = /^[0-9a-f]{12}$/
+const modes = new Set(['send-receive', 'send-only', 'receive-only', 'none'])
 const syncthingIdPattern = /^[A-Z2-7]{7}(-[A-Z2-7]{7}){7}$/
 // The bounds keep a hostile manifest from making a device render or print megabytes.
 const maxListLength = 4096
@@ -161,6 +176,18 @@ function validate(raw: unknown, nebulaYml: string | undefined): BundleManifest {
     check(isString(entry) && groupPattern.test(entry), `groups[${index}] is not a valid group`)
     return entry as string
   })
+  const folders = input.folders === undefined ? undefined : list(input.folders, 'folders').map((entry, index) => {
+    const folder = record(entry, `folders[${index}]`)
+    check(isString(folder.id) && folderIdPattern.test(folder.id), `folders[${index}].id is not a folder ID`)
+    check(typeof folder.autoAccept === 'boolean', `folders[${index}].autoAccept is not true or false`)
+    check(isString(folder.mode) && modes.has(folder.mode), `folders[${index}].mode is not an access mode`)
+    const devices = list(folder.devices, `folders[${index}].devices`).map((device, at) => {
+      const item = record(device, `folders[${index}].devices[${at}]`)
+      check(isString(item.mode) && modes.has(item.mode), `folders[${index}].devices[${at}].mode is not an access mode`)
+      return {name: name(item.name, `folders[${index}].devices[${at}].name`), mode: item.mode as ManifestFolder['mode']}
+    })
+    return {id: folder.id as string, name: name(folder.name, `folders[${index}].name`), autoAccept: folder.autoAccept as boolean, mode: folder.mode as ManifestFolder['mode'], devices}
+  })
   check(typeof input.lighthouse === 'boolean' && typeof input.operatorGeneratedKey === 'boolean', 'lighthouse or operatorGeneratedKey is not true or false')
   check(isString(input.fingerprint) && (input.fingerprint === '' || fingerprintPattern.test(input.fingerprint)), 'fingerprint is not a certificate fingerprint')
   return {
@@ -177,6 +204,7 @@ function validate(raw: unknown, nebulaYml: string | undefined): BundleManifest {
     lighthouses,
     peers,
     blocklist,
+    ...(folders === undefined ? {} : {folders}),
     issuedAt: date(input.issuedAt, 'issuedAt'),
   }
 }

@@ -1,7 +1,7 @@
 import {basename} from 'node:path'
 
 import type {BundleFiles} from '../bundle/bundle.js'
-import {type BundleManifest, serializeManifest} from '../bundle/manifest.js'
+import {type BundleManifest, type ManifestFolder, serializeManifest} from '../bundle/manifest.js'
 import {renderBundleReadme} from '../bundle/readme.js'
 import {lighthousesFor, nebulaConfigFromManifest} from '../nebula/config.js'
 import type {DeviceRecord, ProjectNetwork} from '../store/control-plane.js'
@@ -19,6 +19,8 @@ export interface BundleInput {
   certVersion: CertVersion
   privateKeyPem?: string
   outPath: string
+  /** The project's folders with this device's access (absent: the manifest lists none). */
+  folders?: ManifestFolder[]
 }
 
 /**
@@ -45,6 +47,7 @@ export function bundleFiles(input: BundleInput): BundleFiles {
       .filter((peer) => !peer.lighthouse && peer.name !== device.name && peer.status === 'active')
       .map((peer) => ({name: peer.name, ip: peer.ip, syncthingId: peer.syncthingId})),
     blocklist: network.blocklist,
+    ...(input.folders === undefined ? {} : {folders: input.folders}),
     issuedAt: new Date().toISOString(),
   }
   return {

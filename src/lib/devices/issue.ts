@@ -6,6 +6,7 @@ import {writeBundle} from '../bundle/bundle.js'
 import {ConflictError} from '../errors.js'
 import type {Tools} from '../exec.js'
 import {writeError, withTempDir} from '../files.js'
+import {foldersForDevice} from '../folders/store.js'
 import {caPaths, loadCa} from '../pki/ca.js'
 import {createKeyPair, validatePublicKey} from '../pki/keys.js'
 import {capDurationSeconds, signDevice} from '../pki/sign.js'
@@ -116,6 +117,7 @@ async function issueBundle(options: IssueOptions): Promise<BundleResult> {
     certVersion: signed.certVersion,
     privateKeyPem: options.privateKeyPem,
     outPath: options.outPath,
+    folders: record.lighthouse ? undefined : await foldersForDevice(controlPlane, {project, device: record.name}),
   })
   await writeBundle({outPath: options.outPath, files})
   return {project, device: record, bundle: options.outPath, operatorGeneratedKey: options.privateKeyPem !== undefined}

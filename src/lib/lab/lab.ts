@@ -247,6 +247,8 @@ export async function labUp(options: LabUpOptions): Promise<LabState> {
     caFingerprint = (await run<{fingerprint: string}>('ca init', operator, ['ca', 'init', '--name', 'vidsync-lab'])).fingerprint
     await run('project create', operator, ['project', 'create', project, '--cidr', cidr])
     await run('pool populate', operator, ['pool', 'populate', project])
+    // The project folder every lab device shares as <home>/shared (listed in their bundles).
+    await run('folder create', operator, ['folder', 'create', project, 'shared'])
     const {lighthouse} = state
     const lighthouseBundle = join(home, 'bundles', 'lh.zip')
     const endpoint = `${lighthouse.underlayIp}:${lighthousePort}`
@@ -282,7 +284,7 @@ async function bringUpSync(run: Run, node: LabNode): Promise<string> {
   await run(`${node.name} up`, node, ['up', project, '--detach'])
   const folder = join(node.home, 'shared')
   await mkdir(folder, {recursive: true})
-  await run(`${node.name} sync add`, node, ['sync', 'add', folder, '--project', project])
+  await run(`${node.name} sync add`, node, ['sync', 'add', folder, '--project', project, '--name', 'shared'])
   return folder
 }
 

@@ -77,6 +77,9 @@ export interface SystemStatus {
 /** Devices that tried to connect but are not configured, by device ID; `address` is "IP:port". */
 export type PendingDevices = Record<string, {time: string; name: string; address: string}>
 
+/** Folders that devices offer and this device has not added, by folder ID (/rest/cluster/pending/folders). */
+export type PendingFolders = Record<string, {offeredBy: Record<string, {time: string; label: string; receiveEncrypted?: boolean; remoteEncrypted?: boolean}>}>
+
 export interface ConnectionStats {
   connected: boolean
   paused: boolean
@@ -215,6 +218,15 @@ export class SyncthingClient {
 
   pendingDevices(): Promise<PendingDevices> {
     return this.request('GET', '/rest/cluster/pending/devices')
+  }
+
+  pendingFolders(): Promise<PendingFolders> {
+    return this.request('GET', '/rest/cluster/pending/folders')
+  }
+
+  /** Undoes the local changes of a receive-only folder (POST /rest/db/revert). */
+  async revert(folderId: string): Promise<void> {
+    await this.request('POST', `/rest/db/revert?${new URLSearchParams({folder: folderId})}`)
   }
 
   connections(): Promise<Connections> {

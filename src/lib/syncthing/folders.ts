@@ -1,7 +1,8 @@
 import {randomBytes} from 'node:crypto'
-import {lstat, rm, stat, writeFile} from 'node:fs/promises'
+import {constants} from 'node:fs'
+import {access, lstat, rm, stat, writeFile} from 'node:fs/promises'
 import {BlockList, isIP} from 'node:net'
-import {basename, join, resolve} from 'node:path'
+import {basename, join, relative, resolve} from 'node:path'
 
 import {ConflictError, InvalidInputError, NotFoundError, ToolFailedError} from '../errors.js'
 import {syncthingPort} from '../nebula/config.js'
@@ -15,6 +16,20 @@ export const folderTypes: FolderType[] = ['sendreceive', 'sendonly', 'receiveonl
  * keeps far more versions of large files that change often.
  */
 export const defaultVersioning = {type: 'simple', params: {keep: '5'}}
+
+/**
+ * Free space below which Syncthing stops writing to a new folder: 2 GB. Its default, 1% of the
+ * volume, is 40 GB on a 4 TB media drive but 100 MB on a 10 GB one, too little for one clip.
+ */
+export const defaultMinDiskFree = {value: 2, unit: 'GB'}
+
+/**
+ * Seconds Syncthing's file watcher waits before scanning a change: 1 instead of its 10. A 32 MiB
+ * file was complete on the peer 2.7 s (median) after its close with 1 s, 2.8 s with 2 s, 3.8 s
+ * with 5 s and 9.4 s with 10 s; a file growing for 5 s was announced once at every delay
+ * (BENCHMARKS.md, bench/watcher.ts).
+ */
+export const defaultWatcherDelayS = 1
 
 export interface Peer {
   deviceId: string
@@ -156,6 +171,29 @@ export interface AddFolderResult {
   peers: {deviceId: string; name: string; change: PeerChange}[]
 }
 
+/** Whether `inner` is `outer` or inside it. */
+export function isWithin(inner: string, outer: string): boolean {
+  const rel = relative(resolve(outer), resolve(inner))
+  return rel === '' || (!rel.startsWith('..') && !rel.startsWith('/') && rel !== '..' && !/^[a-zA-Z]:/.test(rel))
+}
+
+/**
+ * Refuses, before anything is written, a directory that cannot be shared as `folderId`: missing,
+ * a file, not writable, or inside (or around) a directory another folder shares.
+ */
+export async function checkShareableDir(client: SyncthingClient, path: string, folderId: string, shown = path): Promise<void> {
+  const info = await stat(path).catch(() => undefined)
+  if (!info) throw new InvalidInputError(`${shown} does not exist: create the directory first`)
+  if (!info.isDirectory()) throw new InvalidInputError(`${shown} is not a directory`)
+  if (!(await access(path, constants.W_OK).then(() => true, () => false))) throw new InvalidInputError(`${shown} is not writable by this user: Syncthing could not write what peers send`)
+  for (const other of await client.folders()) {
+    if (other.id === folderId) continue
+    if (isWithin(path, other.path) || isWithin(other.path, path)) {
+      throw new ConflictError(`${shown} ${isWithin(path, other.path) ? 'is inside' : 'contains'} ${other.path}, which folder ${other.label || other.id} already shares: folders must not nest`)
+    }
+  }
+}
+
 /**
  * Shares a directory with the project's peers. An existing folder with this ID keeps every
  * device it had (read, merge, write); it is never moved to another path. Syncthing creates
@@ -164,9 +202,6 @@ export interface AddFolderResult {
 export async function addFolder(options: AddFolderOptions): Promise<AddFolderResult> {
   const {client} = options
   const path = resolve(options.path)
-  const info = await stat(path).catch(() => undefined)
-  if (!info) throw new InvalidInputError(`${options.path} does not exist: create the directory first`)
-  if (!info.isDirectory()) throw new InvalidInputError(`${options.path} is not a directory`)
   if (options.type !== undefined && !folderTypes.includes(options.type)) {
     throw new InvalidInputError(`invalid folder type "${options.type}": expected ${folderTypes.join(', ')}`)
   }
@@ -174,6 +209,7 @@ export async function addFolder(options: AddFolderOptions): Promise<AddFolderRes
   const folderId = options.folderId ?? defaultFolderId(options.project, path)
   if (!/^[^\s/\\]{1,64}$/.test(folderId)) throw new InvalidInputError(`invalid folder ID "${folderId}": up to 64 characters, no spaces or slashes`)
 
+  await checkShareableDir(client, path, folderId, options.path)
   const existing = await client.folder(folderId)
   if (existing && resolve(existing.path) !== path) {
     throw new ConflictError(
@@ -199,6 +235,8 @@ export async function addFolder(options: AddFolderOptions): Promise<AddFolderRes
       type: options.type ?? 'sendreceive',
       devices: deviceIds.map((deviceID) => ({deviceID})),
       versioning: defaultVersioning,
+      minDiskFree: defaultMinDiskFree,
+      fsWatcherDelayS: defaultWatcherDelayS,
       caseSensitiveFS: await isCaseSensitive(path),
     })
   }

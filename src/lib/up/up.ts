@@ -13,6 +13,7 @@ import {acceptPendingDevices, type PendingDecision, projectFolders, sharePeers, 
 import {connectSyncthing, type ManagedSyncthing, startManagedSyncthing, stopManagedSyncthing} from '../syncthing/managed.js'
 import type {ControlPlane} from '../store/control-plane.js'
 import {JoinedProject, resolveProjectDir} from '../project/joined-project.js'
+import {applyProjectFolders, type FolderPass, refreshFolders, syncthingFolderId} from '../folders/device.js'
 import {askControl, serveControl} from './control.js'
 import {refreshFromControlPlane, type RefreshResult, SyncCursor} from './refresh.js'
 import {supervise} from './supervise.js'
@@ -44,6 +45,8 @@ export interface ReconcileResult {
   accepted: PendingDecision[]
   /** Pending devices outside the project's network, left alone. */
   ignored: PendingDecision[]
+  /** Project folders: accepted on their own, offers left alone and why, shares changed to follow the access rules. */
+  projectFolders?: FolderPass
 }
 
 export interface UpResult {
@@ -82,6 +85,8 @@ export interface ReconcileOptions {
   controlPlane?: ControlPlane
   /** The version the device has and when to refresh; without one every pass refreshes in full. */
   cursor?: SyncCursor
+  /** Where auto-accepted folders go: <userHome>/vidsync/<project>/<folder> [default: the user's home]. */
+  userHome?: string
 }
 
 /**
@@ -101,17 +106,23 @@ export async function reconcile(options: ReconcileOptions): Promise<ReconcileRes
         cursor: options.cursor,
       })
     : undefined
+  if (options.controlPlane && refresh?.status === 'active') await refreshFolders({home: options.home, project: options.project, controlPlane: options.controlPlane})
   const {manifest} = await JoinedProject.find({home: options.home, project: options.project})
   const folders = await projectFolders({client, project: manifest.project, projectCidr: manifest.cidr})
+  // Project folders follow their access rules (applyProjectFolders); the others are shared with every project device.
+  const managed = syncthingFolderId(manifest.project, '')
+  const legacy = folders.filter((id) => !id.startsWith(managed))
   const peers = manifest.peers.flatMap((peer) => (peer.syncthingId ? [{deviceId: peer.syncthingId, name: peer.name, overlayIp: peer.ip}] : []))
-  await sharePeers({client, projectCidr: manifest.cidr, folders, peers})
-  const {accepted, ignored} = await acceptPendingDevices({client, projectCidr: manifest.cidr, folders})
-  await shareWithProjectDevices({client, projectCidr: manifest.cidr, folders})
-  return {...(refresh ? {refresh} : {}), folders, accepted, ignored}
+  await sharePeers({client, projectCidr: manifest.cidr, folders: legacy, peers})
+  const {accepted, ignored} = await acceptPendingDevices({client, projectCidr: manifest.cidr, folders: legacy})
+  await shareWithProjectDevices({client, projectCidr: manifest.cidr, folders: legacy})
+  const folderPass = await applyProjectFolders({client, manifest, userHome: options.userHome})
+  const all = await projectFolders({client, project: manifest.project, projectCidr: manifest.cidr})
+  return {...(refresh ? {refresh} : {}), folders: all, accepted, ignored, projectFolders: folderPass}
 }
 
-/** Syncthing's event for a device that connected and waits to be accepted (or no longer waits). */
-const wakeEvents = ['PendingDevicesChanged']
+/** Syncthing's events for a device that connected and waits to be accepted, and for a folder a device offers. */
+const wakeEvents = ['PendingDevicesChanged', 'PendingFoldersChanged']
 /** One long-poll at most this long: Node's fetch gives up on a body that takes 300 s. */
 const maxPollSeconds = 60
 /** Passes that events trigger are at least this far apart: a burst of events makes one pass. */
@@ -340,6 +351,8 @@ export async function runAgent(options: AgentOptions): Promise<void> {
         state.lastPass = pass
         delete state.lastError
         for (const device of pass.accepted) options.log(`accepted ${device.name || device.deviceId} from ${device.address}`)
+        for (const name of pass.projectFolders?.accepted ?? []) options.log(`accepted folder ${name}`)
+        for (const name of pass.projectFolders?.updated ?? []) options.log(`folder ${name} follows its access rules`)
         const updated = [pass.refresh?.blocklistChanged && 'blocklist', pass.refresh?.lighthousesChanged && 'lighthouses'].filter(Boolean)
         if (updated.length > 0) options.log(`${updated.join(' and ')} updated${pass.refresh?.nebulaReloaded ? '; nebula reloaded' : ''}`)
         if (!state.ready) {
