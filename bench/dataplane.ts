@@ -222,7 +222,7 @@ async function measureLink(lab: BenchLab, context: Context): Promise<void> {
 
 // --- the run ---------------------------------------------------------------------------------------
 
-async function makeCerts(dir: string): Promise<Certs> {
+export async function makeCerts(dir: string): Promise<Certs> {
   const caHome = join(dir, 'ca')
   await initCa({home: caHome, name: 'vidsync-bench'})
   const certs: Certs = {caPem: await readFile(caPaths(caHome).certPath, 'utf8'), nodes: {} as Certs['nodes']}
@@ -233,7 +233,7 @@ async function makeCerts(dir: string): Promise<Certs> {
   return certs
 }
 
-async function preflight(): Promise<void> {
+export async function preflight(): Promise<void> {
   if (process.platform !== 'linux' || process.getuid?.() !== 0) throw new Error('the dataplane bench needs Linux and root (network namespaces)')
   if (!existsSync(join(root, 'dist', 'commands')) || !existsSync(join(root, 'oclif.manifest.json'))) {
     throw new Error('dist/ or oclif.manifest.json is missing: run `npm run build` first')
