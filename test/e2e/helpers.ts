@@ -77,6 +77,8 @@ export interface MeshOptions {
   devices: string[]
   /** Extra environment for every command, e.g. VIDSYNC_NEBULA to run another nebula release. */
   env?: Record<string, string>
+  /** The lighthouse also relays (`lighthouse add --relay`) for devices that cannot reach each other. */
+  relay?: boolean
 }
 
 /**
@@ -97,12 +99,14 @@ export class Mesh {
   readonly cidr: string
   readonly devices: string[]
   readonly env: Record<string, string>
+  readonly relay: boolean
 
   constructor(options: MeshOptions) {
     this.project = options.project
     this.cidr = options.cidr
     this.devices = options.devices
     this.env = options.env ?? {}
+    this.relay = options.relay ?? false
   }
 
   /** The folder ID every device arrives at for `<home>/shared`. */
@@ -150,7 +154,7 @@ export class Mesh {
     await this.admin('project', 'create', this.project, '--cidr', this.cidr, '--quarantine', '1m')
     await this.admin('pool', 'populate', this.project)
     const bundle = join(this.operator, 'lh.zip')
-    await this.admin('lighthouse', 'add', this.project, '--name', 'lh', '--endpoint', `${this.lab.nodes.lh?.ip}:4242`, '--generate-key', '--out', bundle)
+    await this.admin('lighthouse', 'add', this.project, '--name', 'lh', '--endpoint', `${this.lab.nodes.lh?.ip}:4242`, '--generate-key', '--out', bundle, ...(this.relay ? ['--relay'] : []))
     await this.must('lh', ['join', bundle, '--ca-fingerprint', this.caFingerprint])
     await this.must('lh', ['nebula', 'up', '--detach'])
   }
