@@ -1,5 +1,5 @@
 import {createHash} from 'node:crypto'
-import {mkdir, readFile, stat} from 'node:fs/promises'
+import {mkdir, readdir, readFile, stat} from 'node:fs/promises'
 import {join} from 'node:path'
 
 import {expect} from 'chai'
@@ -29,6 +29,16 @@ export async function waitFor<T>(what: string, check: () => Promise<T | undefine
   }
   throw new Error(`timed out after ${timeoutMs / 1000}s waiting for ${what}${lastError ? `: ${(lastError as Error).message}` : ''}`)
 }
+
+/** Children of a process, over all its threads (Syncthing 1.19's monitor runs the worker as its child). */
+export async function childPids(pid: number): Promise<number[]> {
+  const tasks = await readdir(`/proc/${pid}/task`).catch((): string[] => [])
+  const lists = await Promise.all(tasks.map((task) => readFile(`/proc/${pid}/task/${task}/children`, 'utf8').catch(() => '')))
+  return [...new Set(lists.join(' ').split(/\s+/).filter(Boolean).map(Number))]
+}
+
+/** One measured number per line, beside mocha's own output. */
+export const note = (text: string) => process.stdout.write(`      · ${text}\n`)
 
 /** The sha256 of a file, or undefined when it is missing or does not have `size` bytes (yet). */
 export async function fileHash(path: string, size?: number): Promise<string | undefined> {
@@ -123,7 +133,8 @@ export class Mesh {
   /** The built CLI inside a node's namespace, as that device's user runs it (always --json). */
   async on(node: string, args: string[], timeoutMs = 60_000): Promise<RunResult> {
     const result = await runIn(this.ns(node), process.execPath, [`${root}bin/run.js`, ...args, '--home', this.homes[node] ?? '', '--json'], {
-      env: {...this.env, VIDSYNC_DATABASE_URL: ''},
+      // The nebula service's root-only copy of the overlay: in the node's temp home, not the machine's /etc/vidsync.
+      env: {VIDSYNC_SYSTEM_DIR: join(this.homes[node] ?? '', 'system'), ...this.env, VIDSYNC_DATABASE_URL: ''},
       timeoutMs,
     })
     return {exitCode: result.exitCode, json: parseJson(result.stdout), stdout: result.stdout, stderr: result.stderr}

@@ -36,6 +36,8 @@ describe('e2e: a non-root user follows the README with sudo', function () {
   const user = `vst${process.pid}`
   const mesh = new Mesh({project: 'sudo', cidr: '10.99.11.0/24', devices: ['a', 'u']})
   let home = ''
+  /** A new user's default state home: no ~/.vidsync, no XDG_STATE_HOME in `env -i`, so ~/.local/state/vidsync. */
+  const state = '.local/state/vidsync'
   let uid = 0
   let gid = 0
   const sudoers = `/etc/sudoers.d/${user}`
@@ -67,7 +69,7 @@ describe('e2e: a non-root user follows the README with sudo', function () {
     uid = Number((await execa('id', ['-u', user])).stdout)
     gid = Number((await execa('id', ['-g', user])).stdout)
     await mesh.start()
-    mesh.homes.u = join(home, '.vidsync') // for Mesh.rest and Mesh.stop: the user's default home
+    mesh.homes.u = join(home, state) // for Mesh.rest and Mesh.stop: the user's default home
     await mesh.addDevice('a')
   })
 
@@ -76,13 +78,14 @@ describe('e2e: a non-root user follows the README with sudo', function () {
     await asUser(['down']).catch(() => undefined)
     await mesh.stop()
     await rm(sudoers, {force: true})
+    await rm('/etc/vidsync/sudo', {recursive: true, force: true})
     await execa('userdel', ['--remove', user], {reject: false})
     if (home) await rm(join(home, '..'), {recursive: true, force: true})
   })
 
   it('key create, join, sudo vidsync up, sync add: the file arrives and belongs to the user', async () => {
     const key = await mustAsUser(['key', 'create'])
-    expect(key.json.publicKeyPath.startsWith(`${join(home, '.vidsync')}/`), key.json.publicKeyPath).to.equal(true) // the default home, ~/.vidsync
+    expect(key.json.publicKeyPath.startsWith(`${join(home, state)}/`), key.json.publicKeyPath).to.equal(true) // the default home of a new user
     const {deviceId} = (await mustAsUser(['sync', 'id'])).json
     const bundle = await mesh.register('u', {publicKeyPath: key.json.publicKeyPath, deviceId})
     const mine = join(home, 'u.zip')
@@ -100,8 +103,12 @@ describe('e2e: a non-root user follows the README with sudo', function () {
     await writeFile(sudoers, `${user} ALL=(root) NOPASSWD: ALL\n`, {mode: 0o440})
     const up = await mustAsUser(['up', '--detach', '--interval', '1s'], {sudo: true})
     expect(up.json.user).to.equal(user)
-    expect(up.json.installed).to.have.length(1)
+    expect(up.json.installed).to.have.length(2)
     expect(up.json.installed[0]).to.match(/^nebula supervisor for sudo \(pid \d+; no service manager runs here/)
+    // sudo drops the environment: the machine's own system directory, root-only.
+    expect(up.json.installed[1]).to.equal('overlay files for sudo in /etc/vidsync/sudo (readable by root only)')
+    for (const name of ['nebula.yml', 'ca.crt', 'node.crt', 'node.key']) expect((await stat(join('/etc/vidsync/sudo', name))).mode & 0o777, name).to.equal(0o600)
+    expect((await stat('/etc/vidsync/sudo')).mode & 0o777).to.equal(0o700)
     note(`sudo vidsync up installed: ${up.json.installed[0]}`)
     mesh.overlayIps.u = up.json.overlayIp
 
@@ -118,19 +125,20 @@ describe('e2e: a non-root user follows the README with sudo', function () {
 
     // The synced file, the user's state and Syncthing belong to the user; only nebula runs as root.
     expect((await stat(join(shared, 'from-a.bin'))).uid).to.equal(uid)
-    for (const path of ['.vidsync', '.vidsync/syncthing/config.xml', '.vidsync/projects/sudo/agent.log', '.vidsync/projects/sudo/nebula.log']) {
+    // ~/.local and ~/.local/state too: created by root under sudo when the user had none, they are the user's.
+    for (const path of ['.local', '.local/state', state, `${state}/syncthing/config.xml`, `${state}/projects/sudo/agent.log`, `${state}/projects/sudo/nebula.log`]) {
       expect((await stat(join(home, path))).uid, path).to.equal(uid)
     }
     const status = await mustAsUser(['status'])
     expect(status.json.overlay).to.include({running: true, tunUp: true})
     expect(status.json.syncthing.reachable).to.equal(true)
-    const syncthingPid = Number((await readFile(join(home, '.vidsync', 'syncthing', 'syncthing.pid'), 'utf8')).split('\n')[0])
+    const syncthingPid = Number((await readFile(join(home, state, 'syncthing', 'syncthing.pid'), 'utf8')).split('\n')[0])
     expect(await processUid(syncthingPid)).to.equal(uid)
     expect(await processUid(status.json.overlay.pid)).to.equal(0)
   })
 
   it('after kill -9 of its Syncthing, the agent has it running again within seconds, and a peer’s file arrives', async () => {
-    const pidPath = join(home, '.vidsync', 'syncthing', 'syncthing.pid')
+    const pidPath = join(home, state, 'syncthing', 'syncthing.pid')
     const before = Number((await readFile(pidPath, 'utf8')).split('\n')[0])
     const killed = [before, ...(await childPids(before))]
     const killedAt = Date.now()
@@ -156,7 +164,7 @@ describe('e2e: a non-root user follows the README with sudo', function () {
     })
     const arrivedMs = Date.now() - killedAt
     note(`kill -9 of Syncthing (pids ${killed.join(', ')}): running and answering again after ${(restartMs / 1000).toFixed(1)} s, a peer's new file arrived ${(arrivedMs / 1000).toFixed(1)} s after the kill`)
-    const log = await readFile(join(home, '.vidsync', 'projects', 'sudo', 'agent.log'), 'utf8')
+    const log = await readFile(join(home, state, 'projects', 'sudo', 'agent.log'), 'utf8')
     expect(log).to.match(/syncthing ended \(killed by SIGKILL|syncthing ended \(exit code/)
     // Bounded by meaning: the agent's first restart delay is 0.5 s; Syncthing itself starts in a few seconds.
     expect(restartMs).to.be.lessThan(30_000)
@@ -165,7 +173,7 @@ describe('e2e: a non-root user follows the README with sudo', function () {
   it('status and down as the user see and stop everything, without sudo', async () => {
     const status = await mustAsUser(['status'])
     expect(status.json.overlay).to.include({running: true, lighthouseReachable: true})
-    expect(status.json.overlayPeers).to.deep.include({name: 'a', overlayIp: mesh.overlayIps.a, reachable: true})
+    expect(status.json.overlayPeers).to.deep.include({name: 'a', overlayIp: mesh.overlayIps.a, lighthouse: false, reachable: true, path: 'direct'})
 
     // What is true now, not what a log once said: with the lighthouse stopped, status says so.
     await mesh.must('lh', ['nebula', 'down'])

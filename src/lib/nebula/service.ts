@@ -10,7 +10,8 @@ import {serveControl} from '../up/control.js'
 import {supervise} from '../up/supervise.js'
 import {testNebulaConfig} from './config.js'
 import {nebulaControlAddress, startNebula} from './process.js'
-import {loadProject} from '../project/joined-project.js'
+import {JoinedProject, loadProject} from '../project/joined-project.js'
+import {installSystemOverlay} from './system-overlay.js'
 
 /** The service manager runs programs from a bare environment, so they need absolute paths. */
 export async function absoluteNebula(tools?: Tools, platform: Platform = currentPlatform()): Promise<string> {
@@ -67,11 +68,13 @@ export async function installNebulaService(options: NebulaServiceOptions & {star
   if (!(await platform.canCreateTun())) {
     throw new PermissionError('installing the nebula service needs administrator rights: run it with sudo (an elevated prompt on Windows)')
   }
-  const project = await loadProject(options.projectDir)
-  await testNebulaConfig({configPath: project.configPath, tools: options.tools})
+  const project = await JoinedProject.open(options.projectDir, platform)
+  const overlay = await installSystemOverlay(project, platform)
+  await testNebulaConfig({configPath: overlay.configPath, tools: options.tools})
+  const files = `overlay files for ${project.name} in ${overlay.dir} (readable by root only)`
   if (!(await platform.serviceManagerRuns())) {
     const daemon = await options.startDetached()
-    return {installed: [`nebula supervisor for ${project.name} (pid ${daemon.pid}; no service manager runs here, so it does not start at boot)`], managed: false}
+    return {installed: [`nebula supervisor for ${project.name} (pid ${daemon.pid}; no service manager runs here, so it does not start at boot)`, files], managed: false}
   }
   const definition = await nebulaServiceDefinition(options)
   if (definition.path && definition.content) {
@@ -85,7 +88,7 @@ export async function installNebulaService(options: NebulaServiceOptions & {star
       throw new ToolFailedError(`the service manager refused ${argv.slice(0, 2).join(' ')} for ${definition.name}: ${reason}`, reason)
     }
   }
-  return {installed: [`system service ${definition.name}${definition.path ? ` (${definition.path})` : ''}: runs nebula as root at boot`], managed: true}
+  return {installed: [`system service ${definition.name}${definition.path ? ` (${definition.path})` : ''}: runs nebula as root at boot`, files], managed: true}
 }
 
 /** Stops and removes the project's nebula service (`down --uninstall`); absent parts are skipped. */
@@ -121,6 +124,8 @@ export async function runNebulaService(options: {
     {
       status: async () => ({pid: current?.pid ?? null, restarts}),
       reload: async () => {
+        // The system copy first: a renewed certificate or a new blocklist is in the user's project directory.
+        await installSystemOverlay(await JoinedProject.open(options.projectDir, platform), platform)
         if (current) await platform.reloadNebula({pid: current.pid})
         return {pid: current?.pid ?? null, restarts}
       },
@@ -135,9 +140,14 @@ export async function runNebulaService(options: {
   )
   const finished = supervise({
     name: 'nebula',
-    start: async () => (await startNebula({projectDir: options.projectDir, tools: options.tools, waitForLighthouse: false, logOwner: options.owner, platform})).daemon,
+    start: async () => {
+      // nebula as root reads only the system copy, written again from the project's manifest on every start.
+      const {configPath} = await installSystemOverlay(await JoinedProject.open(options.projectDir, platform), platform)
+      return (await startNebula({projectDir: options.projectDir, configPath, tools: options.tools, waitForLighthouse: false, logOwner: options.owner, platform})).daemon
+    },
     onStarted: (daemon) => {
       current = daemon
+      options.log(`nebula running (pid ${daemon.pid})`)
     },
     signal: stop.signal,
     log: (line) => {

@@ -1,4 +1,4 @@
-import {join} from 'node:path'
+import {basename, join} from 'node:path'
 import {setTimeout as sleep} from 'node:timers/promises'
 
 import {ConflictError, MissingDependencyError, PermissionError, UnavailableError} from '../errors.js'
@@ -6,6 +6,7 @@ import {runProgram, startSelf, type Tools} from '../exec.js'
 import {type NebulaStatus, nebulaStatus, stopNebula} from '../nebula/process.js'
 import {syncthingPort} from '../nebula/config.js'
 import {installNebulaService, selfCommand, uninstallNebulaService} from '../nebula/service.js'
+import {removeSystemOverlay, systemOverlayPaths} from '../nebula/system-overlay.js'
 import {currentPlatform, type Platform, type User} from '../platform/index.js'
 import type {SyncthingClient} from '../syncthing/client.js'
 import {acceptPendingDevices, type PendingDecision, projectFolders, sharePeers, shareWithProjectDevices} from '../syncthing/folders.js'
@@ -440,6 +441,8 @@ export async function bringDown(options: {home: string; project?: string; uninst
   if (options.uninstall) {
     if (!(await platform.canCreateTun())) throw new PermissionError('removing the nebula service needs administrator rights', {hint: 'run `sudo vidsync down --uninstall`'})
     uninstalled = await uninstallNebulaService({home: options.home, projectDir: dir, user: platform.invokingUser(), platform})
+    await removeSystemOverlay(basename(dir), platform)
+    uninstalled.push(systemOverlayPaths(basename(dir), platform).dir)
   }
   return {loopStopped: agent !== undefined, syncthing, nebula, uninstalled}
 }
