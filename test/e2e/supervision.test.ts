@@ -150,6 +150,21 @@ describe('e2e: status tells what is true now, and crashed parts come back', func
     expect(arrivedMs).to.be.lessThan(60_000)
   })
 
+  it('kill -9 of the agent: without a service manager nothing restarts it, Syncthing keeps syncing, and `up` starts a new agent that adopts Syncthing', async () => {
+    const before = await mesh.must('b', ['up', '--detach', '--interval', '1s'])
+    expect(before.json.alreadyUp).to.equal(true)
+    const agent = before.json.agent.pid as number
+    process.kill(agent, 'SIGKILL')
+    await waitFor('the agent to be gone', async () => ((await execa('kill', ['-0', String(agent)], {reject: false})).exitCode === 0 ? undefined : true), {timeoutMs: 10_000, intervalMs: 50})
+    // Syncthing was the agent's child; it runs on by itself and still syncs (only the reconcile loop is gone).
+    await arrives('a', 'b', 'agent-gone.bin', 60_000)
+    const after = await mesh.must('b', ['up', '--detach', '--interval', '1s'])
+    expect(after.json.alreadyUp).to.equal(false)
+    expect(after.json.agent.pid).not.to.equal(agent)
+    expect(after.json.syncthing.pid, 'the running Syncthing is adopted, not started twice').to.equal(before.json.syncthing.pid)
+    note(`kill -9 of the agent (pid ${agent}): Syncthing ${before.json.syncthing.pid} kept syncing; \`up\` started agent ${after.json.agent.pid}, which adopted it`)
+  })
+
   it('up with Syncthing missing or too old: one line, exit 8, nothing started; two concurrent ups: one runs, the other exits 4', async () => {
     await mesh.must('b', ['down'])
     const files = ['vidsync.json', 'nebula.yml']
