@@ -318,6 +318,19 @@ describe('versions: tables, detection and tolerant parsers', function () {
       expect(handshakePaths(again.join('\n')).get('10.99.7.3')).to.equal('direct')
     })
 
+    it("reads the paths out of the upstream fakes' rewriting of real 1.6.1 handshake lines (test/fixtures/upstream)", async () => {
+      // @ts-expect-error: a plain .mjs fixture without types
+      const {rewriteNebulaLog} = (await import('./fixtures/upstream/lib/nebula.mjs')) as {rewriteNebulaLog: (release: object, text: string, relay?: string) => string}
+      // What nebula 1.6.1 logged in test/e2e/supervision.test.ts: b direct, c through the relay.
+      const direct = 'time="2026-11-27T05:00:00Z" level=info msg="Handshake message received" certName=b handshake="map[stage:2 style:ix_psk0]" udpAddr="192.0.2.3:4242" vpnIp=10.99.7.3'
+      const relayed = 'time="2026-11-27T05:00:00Z" level=info msg="Handshake message received" certName=c handshake="map[stage:2 style:ix_psk0]" udpAddr="<nil>" vpnIp=10.99.7.4'
+      for (const release of [{version: '1.9.7', minor: 9}, {version: '1.10.3', minor: 10}, {version: '1.11.0', minor: 11}]) {
+        const log = [direct, relayed].map((line) => rewriteNebulaLog(release, line, '192.0.2.1:4242')).join('\n')
+        expect(Object.fromEntries(handshakePaths(log)), `${release.version}: ${log}`).to.deep.equal({'10.99.7.3': 'direct', '10.99.7.4': 'relayed'})
+        if (release.minor >= 10) expect(log).to.include('(relayed)').and.not.include('udpAddr')
+      }
+    })
+
     it('reads slog levels as logrus ones and finds the failure', () => {
       expect(parseLogLine(v111)?.level).to.equal('info')
       const log = [v111, 'time=2026-11-23T14:00:51Z level=ERROR msg="Failed to start" error="unable to bind to socket: address in use"'].join('\n')

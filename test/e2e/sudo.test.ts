@@ -1,5 +1,5 @@
 import {randomBytes} from 'node:crypto'
-import {chmod, copyFile, mkdir, readdir, readFile, rm, stat, writeFile} from 'node:fs/promises'
+import {chmod, copyFile, mkdir, readFile, rm, stat, writeFile} from 'node:fs/promises'
 import {join} from 'node:path'
 
 import {expect} from 'chai'
@@ -7,23 +7,13 @@ import {execa} from 'execa'
 
 import {root} from '../helpers/cli.js'
 import {runIn} from '../helpers/netns.js'
-import {fileHash, Mesh, sha256, waitFor} from './helpers.js'
-
-/** One measured number per line, beside mocha's own output. */
-const note = (text: string) => process.stdout.write(`      · ${text}\n`)
+import {childPids, fileHash, Mesh, note, sha256, waitFor} from './helpers.js'
 
 /** The real user ID that owns a process (Linux /proc/<pid>/status, "Uid: real effective ..."). */
 async function processUid(pid: number): Promise<number | undefined> {
   const status = await readFile(`/proc/${pid}/status`, 'utf8').catch(() => '')
   const uid = /^Uid:\s+(\d+)/m.exec(status)?.[1]
   return uid === undefined ? undefined : Number(uid)
-}
-
-/** Children of a process, over all its threads (Syncthing 1.19's monitor runs the worker as its child). */
-async function childPids(pid: number): Promise<number[]> {
-  const tasks = await readdir(`/proc/${pid}/task`).catch((): string[] => [])
-  const lists = await Promise.all(tasks.map((task) => readFile(`/proc/${pid}/task/${task}/children`, 'utf8').catch(() => '')))
-  return [...new Set(lists.join(' ').split(/\s+/).filter(Boolean).map(Number))]
 }
 
 /**
