@@ -18,7 +18,7 @@ import {linuxRoutines} from '../src/lib/project/joined-project.js'
 import {makeCerts, preflight} from './dataplane.js'
 import {BenchLab, generatedNebula} from './dataplane/lab.js'
 import {median, tcpOnce, workload} from './dataplane/measure.js'
-import {type BenchRun, result, type Result} from './harness.js'
+import {type BenchRun, result, type Result, withCleanUp} from './harness.js'
 
 const rounds = Number(process.env.VIDSYNC_BENCH_ROUTINES_ROUNDS ?? 5)
 const streamCounts = [1, 4]
@@ -34,16 +34,10 @@ export const run: BenchRun = async ({log}) => {
     lab = undefined
     await rm(dir, {recursive: true, force: true})
   }
-  const onSignal = (signal: NodeJS.Signals) => {
-    log(`${signal}: removing the lab`)
-    void cleanUp().finally(() => process.exit(130))
-  }
-  process.once('SIGINT', onSignal)
-  process.once('SIGTERM', onSignal)
-  // mbps[routines][streams] = one value per round
+  // mbps[routines/streams] = one value per round
   const mbps = new Map<string, number[]>()
   const key = (routines: number, streams: number) => `${routines}/${streams}`
-  try {
+  await withCleanUp(cleanUp, log, async () => {
     lab = await BenchLab.create({prefix: `vsr-${process.pid}-`, dir, certs: await makeCerts(dir)})
     for (let round = 1; round <= rounds; round++) {
       // Alternate the order so that neither variant always runs first (warm caches, a neighbour's load).
@@ -58,11 +52,7 @@ export const run: BenchRun = async ({log}) => {
         await lab.stopNebula()
       }
     }
-  } finally {
-    await cleanUp()
-    process.off('SIGINT', onSignal)
-    process.off('SIGTERM', onSignal)
-  }
+  })
   const rows: Result[] = []
   const seconds = `${rounds} rounds x ${workload.tcpSeconds} s`
   for (const streams of streamCounts) {

@@ -220,6 +220,27 @@ export class Mesh {
     return parseJson(result.stdout)
   }
 
+  /**
+   * kill -9 of a device's Syncthing (the monitor and its worker); resolves once another one
+   * answers its API: the PIDs killed, the new PID and the time from the kill.
+   */
+  async killSyncthing(node: string): Promise<{killed: number[]; pid: number; restartMs: number}> {
+    const pidPath = join(this.homes[node] ?? '', 'syncthing', 'syncthing.pid')
+    const pidNow = async () => Number((await readFile(pidPath, 'utf8').catch(() => '')).split('\n')[0])
+    const before = await pidNow()
+    const killed = [before, ...(await childPids(before))]
+    const killedAt = Date.now()
+    for (const pid of killed) process.kill(pid, 'SIGKILL')
+    const check = async () => {
+      const pid = await pidNow()
+      if (!pid || pid === before) return undefined
+      await this.rest(node, 'GET', '/rest/system/ping')
+      return pid
+    }
+    const pid = await waitFor(`a new Syncthing answering on ${node}`, check, {timeoutMs: 60_000, intervalMs: 100})
+    return {killed, pid, restartMs: Date.now() - killedAt}
+  }
+
   /** Asks a device's Syncthing to rescan the shared folder now instead of after its watcher delay (~10 s). */
   async scan(...nodes: string[]): Promise<void> {
     await Promise.all(nodes.map((node) => this.rest(node, 'POST', `/rest/db/scan?folder=${encodeURIComponent(this.folderId)}`)))

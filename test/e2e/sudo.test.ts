@@ -7,7 +7,7 @@ import {execa} from 'execa'
 
 import {root} from '../helpers/cli.js'
 import {runIn} from '../helpers/netns.js'
-import {childPids, fileHash, Mesh, note, sha256, waitFor} from './helpers.js'
+import {fileHash, Mesh, note, sha256, waitFor} from './helpers.js'
 
 /** The real user ID that owns a process (Linux /proc/<pid>/status, "Uid: real effective ..."). */
 async function processUid(pid: number): Promise<number | undefined> {
@@ -128,22 +128,8 @@ describe('e2e: a non-root user follows the README with sudo', function () {
   })
 
   it('after kill -9 of its Syncthing, the agent has it running again within seconds, and a peer’s file arrives', async () => {
-    const pidPath = join(home, state, 'syncthing', 'syncthing.pid')
-    const before = Number((await readFile(pidPath, 'utf8')).split('\n')[0])
-    const killed = [before, ...(await childPids(before))]
     const killedAt = Date.now()
-    for (const pid of killed) await execa('kill', ['-9', String(pid)])
-    const running = await waitFor(
-      'a new Syncthing answering on the user device',
-      async () => {
-        const pid = Number((await readFile(pidPath, 'utf8').catch(() => '')).split('\n')[0])
-        if (!pid || pid === before) return undefined
-        await mesh.rest('u', 'GET', '/rest/system/ping')
-        return pid
-      },
-      {timeoutMs: 60_000, intervalMs: 100},
-    )
-    const restartMs = Date.now() - killedAt
+    const {killed, pid: running, restartMs} = await mesh.killSyncthing('u')
     expect(await processUid(running)).to.equal(uid)
     const data = randomBytes(64 * 1024)
     await writeFile(join(mesh.folders.a ?? '', 'after-kill.bin'), data)

@@ -8,7 +8,7 @@ import {execa} from 'execa'
 import {root} from '../helpers/cli.js'
 import {runIn} from '../helpers/netns.js'
 import {tempDir} from '../helpers/temp.js'
-import {childPids, fileHash, Mesh, note, type RunResult, sha256, waitFor} from './helpers.js'
+import {fileHash, Mesh, note, type RunResult, sha256, waitFor} from './helpers.js'
 
 /**
  * What `status` says is true now, and what comes back by itself, for real between network
@@ -130,22 +130,8 @@ describe('e2e: status tells what is true now, and crashed parts come back', func
   })
 
   it('kill -9 of Syncthing under the agent: restarted within seconds with a log line, and a peer’s file arrives within 60 s', async () => {
-    const pidPath = join(mesh.homes.b ?? '', 'syncthing', 'syncthing.pid')
-    const before = Number((await readFile(pidPath, 'utf8')).split('\n')[0])
-    const killed = [before, ...(await childPids(before))]
     const killedAt = Date.now()
-    for (const pid of killed) process.kill(pid, 'SIGKILL')
-    await waitFor(
-      'a new Syncthing answering on b',
-      async () => {
-        const pid = Number((await readFile(pidPath, 'utf8').catch(() => '')).split('\n')[0])
-        if (!pid || pid === before) return undefined
-        await mesh.rest('b', 'GET', '/rest/system/ping')
-        return pid
-      },
-      {timeoutMs: 60_000, intervalMs: 100},
-    )
-    const restartMs = Date.now() - killedAt
+    const {killed, restartMs} = await mesh.killSyncthing('b')
     await arrives('a', 'b', 'after-syncthing-kill.bin', 60_000)
     const arrivedMs = Date.now() - killedAt
     note(`kill -9 of Syncthing (pids ${killed.join(', ')}): answering again after ${(restartMs / 1000).toFixed(1)} s; a's new file arrived ${(arrivedMs / 1000).toFixed(1)} s after the kill`)
