@@ -8,7 +8,7 @@ import {execa} from 'execa'
 import {ConflictError, MissingDependencyError, NotFoundError, UnavailableError} from '../src/lib/errors.js'
 import {resolveTools} from '../src/lib/exec.js'
 import {installBundle} from '../src/lib/join/join.js'
-import {failureReason, handshakePaths, handshakePeers, parseLogLine} from '../src/lib/nebula/log.js'
+import {failureReason, handshakePaths, handshakePeers, handshakeTunnels, parseLogLine} from '../src/lib/nebula/log.js'
 import {preflight} from '../src/lib/nebula/process.js'
 import {parsePrintedCerts, pemCertVersions, readCert, requireCertSupport} from '../src/lib/pki/cert.js'
 import {initCa} from '../src/lib/pki/ca.js'
@@ -313,6 +313,9 @@ describe('versions: tables, detection and tolerant parsers', function () {
         '10.99.7.11': 'relayed',
         '10.99.7.12': 'direct',
       })
+      // With the peer's certificate name, for peers this device's manifest does not list.
+      expect(handshakeTunnels(lines.join('\n')).get('10.99.7.3')).to.deep.equal({path: 'relayed', name: 'b'})
+      expect(handshakeTunnels(lines.join('\n')).get('10.99.7.11')).to.deep.equal({path: 'relayed'})
       // A tunnel that was relayed and handshook again directly is direct now.
       const again = [lines[1], 'time="2026-11-27T05:01:00Z" level=info msg="Handshake message received" udpAddr="192.0.2.3:4242" vpnIp=10.99.7.3']
       expect(handshakePaths(again.join('\n')).get('10.99.7.3')).to.equal('direct')

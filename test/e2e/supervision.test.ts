@@ -78,6 +78,9 @@ describe('e2e: status tells what is true now, and crashed parts come back', func
     expect(human.stdout).to.include('overlay peers 2/2 answer: lh (lighthouse) direct, a relayed')
     const log = await readFile(join(projectDir('b'), 'nebula.log'), 'utf8')
     note(`b's nebula.log on the tunnel to a: ${log.split('\n').find((line) => /Handshake message (received|sent)/.test(line) && line.includes(`vpnIp=${mesh.overlayIps.a}`) && /udpAddr="<nil>"|relay=/.test(line))?.replace(/ (fingerprint|issuer)=\w+/g, '')}`)
+    // a's bundle predates b: b is listed all the same, by its certificate's name, once nebula handshook with it.
+    const fromA = await mesh.must('a', ['status'])
+    expect(peer(fromA, 'b')).to.deep.equal({name: 'b', overlayIp: mesh.overlayIps.b, lighthouse: false, reachable: true, path: 'relayed'})
     await arrives('a', 'b', 'through-relay.bin', 120_000)
   })
 

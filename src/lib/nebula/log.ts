@@ -124,19 +124,31 @@ function pathOf(fields: Record<string, string>): TunnelPath | undefined {
 
 const handshakeMessages = new Set(['Handshake message received', 'Handshake message sent'])
 
+/** A tunnel as this run's log shows it: the path of its latest handshake and the peer's certificate name. */
+export interface LoggedTunnel {
+  path: TunnelPath
+  name?: string
+}
+
 /**
- * The path of the latest completed handshake with each peer in this log (nebula rotates it per
- * run, so these are this run's tunnels), keyed by overlay IP. Which peers answer now is a
- * different question (a ping over the overlay): a peer can appear here and be gone since.
+ * The latest completed handshake with each peer in this log (nebula rotates it per run, so these
+ * are this run's tunnels), keyed by overlay IP. Which peers answer now is a different question (a
+ * ping over the overlay): a peer can appear here and be gone since.
  */
-export function handshakePaths(log: string): Map<string, TunnelPath> {
-  const paths = new Map<string, TunnelPath>()
+export function handshakeTunnels(log: string): Map<string, LoggedTunnel> {
+  const tunnels = new Map<string, LoggedTunnel>()
   for (const line of logLines(log)) {
     const parsed = parseLogLine(line)
     if (parsed === undefined || !handshakeMessages.has(parsed.msg)) continue
     const path = pathOf(parsed.fields)
     if (path === undefined) continue
-    for (const address of [...addressesOf(parsed.fields.vpnIp), ...addressesOf(parsed.fields.vpnAddrs)]) paths.set(address, path)
+    const name = parsed.fields.certName
+    for (const address of [...addressesOf(parsed.fields.vpnIp), ...addressesOf(parsed.fields.vpnAddrs)]) tunnels.set(address, name ? {path, name} : {path})
   }
-  return paths
+  return tunnels
+}
+
+/** The path of the latest completed handshake with each peer in this log, keyed by overlay IP. */
+export function handshakePaths(log: string): Map<string, TunnelPath> {
+  return new Map([...handshakeTunnels(log)].map(([address, tunnel]) => [address, tunnel.path]))
 }

@@ -1,6 +1,7 @@
 import {readFile} from 'node:fs/promises'
 
-import {handshakePaths, type TunnelPath} from '../nebula/log.js'
+import {cidrContains} from '../bundle/manifest.js'
+import {handshakeTunnels, type LoggedTunnel, type TunnelPath} from '../nebula/log.js'
 import {answersOverOverlay, type NebulaStatus, nebulaStatus, preflight} from '../nebula/process.js'
 import {JoinedProject} from '../project/joined-project.js'
 import type {Tools} from '../exec.js'
@@ -39,16 +40,23 @@ export interface DeviceStatus {
  * Each lighthouse and peer: a ping over the overlay says whether it answers now; the latest
  * completed handshake in nebula's log of this run says whether that tunnel is direct or relayed.
  * (nebula 1.6 has no admin API, and its sshd's list-hostmap would be an admin interface no bundle
- * may open: see docs/platforms.md.)
+ * may open: see docs/platforms.md.) Peers that joined after this device's bundle was issued are
+ * not in its manifest: those nebula handshook with in this run are listed too, by their
+ * certificate's name.
  */
 async function overlayPeersOf(project: JoinedProject, overlay: NebulaStatus): Promise<OverlayPeer[]> {
-  const paths = overlay.running ? handshakePaths(await readFile(project.logPath, 'utf8').catch(() => '')) : new Map<string, TunnelPath>()
-  const lighthouses = project.manifest.lighthouses.filter((lighthouse) => lighthouse.name !== project.manifest.device)
-  const all = [...lighthouses.map((lighthouse) => ({name: lighthouse.name, ip: lighthouse.ip, lighthouse: true})), ...project.manifest.peers.map((peer) => ({name: peer.name, ip: peer.ip, lighthouse: false}))]
+  const tunnels = overlay.running ? handshakeTunnels(await readFile(project.logPath, 'utf8').catch(() => '')) : new Map<string, LoggedTunnel>()
+  const {manifest} = project
+  const lighthouses = manifest.lighthouses.filter((lighthouse) => lighthouse.name !== manifest.device)
+  const all = [...lighthouses.map((lighthouse) => ({name: lighthouse.name, ip: lighthouse.ip, lighthouse: true})), ...manifest.peers.map((peer) => ({name: peer.name, ip: peer.ip, lighthouse: false}))]
+  const known = new Set([project.overlayIp, ...all.map((entry) => entry.ip)])
+  for (const [ip, tunnel] of tunnels) {
+    if (!known.has(ip) && cidrContains(manifest.cidr, ip)) all.push({name: tunnel.name ?? ip, ip, lighthouse: false})
+  }
   return Promise.all(
     all.map(async ({name, ip, lighthouse}) => {
       const reachable = overlay.tunUp && (await answersOverOverlay(ip))
-      return {name, overlayIp: ip, lighthouse, reachable, path: reachable ? (paths.get(ip) ?? null) : null}
+      return {name, overlayIp: ip, lighthouse, reachable, path: reachable ? (tunnels.get(ip)?.path ?? null) : null}
     }),
   )
 }
