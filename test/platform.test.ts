@@ -7,43 +7,16 @@ import {execa} from 'execa'
 import {parse as parsePlist} from 'plist'
 
 import {hostDeps, type HostDeps, platformFor} from '../src/lib/platform/index.js'
-import {hasNetAdmin, parseProcStat, passwdHome} from '../src/lib/platform/linux.js'
+import {hasNetAdmin, parseProcStat, parseSystemctlShow, passwdHome} from '../src/lib/platform/linux.js'
 import type {ProgramResult} from '../src/lib/platform/types.js'
-import {parseIcacls, windowsCommandLine} from '../src/lib/platform/win32.js'
+import {parseIcacls, scBinaryPath, schtasksField, schtasksStatus, windowsCommandLine} from '../src/lib/platform/win32.js'
+import {fakeHost} from './helpers/host.js'
 import {removeTempDirs, tempDir} from './helpers/temp.js'
 
 const fixture = (name: string) => readFileSync(new URL(`fixtures/platform/${name}`, import.meta.url), 'utf8')
 
 const ok = (stdout: string): ProgramResult => ({stdout, stderr: '', exitCode: 0, missing: false})
 const failed = (exitCode: number, stderr = ''): ProgramResult => ({stdout: '', stderr, exitCode, missing: false})
-
-/** A host whose programs answer from recorded outputs; every call is kept to check the argv. */
-function fakeHost(answers: (argv: string[]) => ProgramResult, overrides: Partial<HostDeps> = {}): HostDeps & {calls: string[][]} {
-  const calls: string[][] = []
-  const run = (file: string, args: string[]) => {
-    calls.push([file, ...args])
-    return answers([file, ...args])
-  }
-  return {
-    env: {},
-    homedir: () => '/Users/alice',
-    userName: () => 'alice',
-    uid: 501,
-    gid: 20,
-    run: async (file, args) => run(file, args),
-    runSync: run,
-    readFile: async () => undefined,
-    readFileSync: () => undefined,
-    exists: async () => false,
-    chmod: async () => undefined,
-    fileMode: async () => undefined,
-    signal: () => 'gone',
-    interfaces: () => ({}),
-    cpuCount: 2,
-    calls,
-    ...overrides,
-  }
-}
 
 /** CommandLineToArgvW's rules (Microsoft Learn, "Parsing C command-line arguments"): how Windows splits a service's command line. */
 function commandLineToArgv(line: string): string[] {
@@ -144,13 +117,21 @@ describe('platform layer', () => {
       const dir = await tempDir('vidsync-platform-')
       const command = [process.execPath, '/opt/vidsync/bin/run.js', 'nebula', 'service', 'studio', '--home', '/home/alice/.vidsync 100%']
       const nebula = linux.nebulaService({project: 'studio', command, logPath: '/dev/null', description: 'vidsync: Nebula overlay for project studio'})
-      const agent = linux.agentService({project: 'studio', command, logPath: '/dev/null', description: 'vidsync: Syncthing and reconcile loop for studio', user: {name: 'alice', home: '/home/alice', uid: 1001, gid: 1001, viaSudo: false}})
+      const agent = linux.agentService({project: 'studio', command, logPath: '/dev/null', description: 'vidsync: Syncthing and reconcile loop for studio', envFile: '/home/alice/.vidsync/projects/studio/agent.env', user: {name: 'alice', home: '/home/alice', uid: 1001, gid: 1001, viaSudo: false}})
       expect(nebula).to.include({name: 'vidsync-nebula-studio.service', path: '/etc/systemd/system/vidsync-nebula-studio.service'})
       expect(nebula.install).to.deep.equal([['systemctl', 'daemon-reload'], ['systemctl', 'enable', '--now', 'vidsync-nebula-studio.service']])
+      expect(nebula.uninstall).to.deep.equal([['systemctl', 'disable', '--now', 'vidsync-nebula-studio.service']])
+      expect(nebula.cleanup).to.deep.equal([['systemctl', 'daemon-reload']])
       expect(agent.path).to.equal('/home/alice/.config/systemd/user/vidsync-studio.service')
-      expect(agent.install.at(-1)).to.deep.equal(['systemctl', '--user', 'enable', '--now', 'vidsync-studio.service'])
+      // This process is root: the user's manager is reached with --machine=alice@, never a root --user unit.
+      expect(agent.install.at(-1)).to.deep.equal(['systemctl', '--user', '--machine=alice@', 'enable', '--now', 'vidsync-studio.service'])
+      expect(agent.scope).to.equal('user')
       expect(nebula.content).to.contain(`ExecStart="${process.execPath}" "/opt/vidsync/bin/run.js" "nebula" "service" "studio" "--home" "/home/alice/.vidsync 100%%"\n`)
       expect(nebula.content).to.contain('Restart=on-failure\nRestartSec=2\n')
+      expect(nebula.content).to.contain('StartLimitIntervalSec=120\nStartLimitBurst=5\n')
+      expect(nebula.content).to.contain('ExecReload=/bin/kill -HUP $MAINPID\n')
+      expect(agent.content).to.contain('EnvironmentFile=-/home/alice/.vidsync/projects/studio/agent.env\n')
+      expect(agent.content).to.contain('WantedBy=default.target\n')
       for (const unit of [nebula, agent]) {
         const path = join(dir, unit.name)
         await writeFile(path, unit.content ?? '')
@@ -159,10 +140,33 @@ describe('platform layer', () => {
         const ours = `${verify.stdout}\n${verify.stderr}`.split('\n').filter((line) => line.includes(unit.name))
         expect(ours, `${unit.name}: ${verify.stderr}`).to.deep.equal([])
       }
-      const runs = await linux.serviceManagerRuns()
+      // Where systemd runs, `vidsync up` installs and starts the unit; here it must say it does not, and why.
+      const problem = await linux.serviceManagerProblem('system')
       const init = (readFileSync('/proc/1/comm', 'utf8') || '?').trim()
-      // Where systemd runs, `vidsync up` installs and starts the unit: the sudo end-to-end test covers that path there.
-      process.stdout.write(`      · systemd ${runs ? 'runs here' : `does not run here (PID 1 is ${init}): units verified with systemd-analyze, not started`}\n`)
+      if (init === 'systemd') {
+        expect(problem).to.equal(undefined)
+        process.stdout.write('      · systemd runs here (PID 1): units verified with systemd-analyze\n')
+      } else {
+        expect(problem).to.equal(`systemd is not the init system here (PID 1 is ${init}): vidsync supervises nebula and the agent itself`)
+        // The real systemctl answers as recorded in the fixture, and the unit counts as not installed.
+        const state = await linux.serviceState(nebula)
+        expect(state).to.include({installed: false, running: false, state: fixture('systemctl-show-no-systemd.txt').split('\n')[0]})
+        process.stdout.write(`      · systemd does not run here (PID 1 is ${init}): units verified with systemd-analyze, not started; the fallback path is taken\n`)
+      }
+    })
+
+    it('reads systemctl show: running, failed, not installed; the installed file is the fingerprint', async () => {
+      let answer = ok(fixture('systemctl-show-running.txt'))
+      const host = fakeHost(() => answer, {readFile: async (path) => (path === '/etc/systemd/system/vidsync-nebula-studio.service' ? 'unit text' : undefined)})
+      const linuxHost = platformFor('linux', host)
+      const unit = linuxHost.nebulaService({project: 'studio', command: ['/usr/bin/node'], logPath: '/dev/null', description: 'x'})
+      expect(await linuxHost.serviceState(unit)).to.deep.equal({installed: true, running: true, pid: 4242, state: 'active (running)', fingerprint: 'unit text'})
+      expect(host.calls.at(-1)).to.deep.equal(['systemctl', 'show', '-p', 'LoadState,ActiveState,SubState,MainPID', 'vidsync-nebula-studio.service'])
+      answer = ok(fixture('systemctl-show-failed.txt'))
+      expect(await linuxHost.serviceState(unit)).to.deep.include({installed: true, running: false, state: 'failed (failed)'})
+      answer = ok(fixture('systemctl-show-not-found.txt'))
+      expect(await linuxHost.serviceState(unit)).to.deep.include({installed: false, running: false})
+      expect(parseSystemctlShow('A=b=c\nEmpty=\n')).to.deep.equal({A: 'b=c', Empty: ''})
     })
   })
 
@@ -178,14 +182,23 @@ describe('platform layer', () => {
       expect(host.calls.some((argv) => argv.some((arg) => arg.includes('/proc')))).to.equal(false)
     })
 
-    it('asks launchctl print whether a job runs', async () => {
-      let answer = fixture('launchctl-print-running.txt')
-      const host = fakeHost(() => ok(answer))
+    it('asks launchctl print whether a job is bootstrapped and runs, with its pid', async () => {
+      let answer = ok(fixture('launchctl-print-running.txt'))
+      const host = fakeHost(() => answer)
       const mac = platformFor('darwin', host)
-      expect(await mac.serviceRunning('com.vidsync.nebula.studio')).to.equal(true)
+      const daemon = mac.nebulaService({project: 'studio', command: ['/opt/homebrew/bin/node'], logPath: '/tmp/x.log', description: 'x'})
+      expect(await mac.serviceState(daemon)).to.deep.equal({installed: true, running: true, pid: 4242, state: 'running'})
       expect(host.calls[0]).to.deep.equal(['launchctl', 'print', 'system/com.vidsync.nebula.studio'])
-      answer = fixture('launchctl-print-stopped.txt')
-      expect(await mac.serviceRunning('com.vidsync.nebula.studio')).to.equal(false)
+      answer = ok(fixture('launchctl-print-stopped.txt'))
+      expect(await mac.serviceState(daemon)).to.deep.equal({installed: true, running: false, state: 'not running'})
+      answer = {...failed(113), stdout: fixture('launchctl-print-not-found.txt')}
+      expect(await mac.serviceState(daemon)).to.deep.equal({installed: false, running: false, state: 'Bad request.'})
+      // A LaunchAgent needs the user's GUI session: none over ssh without a login.
+      answer = failed(113, 'Bad request.\nCould not find domain for user gui: 501\n')
+      expect(await mac.serviceManagerProblem('user', {name: 'alice', home: '/Users/alice', uid: 501, gid: 20, viaSudo: false})).to.equal(
+        'alice has no login session (launchd domain gui/501): vidsync starts the agent itself',
+      )
+      expect(await mac.serviceManagerProblem('system')).to.equal(undefined)
     })
 
     it('writes a LaunchDaemon and a LaunchAgent plist that parse back to the command', () => {
@@ -195,13 +208,25 @@ describe('platform layer', () => {
       expect(daemon.path).to.equal('/Library/LaunchDaemons/com.vidsync.nebula.studio.plist')
       expect(daemon.install).to.deep.equal([['launchctl', 'bootstrap', 'system', '/Library/LaunchDaemons/com.vidsync.nebula.studio.plist']])
       expect(daemon.uninstall).to.deep.equal([['launchctl', 'bootout', 'system/com.vidsync.nebula.studio']])
+      expect(daemon.start).to.deep.equal([['launchctl', 'kickstart', 'system/com.vidsync.nebula.studio']])
       const parsed = parsePlist(daemon.content ?? '') as Record<string, unknown>
-      expect(parsed).to.deep.include({Label: 'com.vidsync.nebula.studio', ProgramArguments: command, RunAtLoad: true, KeepAlive: {SuccessfulExit: false}})
+      expect(parsed).to.deep.equal({
+        Label: 'com.vidsync.nebula.studio',
+        ProgramArguments: command,
+        RunAtLoad: true,
+        KeepAlive: {SuccessfulExit: false},
+        ThrottleInterval: 10,
+        StandardOutPath: '/Users/alice/Library/Application Support/vidsync/projects/studio/nebula-service.log',
+        StandardErrorPath: '/Users/alice/Library/Application Support/vidsync/projects/studio/nebula-service.log',
+      })
       const user = {name: 'alice', home: '/Users/alice', uid: 501, gid: 20, viaSudo: true}
-      const agent = mac.agentService({project: 'studio', command: [...command.slice(0, 2), 'up', 'studio', '--agent'], logPath: '/tmp/a.log', description: 'x', user})
+      const env = {VIDSYNC_DATABASE_URL: 'postgres://device@cp.example/vidsync'}
+      const agent = mac.agentService({project: 'studio', command: [...command.slice(0, 2), 'up', 'studio', '--agent'], logPath: '/tmp/a.log', description: 'x', user, env})
       expect(agent.path).to.equal('/Users/alice/Library/LaunchAgents/com.vidsync.agent.studio.plist')
       expect(agent.install).to.deep.equal([['launchctl', 'bootstrap', 'gui/501', agent.path]])
-      expect((parsePlist(agent.content ?? '') as Record<string, unknown>).ProgramArguments).to.deep.equal([...command.slice(0, 2), 'up', 'studio', '--agent'])
+      expect(agent.scope).to.equal('user')
+      const agentPlist = parsePlist(agent.content ?? '') as Record<string, unknown>
+      expect(agentPlist).to.deep.include({ProgramArguments: [...command.slice(0, 2), 'up', 'studio', '--agent'], EnvironmentVariables: env, ProcessType: 'Background', KeepAlive: {SuccessfulExit: false}})
     })
 
     it('finds the invoking user with dscl, the utun holding the overlay IP, and its state directory', () => {
@@ -254,24 +279,51 @@ describe('platform layer', () => {
       expect(create.slice(0, 4)).to.deep.equal(['sc.exe', 'create', 'vidsync-nebula-studio', 'binPath='])
       expect(commandLineToArgv(create[4] ?? '')).to.deep.equal(command)
       expect(create.slice(5)).to.deep.equal(['start=', 'auto', 'DisplayName=', 'vidsync: Nebula overlay for project studio'])
-      expect(service.install[1]).to.deep.equal(['sc.exe', 'failure', 'vidsync-nebula-studio', 'reset=', '60', 'actions=', 'restart/2000/restart/5000/restart/10000'])
+      expect(service.install[1]).to.deep.equal(['sc.exe', 'failure', 'vidsync-nebula-studio', 'reset=', '86400', 'actions=', 'restart/2000/restart/5000/restart/10000'])
+      expect(service.install[2]).to.deep.equal(['sc.exe', 'failureflag', 'vidsync-nebula-studio', '1'])
+      // The installing user may start and stop it (to reload nebula) without an elevated prompt.
+      expect(service.install[3]?.at(-1)).to.equal(
+        "$sid = [Security.Principal.WindowsIdentity]::GetCurrent().User.Value; sc.exe sdset vidsync-nebula-studio ('D:(A;;CCLCSWRPWPDTLOCRRC;;;SY)(A;;CCDCLCSWRPWPDTLOCRSDRCWDWO;;;BA)(A;;CCLCSWLOCRRC;;;IU)(A;;RPWPLCRC;;;' + $sid + ')'); exit $LASTEXITCODE",
+      )
+      expect(service.install.at(-1)).to.deep.equal(['sc.exe', 'start', 'vidsync-nebula-studio'])
       expect(service.uninstall).to.deep.equal([['sc.exe', 'stop', 'vidsync-nebula-studio'], ['sc.exe', 'delete', 'vidsync-nebula-studio']])
-      expect(await win.serviceRunning('vidsync-nebula-studio')).to.equal(true)
+      answer = fixture('sc-queryex-running.txt')
+      const qc = fixture('sc-qc.txt')
+      const host = fakeHost((argv) => (argv[1] === 'qc' ? ok(qc) : ok(answer)))
+      const scm = platformFor('win32', host)
+      expect(await scm.serviceState(service)).to.deep.equal({installed: true, running: true, pid: 4242, state: 'RUNNING', fingerprint: scBinaryPath(qc)})
+      expect(host.calls.map((argv) => argv.slice(0, 2))).to.deep.equal([['sc.exe', 'queryex'], ['sc.exe', 'qc']])
+      // What the SCM recorded is the binPath vidsync gave it, verbatim: the same install is not stale.
+      expect(scBinaryPath(qc)).to.equal(service.fingerprint)
       answer = fixture('sc-query-stopped.txt')
-      expect(await win.serviceRunning('vidsync-nebula-studio')).to.equal(false)
+      expect(await scm.serviceState(service)).to.deep.include({installed: true, running: false, state: 'STOPPED'})
+      const missing = platformFor('win32', fakeHost(() => ({...failed(1060), stdout: fixture('sc-queryex-missing.txt')})))
+      expect(await missing.serviceState(service)).to.deep.equal({installed: false, running: false, state: '[SC] EnumQueryServicesStatus:OpenService FAILED 1060:'})
       expect(win.systemDir).to.equal('C:\\ProgramData\\vidsync')
       expect(win.defaultHome(win.invokingUser())).to.equal('C:\\Users\\alice\\AppData\\Local\\vidsync')
     })
 
     it('runs the agent as a logon task; its command line parses back', async () => {
-      const win = platformFor('win32', fakeHost(() => ok(fixture('schtasks-query.txt'))))
+      let answer = ok(fixture('schtasks-query-verbose.txt'))
+      const host = fakeHost(() => answer)
+      const win = platformFor('win32', host)
       const command = ['C:\\Program Files\\nodejs\\node.exe', 'C:\\Users\\alice\\AppData\\Roaming\\npm\\node_modules\\vidsync\\bin\\run.js', 'up', 'studio', '--agent', '--home', 'C:\\Users\\al "x"\\vidsync\\']
       const task = win.agentService({project: 'studio', command, logPath: 'x', description: 'x', user: win.invokingUser()})
       const create = task.install[0] ?? []
       expect(create.slice(0, 5)).to.deep.equal(['schtasks', '/Create', '/TN', 'vidsync\\studio', '/TR'])
       expect(commandLineToArgv(create[5] ?? '')).to.deep.equal(command)
       expect(create.slice(6)).to.deep.equal(['/SC', 'ONLOGON', '/RL', 'LIMITED', '/F'])
-      expect(await win.serviceRunning('vidsync\\studio', win.invokingUser())).to.equal(true)
+      expect(task.install[1]?.at(-1)).to.equal(
+        "Set-ScheduledTask -TaskPath '\\vidsync\\' -TaskName 'studio' -Settings (New-ScheduledTaskSettingsSet -ExecutionTimeLimit ([TimeSpan]::Zero) -RestartCount 999 -RestartInterval (New-TimeSpan -Minutes 1)) | Out-Null",
+      )
+      expect(task.install.at(-1)).to.deep.equal(['schtasks', '/Run', '/TN', 'vidsync\\studio'])
+      expect(schtasksStatus(fixture('schtasks-query.txt'))).to.equal('Running')
+      expect(await win.serviceState(task)).to.deep.equal({installed: true, running: false, state: 'Ready', fingerprint: schtasksField(fixture('schtasks-query-verbose.txt'), 'Task To Run')})
+      expect(host.calls.at(-1)).to.deep.equal(['schtasks', '/Query', '/TN', 'vidsync\\studio', '/FO', 'LIST', '/V'])
+      const recorded = ['C:\\Program Files\\nodejs\\node.exe', 'C:\\Users\\alice\\AppData\\Roaming\\npm\\node_modules\\vidsync\\bin\\run.js', 'up', 'studio', '--agent', '--home', 'C:\\Users\\alice\\AppData\\Local\\vidsync', '--interval', '10s']
+      expect(win.agentService({project: 'studio', command: recorded, logPath: 'x', description: 'x'}).fingerprint).to.equal((await win.serviceState(task)).fingerprint)
+      answer = {...failed(1), stderr: fixture('schtasks-query-missing.txt')}
+      expect(await win.serviceState(task)).to.deep.equal({installed: false, running: false, state: 'ERROR: The system cannot find the file specified.'})
       expect(commandLineToArgv(windowsCommandLine(['a b', 'c\\', 'd"e', '']))).to.deep.equal(['a b', 'c\\', 'd"e', ''])
     })
 
@@ -290,7 +342,13 @@ describe('platform layer', () => {
       expect(win.executable('nebula')).to.equal('nebula.exe')
       expect(win.executable('syncthing.exe')).to.equal('syncthing.exe')
       expect(win.controlAddress('C:\\x', 'agent')).to.match(/^\\\\\.\\pipe\\vidsync-agent-[0-9a-f]{12}$/)
-      expect(win.elevate(['vidsync', 'up'], true)).to.equal(undefined)
+      expect(win.elevate(['C:\\Program Files\\nodejs\\node.exe', 'run.js', 'nebula', 'up', "it's", '--service'], false)).to.equal(undefined)
+      const uac = win.elevate(['C:\\Program Files\\nodejs\\node.exe', 'run.js', 'nebula', 'up', "it's", '--service'], true) ?? []
+      expect(uac.slice(0, 4)).to.deep.equal(['powershell.exe', '-NoProfile', '-NonInteractive', '-Command'])
+      // UAC's consent prompt comes from Start-Process -Verb RunAs; the argument list parses back to the argv.
+      const match = /^\$p = Start-Process -FilePath '((?:[^']|'')*)' -ArgumentList '((?:[^']|'')*)' -Verb RunAs -Wait -PassThru; exit \$p\.ExitCode$/.exec(uac[4] ?? '')
+      expect(match?.[1]).to.equal('C:\\Program Files\\nodejs\\node.exe')
+      expect(commandLineToArgv((match?.[2] ?? '').replaceAll("''", "'"))).to.deep.equal(['run.js', 'nebula', 'up', "it's", '--service'])
     })
   })
 

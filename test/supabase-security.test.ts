@@ -12,12 +12,13 @@ import {createThrowawayDatabase, type ThrowawayDatabase} from './helpers/postgre
 import {type ApiRole, asRole as asRoleWith} from './helpers/roles.js'
 
 
-const tables = ['audit_log', 'certificates', 'devices', 'invites', 'ip_pool', 'join_requests', 'projects', 'redeem_attempts', 'schema_migrations', 'settings']
-const deviceFunctions = ['device_bundle', 'device_refresh', 'redeem_invite', 'schema_version']
+const tables = ['audit_log', 'certificates', 'devices', 'invites', 'ip_pool', 'join_requests', 'project_changes', 'project_versions', 'projects', 'redeem_attempts', 'schema_migrations', 'settings']
+const deviceFunctions = ['device_bundle', 'device_refresh', 'device_sync', 'redeem_invite', 'schema_version']
 const operatorFunctions = [
-  'allocate_ip', 'approve_join_request', 'audit', 'check_groups', 'check_name', 'create_invite', 'create_project', 'device_conflict', 'discard_registration', 'join_request_by_token',
+  'allocate_ip', 'approve_join_request', 'audit', 'change_retention', 'check_groups', 'check_name', 'create_invite', 'create_project', 'device_changed', 'device_conflict',
+  'device_heartbeat', 'discard_registration', 'expire_blocklist', 'heartbeat_seconds', 'join_request_by_token',
   'list_devices', 'list_invites', 'list_join_requests', 'list_projects', 'live_device', 'parse_cidr', 'pool_list', 'pool_status', 'populate_pool',
-  'project_cert_version', 'project_id', 'project_network', 'public_key_sha256', 'reclaim_stale', 'record_cert_version', 'record_certificate', 'register_device',
+  'project_cert_version', 'project_channel', 'project_created', 'project_id', 'project_network', 'project_peers', 'public_key_sha256', 'record_change', 'reclaim_stale', 'record_cert_version', 'record_certificate', 'register_device',
   'release_device', 'release_ip', 'request_source', 'revoke_device', 'revoke_invite', 'secret_sha256', 'set_trusted_proxy_header',
 ]
 

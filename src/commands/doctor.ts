@@ -1,11 +1,12 @@
 import {Args} from '@oclif/core'
 
 import {BaseCommand} from '../base-command.js'
-import {type DoctorCheck, doctor} from '../lib/up/status.js'
+import {doctorWithServices} from '../lib/up/service-status.js'
+import type {DoctorCheck} from '../lib/up/status.js'
 
 export default class Doctor extends BaseCommand<typeof Doctor> {
   static override summary = 'Check every step from joined project to syncing folders.'
-  static override description = 'Checks the joined project, nebula (binary, privileges, /dev/net/tun, config, running, overlay address, lighthouse), Syncthing (installed, configured, answering), folders and peers, and says what to fix. Exits 1 when a check fails.'
+  static override description = 'Checks the joined project, nebula (binary, privileges, /dev/net/tun, config, running, overlay address, lighthouse), Syncthing (installed, configured, answering), folders and peers, and the nebula and agent services (installed, running, not from an older install; or supervised by vidsync where no service manager runs), and says what to fix. Exits 1 when a check fails.'
   static override examples = ['<%= config.bin %> <%= command.id %>', '<%= config.bin %> <%= command.id %> --json']
 
   static override args = {
@@ -13,7 +14,7 @@ export default class Doctor extends BaseCommand<typeof Doctor> {
   }
 
   async run(): Promise<{ok: boolean; checks: DoctorCheck[]}> {
-    const checks = await doctor({home: this.home, project: this.args.project})
+    const checks = await doctorWithServices({home: this.home, project: this.args.project})
     for (const check of checks) this.log(`${check.ok ? 'ok  ' : 'FAIL'}  ${check.name}${check.fix ? `: ${check.fix}` : ''}`)
     const ok = checks.every((check) => check.ok)
     if (!ok) process.exitCode = 1

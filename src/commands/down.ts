@@ -6,7 +6,7 @@ import {bringDown, type DownResult} from '../lib/up/up.js'
 export default class Down extends BaseCommand<typeof Down> {
   static override summary = 'Stop what `vidsync up` started on this device.'
   static override description =
-    'Asks the agent to stop (it shuts Syncthing down through its REST API) and the nebula service to stop, over their control sockets: no pid files, and no administrator rights needed. --uninstall also removes the nebula service (as root). Safe to run when nothing runs.'
+    'Asks the agent to stop (it shuts Syncthing down through its REST API) and the nebula service to stop, over their control sockets (through the service manager where it runs nebula itself, as on Windows): no pid files, and no administrator rights needed. --uninstall also removes both services (the agent\'s user service and the nebula system service; needs sudo or an elevated prompt, checked before anything is stopped). Safe to run when nothing runs.'
   static override examples = ['<%= config.bin %> <%= command.id %>', '<%= config.bin %> <%= command.id %> studio --json', 'sudo <%= config.bin %> <%= command.id %> --uninstall']
 
   static override args = {
@@ -14,7 +14,7 @@ export default class Down extends BaseCommand<typeof Down> {
   }
 
   static override flags = {
-    uninstall: Flags.boolean({summary: "Also remove the project's nebula service (needs sudo)."}),
+    uninstall: Flags.boolean({summary: "Also remove the project's services: nebula's system service and the agent's login service (needs sudo)."}),
   }
 
   async run(): Promise<DownResult> {

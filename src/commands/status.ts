@@ -4,11 +4,12 @@ import {BaseCommand} from '../base-command.js'
 import {parseDuration} from '../lib/duration.js'
 import {InvalidInputError} from '../lib/errors.js'
 import {renderStatus} from '../lib/output/status.js'
-import {type DeviceStatus, deviceStatus} from '../lib/up/status.js'
+import {renderServices} from '../lib/output/services.js'
+import {type StatusWithServices, statusWithServices} from '../lib/up/service-status.js'
 
 export default class Status extends BaseCommand<typeof Status> {
   static override summary = "Show this device's overlay, peers and sync progress."
-  static override description = 'Overlay: whether Nebula runs, the overlay IP and whether a lighthouse answered. Sync: connected peers, and per folder how complete it is here and on each connected peer, with bytes and transfer rate. --watch redraws until Ctrl-C.'
+  static override description = 'Overlay: whether Nebula runs, the overlay IP and whether a lighthouse answered. Services: what the service manager (systemd, launchd, the Windows SCM and Task Scheduler) says about the nebula service and the agent, or, where none runs, that vidsync supervises them itself. Sync: connected peers, and per folder how complete it is here and on each connected peer, with bytes and transfer rate. --watch redraws until Ctrl-C.'
   static override examples = ['<%= config.bin %> <%= command.id %>', '<%= config.bin %> <%= command.id %> --watch', '<%= config.bin %> <%= command.id %> --json']
 
   static override args = {
@@ -20,12 +21,12 @@ export default class Status extends BaseCommand<typeof Status> {
     interval: Flags.string({summary: 'Refresh interval with --watch.', default: '2s'}),
   }
 
-  async run(): Promise<DeviceStatus> {
+  async run(): Promise<StatusWithServices> {
     if (this.flags.watch && this.jsonEnabled()) throw new InvalidInputError('--watch draws for people: use --json alone and poll it in scripts')
     const options = {home: this.home, project: this.args.project}
-    let status = await deviceStatus(options)
+    let status = await statusWithServices(options)
     if (!this.flags.watch) {
-      this.log(renderStatus(status, {color: this.color}))
+      this.log(`${renderStatus(status, {color: this.color})}\n${renderServices(status.services)}`)
       return status
     }
     const intervalMs = parseDuration(this.flags.interval, 'interval') * 1000
@@ -34,9 +35,9 @@ export default class Status extends BaseCommand<typeof Status> {
     while (!stop.signal.aborted) {
       // Clear and redraw on a terminal; elsewhere append one snapshot per interval.
       if (this.interactive) process.stdout.write('\u001B[2J\u001B[H')
-      this.log(renderStatus(status, {color: this.color}))
+      this.log(`${renderStatus(status, {color: this.color})}\n${renderServices(status.services)}`)
       await new Promise((resolve) => setTimeout(resolve, intervalMs))
-      if (!stop.signal.aborted) status = await deviceStatus({...options, previous: status})
+      if (!stop.signal.aborted) status = await statusWithServices({...options, previous: status})
     }
     return status
   }

@@ -22,7 +22,7 @@ async function untilStopped(gone: () => Promise<boolean>): Promise<void> {
 
 export default class Up extends ControlPlaneCommand<typeof Up> {
   static override summary = 'Bring this device up: overlay, Syncthing, and peers kept in step.'
-  static override description = `The one command after \`vidsync join\`. Nebula runs as a system service (the only part that needs administrator rights): when it is not installed yet, \`up\` installs it in one elevated step and says what it installs (run as a user, it asks sudo; \`sudo vidsync up\` works too). Syncthing and the reconcile loop run as you, in an agent that restarts Syncthing within seconds after a crash: Syncthing listens on this device's overlay address only, the project's peers become Syncthing devices, and devices that connect from inside the overlay are accepted and get the project's folders. Under sudo the agent runs as the invoking user (SUDO_USER), with that user's home. Without --detach it stays until Ctrl-C and then stops everything; \`vidsync down\` stops it from elsewhere.`
+  static override description = `The one command after \`vidsync join\`. Nebula runs as a system service (the only part that needs administrator rights): when it is not installed yet, \`up\` installs it in one elevated step and says what it installs first (run as a user, it asks sudo, or UAC on Windows; \`sudo vidsync up\` works too): a systemd unit, a launchd LaunchDaemon or a Windows service of its own per project, restarted after a failure. Where no service manager runs (a container), that step starts vidsync's own nebula supervisor instead and says so. Syncthing and the reconcile loop run as you, in an agent that starts at login (a systemd --user unit, a LaunchAgent, a logon task; started by vidsync itself where no user service manager runs) and restarts Syncthing within seconds after a crash: Syncthing listens on this device's overlay address only, the project's peers become Syncthing devices, and devices that connect from inside the overlay are accepted and get the project's folders. Under sudo the agent runs as the invoking user (SUDO_USER), with that user's home. Without --detach it stays until Ctrl-C and then stops everything; \`vidsync down\` stops it from elsewhere.`
   static override examples = ['<%= config.bin %> <%= command.id %>', 'sudo <%= config.bin %> <%= command.id %> studio --detach --json']
 
   static override args = {
@@ -55,6 +55,7 @@ export default class Up extends ControlPlaneCommand<typeof Up> {
       nebulaTimeoutMs: parseDuration(this.flags.timeout, 'timeout') * 1000,
       intervalSeconds,
       interactive: this.interactive,
+      onElevate: (plan) => this.logToStderr(plan),
       onProgress: (line) => this.logToStderr(`Syncthing is migrating its database to 2.x (do not stop it): ${line}`),
       env: {...(databaseUrl ? {VIDSYNC_DATABASE_URL: databaseUrl} : {}), ...(supabase ? {VIDSYNC_SUPABASE_URL: supabase.url} : {})},
     })

@@ -168,6 +168,9 @@ export async function startDaemon(tool: ToolName, args: string[], options: Daemo
   return spawnDaemon(tool, file, args, options)
 }
 
+/** This vidsync, as a service manager must start it: the same Node, flags and entry point, absolute. */
+export const selfCommand = (args: string[]) => [process.execPath, ...process.execArgv, process.argv[1] ?? '', ...args]
+
 /** Starts this same vidsync (same Node, flags and entry point) as a daemon, e.g. the `up --detach` loop. */
 export async function startSelf(args: string[], options: DaemonOptions = {}): Promise<Daemon> {
   const entry = process.argv[1] ?? ''

@@ -93,13 +93,15 @@ describe('e2e: a non-root user follows the README with sudo', function () {
     await writeFile(sudoers, `${user} ALL=(root) NOPASSWD: ALL\n`, {mode: 0o440})
     const up = await mustAsUser(['up', '--detach', '--interval', '1s'], {sudo: true})
     expect(up.json.user).to.equal(user)
-    expect(up.json.installed).to.have.length(2)
-    expect(up.json.installed[0]).to.match(/^nebula supervisor for sudo \(pid \d+; no service manager runs here/)
+    // No systemd as PID 1 here: vidsync supervises nebula (as root) and the agent (as the user) itself, and says so.
+    expect(up.json.installed).to.have.length(3)
+    expect(up.json.installed[0]).to.match(/^nebula supervisor for sudo \(pid \d+; systemd is not the init system here \(PID 1 is .+\): vidsync supervises nebula and the agent itself; it does not start at boot\)$/)
     // sudo drops the environment: the machine's own system directory, root-only.
     expect(up.json.installed[1]).to.equal('overlay files for sudo in /etc/vidsync/sudo (readable by root only)')
     for (const name of ['nebula.yml', 'ca.crt', 'node.crt', 'node.key']) expect((await stat(join('/etc/vidsync/sudo', name))).mode & 0o777, name).to.equal(0o600)
     expect((await stat('/etc/vidsync/sudo')).mode & 0o777).to.equal(0o700)
-    note(`sudo vidsync up installed: ${up.json.installed[0]}`)
+    expect(up.json.installed[2]).to.match(new RegExp(`^agent for sudo as ${user} \\(pid \\d+; systemd is not the init system here .*; it does not start at login\\)$`))
+    note(`sudo vidsync up installed: ${up.json.installed.join(' | ')}`)
     mesh.overlayIps.u = up.json.overlayIp
 
     const shared = join(home, 'shared')
@@ -125,6 +127,12 @@ describe('e2e: a non-root user follows the README with sudo', function () {
     const syncthingPid = Number((await readFile(join(home, state, 'syncthing', 'syncthing.pid'), 'utf8')).split('\n')[0])
     expect(await processUid(syncthingPid)).to.equal(uid)
     expect(await processUid(status.json.overlay.pid)).to.equal(0)
+    // status asks the service manager where one runs; here it says none does and that the supervisors answer.
+    expect(status.json.services.map((service: {role: string; manager: null; running: boolean}) => [service.role, service.manager, service.running])).to.deep.equal([
+      ['nebula', null, true],
+      ['agent', null, true],
+    ])
+    expect(status.json.services[0].fallback).to.match(/^systemd is not the init system here/)
   })
 
   it('after kill -9 of its Syncthing, the agent has it running again within seconds, and a peer’s file arrives', async () => {
@@ -155,6 +163,12 @@ describe('e2e: a non-root user follows the README with sudo', function () {
     await mesh.must('lh', ['nebula', 'down'])
     const alone = await mustAsUser(['status'])
     expect(alone.json.overlay).to.include({running: true, lighthouseReachable: false})
+
+    // Removing the services needs sudo: one line, exit 9, and everything keeps running.
+    const refused = await asUser(['down', '--uninstall'])
+    expect(refused.exitCode, refused.stdout).to.equal(9)
+    expect(refused.json.error.message).to.equal('removing the nebula service needs administrator rights; nothing was stopped or removed')
+    expect((await mustAsUser(['status'])).json.overlay.running).to.equal(true)
 
     const down = await mustAsUser(['down'])
     expect(down.json).to.include({loopStopped: true})

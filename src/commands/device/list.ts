@@ -8,7 +8,7 @@ import {relativeTime} from '../../lib/output/time.js'
 
 export default class DeviceList extends ControlPlaneCommand<typeof DeviceList> {
   static override summary = "List a project's devices and lighthouses."
-  static override description = 'Every device that holds an address: its overlay IP, status, groups and certificate expiry. Released devices are not shown.'
+  static override description = 'Every device that holds an address: its overlay IP, status, groups, certificate expiry and last heartbeat (a device running `vidsync up` sends one at most every 5 minutes). Released devices are not shown.'
   static override examples = ['<%= config.bin %> <%= command.id %> studio', '<%= config.bin %> <%= command.id %> studio --json']
 
   static override args = {
@@ -27,6 +27,7 @@ export default class DeviceList extends ControlPlaneCommand<typeof DeviceList> {
         {header: 'status', get: (d) => d.status},
         {header: 'groups', get: (d) => d.groups.join(',') || '-'},
         {header: 'expires', get: (d) => (d.notAfter ? relativeTime(d.notAfter) : '-')},
+        {header: 'last seen', get: (d) => (d.lastSeenAt ? relativeTime(d.lastSeenAt) : d.lighthouse ? '-' : 'never')},
       ], {columns: this.flags.columns, noHeader: this.flags['no-header']}),
     )
     return {project: this.args.project, devices}

@@ -24,11 +24,20 @@ export default class NebulaService extends BaseCommand<typeof NebulaService> {
     const abort = () => stop.abort()
     process.once('SIGINT', abort)
     process.once('SIGTERM', abort)
+    let onHup = () => undefined as void
     try {
-      await runNebulaService({projectDir, owner: {uid, gid}, signal: stop.signal, log: (line) => this.log(`${new Date().toISOString()} ${line}`)})
+      await runNebulaService({
+        projectDir,
+        owner: {uid, gid},
+        signal: stop.signal,
+        log: (line) => this.log(`${new Date().toISOString()} ${line}`),
+        // `systemctl reload` sends SIGHUP (ExecReload): reload nebula instead of ending.
+        onReloadRequest: (reload) => process.on('SIGHUP', (onHup = reload)),
+      })
     } finally {
       process.off('SIGINT', abort)
       process.off('SIGTERM', abort)
+      process.off('SIGHUP', onHup)
     }
     return {stopped: true}
   }

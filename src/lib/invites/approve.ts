@@ -69,6 +69,7 @@ async function signRequest(options: ApproveOptions & {request: JoinRequest; caCe
     notAfter: signed.notAfter,
     createdAt: new Date().toISOString(),
     revokedAt: null,
+    lastSeenAt: null,
   }
   const files = bundleFiles({
     project: request.project,

@@ -140,7 +140,7 @@ export async function nebulaStatus(options: {projectDir: string; platform?: Plat
   const platform = options.platform ?? currentPlatform()
   const project = await loadProject(options.projectDir)
   const service = await askNebulaService(project.dir, 'status', platform)
-  const pid = service ? (service.pid ?? undefined) : (await runningIdentity(project.pidPath, platform))?.pid
+  const pid = service ? (service.pid ?? undefined) : ((await runningIdentity(project.pidPath, platform))?.pid ?? (await managedNebula(project.dir, platform))?.pid)
   return statusOf(project, pid, platform, service)
 }
 
@@ -267,7 +267,21 @@ export async function reloadNebula(options: {projectDir: string; platform?: Plat
   const platform = options.platform ?? currentPlatform()
   if ((await askNebulaService(options.projectDir, 'reload', platform)) !== undefined) return true
   const identity = await runningIdentity(projectPaths(options.projectDir).pidPath, platform)
-  return identity ? platform.reloadNebula({pid: identity.pid}) : false
+  if (identity) return platform.reloadNebula({pid: identity.pid})
+  const managed = await managedNebula(options.projectDir, platform)
+  return managed ? platform.reloadNebula({...(managed.pid ? {pid: managed.pid} : {}), service: managed.name}) : false
+}
+
+/**
+ * The project's nebula service as the service manager runs it, where no vidsync supervisor answers
+ * for it (the SCM runs nebula.exe itself on Windows); undefined when none runs or no manager does.
+ */
+async function managedNebula(projectDir: string, platform: Platform): Promise<{name: string; pid?: number} | undefined> {
+  if (await platform.serviceManagerProblem('system')) return undefined
+  const logPath = join(projectDir, 'nebula-service.log')
+  const service = platform.nebulaService({project: basename(projectDir), command: [platform.executable('nebula')], logPath, description: ''})
+  const state = await platform.serviceState(service)
+  return state.running ? {name: service.name, ...(state.pid ? {pid: state.pid} : {})} : undefined
 }
 
 export interface StoppedNebula {

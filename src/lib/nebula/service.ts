@@ -1,10 +1,10 @@
 import {constants} from 'node:fs'
-import {access, mkdir, rm} from 'node:fs/promises'
-import {delimiter, dirname, isAbsolute, join} from 'node:path'
+import {access} from 'node:fs/promises'
+import {delimiter, isAbsolute, join} from 'node:path'
 
-import {MissingDependencyError, PermissionError, ToolFailedError} from '../errors.js'
-import {type Daemon, resolveTools, runProgram, type Tools} from '../exec.js'
-import {writeFileAtomic} from '../files.js'
+import {MissingDependencyError, PermissionError} from '../errors.js'
+import {type Daemon, resolveTools, selfCommand, type Tools} from '../exec.js'
+import {installService, uninstallService} from '../up/services.js'
 import {currentPlatform, type Platform, type ServiceDefinition, type User} from '../platform/index.js'
 import {serveControl} from '../up/control.js'
 import {supervise} from '../up/supervise.js'
@@ -24,8 +24,6 @@ export async function absoluteNebula(tools?: Tools, platform: Platform = current
   throw new MissingDependencyError(`${name} not found on PATH: install nebula, or pass its absolute path`)
 }
 
-/** This vidsync, as a service manager must start it: the same Node, flags and entry point, absolute. */
-export const selfCommand = (args: string[]) => [process.execPath, ...process.execArgv, process.argv[1] ?? '', ...args]
 
 export interface NebulaServiceOptions {
   home: string
@@ -41,27 +39,35 @@ export interface NebulaServiceOptions {
  * socket only that user can open; on Windows the SCM runs nebula.exe itself (no such socket: the
  * SCM is asked instead).
  */
-export async function nebulaServiceDefinition(options: NebulaServiceOptions): Promise<ServiceDefinition> {
+export async function nebulaServiceDefinition(options: NebulaServiceOptions & {nebulaPath?: string}): Promise<ServiceDefinition> {
   const platform = options.platform ?? currentPlatform()
   const project = await loadProject(options.projectDir)
-  const nebula = await absoluteNebula(options.tools, platform)
   const command =
     platform.os === 'win32'
-      ? [nebula, '-service', 'run', '-config', project.configPath]
+      ? [options.nebulaPath ?? (await absoluteNebula(options.tools, platform)), '-service', 'run', '-config', project.configPath]
       : selfCommand(['nebula', 'service', project.name, '--home', options.home])
-  return platform.nebulaService({project: project.name, command, logPath: project.logPath, description: `vidsync: Nebula overlay for project ${project.name}`})
+  const logPath = join(project.dir, 'nebula-service.log')
+  return platform.nebulaService({project: project.name, command, logPath, description: `vidsync: Nebula overlay for project ${project.name}`})
+}
+
+/** The definition for asking the manager about the service (`status`, `down`): found even where nebula is not on PATH. */
+export async function nebulaServiceProbe(options: NebulaServiceOptions): Promise<ServiceDefinition> {
+  const platform = options.platform ?? currentPlatform()
+  const nebulaPath = await absoluteNebula(options.tools, platform).catch(() => platform.executable('nebula'))
+  return nebulaServiceDefinition({...options, nebulaPath})
 }
 
 export interface InstalledService {
-  /** What was installed, one line each: shown before it happens and returned after. */
+  /** What was installed or started, one line each: shown before it happens and returned after. */
   installed: string[]
   /** True when the OS service manager runs it; false where none runs and vidsync supervises nebula itself. */
   managed: boolean
 }
 
 /**
- * The one elevated step: installs and starts the project's nebula service. Where no service
- * manager runs (a container, this CI machine), starts the same supervisor detached instead.
+ * The one elevated step: installs and starts the project's nebula service (or starts it when
+ * installed and stopped). Where no service manager runs (a container, this CI machine), starts
+ * the same supervisor detached instead and says so.
  */
 export async function installNebulaService(options: NebulaServiceOptions & {startDetached: () => Promise<Daemon>}): Promise<InstalledService> {
   const platform = options.platform ?? currentPlatform()
@@ -72,33 +78,21 @@ export async function installNebulaService(options: NebulaServiceOptions & {star
   const overlay = await installSystemOverlay(project, platform)
   await testNebulaConfig({configPath: overlay.configPath, tools: options.tools})
   const files = `overlay files for ${project.name} in ${overlay.dir} (readable by root only)`
-  if (!(await platform.serviceManagerRuns())) {
+  const noManager = await platform.serviceManagerProblem('system')
+  if (noManager) {
     const daemon = await options.startDetached()
-    return {installed: [`nebula supervisor for ${project.name} (pid ${daemon.pid}; no service manager runs here, so it does not start at boot)`, files], managed: false}
+    return {installed: [`nebula supervisor for ${project.name} (pid ${daemon.pid}; ${noManager}; it does not start at boot)`, files], managed: false}
   }
-  const definition = await nebulaServiceDefinition(options)
-  if (definition.path && definition.content) {
-    await mkdir(dirname(definition.path), {recursive: true})
-    await writeFileAtomic(definition.path, definition.content, 0o644)
-  }
-  for (const argv of definition.install) {
-    const result = await runProgram(argv)
-    if (result.exitCode !== 0) {
-      const reason = (result.stderr || result.stdout).trim().split('\n')[0] ?? `exit code ${result.exitCode}`
-      throw new ToolFailedError(`the service manager refused ${argv.slice(0, 2).join(' ')} for ${definition.name}: ${reason}`, reason)
-    }
-  }
-  return {installed: [`system service ${definition.name}${definition.path ? ` (${definition.path})` : ''}: runs nebula as root at boot`, files], managed: true}
+  const change = await installService(await nebulaServiceDefinition(options), {platform})
+  return {installed: change.action === 'running' ? [] : [`${change.line}: runs nebula as root at boot`, files], managed: true}
 }
 
-/** Stops and removes the project's nebula service (`down --uninstall`); absent parts are skipped. */
+/** Stops and removes the project's nebula service (`down --uninstall`); nothing to do where none is installed. */
 export async function uninstallNebulaService(options: NebulaServiceOptions): Promise<string[]> {
   const platform = options.platform ?? currentPlatform()
-  if (!(await platform.serviceManagerRuns())) return []
-  const definition = await nebulaServiceDefinition(options)
-  for (const argv of definition.uninstall) await runProgram(argv)
-  if (definition.path) await rm(definition.path, {force: true})
-  return [definition.name]
+  if (await platform.serviceManagerProblem('system')) return []
+  const definition = await nebulaServiceProbe(options)
+  return (await uninstallService(definition, {platform})) ? [definition.path ? `${definition.name} (${definition.path})` : definition.name] : []
 }
 
 /**
@@ -113,20 +107,29 @@ export async function runNebulaService(options: {
   signal: AbortSignal
   log: (line: string) => void
   platform?: Platform
+  /** Hands over the reload, for the service manager's own reload (systemd ExecReload sends SIGHUP). */
+  onReloadRequest?: (reload: () => void) => void
 }): Promise<void> {
   const platform = options.platform ?? currentPlatform()
   const stop = new AbortController()
   options.signal.addEventListener('abort', () => stop.abort(), {once: true})
   let current: Daemon | undefined
   let restarts = 0
+  const reload = async () => {
+    // The system copy first: a renewed certificate or a new blocklist is in the user's project directory.
+    await installSystemOverlay(await JoinedProject.open(options.projectDir, platform), platform)
+    if (current) await platform.reloadNebula({pid: current.pid})
+  }
+  options.onReloadRequest?.(() => {
+    options.log('reload requested: nebula reloads its config')
+    void reload()
+  })
   const control = await serveControl(
     nebulaControlAddress(options.projectDir, platform),
     {
       status: async () => ({pid: current?.pid ?? null, restarts}),
       reload: async () => {
-        // The system copy first: a renewed certificate or a new blocklist is in the user's project directory.
-        await installSystemOverlay(await JoinedProject.open(options.projectDir, platform), platform)
-        if (current) await platform.reloadNebula({pid: current.pid})
+        await reload()
         return {pid: current?.pid ?? null, restarts}
       },
       stop: async () => {

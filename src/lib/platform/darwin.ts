@@ -3,7 +3,7 @@ import {join} from 'node:path'
 import {build} from 'plist'
 
 import {posixControlAddress, posixElevate, posixInvokingUser, posixPrivacyProblem, posixTerminate, sighup} from './posix.js'
-import {interfaceHolding, sameProcessRunning} from './host.js'
+import {firstLine, interfaceHolding, manageWith, sameProcessRunning} from './host.js'
 import type {HostDeps, Platform, ProcessIdentity, ServiceDefinition, ServiceSpec, User} from './types.js'
 
 /** `ps -o stat= -o lstart= -p PID` (ps(1) on macOS): "Ss   Thu Nov 26 09:14:03 2026", nothing when no such process. */
@@ -22,16 +22,27 @@ export function dsclHome(output: string): string | undefined {
   return /^NFSHomeDirectory:\s*(\S.*?)\s*$/m.exec(output)?.[1]
 }
 
-/** A launchd job (launchd.plist(5)): started at load, restarted when it exits with a failure, throttled to 5 s. */
+/** `launchctl print <domain>/<label>`: its "pid = N" line while it runs. */
+export function launchctlPid(output: string): number | undefined {
+  const pid = Number(/^\s*pid = (\d+)\s*$/m.exec(output)?.[1])
+  return pid > 0 ? pid : undefined
+}
+
+/**
+ * A launchd job (launchd.plist(5)): started at load and at boot/login (RunAtLoad), started again
+ * when it exits with a failure (KeepAlive SuccessfulExit=false), at most once per ThrottleInterval
+ * (10 s); a clean exit (`vidsync down`) leaves it stopped.
+ */
 function launchdPlist(label: string, spec: ServiceSpec, user?: User): string {
   return build({
     Label: label,
     ProgramArguments: spec.command,
     RunAtLoad: true,
     KeepAlive: {SuccessfulExit: false},
-    ThrottleInterval: 5,
+    ThrottleInterval: 10,
     StandardOutPath: spec.logPath,
     StandardErrorPath: spec.logPath,
+    ...(spec.env && Object.keys(spec.env).length > 0 ? {EnvironmentVariables: spec.env} : {}),
     ...(user ? {ProcessType: 'Background'} : {}),
   })
 }
@@ -48,13 +59,24 @@ export function darwinPlatform(deps: HostDeps): Platform {
     return result.exitCode === 0 ? dsclHome(result.stdout) : undefined
   }
   const domain = (user?: User) => (user ? `gui/${user.uid}` : 'system')
-  const definition = (label: string, path: string, spec: ServiceSpec, user?: User): ServiceDefinition => ({
-    name: label,
-    path,
-    content: launchdPlist(label, spec, user),
-    install: [['launchctl', 'bootstrap', domain(user), path]],
-    uninstall: [['launchctl', 'bootout', `${domain(user)}/${label}`]],
-  })
+  const definition = (label: string, path: string, spec: ServiceSpec, user?: User): ServiceDefinition => {
+    const content = launchdPlist(label, spec, user)
+    const target = `${domain(user)}/${label}`
+    return {
+      name: label,
+      manager: 'launchd',
+      scope: user ? 'user' : 'system',
+      path,
+      content,
+      fingerprint: content,
+      install: [['launchctl', 'bootstrap', domain(user), path]],
+      start: [['launchctl', 'kickstart', target]],
+      stop: [['launchctl', 'kill', 'SIGTERM', target]],
+      uninstall: [['launchctl', 'bootout', target]],
+      cleanup: [],
+    }
+  }
+  const names = (project: string) => ({nebula: `com.vidsync.nebula.${project}`, agent: `com.vidsync.agent.${project}`})
   return {
     os: 'darwin',
     cpuCount: deps.cpuCount,
@@ -78,19 +100,35 @@ export function darwinPlatform(deps: HostDeps): Platform {
     reloadNebula: async (target) => sighup(deps, target.pid),
     controlAddress: posixControlAddress,
     elevate: posixElevate,
-    serviceManagerRuns: async () => true,
+    async serviceManagerProblem(scope, user) {
+      if (scope === 'system') return undefined
+      const who = user ?? posixInvokingUser(deps, homeOf)
+      // LaunchAgents live in the user's GUI session (launchctl(1), "gui/<uid>"): none over ssh without a login.
+      const session = await deps.run('launchctl', ['print', `gui/${who.uid}`])
+      return session.exitCode === 0 ? undefined : `${who.name} has no login session (launchd domain gui/${who.uid}): vidsync starts the agent itself`
+    },
+    serviceNames: names,
     nebulaService(spec) {
-      const label = `com.vidsync.nebula.${spec.project}`
-      return definition(label, join('/Library/LaunchDaemons', `${label}.plist`), spec)
+      const label = names(spec.project).nebula
+      return definition(label, join(deps.serviceRoot ?? '/', 'Library', 'LaunchDaemons', `${label}.plist`), spec)
     },
     agentService(spec) {
-      const label = `com.vidsync.agent.${spec.project}`
+      const label = names(spec.project).agent
       const user = spec.user ?? posixInvokingUser(deps, homeOf)
       return definition(label, join(user.home, 'Library', 'LaunchAgents', `${label}.plist`), spec, user)
     },
-    async serviceRunning(label, user) {
-      const result = await deps.run('launchctl', ['print', `${domain(user)}/${label}`])
-      return result.exitCode === 0 && launchctlRunning(result.stdout)
+    async serviceState(service, user) {
+      const who = service.scope === 'user' ? (user ?? posixInvokingUser(deps, homeOf)) : undefined
+      const result = await deps.run('launchctl', ['print', `${domain(who)}/${service.name}`])
+      const fingerprint = service.path ? await deps.readFile(service.path) : undefined
+      const file = fingerprint === undefined ? {} : {fingerprint}
+      // Exit 113: "Could not find service ... in domain for ..." (not bootstrapped).
+      if (result.exitCode !== 0) return {installed: false, running: false, state: firstLine(result), ...file}
+      const running = launchctlRunning(result.stdout)
+      const pid = launchctlPid(result.stdout)
+      return {installed: true, running, ...(pid ? {pid} : {}), state: /^\s*state = (.+?)\s*$/m.exec(result.stdout)?.[1] ?? 'unknown', ...file}
     },
+    manage: manageWith(deps),
+    serviceRoot: deps.serviceRoot ?? '',
   }
 }

@@ -59,3 +59,10 @@ export const sameProcessRunning =
   (processIdentity: (pid: number) => Promise<ProcessIdentity | undefined>) =>
   async (identity: ProcessIdentity): Promise<boolean> =>
     (await processIdentity(identity.pid))?.startedAt === identity.startedAt
+
+/** The first line a failed program printed, for a one-line error. */
+export const firstLine = (result: {stdout: string; stderr: string; exitCode: number | undefined}) =>
+  (result.stderr.trim() || result.stdout.trim()).split('\n')[0]?.trim() || `exit code ${result.exitCode}`
+
+/** A service manager's program run with a bounded wait. */
+export const manageWith = (deps: HostDeps) => (argv: string[]) => deps.run(argv[0] ?? '', argv.slice(1), {timeoutMs: 60_000})

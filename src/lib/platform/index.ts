@@ -5,7 +5,7 @@ import type {HostDeps, OsName, Platform} from './types.js'
 import {win32Platform} from './win32.js'
 
 export {hostDeps} from './host.js'
-export type {HostDeps, OsName, Platform, ProcessIdentity, ServiceDefinition, ServiceSpec, User} from './types.js'
+export type {HostDeps, OsName, Platform, ProcessIdentity, ServiceDefinition, ServiceManagerName, ServiceScope, ServiceSpec, ServiceState, User} from './types.js'
 
 /**
  * Everything that differs by OS lives behind `Platform` (see DESIGN.md, "Devices on every OS").

@@ -1,7 +1,7 @@
 import {isAbsolute, join} from 'node:path'
 
 import {posixControlAddress, posixElevate, posixInvokingUser, posixPrivacyProblem, posixTerminate, sighup} from './posix.js'
-import {sameProcessRunning} from './host.js'
+import {firstLine, manageWith, sameProcessRunning} from './host.js'
 import type {HostDeps, Platform, ProcessIdentity, ServiceDefinition, ServiceSpec, User} from './types.js'
 
 const capNetAdmin = 12n
@@ -35,19 +35,41 @@ export function passwdHome(passwd: string, name: string): string | undefined {
 /** One systemd ExecStart argument: quoted, with its specifier (%) and variable ($) characters escaped. */
 export const systemdArg = (arg: string) => `"${arg.replace(/[\\"]/g, '\\$&').replaceAll('%', '%%').replaceAll('$', '$$$$')}"`
 
+/** A path in a unit setting that takes no quotes (StandardOutput=append:, EnvironmentFile=): specifiers escaped. */
+const systemdPath = (path: string) => path.replaceAll('%', '%%')
+
+/** `systemctl show -p A,B NAME` (systemctl(1), "show"): one KEY=value line per property. */
+export function parseSystemctlShow(output: string): Record<string, string> {
+  const properties: Record<string, string> = {}
+  for (const line of output.split('\n')) {
+    const equals = line.indexOf('=')
+    if (equals > 0) properties[line.slice(0, equals)] = line.slice(equals + 1).trim()
+  }
+  return properties
+}
+
+/**
+ * A unit restarted within seconds after a failure (systemd.service(5) Restart=, RestartSec=);
+ * the start limit (systemd.unit(5)) ends a crash loop: more than 5 starts in 2 minutes and
+ * systemd stops trying. (systemd 254's RestartSteps= would grow the delay; 252, Debian 12's, has none.)
+ */
 function systemdUnit(spec: ServiceSpec, extra: string[], wantedBy: string): string {
   return [
-    `# Written by vidsync for project ${spec.project}.`,
+    `# Written by vidsync for project ${spec.project}; removed by \`vidsync down --uninstall\`.`,
     '[Unit]',
     `Description=${spec.description}`,
     'Wants=network-online.target',
     'After=network-online.target',
+    'StartLimitIntervalSec=120',
+    'StartLimitBurst=5',
     '',
     '[Service]',
     `ExecStart=${spec.command.map(systemdArg).join(' ')}`,
-    // Restarted within seconds after a crash; systemd's start limit bounds a crash loop.
     'Restart=on-failure',
     'RestartSec=2',
+    `StandardOutput=append:${systemdPath(spec.logPath)}`,
+    'StandardError=inherit',
+    ...(spec.envFile ? [`EnvironmentFile=-${systemdPath(spec.envFile)}`] : []),
     ...extra,
     '',
     '[Install]',
@@ -88,7 +110,9 @@ export function linuxPlatform(deps: HostDeps): Platform {
     const entry = deps.runSync('getent', ['passwd', name]) // users from LDAP and the like
     return entry.exitCode === 0 ? passwdHome(entry.stdout, name) : undefined
   }
-  const systemctl = (user?: User) => (user ? ['systemctl', '--user'] : ['systemctl'])
+  // Root acting for a user (sudo) reaches that user's manager with --machine=USER@ (systemd 248+).
+  const systemctl = (user?: User) =>
+    user && deps.uid === 0 && user.uid !== 0 ? ['systemctl', '--user', `--machine=${user.name}@`] : ['systemctl', '--user']
   return {
     os: 'linux',
     cpuCount: deps.cpuCount,
@@ -124,33 +148,62 @@ export function linuxPlatform(deps: HostDeps): Platform {
     reloadNebula: async (target) => sighup(deps, target.pid),
     controlAddress: posixControlAddress,
     elevate: posixElevate,
-    // sd_booted(3): systemd is the init system when this directory exists.
-    serviceManagerRuns: () => deps.exists('/run/systemd/system'),
+    async serviceManagerProblem(scope, user) {
+      // sd_booted(3): systemd is the init system when this directory exists.
+      if (!(await deps.exists('/run/systemd/system'))) {
+        const init = (await deps.readFile('/proc/1/comm'))?.trim() ?? 'unknown'
+        return `systemd is not the init system here (PID 1 is ${init}): vidsync supervises nebula and the agent itself`
+      }
+      if (scope === 'system') return undefined
+      const who = user ?? posixInvokingUser(deps, homeOf)
+      // The user's manager (user@.service) listens here while they are logged in, or always with lingering.
+      if (await deps.exists(`/run/user/${who.uid}/systemd/private`)) return undefined
+      return `no systemd user manager runs for ${who.name} (log in, or \`loginctl enable-linger ${who.name}\`): vidsync starts the agent itself`
+    },
+    serviceNames: (project) => ({nebula: `vidsync-nebula-${project}.service`, agent: `vidsync-${project}.service`}),
     nebulaService(spec): ServiceDefinition {
       const name = `vidsync-nebula-${spec.project}.service`
-      const path = join('/etc/systemd/system', name)
-      return {
-        name,
-        path,
-        content: systemdUnit(spec, ['ExecReload=/bin/kill -HUP $MAINPID', 'KillMode=mixed'], 'multi-user.target'),
-        install: [['systemctl', 'daemon-reload'], ['systemctl', 'enable', '--now', name]],
-        uninstall: [['systemctl', 'disable', '--now', name]],
-      }
+      // SIGHUP makes `vidsync nebula service` reload nebula; KillMode=mixed: SIGTERM to it, SIGKILL to what is left after the timeout.
+      const content = systemdUnit(spec, ['ExecReload=/bin/kill -HUP $MAINPID', 'KillMode=mixed'], 'multi-user.target')
+      return unitDefinition(name, join(deps.serviceRoot ?? '/', 'etc', 'systemd', 'system', name), content, 'system', ['systemctl'])
     },
     agentService(spec): ServiceDefinition {
       const name = `vidsync-${spec.project}.service`
       const path = join(spec.user?.home ?? deps.homedir(), '.config', 'systemd', 'user', name)
+      return unitDefinition(name, path, systemdUnit(spec, [], 'default.target'), 'user', systemctl(spec.user))
+    },
+    async serviceState(definition, user) {
+      const [file = 'systemctl', ...args] = definition.scope === 'user' ? systemctl(user) : ['systemctl']
+      const result = await deps.run(file, [...args, 'show', '-p', 'LoadState,ActiveState,SubState,MainPID', definition.name])
+      const fingerprint = definition.path ? await deps.readFile(definition.path) : undefined
+      if (result.exitCode !== 0) return {installed: false, running: false, state: firstLine(result), ...(fingerprint === undefined ? {} : {fingerprint})}
+      const shown = parseSystemctlShow(result.stdout)
+      const pid = Number(shown.MainPID)
       return {
-        name,
-        path,
-        content: systemdUnit(spec, [], 'default.target'),
-        install: [[...systemctl(spec.user), 'daemon-reload'], [...systemctl(spec.user), 'enable', '--now', name]],
-        uninstall: [[...systemctl(spec.user), 'disable', '--now', name]],
+        installed: shown.LoadState === 'loaded',
+        running: shown.ActiveState === 'active' || shown.ActiveState === 'reloading',
+        ...(pid > 0 ? {pid} : {}),
+        state: `${shown.ActiveState ?? 'unknown'} (${shown.SubState ?? 'unknown'})`,
+        ...(fingerprint === undefined ? {} : {fingerprint}),
       }
     },
-    async serviceRunning(name, user) {
-      const [file = 'systemctl', ...args] = systemctl(user)
-      return (await deps.run(file, [...args, 'is-active', '--quiet', name])).exitCode === 0
-    },
+    manage: manageWith(deps),
+    serviceRoot: deps.serviceRoot ?? '',
+  }
+}
+
+function unitDefinition(name: string, path: string, content: string, scope: 'system' | 'user', systemctl: string[]): ServiceDefinition {
+  return {
+    name,
+    manager: 'systemd',
+    scope,
+    path,
+    content,
+    fingerprint: content,
+    install: [[...systemctl, 'daemon-reload'], [...systemctl, 'enable', '--now', name]],
+    start: [[...systemctl, 'start', name]],
+    stop: [[...systemctl, 'stop', name]],
+    uninstall: [[...systemctl, 'disable', '--now', name]],
+    cleanup: [[...systemctl, 'daemon-reload']],
   }
 }

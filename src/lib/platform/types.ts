@@ -37,6 +37,8 @@ export interface HostDeps {
   signal(pid: number, signal: NodeJS.Signals | 0): 'sent' | 'gone' | 'denied'
   interfaces(): NodeJS.Dict<NetworkInterfaceInfo[]>
   cpuCount: number
+  /** Service definitions go below this directory instead of / (tests; systemctl's --root does the same). */
+  serviceRoot?: string
 }
 
 /** The person vidsync acts for. Under sudo, the invoking user (SUDO_USER), not root. */
@@ -56,18 +58,50 @@ export interface ProcessIdentity {
   startedAt: string
 }
 
+/** Which service manager keeps a service: systemd units, launchd jobs, the Windows SCM, Task Scheduler logon tasks. */
+export type ServiceManagerName = 'systemd' | 'launchd' | 'scm' | 'task-scheduler'
+
+/** System services run as root/SYSTEM from boot; user services run as the user from login. */
+export type ServiceScope = 'system' | 'user'
+
 /** A service for the OS's service manager: where its definition goes, its text, and how to (un)install it. */
 export interface ServiceDefinition {
-  /** The service manager's name for it: unit, launchd label or SCM service name. */
+  /** The service manager's name for it: unit, launchd label, SCM service name or task name. */
   name: string
+  manager: ServiceManagerName
+  scope: ServiceScope
   /** Where the definition file goes; undefined where the manager keeps it (Windows SCM, Task Scheduler). */
   path?: string
   /** The file's content (unit, plist); undefined on Windows. */
   content?: string
-  /** Programs with arguments that install and start it (run elevated for system services). */
+  /**
+   * What tells this definition apart from an older install's: the file's content (unit, plist), or
+   * the command line the SCM / Task Scheduler records. Compared with `ServiceState.fingerprint`.
+   */
+  fingerprint: string
+  /** Programs with arguments that register and start it, after the file is written (run elevated for system services). */
   install: string[][]
-  /** Programs with arguments that stop and remove it. */
+  /** Programs with arguments that start it when it is installed but does not run. */
+  start: string[][]
+  /** Programs with arguments that stop it (it stays installed). */
+  stop: string[][]
+  /** Programs with arguments that stop and unregister it; then the file is removed and `cleanup` runs. */
   uninstall: string[][]
+  /** Programs run after the file is removed (systemctl daemon-reload). */
+  cleanup: string[][]
+}
+
+/** What the service manager says about a service now. */
+export interface ServiceState {
+  /** The manager knows it: unit loaded, job bootstrapped, service created, task registered. */
+  installed: boolean
+  running: boolean
+  /** Its main process, where the manager reports one. */
+  pid?: number
+  /** The manager's own word for the state: "active (running)", "running", "STOPPED", "Ready"... */
+  state: string
+  /** The installed definition (file content, or the recorded command line), to compare with `ServiceDefinition.fingerprint`. */
+  fingerprint?: string
 }
 
 export interface ServiceSpec {
@@ -78,6 +112,10 @@ export interface ServiceSpec {
   /** The user it runs as (user services); system services run as root/SYSTEM. */
   user?: User
   description: string
+  /** A file of KEY=value lines the service reads its environment from (systemd EnvironmentFile=), so secrets stay off the command line. */
+  envFile?: string
+  /** Environment for managers without environment files (launchd's EnvironmentVariables; the plist is then private). */
+  env?: Record<string, string>
 }
 
 export interface Platform {
@@ -124,12 +162,22 @@ export interface Platform {
   controlAddress(dir: string, name: string): string
   /** The command that runs `argv` elevated (sudo; -n when nobody can answer a prompt); undefined where vidsync cannot ask (Windows: UAC needs an elevated prompt). */
   elevate(argv: string[], interactive: boolean): string[] | undefined
-  /** Whether the OS service manager runs here (systemd as PID 1, launchd, SCM). */
-  serviceManagerRuns(): Promise<boolean>
+  /**
+   * Why no service manager can take `scope` services here (no systemd as PID 1, no user manager
+   * for `user`), or undefined when one can. Where none can, vidsync supervises nebula and the
+   * agent itself and `status`/`down` ask their control sockets.
+   */
+  serviceManagerProblem(scope: ServiceScope, user?: User): Promise<string | undefined>
   /** The per-project system service that runs nebula as root/SYSTEM. */
   nebulaService(spec: ServiceSpec): ServiceDefinition
   /** The per-user service that runs Syncthing and the reconcile loop at login. */
   agentService(spec: ServiceSpec): ServiceDefinition
-  /** Whether the service manager runs `name` now. */
-  serviceRunning(name: string, user?: User): Promise<boolean>
+  /** The names the two services get for `project`, without building them. */
+  serviceNames(project: string): {nebula: string; agent: string}
+  /** What the service manager says about `definition` now (systemctl show, launchctl print, sc.exe queryex/qc, schtasks /Query /V). */
+  serviceState(definition: ServiceDefinition, user?: User): Promise<ServiceState>
+  /** Runs a service manager's program (systemctl, launchctl, sc.exe, schtasks) as `install`/`uninstall` name them. */
+  manage(argv: string[]): Promise<ProgramResult>
+  /** Where service definitions are written: '' (the real /), or a directory tests write below instead. */
+  readonly serviceRoot: string
 }

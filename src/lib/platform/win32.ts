@@ -1,7 +1,7 @@
 import {createHash} from 'node:crypto'
 import {win32} from 'node:path'
 
-import {interfaceHolding, sameProcessRunning} from './host.js'
+import {firstLine, interfaceHolding, manageWith, sameProcessRunning} from './host.js'
 import type {HostDeps, Platform, ProcessIdentity, ServiceDefinition, ServiceSpec} from './types.js'
 
 const powershell = (command: string) => ['powershell.exe', '-NoProfile', '-NonInteractive', '-Command', command]
@@ -42,10 +42,36 @@ export function parseCimProcess(output: string, pid: number): string | undefined
   return line?.slice(String(pid).length + 1).trim() || undefined
 }
 
-/** `schtasks /Query /TN NAME /FO LIST`: its "Status:" line. */
-export function schtasksStatus(output: string): string | undefined {
-  return /^Status:\s*(.+?)\s*$/m.exec(output.replace(/\r/g, ''))?.[1]
+/** `schtasks /Query /TN NAME /FO LIST [/V]`: the value of one "Key: value" line ("Status", "Task To Run"). */
+export function schtasksField(output: string, key: string): string | undefined {
+  const line = output.replace(/\r/g, '').split('\n').find((text) => text.startsWith(`${key}:`))
+  return line?.slice(key.length + 1).trim()
 }
+
+export const schtasksStatus = (output: string) => schtasksField(output, 'Status')
+
+/** `sc.exe queryex NAME`: "PID                : 4242" (0 while stopped). */
+export function scPid(output: string): number | undefined {
+  const pid = Number(/^\s*PID\s*:\s*(\d+)/m.exec(output)?.[1])
+  return pid > 0 ? pid : undefined
+}
+
+/** `sc.exe qc NAME`: the command line the SCM starts ("BINARY_PATH_NAME   : ..."). */
+export function scBinaryPath(output: string): string | undefined {
+  return /^\s*BINARY_PATH_NAME\s*:\s*(.+?)\s*$/m.exec(output.replace(/\r/g, ''))?.[1]
+}
+
+/** A PowerShell single-quoted string: only ' is special, doubled. */
+export const powershellString = (text: string) => `'${text.replaceAll("'", "''")}'`
+
+/**
+ * The service's security descriptor with the installing user allowed to start, stop and query it
+ * (RP, WP, LC, RC; "Security Descriptor Definition Language", Microsoft Learn), after the SCM's
+ * defaults for SYSTEM, Administrators and interactive users: the user's agent restarts nebula to
+ * reload it without an elevated prompt.
+ */
+export const serviceSddl = (sid: string) =>
+  `D:(A;;CCLCSWRPWPDTLOCRRC;;;SY)(A;;CCDCLCSWRPWPDTLOCRSDRCWDWO;;;BA)(A;;CCLCSWLOCRRC;;;IU)(A;;RPWPLCRC;;;${sid})`
 
 export function win32Platform(deps: HostDeps): Platform {
   const run = async (argv: string[]) => {
@@ -107,36 +133,84 @@ export function win32Platform(deps: HostDeps): Platform {
       return (await run(powershell(`Restart-Service -Name '${target.service}'`))).exitCode === 0
     },
     controlAddress: (dir, name) => `\\\\.\\pipe\\vidsync-${name}-${createHash('sha256').update(dir).digest('hex').slice(0, 12)}`,
-    elevate: () => undefined,
-    serviceManagerRuns: async () => true,
+    elevate(argv, interactive) {
+      // UAC: Start-Process -Verb RunAs shows the consent prompt; declined, it throws and PowerShell exits 1.
+      if (!interactive) return undefined
+      const [file = '', ...args] = argv
+      const start = `$p = Start-Process -FilePath ${powershellString(file)} -ArgumentList ${powershellString(windowsCommandLine(args))} -Verb RunAs -Wait -PassThru; exit $p.ExitCode`
+      return powershell(start)
+    },
+    serviceManagerProblem: async () => undefined,
+    serviceNames: (project) => ({nebula: `vidsync-nebula-${project}`, agent: `vidsync\\${project}`}),
     nebulaService(spec: ServiceSpec): ServiceDefinition {
       // A service of its own per project (not nebula's fixed "Nebula"), run by the SCM as LocalSystem.
+      // nebula's -service run hands itself to the SCM; the name it passes is ignored for an
+      // own-process service (golang.org/x/sys/windows/svc.Run), so the per-project name holds.
       const name = `vidsync-nebula-${spec.project}`
       const binPath = windowsCommandLine(spec.command)
+      const sddl = `sc.exe sdset ${name} (${powershellString(serviceSddl('').slice(0, -1))} + $sid + ')')`
       return {
         name,
+        manager: 'scm',
+        scope: 'system',
+        fingerprint: binPath,
         install: [
           ['sc.exe', 'create', name, 'binPath=', binPath, 'start=', 'auto', 'DisplayName=', spec.description],
-          ['sc.exe', 'failure', name, 'reset=', '60', 'actions=', 'restart/2000/restart/5000/restart/10000'],
+          // Restart after 2 s, 5 s, then every 10 s; the count starts again after a day without failures.
+          ['sc.exe', 'failure', name, 'reset=', '86400', 'actions=', 'restart/2000/restart/5000/restart/10000'],
+          // Failure actions also when nebula exits with an error, not only when it crashes.
+          ['sc.exe', 'failureflag', name, '1'],
+          powershell(`$sid = [Security.Principal.WindowsIdentity]::GetCurrent().User.Value; ${sddl}; exit $LASTEXITCODE`),
           ['sc.exe', 'start', name],
         ],
+        start: [['sc.exe', 'start', name]],
+        stop: [['sc.exe', 'stop', name]],
         uninstall: [['sc.exe', 'stop', name], ['sc.exe', 'delete', name]],
+        cleanup: [],
       }
     },
     agentService(spec: ServiceSpec): ServiceDefinition {
       const name = `vidsync\\${spec.project}`
+      const command = windowsCommandLine(spec.command)
       return {
         name,
+        manager: 'task-scheduler',
+        scope: 'user',
+        fingerprint: command,
+        // Runs as the user who creates it, at their logon, without elevation (/RL LIMITED).
         install: [
-          ['schtasks', '/Create', '/TN', name, '/TR', windowsCommandLine(spec.command), '/SC', 'ONLOGON', '/RL', 'LIMITED', '/F'],
+          ['schtasks', '/Create', '/TN', name, '/TR', command, '/SC', 'ONLOGON', '/RL', 'LIMITED', '/F'],
+          // schtasks /Create stops a task after 72 hours and never restarts it: no time limit, and
+          // started again a minute after it fails (New-ScheduledTaskSettingsSet, Microsoft Learn).
+          powershell(
+            `Set-ScheduledTask -TaskPath '\\vidsync\\' -TaskName ${powershellString(spec.project)} -Settings ` +
+              '(New-ScheduledTaskSettingsSet -ExecutionTimeLimit ([TimeSpan]::Zero) -RestartCount 999 -RestartInterval (New-TimeSpan -Minutes 1)) | Out-Null',
+          ),
           ['schtasks', '/Run', '/TN', name],
         ],
+        start: [['schtasks', '/Run', '/TN', name]],
+        stop: [['schtasks', '/End', '/TN', name]],
         uninstall: [['schtasks', '/End', '/TN', name], ['schtasks', '/Delete', '/TN', name, '/F']],
+        cleanup: [],
       }
     },
-    async serviceRunning(name, who) {
-      if (who) return schtasksStatus((await run(['schtasks', '/Query', '/TN', name, '/FO', 'LIST'])).stdout) === 'Running'
-      return scState((await run(['sc.exe', 'query', name])).stdout) === 'RUNNING'
+    async serviceState(definition) {
+      if (definition.manager === 'task-scheduler') {
+        const result = await run(['schtasks', '/Query', '/TN', definition.name, '/FO', 'LIST', '/V'])
+        if (result.exitCode !== 0) return {installed: false, running: false, state: firstLine(result)}
+        const status = schtasksStatus(result.stdout) ?? 'unknown'
+        const command = schtasksField(result.stdout, 'Task To Run')
+        return {installed: true, running: status === 'Running', state: status, ...(command === undefined ? {} : {fingerprint: command})}
+      }
+      const query = await run(['sc.exe', 'queryex', definition.name])
+      // 1060: "The specified service does not exist as an installed service."
+      if (query.exitCode !== 0) return {installed: false, running: false, state: firstLine(query)}
+      const state = scState(query.stdout) ?? 'unknown'
+      const pid = scPid(query.stdout)
+      const binPath = scBinaryPath((await run(['sc.exe', 'qc', definition.name])).stdout)
+      return {installed: true, running: state === 'RUNNING', ...(pid ? {pid} : {}), state, ...(binPath === undefined ? {} : {fingerprint: binPath})}
     },
+    manage: manageWith(deps),
+    serviceRoot: deps.serviceRoot ?? '',
   }
 }

@@ -121,6 +121,8 @@ export interface DeviceRecord {
   notAfter: string | null
   createdAt: string
   revokedAt: string | null
+  /** The device's last heartbeat (written at most every 5 minutes while it runs `up`), null when never seen. */
+  lastSeenAt: string | null
 }
 
 export interface Lighthouse {
@@ -226,6 +228,48 @@ export interface DeviceRefresh {
   peers: Peer[]
 }
 
+/** A device's refresh by version (device_sync): nothing changed, what changed, or everything. */
+export type DeviceSync =
+  | {state: 'unchanged'; version: number}
+  | {
+      state: 'delta'
+      version: number
+      status: DeviceStatus
+      /** Peers added or changed since the known version. */
+      peers: Peer[]
+      /** Names of peers gone since (revoked, released). */
+      removed: string[]
+      blocklistAdded: string[]
+      /** Fingerprints of revoked certificates that expired since. */
+      blocklistRemoved: string[]
+      /** The whole list, when it changed. */
+      lighthouses?: Lighthouse[]
+    }
+  | {
+      state: 'full'
+      /** Null for a device that is no longer active. */
+      version: number | null
+      project: string
+      device: string
+      status: DeviceStatus
+      ip?: string
+      cidr?: string
+      /** The LISTEN channel on which the project's new versions are notified (plain Postgres). */
+      channel?: string
+      lighthouses: Lighthouse[]
+      blocklist: string[]
+      peers: Peer[]
+    }
+
+/** Push of a project's new versions, where the backend has it (Postgres LISTEN/NOTIFY). */
+export interface ChangeFeed {
+  /**
+   * Calls `onChange` with each new version notified on `channel`, and without one after a
+   * reconnection (notifications may have been missed). close() stops listening.
+   */
+  listen(channel: string, onChange: (version?: number) => void): Promise<{close(): Promise<void>}>
+}
+
 export interface StaleDevice {
   device: string
   ip: string
@@ -267,6 +311,7 @@ interface DeviceRow {
   not_after: Timestamp | null
   created_at: Timestamp
   revoked_at: Timestamp | null
+  last_seen_at: Timestamp | null
 }
 
 interface InviteRow {
@@ -305,6 +350,8 @@ interface Undo {
 export class ControlPlane {
   /** Inside `transaction` on a transport without transactions: how to take back each write so far. */
   readonly #undo: Undo[] | undefined
+  /** Push of new versions, where the backend has it; devices poll otherwise. */
+  changes?: ChangeFeed
 
   constructor(
     readonly rpc: Rpc,
@@ -465,6 +512,7 @@ export class ControlPlane {
       notAfter: isoOrNull(row.not_after),
       createdAt: iso(row.created_at),
       revokedAt: isoOrNull(row.revoked_at),
+      lastSeenAt: isoOrNull(row.last_seen_at ?? null),
     }))
   }
 
@@ -601,6 +649,23 @@ export class ControlPlane {
       p_syncthing_id: options.syncthingId,
     })
     return single(rows, 'device_refresh')
+  }
+
+  /** The device's refresh by version: `knownVersion` is that of the state it has (undefined: none). */
+  async deviceSync(options: {token: string; knownVersion?: number | null; syncthingId?: string}): Promise<DeviceSync> {
+    const rows = await this.rpc.call<{state: DeviceSync['state']; version: number | string | null; body: Record<string, unknown> | null}>('device_sync', {
+      p_token: options.token,
+      p_known_version: options.knownVersion ?? undefined,
+      p_syncthing_id: options.syncthingId,
+    })
+    const row = single(rows, 'device_sync')
+    const version = row.version === null ? null : Number(row.version)
+    if (row.state === 'unchanged') return {state: 'unchanged', version: Number(version)}
+    if (row.state === 'delta') return {state: 'delta', version: Number(version), ...(row.body as Omit<Extract<DeviceSync, {state: 'delta'}>, 'state' | 'version'>)}
+    // A device that is no longer active gets its status and nothing else.
+    const body = row.body as Omit<Extract<DeviceSync, {state: 'full'}>, 'state' | 'version' | 'lighthouses' | 'blocklist' | 'peers'> &
+      Partial<Pick<Extract<DeviceSync, {state: 'full'}>, 'lighthouses' | 'blocklist' | 'peers'>>
+    return {...body, lighthouses: body.lighthouses ?? [], blocklist: body.blocklist ?? [], peers: body.peers ?? [], state: 'full', version}
   }
 
   async schemaVersion(): Promise<number> {

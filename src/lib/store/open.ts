@@ -59,9 +59,9 @@ export async function connect(options: StoreOptions): Promise<Connection> {
   // PGlite runs in this process: one process at a time may open the data directory.
   const lock = await acquireFileLock(join(options.home, 'db.lock'), `the embedded database in ${options.home}`, {onWait: options.onLockWait})
   try {
-    const {EmbeddedClient} = await import('./sql-client.js')
+    const [{EmbeddedClient}, {embeddedTemplatePath}] = await Promise.all([import('./sql-client.js'), import('./embedded-template.js')])
     await ensureDir(join(options.home, 'db'), {private: true})
-    const sql = await EmbeddedClient.open(join(options.home, 'db'))
+    const sql = await EmbeddedClient.open(join(options.home, 'db'), embeddedTemplatePath)
     return {
       backend: 'embedded',
       sql,
@@ -101,7 +101,12 @@ export async function openStore(options: StoreOptions): Promise<Store> {
     await connection.close()
     throw error
   }
-  return {backend: connection.backend, controlPlane: new ControlPlane(new SqlRpc(connection.sql)), close: () => connection.close()}
+  const controlPlane = new ControlPlane(new SqlRpc(connection.sql))
+  if (connection.backend === 'postgres' && options.databaseUrl) {
+    const {PostgresChangeFeed} = await import('./listen.js')
+    controlPlane.changes = new PostgresChangeFeed(options.databaseUrl)
+  }
+  return {backend: connection.backend, controlPlane, close: () => connection.close()}
 }
 
 async function openSupabase(options: {url: string; key?: string}): Promise<Store> {

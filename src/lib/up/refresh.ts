@@ -3,7 +3,7 @@ import type {Tools} from '../exec.js'
 import {readDeviceToken} from '../join/invite.js'
 import {reloadNebula} from '../nebula/process.js'
 import {JoinedProject} from '../project/joined-project.js'
-import type {ControlPlane} from '../store/control-plane.js'
+import type {ControlPlane, DeviceSync, Lighthouse, Peer} from '../store/control-plane.js'
 
 export interface RefreshResult {
   /** The device's status in the control plane: active, pending, revoked, ... */
@@ -24,6 +24,49 @@ function sameEntries(ours: object[], theirs: object[]): boolean {
   return canonical(ours) === canonical(theirs)
 }
 
+/** How often a device asks the control plane when nothing is pushed: every 60 to 75 s (jittered, so devices spread out). */
+export const refreshPollMs = {min: 60_000, max: 75_000}
+
+/** Where a device's view of its project stands: the version it has, and when to ask again. */
+export class SyncCursor {
+  /** The version the manifest holds; undefined before the first answer (a full snapshot). */
+  version?: number
+  /** The project's notification channel, once the control plane said. */
+  channel?: string
+  #nextPollAt = 0
+  #notified = false
+
+  constructor(private readonly now: () => number = Date.now) {}
+
+  /** A refresh is due: first pass, a notification, or the slow poll. */
+  get due(): boolean {
+    return this.#notified || this.now() >= this.#nextPollAt
+  }
+
+  /** A notification (or a reconnection): refresh at the next pass unless `version` is what we have. */
+  notify(version?: number): void {
+    if (version === undefined || this.version === undefined || version > this.version) this.#notified = true
+  }
+
+  /** Called after each refresh: the next poll is a jittered interval away. */
+  polled(): void {
+    this.#notified = false
+    this.#nextPollAt = this.now() + refreshPollMs.min + Math.random() * (refreshPollMs.max - refreshPollMs.min)
+  }
+}
+
+const ipNumber = (ip: string) => ip.split('.').reduce((value, octet) => value * 256 + Number(octet), 0)
+
+/** The project's state after `sync`, from the manifest's (the state of the cursor's version). */
+function applySync(manifest: {peers: Peer[]; blocklist: string[]; lighthouses: Lighthouse[]}, sync: Exclude<DeviceSync, {state: 'unchanged'}>) {
+  if (sync.state === 'full') return {peers: sync.peers, blocklist: [...sync.blocklist].sort(), lighthouses: sync.lighthouses}
+  const replaced = new Set([...sync.removed, ...sync.peers.map((peer) => peer.name)])
+  const peers = [...manifest.peers.filter((peer) => !replaced.has(peer.name)), ...sync.peers].sort((a, b) => ipNumber(a.ip) - ipNumber(b.ip))
+  const removed = new Set(sync.blocklistRemoved)
+  const blocklist = [...new Set([...manifest.blocklist, ...sync.blocklistAdded])].filter((fingerprint) => !removed.has(fingerprint)).sort()
+  return {peers, blocklist, lighthouses: sync.lighthouses ?? manifest.lighthouses}
+}
+
 /**
  * Heartbeat and refresh for a device that joined with an invite: the control plane's current
  * peers, blocklist and lighthouses go into the project's manifest (the reconcile pass shares
@@ -31,6 +74,10 @@ function sameEntries(ours: object[], theirs: object[]): boolean {
  * blocklists itself, so this is how a revocation reaches every device; a lighthouse that nebula
  * refuses (an endpoint that does not resolve, say) never holds the blocklist back. Devices joined
  * from a bundle file have no token: nothing to refresh (undefined).
+ *
+ * The refresh sends the version the `cursor` has and gets "unchanged" (nothing is read or
+ * written here), the changes since, or a full snapshot (no cursor, or one too old). The cursor
+ * moves on only once the manifest holds the new state.
  */
 export async function refreshFromControlPlane(options: {
   home: string
@@ -38,26 +85,31 @@ export async function refreshFromControlPlane(options: {
   controlPlane: ControlPlane
   syncthingId?: string
   tools?: Tools
+  cursor?: SyncCursor
 }): Promise<RefreshResult | undefined> {
   const token = await readDeviceToken(options.home, options.project).catch((error: unknown) => {
     if (error instanceof NotFoundError) return undefined
     throw error
   })
   if (token === undefined) return undefined
-  const refresh = await options.controlPlane.deviceRefresh({token, syncthingId: options.syncthingId})
-  const unchanged = {status: refresh.status, peersChanged: false, lighthousesChanged: false, blocklistChanged: false, nebulaReloaded: false}
-  if (refresh.status !== 'active') return unchanged
+  const cursor = options.cursor ?? new SyncCursor()
+  const sync = await options.controlPlane.deviceSync({token, knownVersion: cursor.version, syncthingId: options.syncthingId})
+  cursor.polled()
+  const unchanged = {peersChanged: false, lighthousesChanged: false, blocklistChanged: false, nebulaReloaded: false}
+  if (sync.state === 'unchanged') return {status: 'active', ...unchanged}
+  if (sync.state === 'full' && sync.channel) cursor.channel = sync.channel
+  if (sync.status !== 'active') return {status: sync.status, ...unchanged}
 
   let project = await JoinedProject.find({home: options.home, project: options.project})
   const {manifest} = project
-  const peersChanged = !sameEntries(manifest.peers, refresh.peers)
-  let lighthousesChanged = !sameEntries(manifest.lighthouses, refresh.lighthouses)
-  const blocklist = [...refresh.blocklist].sort()
-  const blocklistChanged = JSON.stringify([...manifest.blocklist].sort()) !== JSON.stringify(blocklist)
+  const next = applySync(manifest, sync)
+  const peersChanged = !sameEntries(manifest.peers, next.peers)
+  let lighthousesChanged = !sameEntries(manifest.lighthouses, next.lighthouses)
+  const blocklistChanged = JSON.stringify([...manifest.blocklist].sort()) !== JSON.stringify(next.blocklist)
   let lighthousesRefused: string | undefined
   if (lighthousesChanged) {
     try {
-      project = await project.update({...manifest, peers: refresh.peers, blocklist, lighthouses: refresh.lighthouses}, {test: true, tools: options.tools})
+      project = await project.update({...manifest, ...next}, {test: true, tools: options.tools})
     } catch (error) {
       if (!(error instanceof InvalidInputError)) throw error
       // The old lighthouses stay in the manifest, so the next pass tries again.
@@ -65,7 +117,10 @@ export async function refreshFromControlPlane(options: {
       lighthousesChanged = false
     }
   }
-  if (!lighthousesChanged && (blocklistChanged || peersChanged)) project = await project.update({...manifest, peers: refresh.peers, blocklist})
+  if (!lighthousesChanged && (blocklistChanged || peersChanged)) project = await project.update({...manifest, peers: next.peers, blocklist: next.blocklist})
   const nebulaReloaded = blocklistChanged || lighthousesChanged ? await reloadNebula({projectDir: project.dir}) : false
-  return {status: refresh.status, peersChanged, lighthousesChanged, ...(lighthousesRefused ? {lighthousesRefused} : {}), blocklistChanged, nebulaReloaded}
+  // The manifest now holds this version, except refused lighthouses: the next refresh (the next
+  // poll) is a full snapshot, which tries them again.
+  cursor.version = lighthousesRefused ? undefined : (sync.version ?? undefined)
+  return {status: sync.status, peersChanged, lighthousesChanged, ...(lighthousesRefused ? {lighthousesRefused} : {}), blocklistChanged, nebulaReloaded}
 }

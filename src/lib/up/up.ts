@@ -1,11 +1,12 @@
+import {rm} from 'node:fs/promises'
 import {basename, join} from 'node:path'
 import {setTimeout as sleep} from 'node:timers/promises'
 
 import {ConflictError, MissingDependencyError, PermissionError, UnavailableError} from '../errors.js'
-import {runProgram, startSelf, type Tools} from '../exec.js'
+import {runProgram, selfCommand, startSelf, type Tools} from '../exec.js'
 import {type NebulaStatus, nebulaStatus, stopNebula} from '../nebula/process.js'
 import {syncthingPort} from '../nebula/config.js'
-import {installNebulaService, selfCommand, uninstallNebulaService} from '../nebula/service.js'
+import {installNebulaService, nebulaServiceProbe, uninstallNebulaService} from '../nebula/service.js'
 import {removeSystemOverlay, systemOverlayPaths} from '../nebula/system-overlay.js'
 import {currentPlatform, type Platform, type User} from '../platform/index.js'
 import type {SyncthingClient} from '../syncthing/client.js'
@@ -16,8 +17,9 @@ import {acquireFileLock} from '../store/file-lock.js'
 import {toolReports} from '../versions/report.js'
 import {JoinedProject, resolveProjectDir} from '../project/joined-project.js'
 import {askControl, serveControl} from './control.js'
-import {refreshFromControlPlane, type RefreshResult} from './refresh.js'
+import {refreshFromControlPlane, type RefreshResult, SyncCursor} from './refresh.js'
 import {supervise} from './supervise.js'
+import {agentEnvPath, agentServiceDefinition, installService, stopService, uninstallService, writeServiceFile} from './services.js'
 
 export interface UpOptions {
   home: string
@@ -31,6 +33,8 @@ export interface UpOptions {
   interactive?: boolean
   tools?: Tools
   platform?: Platform
+  /** Called before the elevated step asks for a password (sudo) or consent (UAC), with what it installs. */
+  onElevate?: (plan: string) => void
   /** Called with Syncthing's latest line while it migrates its database (first start of 2.x after 1.x). */
   onProgress?: (line: string) => void
 }
@@ -81,6 +85,8 @@ export interface ReconcileOptions {
   project: string
   /** The control plane that invite-joined devices refresh from (heartbeat, peers, blocklist). */
   controlPlane?: ControlPlane
+  /** The version the device has and when to refresh; without one every pass refreshes in full. */
+  cursor?: SyncCursor
 }
 
 /**
@@ -91,8 +97,14 @@ export interface ReconcileOptions {
  */
 export async function reconcile(options: ReconcileOptions): Promise<ReconcileResult> {
   const {client} = options
-  const refresh = options.controlPlane
-    ? await refreshFromControlPlane({home: options.home, project: options.project, controlPlane: options.controlPlane, syncthingId: (await client.status()).myID})
+  const refresh = options.controlPlane && (options.cursor?.due ?? true)
+    ? await refreshFromControlPlane({
+        home: options.home,
+        project: options.project,
+        controlPlane: options.controlPlane,
+        syncthingId: (await client.status()).myID,
+        cursor: options.cursor,
+      })
     : undefined
   const {manifest} = await JoinedProject.find({home: options.home, project: options.project})
   const folders = await projectFolders({client, project: manifest.project, projectCidr: manifest.cidr})
@@ -134,6 +146,8 @@ export async function reconcileLoop(options: ReconcileOptions & {
   intervalMs: number
   signal: AbortSignal
   onPass: (result: ReconcileResult | Error) => void
+  /** Wakes the loop for a pass at once (a notified change). */
+  waker?: Waker
 }): Promise<void> {
   const {client, signal, intervalMs} = options
   // Event IDs count per event filter and start again when Syncthing restarts; 0 takes what is buffered.
@@ -141,20 +155,24 @@ export async function reconcileLoop(options: ReconcileOptions & {
   let lastPass = Date.now()
   while (!signal.aborted) {
     const left = lastPass + intervalMs - Date.now()
-    if (left > 0) {
+    const woken = options.waker?.arm()
+    if (left > 0 && !woken?.aborted) {
+      const waiting = woken ? AbortSignal.any([signal, woken]) : signal
       try {
         const timeoutS = Math.min(maxPollSeconds, Math.max(1, Math.ceil(left / 1000)))
         const polled = Date.now()
-        const events = await client.events({since, types: wakeEvents, timeoutS, signal})
+        const events = await client.events({since, types: wakeEvents, timeoutS, signal: waiting})
         if (events.length === 0) {
           // The poll timed out: poll again until the interval is over (never in a tight loop).
-          if (Date.now() - polled < 500) await pause(1000, signal)
-          continue
+          if (Date.now() - polled < 500) await pause(1000, waiting)
+          if (!woken?.aborted) continue
+        } else {
+          since = events.at(-1)?.id ?? since
+          await pause(lastPass + minPassSpacingMs - Date.now(), signal)
         }
-        since = events.at(-1)?.id ?? since
-        await pause(lastPass + minPassSpacingMs - Date.now(), signal)
       } catch (error) {
         if (signal.aborted) return
+        if (woken?.aborted) continue
         since = 0 // Syncthing is down or restarting: its event IDs start again
         options.onPass(error as Error)
         await pause(left, signal)
@@ -162,7 +180,56 @@ export async function reconcileLoop(options: ReconcileOptions & {
     }
     if (signal.aborted) return
     lastPass = Date.now()
+    options.waker?.reset()
     options.onPass(await reconcile(options).catch((error: unknown) => error as Error))
+  }
+}
+
+/**
+ * Push where the control plane has it (Postgres LISTEN/NOTIFY): once a refresh named the
+ * project's channel, a notified version wakes the loop, whose pass then refreshes. Without push,
+ * or while the listener reconnects, the cursor's slow poll goes on.
+ */
+export function listenForChanges(options: {controlPlane?: ControlPlane; cursor: SyncCursor; waker: Waker; log: (line: string) => void}) {
+  let listening: Promise<{close(): Promise<void>} | undefined> | undefined
+  return {
+    /** After each pass: starts listening once the channel is known. */
+    passed() {
+      const feed = options.controlPlane?.changes
+      const {channel} = options.cursor
+      if (listening || !feed || !channel) return
+      listening = feed
+        .listen(channel, (version) => {
+          options.cursor.notify(version)
+          if (options.cursor.due) options.waker.wake()
+        })
+        .catch((error: Error) => {
+          options.log(`not listening for changes (polling instead): ${error.message}`)
+          return undefined
+        })
+    },
+    async close() {
+      await (await listening)?.close()
+    },
+  }
+}
+
+/** Lets another task (a notification) end the loop's wait, so that a pass runs at once. */
+export class Waker {
+  #controller = new AbortController()
+
+  /** The signal of the coming wait; already aborted when woken since the last pass began. */
+  arm(): AbortSignal {
+    return this.#controller.signal
+  }
+
+  wake(): void {
+    this.#controller.abort()
+  }
+
+  /** Called as a pass begins: wakes before this one are served by it. */
+  reset(): void {
+    if (this.#controller.signal.aborted) this.#controller = new AbortController()
   }
 }
 
@@ -256,14 +323,20 @@ export async function runAgent(options: AgentOptions): Promise<void> {
     await Promise.race([started, new Promise((resolve) => stop.signal.addEventListener('abort', resolve, {once: true}))])
     if (stop.signal.aborted) return
     const {client} = await connectSyncthing({vidsyncHome: options.home})
+    const cursor = new SyncCursor()
+    const waker = new Waker()
+    const push = listenForChanges({controlPlane: options.controlPlane, cursor, waker, log: options.log})
     await reconcileLoop({
       client,
       controlPlane: options.controlPlane,
+      cursor,
+      waker,
       home: options.home,
       project: project.name,
       intervalMs: options.intervalMs,
       signal: stop.signal,
       onPass: (pass) => {
+        push.passed()
         if (pass instanceof Error) {
           state.lastError = pass.message
           options.log(`reconcile failed, retrying: ${pass.message}`)
@@ -280,6 +353,7 @@ export async function runAgent(options: AgentOptions): Promise<void> {
         }
       },
     })
+    await push.close()
   })()
   done = Promise.all([syncthing, loop]).then(() => undefined)
   try {
@@ -320,6 +394,7 @@ async function ensureNebula(options: UpOptions, dir: string, projectName: string
     return result.installed
   }
   const elevated = platform.elevate(selfCommand(['nebula', 'up', projectName, '--service', '--home', options.home]), options.interactive ?? false)
+  if (elevated) options.onElevate?.(await elevationPlan(options, dir, platform))
   const result = elevated ? await runProgram(elevated, {inheritStdio: options.interactive}) : undefined
   if (!result || result.exitCode !== 0) {
     throw new PermissionError('nebula needs administrator rights once, to install its service, and none were granted', {
@@ -327,6 +402,48 @@ async function ensureNebula(options: UpOptions, dir: string, projectName: string
     })
   }
   return ['the nebula service, installed by the elevated step']
+}
+
+/**
+ * Makes sure the user's agent runs: already running, started (or installed and started) as a
+ * user service that starts at login (systemd --user, LaunchAgent, logon task), or, where no
+ * user service manager runs, started by vidsync itself as the user. Returns what it installed.
+ */
+async function ensureAgent(options: UpOptions, project: JoinedProject, user: User, platform: Platform): Promise<string[]> {
+  if (await askAgent(project.dir, 'status', platform)) return []
+  const owner = user.viaSudo ? user : undefined
+  const noManager = await platform.serviceManagerProblem('user', user)
+  if (!noManager) {
+    const env = options.env ?? {}
+    const envText = Object.entries(env).map(([key, value]) => `${key}=${value}\n`).join('')
+    if (envText) await writeServiceFile(agentEnvPath(project.dir), envText, 0o600, owner)
+    else await rm(agentEnvPath(project.dir), {force: true})
+    const definition = agentServiceDefinition({...options, project, user, platform, env})
+    // The plist may hold the control plane's address (EnvironmentVariables): the user's own file, private.
+    const change = await installService(definition, {platform, user, owner, mode: 0o600})
+    if (change.action === 'installed') return [`${change.line}: runs Syncthing and the reconcile loop as ${user.name} at login`]
+    return change.action === 'started' ? [change.line] : []
+  }
+  const args = ['up', project.name, '--agent', '--home', options.home, '--interval', `${options.intervalSeconds}s`]
+  if (options.guiPort !== undefined) args.push('--gui-port', String(options.guiPort))
+  const agent = await startSelf(args, {
+    detached: true,
+    logPath: agentPaths(project.dir, platform).logPath,
+    cwd: user.home,
+    env: {...(user.viaSudo ? userEnv(user) : {}), ...options.env},
+    user: owner,
+    logOwner: owner,
+  })
+  return [`agent for ${project.name} as ${user.name} (pid ${agent.pid}; ${noManager}; it does not start at login)`]
+}
+
+/** What the elevated step will install, said before sudo/UAC asks. */
+async function elevationPlan(options: UpOptions, dir: string, platform: Platform): Promise<string> {
+  const noManager = await platform.serviceManagerProblem('system')
+  if (noManager) return `nebula needs administrator rights once: the elevated step starts vidsync's nebula supervisor as root (${noManager}; it does not start at boot)`
+  const definition = await nebulaServiceProbe({home: options.home, projectDir: dir, user: platform.invokingUser(), tools: options.tools, platform})
+  const where = definition.path ? ` (${definition.path})` : ''
+  return `nebula needs administrator rights once: the elevated step installs the ${definition.manager} system service ${definition.name}${where}, which runs nebula as root at boot`
 }
 
 /** Waits (bounded) until nebula has the overlay IP and a lighthouse answers. */
@@ -381,21 +498,10 @@ async function bringUpLocked(options: UpOptions, project: JoinedProject, platfor
   const nebulaRan = (await nebulaStatus({projectDir: dir, platform})).running
   const agentRan = (await askAgent(dir, 'status', platform)) !== undefined
   if (!agentRan) await requireTools(dir, nebulaRan, options.tools)
-  const installed = await ensureNebula(options, dir, project.name, platform)
+  const installed = [...(await ensureNebula(options, dir, project.name, platform))]
   const nebula = await waitForOverlay(dir, options.nebulaTimeoutMs ?? 20_000, platform)
   const {logPath} = agentPaths(dir, platform)
-  if (!(await askAgent(dir, 'status', platform))) {
-    const args = ['up', project.name, '--agent', '--home', options.home, '--interval', `${options.intervalSeconds}s`]
-    if (options.guiPort !== undefined) args.push('--gui-port', String(options.guiPort))
-    await startSelf(args, {
-      detached: true,
-      logPath,
-      cwd: user.home,
-      env: {...(user.viaSudo ? userEnv(user) : {}), ...options.env},
-      user: user.viaSudo ? user : undefined,
-      logOwner: user.viaSudo ? user : undefined,
-    })
-  }
+  installed.push(...(await ensureAgent(options, project, user, platform)))
   const firstPassMs = 90_000
   let deadline = Date.now() + firstPassMs
   let state = await askAgent(dir, 'status', platform)
@@ -427,20 +533,44 @@ export interface DownResult {
   uninstalled: string[]
 }
 
-/** Stops what `up` started: the agent (which stops Syncthing through its API), then nebula's service. Idempotent. */
+/**
+ * Stops what `up` started: the agent (which stops Syncthing through its API), then nebula (its
+ * supervisor over the control socket; where the service manager runs nebula itself, as the SCM
+ * does on Windows, through the manager). With `uninstall` also removes both services; that needs
+ * administrator rights, checked before anything is stopped. Idempotent.
+ */
 export async function bringDown(options: {home: string; project?: string; uninstall?: boolean; platform?: Platform}): Promise<DownResult> {
   const platform = options.platform ?? currentPlatform()
   const dir = await resolveProjectDir({home: options.home, project: options.project})
+  if (options.uninstall && !(await platform.canCreateTun())) {
+    throw new PermissionError('removing the nebula service needs administrator rights; nothing was stopped or removed', {hint: 'run `sudo vidsync down --uninstall` (an elevated prompt on Windows)'})
+  }
+  const user = platform.invokingUser()
   const agent = await askAgent(dir, 'stop', platform)
   // A Syncthing left without its agent (an agent killed with -9) is stopped through its own API.
   const leftover = await stopManagedSyncthing({vidsyncHome: options.home})
   const syncthingPid = agent?.syncthing?.pid ?? leftover.pid
   const syncthing = {stopped: Boolean(agent?.syncthing) || leftover.stopped, ...(syncthingPid === undefined ? {} : {pid: syncthingPid})}
-  const nebula = await stopNebula({projectDir: dir, platform})
-  let uninstalled: string[] = []
+  let nebula = await stopNebula({projectDir: dir, platform})
+  const managed = !(await platform.serviceManagerProblem('system'))
+  if (!nebula.stopped && managed) {
+    const definition = await nebulaServiceProbe({home: options.home, projectDir: dir, user, platform})
+    const state = await platform.serviceState(definition)
+    if (state.running) {
+      if (!(await stopService(definition, platform))) {
+        throw new PermissionError(`${definition.name} keeps running: stopping it needs administrator rights`, {hint: 'run `vidsync down` from an elevated prompt'})
+      }
+      nebula = {project: nebula.project, stopped: true, pid: state.pid ?? null}
+    }
+  }
+  const uninstalled: string[] = []
   if (options.uninstall) {
-    if (!(await platform.canCreateTun())) throw new PermissionError('removing the nebula service needs administrator rights', {hint: 'run `sudo vidsync down --uninstall`'})
-    uninstalled = await uninstallNebulaService({home: options.home, projectDir: dir, user: platform.invokingUser(), platform})
+    if (!(await platform.serviceManagerProblem('user', user))) {
+      const definition = agentServiceDefinition({home: options.home, project: {name: nebula.project, dir}, user, platform})
+      if (await uninstallService(definition, {platform, user})) uninstalled.push(definition.path ? `${definition.name} (${definition.path})` : definition.name)
+    }
+    await rm(agentEnvPath(dir), {force: true})
+    uninstalled.push(...(await uninstallNebulaService({home: options.home, projectDir: dir, user, platform})))
     await removeSystemOverlay(basename(dir), platform)
     uninstalled.push(systemOverlayPaths(basename(dir), platform).dir)
   }
