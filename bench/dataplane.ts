@@ -48,7 +48,7 @@ import {
   writeRandomFile,
   writeSmallFiles,
 } from './dataplane/measure.js'
-import {type BenchRun, result, type Result} from './harness.js'
+import {type BenchRun, result, type Result, withCleanUp} from './harness.js'
 
 const bigMiB = Number(process.env.VIDSYNC_BENCH_DATAPLANE_MIB ?? 1024)
 const shapedLink = process.env.VIDSYNC_BENCH_DATAPLANE_SHAPED !== '0'
@@ -222,7 +222,7 @@ async function measureLink(lab: BenchLab, context: Context): Promise<void> {
 
 // --- the run ---------------------------------------------------------------------------------------
 
-async function makeCerts(dir: string): Promise<Certs> {
+export async function makeCerts(dir: string): Promise<Certs> {
   const caHome = join(dir, 'ca')
   await initCa({home: caHome, name: 'vidsync-bench'})
   const certs: Certs = {caPem: await readFile(caPaths(caHome).certPath, 'utf8'), nodes: {} as Certs['nodes']}
@@ -233,7 +233,7 @@ async function makeCerts(dir: string): Promise<Certs> {
   return certs
 }
 
-async function preflight(): Promise<void> {
+export async function preflight(): Promise<void> {
   if (process.platform !== 'linux' || process.getuid?.() !== 0) throw new Error('the dataplane bench needs Linux and root (network namespaces)')
   if (!existsSync(join(root, 'dist', 'commands')) || !existsSync(join(root, 'oclif.manifest.json'))) {
     throw new Error('dist/ or oclif.manifest.json is missing: run `npm run build` first')
@@ -255,19 +255,11 @@ export const run: BenchRun = async ({log}) => {
   const dir = await mkdtemp(join(tmpdir(), 'vidsync-bench-dataplane-'))
   const labs: BenchLab[] = []
   // Ctrl-C or a kill must not leave namespaces or daemons behind either.
-  let closing: Promise<void> | undefined
-  const cleanUp = () =>
-    (closing ??= (async () => {
-      for (const lab of labs.splice(0)) for (const problem of await lab.close()) log(`cleanup: ${problem}`)
-      await rm(dir, {recursive: true, force: true})
-    })())
-  const onSignal = (signal: NodeJS.Signals) => {
-    log(`${signal}: removing the lab`)
-    void cleanUp().finally(() => process.exit(130))
+  const cleanUp = async () => {
+    for (const lab of labs.splice(0)) for (const problem of await lab.close()) log(`cleanup: ${problem}`)
+    await rm(dir, {recursive: true, force: true})
   }
-  process.once('SIGINT', onSignal)
-  process.once('SIGTERM', onSignal)
-  try {
+  await withCleanUp(cleanUp, log, async () => {
     const certs = await makeCerts(dir)
     const data = join(dir, 'data')
     await mkdir(data)
@@ -292,10 +284,6 @@ export const run: BenchRun = async ({log}) => {
       for (const problem of await lab.close()) log(`cleanup: ${problem}`)
       log(`${link}: done in ${secondsOf(now() - started).toFixed(0)} s`)
     }
-  } finally {
-    await cleanUp()
-    process.off('SIGINT', onSignal)
-    process.off('SIGTERM', onSignal)
-  }
+  })
   return rows
 }

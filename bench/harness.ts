@@ -98,3 +98,25 @@ export async function withEmbedded(work: (sql: SqlClient) => Promise<void>): Pro
     await rm(dir, {recursive: true, force: true})
   }
 }
+
+/**
+ * Runs `work`, then `cleanUp`; Ctrl-C or SIGTERM meanwhile runs `cleanUp` too (once) and exits 130,
+ * so that no namespace or daemon a bench started is left behind.
+ */
+export async function withCleanUp<T>(cleanUp: () => Promise<void>, log: (message: string) => void, work: () => Promise<T>): Promise<T> {
+  let closing: Promise<void> | undefined
+  const once = () => (closing ??= cleanUp())
+  const onSignal = (signal: NodeJS.Signals) => {
+    log(`${signal}: removing the lab`)
+    void once().finally(() => process.exit(130))
+  }
+  process.once('SIGINT', onSignal)
+  process.once('SIGTERM', onSignal)
+  try {
+    return await work()
+  } finally {
+    await once()
+    process.off('SIGINT', onSignal)
+    process.off('SIGTERM', onSignal)
+  }
+}

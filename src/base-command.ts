@@ -42,7 +42,7 @@ export abstract class BaseCommand<T extends typeof Command> extends Command {
 
   static override baseFlags = {
     home: Flags.string({
-      summary: 'Directory for vidsync state: keys, certificates and the embedded database [default: ~/.vidsync].',
+      summary: 'Directory for vidsync state: keys, certificates and the embedded database [default: ~/.vidsync if it exists, else $XDG_STATE_HOME/vidsync; other OSes: docs/platforms.md].',
       env: 'VIDSYNC_HOME',
       helpGroup: 'GLOBAL',
     }),

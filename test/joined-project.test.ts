@@ -6,7 +6,8 @@ import YAML from 'yaml'
 
 import type {BundleManifest} from '../src/lib/bundle/manifest.js'
 import {InvalidInputError, NotFoundError} from '../src/lib/errors.js'
-import {type Platform, platformFor} from '../src/lib/platform/index.js'
+import {installSystemOverlay, systemOverlayPaths} from '../src/lib/nebula/system-overlay.js'
+import {hostDeps, type Platform, platformFor} from '../src/lib/platform/index.js'
 import {JoinedProject, projectDir} from '../src/lib/project/joined-project.js'
 import {removeTempDirs, tempDir} from './helpers/temp.js'
 
@@ -109,5 +110,27 @@ describe('JoinedProject: the one model of a project joined on a device', () => {
     await JoinedProject.open(projectDir(home, 'films')).catch((caught: unknown) => (error = caught))
     expect(error).to.be.instanceOf(InvalidInputError)
     expect((error as Error).message).to.equal(`the project in ${project.dir} has an unreadable vidsync.json: run \`vidsync join <bundle>\` again`)
+  })
+  it('copies the overlay for the root service into the system directory, root-only, with a nebula.yml rendered from the manifest', async () => {
+    const home = await tempDir()
+    const {project} = await JoinedProject.install(home, files, platform('linux', 2))
+    // A user-writable nebula.yml that asks for an admin interface: never reaches the system copy.
+    await writeFile(project.configPath, `${await readFile(project.configPath, 'utf8')}sshd:\n  enabled: true\n  listen: 127.0.0.1:2222\n`)
+    const system = await tempDir()
+    const linux = platformFor('linux', {...hostDeps(), env: {VIDSYNC_SYSTEM_DIR: system}})
+    const copy = await installSystemOverlay(project, linux)
+    expect(copy.dir).to.equal(join(system, 'films'))
+    expect((await stat(copy.dir)).mode & 0o777).to.equal(0o700)
+    for (const path of [copy.configPath, copy.caPath, copy.certPath, copy.keyPath]) expect((await stat(path)).mode & 0o777, path).to.equal(0o600)
+    expect(await readFile(copy.keyPath)).to.deep.equal(files.keyPem)
+    const config = YAML.parse(await readFile(copy.configPath, 'utf8'), {version: '1.1'})
+    expect(config.pki).to.include({ca: copy.caPath, cert: copy.certPath, key: copy.keyPath})
+    expect(config.sshd).to.equal(undefined)
+    expect(config.tun.dev).to.equal('vs-films')
+    expect(config.pki.blocklist).to.deep.equal(manifest.blocklist)
+    // Per OS, where the elevated step puts it.
+    expect(systemOverlayPaths('films', platformFor('linux', {...hostDeps(), env: {}})).dir).to.equal('/etc/vidsync/films')
+    expect(systemOverlayPaths('films', platformFor('darwin', {...hostDeps(), env: {}})).keyPath).to.equal('/Library/Application Support/vidsync/films/node.key')
+    expect(systemOverlayPaths('films', platformFor('win32', {...hostDeps(), env: {ProgramData: 'C:\\ProgramData'}})).configPath).to.equal('C:\\ProgramData\\vidsync\\films\\nebula.yml')
   })
 })

@@ -77,6 +77,19 @@ describe('platform layer', () => {
       expect(parseProcStat('42 (a) b) c) Z 1 42 42 0 -1 4194560 0 0 0 0 0 0 0 0 20 0 1 0 99 0 0')).to.deep.equal({state: 'Z', startTicks: '99'})
     })
 
+    it('keeps ~/.vidsync where it exists, else uses $XDG_STATE_HOME/vidsync (absolute only), else ~/.local/state/vidsync', () => {
+      const alice = {name: 'alice', home: '/home/alice', uid: 1001, gid: 1001, viaSudo: false}
+      const home = (env: Record<string, string>, existing: string[]) =>
+        platformFor('linux', fakeHost(() => failed(2), {env, existsSync: (path) => existing.includes(path)})).defaultHome(alice)
+      expect(home({}, ['/home/alice/.vidsync'])).to.equal('/home/alice/.vidsync')
+      expect(home({XDG_STATE_HOME: '/srv/state'}, ['/home/alice/.vidsync'])).to.equal('/home/alice/.vidsync')
+      expect(home({XDG_STATE_HOME: '/srv/state'}, [])).to.equal('/srv/state/vidsync')
+      expect(home({XDG_STATE_HOME: 'relative/state'}, [])).to.equal('/home/alice/.local/state/vidsync')
+      expect(home({}, [])).to.equal('/home/alice/.local/state/vidsync')
+      // The overlay files nebula's root service reads live apart from the user's state.
+      expect(platformFor('linux', fakeHost(() => failed(2))).systemDir).to.equal('/etc/vidsync')
+    })
+
     it('reads CAP_NET_ADMIN from CapEff and the invoking user from SUDO_USER', async () => {
       expect(hasNetAdmin('CapEff:\t0000000000001000\n')).to.equal(true)
       expect(hasNetAdmin('CapEff:\t000001fffeffefff\n')).to.equal(false)
@@ -85,7 +98,7 @@ describe('platform layer', () => {
       const underSudo = platformFor('linux', fakeHost(() => failed(2), {uid: 0, gid: 0, env: {SUDO_USER: 'alice', SUDO_UID: '1001', SUDO_GID: '1001'}, readFileSync: () => passwd, homedir: () => '/root', userName: () => 'root'}))
       const user = underSudo.invokingUser()
       expect(user).to.deep.equal({name: 'alice', home: '/home/alice', uid: 1001, gid: 1001, viaSudo: true})
-      expect(underSudo.defaultHome(user)).to.equal('/home/alice/.vidsync')
+      expect(underSudo.defaultHome(user)).to.equal('/home/alice/.local/state/vidsync')
       // Not root: SUDO_USER in the environment means nothing.
       const notRoot = platformFor('linux', fakeHost(() => failed(2), {uid: 1002, env: {SUDO_USER: 'alice', SUDO_UID: '1001', SUDO_GID: '1001'}, homedir: () => '/home/bob', userName: () => 'bob'}))
       expect(notRoot.invokingUser()).to.include({name: 'bob', home: '/home/bob', viaSudo: false})

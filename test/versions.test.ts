@@ -8,7 +8,7 @@ import {execa} from 'execa'
 import {ConflictError, MissingDependencyError, NotFoundError, UnavailableError} from '../src/lib/errors.js'
 import {resolveTools} from '../src/lib/exec.js'
 import {installBundle} from '../src/lib/join/join.js'
-import {failureReason, handshakePeers, parseLogLine} from '../src/lib/nebula/log.js'
+import {failureReason, handshakePaths, handshakePeers, handshakeTunnels, parseLogLine} from '../src/lib/nebula/log.js'
 import {preflight} from '../src/lib/nebula/process.js'
 import {parsePrintedCerts, pemCertVersions, readCert, requireCertSupport} from '../src/lib/pki/cert.js'
 import {initCa} from '../src/lib/pki/ca.js'
@@ -277,6 +277,61 @@ describe('versions: tables, detection and tolerant parsers', function () {
     it('finds handshake peers in logrus and slog, text and JSON, vpnIp and vpnAddrs', () => {
       const peers = handshakePeers([v16, v110, v111, slogJson, logrusJson, noCommon, 'plain text line'].join('\n'))
       expect([...peers].sort()).to.deep.equal(['10.99.7.1', '10.99.7.3', '10.99.7.4', '10.99.7.5', '10.99.7.6', 'fd00::3'])
+    })
+
+    it('tells direct from relayed tunnels in every release format, the latest handshake per peer winning', () => {
+      // handshake_ix.go at v1.6.1: udpAddr is a *udp.Addr, "<nil>" (text) or null (JSON, its MarshalJSON) when the packet came through a relay;
+      // the responder's stage 2 "Handshake message sent" names the relay's overlay IP in relay=.
+      const lines = [
+        'time="2026-11-27T05:00:00Z" level=info msg="Handshake message received" certName=a handshake="map[stage:2 style:ix_psk0]" udpAddr="192.0.2.2:4242" vpnIp=10.99.7.2',
+        'time="2026-11-27T05:00:00Z" level=info msg="Handshake message received" certName=b handshake="map[stage:2 style:ix_psk0]" udpAddr="<nil>" vpnIp=10.99.7.3',
+        'time="2026-11-27T05:00:00Z" level=info msg="Handshake message sent" certName=c handshake="map[stage:2 style:ix_psk0]" relay=10.99.7.1 vpnIp=10.99.7.4',
+        '{"handshake":{"stage":2,"style":"ix_psk0"},"level":"info","msg":"Handshake message received","udpAddr":{"ip":"192.0.2.5","port":4242},"vpnIp":"10.99.7.5"}',
+        '{"handshake":{"stage":1,"style":"ix_psk0"},"level":"info","msg":"Handshake message received","udpAddr":null,"vpnIp":"10.99.7.6"}',
+        // v1.9.7: udpAddr is a netip.AddrPort, the zero one when relayed.
+        'time="2026-11-27T05:00:00Z" level=info msg="Handshake message received" udpAddr="invalid AddrPort" vpnIp=10.99.7.7',
+        // v1.10.3 (logrus) and v1.11.0 (slog text and JSON): from= is a ViaSender (hostmap.go String and MarshalJSON).
+        'time="2026-11-27T05:00:00Z" level=info msg="Handshake message received" from="192.0.2.1:4242 (relayed)" vpnAddrs="[10.99.7.8]"',
+        'time=2026-11-27T05:00:00.1Z level=INFO msg="Handshake message received" vpnAddrs=[10.99.7.9] from=192.0.2.9:4242 certName=i',
+        'time=2026-11-27T05:00:00.1Z level=INFO msg="Handshake message received" vpnAddrs=[10.99.7.10] from="192.0.2.1:4242 (relayed)" certName=j',
+        '{"time":"2026-11-27T05:00:00Z","level":"INFO","msg":"Handshake message received","vpnAddrs":["10.99.7.11"],"from":{"relay":"192.0.2.1:4242"}}',
+        '{"time":"2026-11-27T05:00:00Z","level":"INFO","msg":"Handshake message received","vpnAddrs":["10.99.7.12"],"from":{"direct":"192.0.2.12:4242"}}',
+        // The initiator's first message (no tunnel yet) names where it was sent, not how a tunnel runs: ignored.
+        'time="2026-11-27T05:00:00Z" level=info msg="Handshake message sent" handshake="map[stage:1 style:ix_psk0]" udpAddrs="[192.0.2.13:4242]" vpnIp=10.99.7.13',
+      ]
+      const paths = Object.fromEntries(handshakePaths(lines.join('\n')))
+      expect(paths).to.deep.equal({
+        '10.99.7.2': 'direct',
+        '10.99.7.3': 'relayed',
+        '10.99.7.4': 'relayed',
+        '10.99.7.5': 'direct',
+        '10.99.7.6': 'relayed',
+        '10.99.7.7': 'relayed',
+        '10.99.7.8': 'relayed',
+        '10.99.7.9': 'direct',
+        '10.99.7.10': 'relayed',
+        '10.99.7.11': 'relayed',
+        '10.99.7.12': 'direct',
+      })
+      // With the peer's certificate name, for peers this device's manifest does not list.
+      expect(handshakeTunnels(lines.join('\n')).get('10.99.7.3')).to.deep.equal({path: 'relayed', name: 'b'})
+      expect(handshakeTunnels(lines.join('\n')).get('10.99.7.11')).to.deep.equal({path: 'relayed'})
+      // A tunnel that was relayed and handshook again directly is direct now.
+      const again = [lines[1], 'time="2026-11-27T05:01:00Z" level=info msg="Handshake message received" udpAddr="192.0.2.3:4242" vpnIp=10.99.7.3']
+      expect(handshakePaths(again.join('\n')).get('10.99.7.3')).to.equal('direct')
+    })
+
+    it("reads the paths out of the upstream fakes' rewriting of real 1.6.1 handshake lines (test/fixtures/upstream)", async () => {
+      // @ts-expect-error: a plain .mjs fixture without types
+      const {rewriteNebulaLog} = (await import('./fixtures/upstream/lib/nebula.mjs')) as {rewriteNebulaLog: (release: object, text: string, relay?: string) => string}
+      // What nebula 1.6.1 logged in test/e2e/supervision.test.ts: b direct, c through the relay.
+      const direct = 'time="2026-11-27T05:00:00Z" level=info msg="Handshake message received" certName=b handshake="map[stage:2 style:ix_psk0]" udpAddr="192.0.2.3:4242" vpnIp=10.99.7.3'
+      const relayed = 'time="2026-11-27T05:00:00Z" level=info msg="Handshake message received" certName=c handshake="map[stage:2 style:ix_psk0]" udpAddr="<nil>" vpnIp=10.99.7.4'
+      for (const release of [{version: '1.9.7', minor: 9}, {version: '1.10.3', minor: 10}, {version: '1.11.0', minor: 11}]) {
+        const log = [direct, relayed].map((line) => rewriteNebulaLog(release, line, '192.0.2.1:4242')).join('\n')
+        expect(Object.fromEntries(handshakePaths(log)), `${release.version}: ${log}`).to.deep.equal({'10.99.7.3': 'direct', '10.99.7.4': 'relayed'})
+        if (release.minor >= 10) expect(log).to.include('(relayed)').and.not.include('udpAddr')
+      }
     })
 
     it('reads slog levels as logrus ones and finds the failure', () => {

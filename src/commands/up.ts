@@ -56,6 +56,7 @@ export default class Up extends ControlPlaneCommand<typeof Up> {
       onProgress: (line) => this.logToStderr(`Syncthing is migrating its database to 2.x (do not stop it): ${line}`),
       env: {...(databaseUrl ? {VIDSYNC_DATABASE_URL: databaseUrl} : {}), ...(supabase ? {VIDSYNC_SUPABASE_URL: supabase.url} : {})},
     })
+    if (result.alreadyUp) this.log(`${result.project} was already up (agent pid ${result.agent.pid}): nothing changed.`)
     for (const line of result.installed) this.log(`Installed: ${line}`)
     this.log(`${result.project}: overlay ${result.overlayIp} up, Syncthing ${result.syncthing.deviceId.slice(0, 7)} on ${result.syncthing.listenAddresses.join(', ')} (as ${result.user}).`)
     this.log(`Folders: ${result.reconcile.folders.join(', ') || 'none yet (add one with `vidsync sync add DIR`)'}.`)

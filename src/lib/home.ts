@@ -1,12 +1,14 @@
 import {existsSync} from 'node:fs'
 import {chown} from 'node:fs/promises'
+import {dirname, resolve} from 'node:path'
 
 import {ensureDir} from './files.js'
 import {currentPlatform, type Platform} from './platform/index.js'
 
 /**
  * Where vidsync keeps its state: --home, else $VIDSYNC_HOME, else the platform's default for the
- * invoking user (~/.vidsync, ~/Library/Application Support/vidsync, %LOCALAPPDATA%\vidsync).
+ * invoking user (Linux ~/.vidsync where it exists, else $XDG_STATE_HOME/vidsync;
+ * ~/Library/Application Support/vidsync; %LOCALAPPDATA%\vidsync).
  * Under sudo that is the home of SUDO_USER, not root's.
  */
 export function resolveHome(home?: string, platform: Platform = currentPlatform()): string {
@@ -19,9 +21,11 @@ export function resolveHome(home?: string, platform: Platform = currentPlatform(
  * Created by root under sudo, it belongs to the invoking user.
  */
 export async function ensureHome(home: string, platform: Platform = currentPlatform()): Promise<string> {
-  const existed = existsSync(home)
+  // The levels this call creates (~/.local and ~/.local/state too, for the XDG default): under sudo they are the user's.
+  const created: string[] = []
+  for (let level = resolve(home); !existsSync(level) && dirname(level) !== level; level = dirname(level)) created.push(level)
   await ensureDir(home, {private: true})
   const user = platform.invokingUser()
-  if (!existed && user.viaSudo && user.uid !== undefined && user.gid !== undefined) await chown(home, user.uid, user.gid)
+  if (user.viaSudo && user.uid !== undefined && user.gid !== undefined) for (const level of created) await chown(level, user.uid, user.gid)
   return home
 }

@@ -1,5 +1,5 @@
 import {createHash} from 'node:crypto'
-import {mkdir, readFile, stat} from 'node:fs/promises'
+import {mkdir, readdir, readFile, stat} from 'node:fs/promises'
 import {join} from 'node:path'
 
 import {expect} from 'chai'
@@ -29,6 +29,16 @@ export async function waitFor<T>(what: string, check: () => Promise<T | undefine
   }
   throw new Error(`timed out after ${timeoutMs / 1000}s waiting for ${what}${lastError ? `: ${(lastError as Error).message}` : ''}`)
 }
+
+/** Children of a process, over all its threads (Syncthing 1.19's monitor runs the worker as its child). */
+export async function childPids(pid: number): Promise<number[]> {
+  const tasks = await readdir(`/proc/${pid}/task`).catch((): string[] => [])
+  const lists = await Promise.all(tasks.map((task) => readFile(`/proc/${pid}/task/${task}/children`, 'utf8').catch(() => '')))
+  return [...new Set(lists.join(' ').split(/\s+/).filter(Boolean).map(Number))]
+}
+
+/** One measured number per line, beside mocha's own output. */
+export const note = (text: string) => process.stdout.write(`      · ${text}\n`)
 
 /** The sha256 of a file, or undefined when it is missing or does not have `size` bytes (yet). */
 export async function fileHash(path: string, size?: number): Promise<string | undefined> {
@@ -79,6 +89,8 @@ export interface MeshOptions {
   env?: Record<string, string>
   /** Each device's HOME is its vidsync home (where ~/vidsync/<project>/<folder> auto-accepts go), not the host's. */
   ownHomes?: boolean
+  /** The lighthouse also relays (`lighthouse add --relay`) for devices that cannot reach each other. */
+  relay?: boolean
 }
 
 /**
@@ -102,6 +114,7 @@ export class Mesh {
   readonly devices: string[]
   readonly env: Record<string, string>
   readonly ownHomes: boolean
+  readonly relay: boolean
 
   constructor(options: MeshOptions) {
     this.project = options.project
@@ -109,6 +122,7 @@ export class Mesh {
     this.devices = options.devices
     this.env = options.env ?? {}
     this.ownHomes = options.ownHomes ?? false
+    this.relay = options.relay ?? false
   }
 
   /** Syncthing's ID of the project folder "shared" that `start` creates: <project>.<its stable ID>. */
@@ -125,7 +139,8 @@ export class Mesh {
   /** The built CLI inside a node's namespace, as that device's user runs it (always --json). */
   async on(node: string, args: string[], timeoutMs = 60_000): Promise<RunResult> {
     const result = await runIn(this.ns(node), process.execPath, [`${root}bin/run.js`, ...args, '--home', this.homes[node] ?? '', '--json'], {
-      env: {...this.env, VIDSYNC_DATABASE_URL: '', ...(this.ownHomes ? {HOME: this.homes[node] ?? ''} : {})},
+      // The nebula service's root-only copy of the overlay: in the node's temp home, not the machine's /etc/vidsync.
+      env: {VIDSYNC_SYSTEM_DIR: join(this.homes[node] ?? '', 'system'), ...this.env, VIDSYNC_DATABASE_URL: '', ...(this.ownHomes ? {HOME: this.homes[node] ?? ''} : {})},
       timeoutMs,
     })
     return {exitCode: result.exitCode, json: parseJson(result.stdout), stdout: result.stdout, stderr: result.stderr}
@@ -157,7 +172,7 @@ export class Mesh {
     await this.admin('pool', 'populate', this.project)
     this.sharedId = (await this.admin('folder', 'create', this.project, 'shared')).id
     const bundle = join(this.operator, 'lh.zip')
-    await this.admin('lighthouse', 'add', this.project, '--name', 'lh', '--endpoint', `${this.lab.nodes.lh?.ip}:4242`, '--generate-key', '--out', bundle)
+    await this.admin('lighthouse', 'add', this.project, '--name', 'lh', '--endpoint', `${this.lab.nodes.lh?.ip}:4242`, '--generate-key', '--out', bundle, ...(this.relay ? ['--relay'] : []))
     await this.must('lh', ['join', bundle, '--ca-fingerprint', this.caFingerprint])
     await this.must('lh', ['nebula', 'up', '--detach'])
   }
@@ -210,6 +225,27 @@ export class Mesh {
     const result = await runIn(this.ns(node), process.execPath, args, {env: {VST_API_KEY: apiKey}, timeoutMs: 20_000})
     if (result.exitCode !== 0) throw new Error(`${node}: ${method} ${path}: ${result.stderr || `exit ${result.exitCode}`}`)
     return parseJson(result.stdout)
+  }
+
+  /**
+   * kill -9 of a device's Syncthing (the monitor and its worker); resolves once another one
+   * answers its API: the PIDs killed, the new PID and the time from the kill.
+   */
+  async killSyncthing(node: string): Promise<{killed: number[]; pid: number; restartMs: number}> {
+    const pidPath = join(this.homes[node] ?? '', 'syncthing', 'syncthing.pid')
+    const pidNow = async () => Number((await readFile(pidPath, 'utf8').catch(() => '')).split('\n')[0])
+    const before = await pidNow()
+    const killed = [before, ...(await childPids(before))]
+    const killedAt = Date.now()
+    for (const pid of killed) process.kill(pid, 'SIGKILL')
+    const check = async () => {
+      const pid = await pidNow()
+      if (!pid || pid === before) return undefined
+      await this.rest(node, 'GET', '/rest/system/ping')
+      return pid
+    }
+    const pid = await waitFor(`a new Syncthing answering on ${node}`, check, {timeoutMs: 60_000, intervalMs: 100})
+    return {killed, pid, restartMs: Date.now() - killedAt}
   }
 
   /** Asks a device's Syncthing to rescan the shared folder now instead of after its watcher delay (~10 s). */

@@ -1,5 +1,5 @@
 import {randomBytes} from 'node:crypto'
-import {chmod, copyFile, mkdir, readdir, readFile, rm, stat, writeFile} from 'node:fs/promises'
+import {chmod, copyFile, mkdir, readFile, rm, stat, writeFile} from 'node:fs/promises'
 import {join} from 'node:path'
 
 import {expect} from 'chai'
@@ -7,23 +7,13 @@ import {execa} from 'execa'
 
 import {root} from '../helpers/cli.js'
 import {runIn} from '../helpers/netns.js'
-import {fileHash, Mesh, sha256, waitFor} from './helpers.js'
-
-/** One measured number per line, beside mocha's own output. */
-const note = (text: string) => process.stdout.write(`      · ${text}\n`)
+import {fileHash, Mesh, note, sha256, waitFor} from './helpers.js'
 
 /** The real user ID that owns a process (Linux /proc/<pid>/status, "Uid: real effective ..."). */
 async function processUid(pid: number): Promise<number | undefined> {
   const status = await readFile(`/proc/${pid}/status`, 'utf8').catch(() => '')
   const uid = /^Uid:\s+(\d+)/m.exec(status)?.[1]
   return uid === undefined ? undefined : Number(uid)
-}
-
-/** Children of a process, over all its threads (Syncthing 1.19's monitor runs the worker as its child). */
-async function childPids(pid: number): Promise<number[]> {
-  const tasks = await readdir(`/proc/${pid}/task`).catch((): string[] => [])
-  const lists = await Promise.all(tasks.map((task) => readFile(`/proc/${pid}/task/${task}/children`, 'utf8').catch(() => '')))
-  return [...new Set(lists.join(' ').split(/\s+/).filter(Boolean).map(Number))]
 }
 
 /**
@@ -36,6 +26,8 @@ describe('e2e: a non-root user follows the README with sudo', function () {
   const user = `vst${process.pid}`
   const mesh = new Mesh({project: 'sudo', cidr: '10.99.11.0/24', devices: ['a', 'u']})
   let home = ''
+  /** A new user's default state home: no ~/.vidsync, no XDG_STATE_HOME in `env -i`, so ~/.local/state/vidsync. */
+  const state = '.local/state/vidsync'
   let uid = 0
   let gid = 0
   const sudoers = `/etc/sudoers.d/${user}`
@@ -67,7 +59,7 @@ describe('e2e: a non-root user follows the README with sudo', function () {
     uid = Number((await execa('id', ['-u', user])).stdout)
     gid = Number((await execa('id', ['-g', user])).stdout)
     await mesh.start()
-    mesh.homes.u = join(home, '.vidsync') // for Mesh.rest and Mesh.stop: the user's default home
+    mesh.homes.u = join(home, state) // for Mesh.rest and Mesh.stop: the user's default home
     await mesh.addDevice('a')
   })
 
@@ -76,13 +68,14 @@ describe('e2e: a non-root user follows the README with sudo', function () {
     await asUser(['down']).catch(() => undefined)
     await mesh.stop()
     await rm(sudoers, {force: true})
+    await rm('/etc/vidsync/sudo', {recursive: true, force: true})
     await execa('userdel', ['--remove', user], {reject: false})
     if (home) await rm(join(home, '..'), {recursive: true, force: true})
   })
 
   it('key create, join, sudo vidsync up, sync add: the file arrives and belongs to the user', async () => {
     const key = await mustAsUser(['key', 'create'])
-    expect(key.json.publicKeyPath.startsWith(`${join(home, '.vidsync')}/`), key.json.publicKeyPath).to.equal(true) // the default home, ~/.vidsync
+    expect(key.json.publicKeyPath.startsWith(`${join(home, state)}/`), key.json.publicKeyPath).to.equal(true) // the default home of a new user
     const {deviceId} = (await mustAsUser(['sync', 'id'])).json
     const bundle = await mesh.register('u', {publicKeyPath: key.json.publicKeyPath, deviceId})
     const mine = join(home, 'u.zip')
@@ -101,9 +94,13 @@ describe('e2e: a non-root user follows the README with sudo', function () {
     const up = await mustAsUser(['up', '--detach', '--interval', '1s'], {sudo: true})
     expect(up.json.user).to.equal(user)
     // No systemd as PID 1 here: vidsync supervises nebula (as root) and the agent (as the user) itself, and says so.
-    expect(up.json.installed).to.have.length(2)
+    expect(up.json.installed).to.have.length(3)
     expect(up.json.installed[0]).to.match(/^nebula supervisor for sudo \(pid \d+; systemd is not the init system here \(PID 1 is .+\): vidsync supervises nebula and the agent itself; it does not start at boot\)$/)
-    expect(up.json.installed[1]).to.match(new RegExp(`^agent for sudo as ${user} \\(pid \\d+; systemd is not the init system here .*; it does not start at login\\)$`))
+    // sudo drops the environment: the machine's own system directory, root-only.
+    expect(up.json.installed[1]).to.equal('overlay files for sudo in /etc/vidsync/sudo (readable by root only)')
+    for (const name of ['nebula.yml', 'ca.crt', 'node.crt', 'node.key']) expect((await stat(join('/etc/vidsync/sudo', name))).mode & 0o777, name).to.equal(0o600)
+    expect((await stat('/etc/vidsync/sudo')).mode & 0o777).to.equal(0o700)
+    expect(up.json.installed[2]).to.match(new RegExp(`^agent for sudo as ${user} \\(pid \\d+; systemd is not the init system here .*; it does not start at login\\)$`))
     note(`sudo vidsync up installed: ${up.json.installed.join(' | ')}`)
     mesh.overlayIps.u = up.json.overlayIp
 
@@ -120,13 +117,14 @@ describe('e2e: a non-root user follows the README with sudo', function () {
 
     // The synced file, the user's state and Syncthing belong to the user; only nebula runs as root.
     expect((await stat(join(shared, 'from-a.bin'))).uid).to.equal(uid)
-    for (const path of ['.vidsync', '.vidsync/syncthing/config.xml', '.vidsync/projects/sudo/agent.log', '.vidsync/projects/sudo/nebula.log']) {
+    // ~/.local and ~/.local/state too: created by root under sudo when the user had none, they are the user's.
+    for (const path of ['.local', '.local/state', state, `${state}/syncthing/config.xml`, `${state}/projects/sudo/agent.log`, `${state}/projects/sudo/nebula.log`]) {
       expect((await stat(join(home, path))).uid, path).to.equal(uid)
     }
     const status = await mustAsUser(['status'])
     expect(status.json.overlay).to.include({running: true, tunUp: true})
     expect(status.json.syncthing.reachable).to.equal(true)
-    const syncthingPid = Number((await readFile(join(home, '.vidsync', 'syncthing', 'syncthing.pid'), 'utf8')).split('\n')[0])
+    const syncthingPid = Number((await readFile(join(home, state, 'syncthing', 'syncthing.pid'), 'utf8')).split('\n')[0])
     expect(await processUid(syncthingPid)).to.equal(uid)
     expect(await processUid(status.json.overlay.pid)).to.equal(0)
     // status asks the service manager where one runs; here it says none does and that the supervisors answer.
@@ -138,22 +136,8 @@ describe('e2e: a non-root user follows the README with sudo', function () {
   })
 
   it('after kill -9 of its Syncthing, the agent has it running again within seconds, and a peer’s file arrives', async () => {
-    const pidPath = join(home, '.vidsync', 'syncthing', 'syncthing.pid')
-    const before = Number((await readFile(pidPath, 'utf8')).split('\n')[0])
-    const killed = [before, ...(await childPids(before))]
     const killedAt = Date.now()
-    for (const pid of killed) await execa('kill', ['-9', String(pid)])
-    const running = await waitFor(
-      'a new Syncthing answering on the user device',
-      async () => {
-        const pid = Number((await readFile(pidPath, 'utf8').catch(() => '')).split('\n')[0])
-        if (!pid || pid === before) return undefined
-        await mesh.rest('u', 'GET', '/rest/system/ping')
-        return pid
-      },
-      {timeoutMs: 60_000, intervalMs: 100},
-    )
-    const restartMs = Date.now() - killedAt
+    const {killed, pid: running, restartMs} = await mesh.killSyncthing('u')
     expect(await processUid(running)).to.equal(uid)
     const data = randomBytes(64 * 1024)
     await writeFile(join(mesh.folders.a ?? '', 'after-kill.bin'), data)
@@ -164,7 +148,7 @@ describe('e2e: a non-root user follows the README with sudo', function () {
     })
     const arrivedMs = Date.now() - killedAt
     note(`kill -9 of Syncthing (pids ${killed.join(', ')}): running and answering again after ${(restartMs / 1000).toFixed(1)} s, a peer's new file arrived ${(arrivedMs / 1000).toFixed(1)} s after the kill`)
-    const log = await readFile(join(home, '.vidsync', 'projects', 'sudo', 'agent.log'), 'utf8')
+    const log = await readFile(join(home, state, 'projects', 'sudo', 'agent.log'), 'utf8')
     expect(log).to.match(/syncthing ended \(killed by SIGKILL|syncthing ended \(exit code/)
     // Bounded by meaning: the agent's first restart delay is 0.5 s; Syncthing itself starts in a few seconds.
     expect(restartMs).to.be.lessThan(30_000)
@@ -173,7 +157,7 @@ describe('e2e: a non-root user follows the README with sudo', function () {
   it('status and down as the user see and stop everything, without sudo', async () => {
     const status = await mustAsUser(['status'])
     expect(status.json.overlay).to.include({running: true, lighthouseReachable: true})
-    expect(status.json.overlayPeers).to.deep.include({name: 'a', overlayIp: mesh.overlayIps.a, reachable: true})
+    expect(status.json.overlayPeers).to.deep.include({name: 'a', overlayIp: mesh.overlayIps.a, lighthouse: false, reachable: true, path: 'direct'})
 
     // What is true now, not what a log once said: with the lighthouse stopped, status says so.
     await mesh.must('lh', ['nebula', 'down'])

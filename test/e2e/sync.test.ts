@@ -5,27 +5,14 @@ import {join} from 'node:path'
 import {expect} from 'chai'
 
 import {isAlive} from '../../src/lib/exec.js'
-import {fileHash, Mesh, sha256, sleep, waitFor} from './helpers.js'
+import {childPids, fileHash, Mesh, note, sha256, sleep, waitFor} from './helpers.js'
 
 const MiB = 1024 * 1024
 const KiB = 1024
 const devices = ['a', 'b', 'c']
 
-/**
- * PIDs of a process's children (Syncthing 1.19's monitor runs the real one as its child, also
- * with --no-restart). Linux lists them per thread, and Go starts a child from any of its threads.
- */
-async function childPids(pid: number): Promise<number[]> {
-  const tasks = await readdir(`/proc/${pid}/task`).catch((): string[] => [])
-  const lists = await Promise.all(tasks.map((task) => readFile(`/proc/${pid}/task/${task}/children`, 'utf8').catch(() => '')))
-  return [...new Set(lists.join(' ').split(/\s+/).filter(Boolean).map(Number))]
-}
-
 /** The PID on the first line of a pid file (the second holds its start time). */
 const pidIn = async (path: string) => Number((await readFile(path, 'utf8')).split('\n')[0])
-
-/** One measured number per line, beside mocha's own output. */
-const note = (text: string) => process.stdout.write(`      · ${text}\n`)
 
 /** Seconds since the last call, for notes on where a scenario spends its time. */
 function stopwatch(): () => string {

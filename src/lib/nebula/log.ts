@@ -99,3 +99,56 @@ export function handshakePeers(log: string): Set<string> {
   }
   return peers
 }
+
+/** How a tunnel carries packets: straight to the peer's UDP address, or through a relay (a lighthouse with `am_relay`). */
+export type TunnelPath = 'direct' | 'relayed'
+
+/** A JSON-logged address with no value (`null`), a nil *udp.Addr (1.6, `<nil>`) or a zero netip.AddrPort (1.7-1.9). */
+const noAddress = new Set(['', 'null', '<nil>', 'invalid AddrPort'])
+
+/**
+ * The path one handshake line says the packet took (handshake_ix.go at each tag):
+ * - 1.10+ `from=` is a ViaSender: `192.0.2.3:4242`, or `192.0.2.1:4242 (relayed)`; in JSON
+ *   `{"direct":"..."}` or `{"relay":"..."}` (its String and MarshalJSON).
+ * - 1.6 to 1.9 log `udpAddr=` with the peer's address for a direct packet; a relayed one has no
+ *   address (`<nil>`, `invalid AddrPort`, JSON null), and the responder's "Handshake message sent"
+ *   names the relay in `relay=`.
+ */
+function pathOf(fields: Record<string, string>): TunnelPath | undefined {
+  const {from, relay, udpAddr} = fields
+  if (from !== undefined) return /\(relayed\)$/.test(from) || from.startsWith('{"relay"') ? 'relayed' : 'direct'
+  if (relay !== undefined && !noAddress.has(relay)) return 'relayed'
+  if (udpAddr !== undefined) return noAddress.has(udpAddr) ? 'relayed' : 'direct'
+  return undefined
+}
+
+const handshakeMessages = new Set(['Handshake message received', 'Handshake message sent'])
+
+/** A tunnel as this run's log shows it: the path of its latest handshake and the peer's certificate name. */
+export interface LoggedTunnel {
+  path: TunnelPath
+  name?: string
+}
+
+/**
+ * The latest completed handshake with each peer in this log (nebula rotates it per run, so these
+ * are this run's tunnels), keyed by overlay IP. Which peers answer now is a different question (a
+ * ping over the overlay): a peer can appear here and be gone since.
+ */
+export function handshakeTunnels(log: string): Map<string, LoggedTunnel> {
+  const tunnels = new Map<string, LoggedTunnel>()
+  for (const line of logLines(log)) {
+    const parsed = parseLogLine(line)
+    if (parsed === undefined || !handshakeMessages.has(parsed.msg)) continue
+    const path = pathOf(parsed.fields)
+    if (path === undefined) continue
+    const name = parsed.fields.certName
+    for (const address of [...addressesOf(parsed.fields.vpnIp), ...addressesOf(parsed.fields.vpnAddrs)]) tunnels.set(address, name ? {path, name} : {path})
+  }
+  return tunnels
+}
+
+/** The path of the latest completed handshake with each peer in this log, keyed by overlay IP. */
+export function handshakePaths(log: string): Map<string, TunnelPath> {
+  return new Map([...handshakeTunnels(log)].map(([address, tunnel]) => [address, tunnel.path]))
+}

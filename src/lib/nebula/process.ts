@@ -47,7 +47,7 @@ async function nebulaCanUse(projectDir: string, tools?: Tools): Promise<void> {
   await requireCertSupport({pem: (await read('ca.crt')) + (await read('node.crt')), what: `the project in ${projectDir}`, tool: 'nebula', tools})
 }
 
-export async function preflight(options: {projectDir: string; tools?: Tools; platform?: Platform}): Promise<PreflightCheck[]> {
+export async function preflight(options: {projectDir: string; configPath?: string; tools?: Tools; platform?: Platform}): Promise<PreflightCheck[]> {
   const platform = options.platform ?? currentPlatform()
   const checks: PreflightCheck[] = []
   const add = (name: PreflightCheck['name'], problem: VidsyncError | undefined) => {
@@ -58,7 +58,7 @@ export async function preflight(options: {projectDir: string; tools?: Tools; pla
   const tunProblem = await platform.tunProblem(resolveTools(options.tools).nebula)
   add('tun', tunProblem ? new MissingDependencyError(tunProblem) : undefined)
   if (checks[0]?.ok) {
-    const configPath = projectPaths(options.projectDir).configPath
+    const configPath = options.configPath ?? projectPaths(options.projectDir).configPath
     add('config', await problemOf(() => testNebulaConfig({configPath, tools: options.tools})))
   }
   return checks
@@ -202,6 +202,8 @@ export interface StartNebulaOptions {
   waitForLighthouse?: boolean
   /** Who owns nebula.log (the invoking user, when root runs nebula for them). */
   logOwner?: {uid?: number; gid?: number}
+  /** The config nebula runs with [default: the project's nebula.yml]; the service's is the system copy. */
+  configPath?: string
   platform?: Platform
 }
 
@@ -227,14 +229,15 @@ export async function startNebula(options: StartNebulaOptions): Promise<StartedN
     throw new ConflictError(`${project.tunDev} already exists: another nebula runs ${project.name} (a system service?); stop it first`)
   }
   await rm(project.pidPath, {force: true}) // stale: a dead PID or another program's
-  const problem = (await preflight({projectDir: project.dir, tools: options.tools, platform})).find((check) => !check.ok)?.problem
+  const configPath = options.configPath ?? project.configPath
+  const problem = (await preflight({projectDir: project.dir, configPath, tools: options.tools, platform})).find((check) => !check.ok)?.problem
   if (problem) throw problem
   // One log per run, so the handshakes in it are this run's.
   await rename(project.logPath, `${project.logPath}.1`).catch((error: NodeJS.ErrnoException) => {
     if (error.code !== 'ENOENT') throw error
   })
   const started = Date.now()
-  const daemon = await startDaemon('nebula', ['-config', project.configPath], {
+  const daemon = await startDaemon('nebula', ['-config', configPath], {
     tools: options.tools,
     cwd: project.dir,
     logPath: project.logPath,

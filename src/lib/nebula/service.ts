@@ -10,7 +10,8 @@ import {serveControl} from '../up/control.js'
 import {supervise} from '../up/supervise.js'
 import {testNebulaConfig} from './config.js'
 import {nebulaControlAddress, startNebula} from './process.js'
-import {loadProject} from '../project/joined-project.js'
+import {JoinedProject, loadProject} from '../project/joined-project.js'
+import {installSystemOverlay} from './system-overlay.js'
 
 /** The service manager runs programs from a bare environment, so they need absolute paths. */
 export async function absoluteNebula(tools?: Tools, platform: Platform = currentPlatform()): Promise<string> {
@@ -73,15 +74,17 @@ export async function installNebulaService(options: NebulaServiceOptions & {star
   if (!(await platform.canCreateTun())) {
     throw new PermissionError('installing the nebula service needs administrator rights: run it with sudo (an elevated prompt on Windows)')
   }
-  const project = await loadProject(options.projectDir)
-  await testNebulaConfig({configPath: project.configPath, tools: options.tools})
+  const project = await JoinedProject.open(options.projectDir, platform)
+  const overlay = await installSystemOverlay(project, platform)
+  await testNebulaConfig({configPath: overlay.configPath, tools: options.tools})
+  const files = `overlay files for ${project.name} in ${overlay.dir} (readable by root only)`
   const noManager = await platform.serviceManagerProblem('system')
   if (noManager) {
     const daemon = await options.startDetached()
-    return {installed: [`nebula supervisor for ${project.name} (pid ${daemon.pid}; ${noManager}; it does not start at boot)`], managed: false}
+    return {installed: [`nebula supervisor for ${project.name} (pid ${daemon.pid}; ${noManager}; it does not start at boot)`, files], managed: false}
   }
   const change = await installService(await nebulaServiceDefinition(options), {platform})
-  return {installed: change.action === 'running' ? [] : [`${change.line}: runs nebula as root at boot`], managed: true}
+  return {installed: change.action === 'running' ? [] : [`${change.line}: runs nebula as root at boot`, files], managed: true}
 }
 
 /** Stops and removes the project's nebula service (`down --uninstall`); nothing to do where none is installed. */
@@ -113,6 +116,8 @@ export async function runNebulaService(options: {
   let current: Daemon | undefined
   let restarts = 0
   const reload = async () => {
+    // The system copy first: a renewed certificate or a new blocklist is in the user's project directory.
+    await installSystemOverlay(await JoinedProject.open(options.projectDir, platform), platform)
     if (current) await platform.reloadNebula({pid: current.pid})
   }
   options.onReloadRequest?.(() => {
@@ -138,9 +143,14 @@ export async function runNebulaService(options: {
   )
   const finished = supervise({
     name: 'nebula',
-    start: async () => (await startNebula({projectDir: options.projectDir, tools: options.tools, waitForLighthouse: false, logOwner: options.owner, platform})).daemon,
+    start: async () => {
+      // nebula as root reads only the system copy, written again from the project's manifest on every start.
+      const {configPath} = await installSystemOverlay(await JoinedProject.open(options.projectDir, platform), platform)
+      return (await startNebula({projectDir: options.projectDir, configPath, tools: options.tools, waitForLighthouse: false, logOwner: options.owner, platform})).daemon
+    },
     onStarted: (daemon) => {
       current = daemon
+      options.log(`nebula running (pid ${daemon.pid})`)
     },
     signal: stop.signal,
     log: (line) => {

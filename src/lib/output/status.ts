@@ -30,7 +30,9 @@ export function renderStatus(status: DeviceStatus, options: {color: boolean}): s
   ]
   if (status.overlayPeers.length > 0) {
     const answering = status.overlayPeers.filter((peer) => peer.reachable).length
-    lines.push(`overlay peers ${answering}/${status.overlayPeers.length} answer: ${status.overlayPeers.map((peer) => `${peer.name} ${good(peer.reachable, peer.reachable ? 'yes' : 'no')}`).join(', ')}`)
+    const state = (peer: DeviceStatus['overlayPeers'][number]) => (peer.reachable ? (peer.path ?? 'yes') : 'no')
+    const named = (peer: DeviceStatus['overlayPeers'][number]) => `${peer.name}${peer.lighthouse ? ' (lighthouse)' : ''} ${good(peer.reachable, state(peer))}`
+    lines.push(`overlay peers ${answering}/${status.overlayPeers.length} answer: ${status.overlayPeers.map(named).join(', ')}`)
   }
   if (!syncthing.reachable) return [...lines, `syncthing ${paint.red('unreachable')}: ${syncthing.problem}`].join('\n')
   const connected = syncthing.peers.filter((peer) => peer.connected)

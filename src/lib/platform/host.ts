@@ -1,5 +1,5 @@
 import {spawnSync} from 'node:child_process'
-import {readFileSync} from 'node:fs'
+import {existsSync, readFileSync} from 'node:fs'
 import {access, chmod, readFile, stat} from 'node:fs/promises'
 import {availableParallelism, homedir, networkInterfaces, userInfo} from 'node:os'
 
@@ -33,6 +33,7 @@ export function hostDeps(): HostDeps {
       }
     },
     exists: (path) => access(path).then(() => true, () => false),
+    existsSync,
     chmod: (path, mode) => chmod(path, mode),
     fileMode: (path) => stat(path).then((info) => info.mode & 0o777, () => undefined),
     signal(pid, signal) {

@@ -1,4 +1,4 @@
-import {join} from 'node:path'
+import {isAbsolute, join} from 'node:path'
 
 import {posixControlAddress, posixElevate, posixInvokingUser, posixPrivacyProblem, posixTerminate, sighup} from './posix.js'
 import {firstLine, manageWith, sameProcessRunning} from './host.js'
@@ -78,6 +78,22 @@ function systemdUnit(spec: ServiceSpec, extra: string[], wantedBy: string): stri
   ].join('\n')
 }
 
+/**
+ * vidsync's state on Linux: `~/.vidsync` where it exists (every install before this rule), else
+ * `$XDG_STATE_HOME/vidsync`, `~/.local/state/vidsync` by default. State, not config or data: what
+ * is in it (keys, certificates, Syncthing's database, logs, sockets) is written by vidsync and
+ * belongs to this machine, which is what the XDG Base Directory spec's state home is for; Syncthing
+ * itself moved to `$XDG_STATE_HOME/syncthing` in 1.27. sudo drops XDG_STATE_HOME (env_reset), so under
+ * sudo the default under the invoking user's home applies unless it was passed on
+ * (`sudo --preserve-env=XDG_STATE_HOME`). A relative XDG_STATE_HOME is invalid by the spec and ignored.
+ */
+export function linuxHome(user: User, deps: Pick<HostDeps, 'env' | 'existsSync'>): string {
+  const legacy = join(user.home, '.vidsync')
+  if (deps.existsSync?.(legacy)) return legacy
+  const xdg = deps.env.XDG_STATE_HOME
+  return join(xdg && isAbsolute(xdg) ? xdg : join(user.home, '.local', 'state'), 'vidsync')
+}
+
 export function linuxPlatform(deps: HostDeps): Platform {
   const procStat = async (pid: number) => {
     const text = await deps.readFile(`/proc/${pid}/stat`)
@@ -103,7 +119,7 @@ export function linuxPlatform(deps: HostDeps): Platform {
     systemDir: deps.env.VIDSYNC_SYSTEM_DIR || '/etc/vidsync',
     honoursTunDev: true,
     invokingUser: () => posixInvokingUser(deps, homeOf),
-    defaultHome: (user) => join(user.home, '.vidsync'),
+    defaultHome: (user) => linuxHome(user, deps),
     async canCreateTun() {
       const status = await deps.readFile('/proc/self/status')
       return status === undefined ? deps.uid === 0 : hasNetAdmin(status)

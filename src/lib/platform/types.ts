@@ -28,6 +28,8 @@ export interface HostDeps {
   readFile(path: string): Promise<string | undefined>
   readFileSync(path: string): string | undefined
   exists(path: string): Promise<boolean>
+  /** For the home directory, resolved while flags are parsed; absent in fakes that have no files. */
+  existsSync?(path: string): boolean
   chmod(path: string, mode: number): Promise<void>
   /** st_mode & 0o777 of a file, undefined when it is missing. */
   fileMode(path: string): Promise<number | undefined>
@@ -124,7 +126,11 @@ export interface Platform {
   readonly systemDir: string
   /** The user vidsync acts for (SUDO_USER under sudo). */
   invokingUser(): User
-  /** vidsync's state directory for `user` when neither --home nor VIDSYNC_HOME is set. */
+  /**
+   * vidsync's state directory for `user` when neither --home nor VIDSYNC_HOME is set: Linux
+   * `~/.vidsync` where it exists, else `$XDG_STATE_HOME/vidsync` (`~/.local/state/vidsync`);
+   * macOS `~/Library/Application Support/vidsync`; Windows `%LOCALAPPDATA%\vidsync`.
+   */
   defaultHome(user: User): string
   /** Whether this process may create nebula's tun device: CapEff CAP_NET_ADMIN or root, euid 0, an elevated token. */
   canCreateTun(): Promise<boolean>

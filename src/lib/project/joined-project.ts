@@ -19,7 +19,9 @@ export const tunDeviceName = (project: string) => `vs-${project}`.slice(0, 15)
 /**
  * Nebula's reader routines on Linux: one per two CPUs (nebula's tun and UDP readers share the
  * machine with Syncthing), at most 4. Above 1 is Linux-only: nebula up to 1.9 stops on macOS and
- * Windows with "multiqueue not implemented".
+ * Windows with "multiqueue not implemented". Measured by bench/routines.ts (BENCHMARKS.md,
+ * "Routines"): on 2 CPUs routines 2 and 4 were a median 0.89x to 0.97x routines 1 within a round,
+ * with 1 and with 4 TCP streams, hence 1 there.
  */
 export const linuxRoutines = (cpuCount: number) => Math.max(1, Math.min(4, Math.floor(cpuCount / 2)))
 

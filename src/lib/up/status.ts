@@ -1,3 +1,7 @@
+import {readFile} from 'node:fs/promises'
+
+import {cidrContains} from '../bundle/manifest.js'
+import {handshakeTunnels, type LoggedTunnel, type TunnelPath} from '../nebula/log.js'
 import {answersOverOverlay, type NebulaStatus, nebulaStatus, preflight} from '../nebula/process.js'
 import {JoinedProject} from '../project/joined-project.js'
 import type {Tools} from '../exec.js'
@@ -6,16 +10,24 @@ import {type SyncStatus, syncStatus} from '../syncthing/folders.js'
 import {connectSyncthing, readManagedConfig} from '../syncthing/managed.js'
 import {type ToolReport, toolReports} from '../versions/report.js'
 
-/** A project peer as the overlay sees it now: whether it answers a ping through nebula. */
+/** A lighthouse or peer of the project as the overlay sees it now. */
 export interface OverlayPeer {
   name: string
   overlayIp: string
+  lighthouse: boolean
+  /** It answers a ping through nebula now (false while nebula is down). */
   reachable: boolean
+  /**
+   * How the tunnel to it carries packets, from nebula's log of this run: `direct` (UDP straight
+   * to the peer) or `relayed` (through a lighthouse that relays); null when it does not answer now
+   * or nebula has logged no completed handshake with it.
+   */
+  path: TunnelPath | null
 }
 
 export interface DeviceStatus {
   overlay: NebulaStatus
-  /** The project's peers and whether each answers over the overlay now (all false while nebula is down). */
+  /** The project's lighthouses (first) and peers: whether each answers over the overlay now, and by which path. */
   overlayPeers: OverlayPeer[]
   syncthing: ({reachable: true} & SyncStatus) | {reachable: false; problem: string}
   /** nebula and Syncthing found on this device and whether the project can use them. */
@@ -24,14 +36,37 @@ export interface DeviceStatus {
   rate?: {inBytesPerSecond: number; outBytesPerSecond: number}
 }
 
+/**
+ * Each lighthouse and peer: a ping over the overlay says whether it answers now; the latest
+ * completed handshake in nebula's log of this run says whether that tunnel is direct or relayed.
+ * (nebula 1.6 has no admin API, and its sshd's list-hostmap would be an admin interface no bundle
+ * may open: see docs/platforms.md.) Peers that joined after this device's bundle was issued are
+ * not in its manifest: those nebula handshook with in this run are listed too, by their
+ * certificate's name.
+ */
+async function overlayPeersOf(project: JoinedProject, overlay: NebulaStatus): Promise<OverlayPeer[]> {
+  const tunnels = overlay.running ? handshakeTunnels(await readFile(project.logPath, 'utf8').catch(() => '')) : new Map<string, LoggedTunnel>()
+  const {manifest} = project
+  const lighthouses = manifest.lighthouses.filter((lighthouse) => lighthouse.name !== manifest.device)
+  const all = [...lighthouses.map((lighthouse) => ({name: lighthouse.name, ip: lighthouse.ip, lighthouse: true})), ...manifest.peers.map((peer) => ({name: peer.name, ip: peer.ip, lighthouse: false}))]
+  const known = new Set([project.overlayIp, ...all.map((entry) => entry.ip)])
+  for (const [ip, tunnel] of tunnels) {
+    if (!known.has(ip) && cidrContains(manifest.cidr, ip)) all.push({name: tunnel.name ?? ip, ip, lighthouse: false})
+  }
+  return Promise.all(
+    all.map(async ({name, ip, lighthouse}) => {
+      const reachable = overlay.tunUp && (await answersOverOverlay(ip))
+      return {name, overlayIp: ip, lighthouse, reachable, path: reachable ? (tunnels.get(ip)?.path ?? null) : null}
+    }),
+  )
+}
+
 /** Overlay and sync state of this device; pass the previous sample to get transfer rates. */
 export async function deviceStatus(options: {home: string; project?: string; previous?: DeviceStatus}): Promise<DeviceStatus> {
   const project = await JoinedProject.find({home: options.home, project: options.project})
   const dir = project.dir
   const overlay = await nebulaStatus({projectDir: dir})
-  const overlayPeers = await Promise.all(
-    project.manifest.peers.map(async (peer) => ({name: peer.name, overlayIp: peer.ip, reachable: overlay.tunUp && (await answersOverOverlay(peer.ip))})),
-  )
+  const overlayPeers = await overlayPeersOf(project, overlay)
   const versions = await toolReports({projectDir: dir})
   let syncthing: DeviceStatus['syncthing']
   try {

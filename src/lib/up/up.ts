@@ -1,17 +1,20 @@
 import {rm} from 'node:fs/promises'
-import {join} from 'node:path'
+import {basename, join} from 'node:path'
 import {setTimeout as sleep} from 'node:timers/promises'
 
-import {PermissionError, UnavailableError} from '../errors.js'
+import {ConflictError, MissingDependencyError, PermissionError, UnavailableError} from '../errors.js'
 import {runProgram, selfCommand, startSelf, type Tools} from '../exec.js'
 import {type NebulaStatus, nebulaStatus, stopNebula} from '../nebula/process.js'
 import {syncthingPort} from '../nebula/config.js'
 import {installNebulaService, nebulaServiceProbe, uninstallNebulaService} from '../nebula/service.js'
+import {removeSystemOverlay, systemOverlayPaths} from '../nebula/system-overlay.js'
 import {currentPlatform, type Platform, type User} from '../platform/index.js'
 import type {SyncthingClient} from '../syncthing/client.js'
 import {acceptPendingDevices, type PendingDecision, projectFolders, sharePeers, shareWithProjectDevices} from '../syncthing/folders.js'
 import {connectSyncthing, type ManagedSyncthing, startManagedSyncthing, stopManagedSyncthing} from '../syncthing/managed.js'
 import type {ControlPlane} from '../store/control-plane.js'
+import {acquireFileLock} from '../store/file-lock.js'
+import {toolReports} from '../versions/report.js'
 import {JoinedProject, resolveProjectDir} from '../project/joined-project.js'
 import {applyProjectFolders, type FolderPass, refreshFolders, syncthingFolderId} from '../folders/device.js'
 import {askControl, serveControl} from './control.js'
@@ -61,6 +64,8 @@ export interface UpResult {
   user: string
   /** The agent: Syncthing's supervisor and the reconcile loop, as the user. */
   agent: {pid: number; logPath: string}
+  /** Nebula's service and the agent both ran already: this `up` changed nothing. */
+  alreadyUp: boolean
 }
 
 /** What the agent answers on its control socket. */
@@ -476,9 +481,36 @@ async function waitForOverlay(dir: string, timeoutMs: number, platform: Platform
  */
 export async function bringUp(options: UpOptions): Promise<UpResult> {
   const platform = options.platform ?? currentPlatform()
-  const user = platform.invokingUser()
   const project = await JoinedProject.find({home: options.home, project: options.project, platform})
+  // One `up` at a time per project: a second one would race the first to install the service and start the agent.
+  const lock = await acquireFileLock(join(project.dir, 'up.lock'), `vidsync up for ${project.name}`, {timeoutMs: 0, platform}).catch((error: unknown) => {
+    if (!(error instanceof UnavailableError)) throw error
+    const pid = /process (\d+)/.exec(error.message)?.[1]
+    throw new ConflictError(`another \`vidsync up\` for ${project.name} is running${pid ? ` (pid ${pid})` : ''}: wait for it to finish, then check with \`vidsync status\``)
+  })
+  try {
+    return await bringUpLocked(options, project, platform)
+  } finally {
+    await lock.release()
+  }
+}
+
+/**
+ * nebula (unless its service already runs) and Syncthing must be installed and of a release
+ * vidsync supports: checked before anything starts, so a missing or too old one is one line
+ * (exit 8) and whatever ran before keeps running.
+ */
+async function requireTools(dir: string, nebulaRuns: boolean, tools?: Tools): Promise<void> {
+  const unusable = (await toolReports({projectDir: dir, tools})).find((tool) => !tool.usable && (tool.tool === 'syncthing' || !nebulaRuns))
+  if (unusable) throw new MissingDependencyError(unusable.problem ?? `${unusable.tool} cannot be used`)
+}
+
+async function bringUpLocked(options: UpOptions, project: JoinedProject, platform: Platform): Promise<UpResult> {
+  const user = platform.invokingUser()
   const dir = project.dir
+  const nebulaRan = (await nebulaStatus({projectDir: dir, platform})).running
+  const agentRan = (await askAgent(dir, 'status', platform)) !== undefined
+  if (!agentRan) await requireTools(dir, nebulaRan, options.tools)
   const installed = [...(await ensureNebula(options, dir, project.name, platform))]
   const nebula = await waitForOverlay(dir, options.nebulaTimeoutMs ?? 20_000, platform)
   const {logPath} = agentPaths(dir, platform)
@@ -501,7 +533,8 @@ export async function bringUp(options: UpOptions): Promise<UpResult> {
     const why = state?.lastError ?? 'no answer'
     throw new UnavailableError(`the agent did not finish its first reconcile pass within 90s (${why}): see ${logPath}`)
   }
-  return {project: project.name, overlayIp: project.overlayIp, nebula, syncthing: state.syncthing, reconcile: state.lastPass, installed, user: state.user, agent: {pid: state.pid, logPath}}
+  const alreadyUp = nebulaRan && agentRan
+  return {project: project.name, overlayIp: project.overlayIp, nebula, syncthing: state.syncthing, reconcile: state.lastPass, installed, user: state.user, agent: {pid: state.pid, logPath}, alreadyUp}
 }
 
 export interface DownResult {
@@ -551,6 +584,8 @@ export async function bringDown(options: {home: string; project?: string; uninst
     }
     await rm(agentEnvPath(dir), {force: true})
     uninstalled.push(...(await uninstallNebulaService({home: options.home, projectDir: dir, user, platform})))
+    await removeSystemOverlay(basename(dir), platform)
+    uninstalled.push(systemOverlayPaths(basename(dir), platform).dir)
   }
   return {loopStopped: agent !== undefined, syncthing, nebula, uninstalled}
 }
