@@ -263,7 +263,8 @@ describe('versioned project state (migration 007)', function () {
     await operator.revokeDevice({project: 'alpha', device: 'expiry-r'})
     const before = await full(watcher.token)
     expect(before.blocklist).to.include(revoked.fingerprint)
-    await owner.query("UPDATE vidsync.certificates SET not_after = now() - interval '1 second' WHERE fingerprint = $1", [revoked.fingerprint])
+    // Expires now: after the project's last blocklist check (which may be under a second ago), before the next refresh.
+    await owner.query('UPDATE vidsync.certificates SET not_after = clock_timestamp() WHERE fingerprint = $1', [revoked.fingerprint])
     const delta = expectState(await sync(watcher.token, before.version), 'delta') as Delta
     expect(delta.blocklistRemoved).to.deep.equal([revoked.fingerprint])
     expect((await full(watcher.token)).blocklist).not.to.include(revoked.fingerprint)
