@@ -21,13 +21,16 @@ const reporter = `data:text/javascript,${encodeURIComponent(
   "process.on('exit', () => { const u = process.resourceUsage(); process.stderr.write('\\nvidsync-bench ' + JSON.stringify({maxRssKiB: u.maxRSS, cpuMs: (u.userCPUTime + u.systemCPUTime) / 1000})) })",
 )}`
 
-// What PGlite itself needs to answer one query from an existing data directory.
-const pgliteFloor = `
+// What PGlite itself needs to answer one query from an existing data directory: a trivial query,
+// and the query \`pool status\` sends (a PL/pgSQL function: PGlite loads plpgsql for it).
+const pgliteFloor = (query: string) => `
 const {PGlite} = await import('@electric-sql/pglite')
 const db = await PGlite.create(process.argv[1])
-await db.query('select count(*) from vidsync.projects')
+await db.query(${JSON.stringify(query)}, process.argv.slice(2))
 await db.close()
 `
+const trivialQuery = 'select count(*) from vidsync.projects'
+const commandQuery = 'SELECT * FROM vidsync.pool_status(p_project => $1)'
 
 interface Sample {
   wallMs: number
@@ -103,7 +106,8 @@ export const run: BenchRun = async ({log}) => {
       const measured = measureInterleaved(
         [
           {label: 'pool status, embedded', args: [cli, 'pool', 'status', 'bench'], env},
-          {label: 'PGlite open + query', args: ['--input-type=module', '-e', pgliteFloor, join(home, 'db')], env},
+          {label: 'PGlite open + query', args: ['--input-type=module', '-e', pgliteFloor(trivialQuery), join(home, 'db')], env},
+          {label: 'PGlite open + pool_status', args: ['--input-type=module', '-e', pgliteFloor(commandQuery), join(home, 'db'), 'bench'], env},
           {label: 'pool status, Postgres', args: [cli, 'pool', 'status', 'bench'], env: postgresEnv},
           {label: '--help', args: [cli, '--help'], env},
         ],
@@ -111,6 +115,7 @@ export const run: BenchRun = async ({log}) => {
       )
       const get = (label: string) => measured.get(label) as Sample
       results.push(...compare('pool status, embedded', 'PGlite open + query', get('pool status, embedded'), get('PGlite open + query')))
+      results.push(...compare('pool status, embedded', 'PGlite open + pool_status', get('pool status, embedded'), get('PGlite open + pool_status')).slice(3))
       results.push(...compare('pool status, Postgres', '--help', get('pool status, Postgres'), get('--help')))
     })
     return results

@@ -113,7 +113,8 @@ sys.exit(os.waitstatus_to_exitcode(status))
 function onTerminal(args: string[], env: Record<string, string>): {status: number | null; output: string} {
   const quoted = args.map((arg) => `'${arg.replaceAll("'", "'\\''")}'`).join(' ')
   // Not in CI: ora (like most tools) never animates where the CI variable exists at all.
-  const {CI: _ci, ...outsideCi} = process.env
+  const outsideCi = {...process.env}
+  delete outsideCi.CI
   const run = spawnSync('script', ['-qec', `stty cols 100 rows 40; exec node ${root}bin/run.js ${quoted}`, '/dev/null'], {
     env: {...outsideCi, VIDSYNC_DATABASE_URL: '', NO_COLOR: '', ...env},
     stdio: ['ignore', 'pipe', 'pipe'],
