@@ -42,6 +42,7 @@ export default tseslint.config(
   },
   {files: ['bench/**/*.ts', 'bin/**/*.js'], rules: {'no-console': 'off'}},
   {files: ['bin/**/*.js'], languageOptions: {globals: {process: 'readonly'}}},
+  {files: ['scripts/**/*.js'], languageOptions: {globals: {console: 'readonly'}}},
   // Mocha loads its reporters with require().
   {
     files: ['**/*.cjs'],

@@ -187,7 +187,7 @@ export abstract class ControlPlaneCommand<T extends typeof Command> extends Base
     const options = this.storeOptions
     // Opening (and on first use creating) the embedded database takes a moment; the others connect.
     const embedded = selectedBackend(options) === 'embedded'
-    const text = existsSync(join(options.home, 'db', 'PG_VERSION')) ? 'Opening the embedded database' : 'Creating the embedded database (the first time takes a few seconds)'
+    const text = existsSync(join(options.home, 'db', 'PG_VERSION')) ? 'Opening the embedded database' : 'Creating the embedded database'
     const store = embedded ? await this.progress(text, () => openStore(options)) : await openStore(options)
     try {
       return await work(store.controlPlane)

@@ -1,3 +1,5 @@
+import {join} from 'node:path'
+
 import {expect} from 'chai'
 
 import {
@@ -9,9 +11,11 @@ import {
   type VidsyncError,
 } from '../src/lib/errors.js'
 import {ControlPlane, SqlRpc} from '../src/lib/store/control-plane.js'
+import {embeddedTemplatePath} from '../src/lib/store/embedded-template.js'
 import {assertSchemaCurrent, loadMigrations, migrate, schemaVersion} from '../src/lib/store/migrate.js'
 import {EmbeddedClient, PostgresClient, type SqlClient} from '../src/lib/store/sql-client.js'
 import {createThrowawayDatabase, type ThrowawayDatabase} from './helpers/postgres.js'
+import {removeTempDirs, tempDir} from './helpers/temp.js'
 
 async function rejection(promise: Promise<unknown>): Promise<VidsyncError> {
   try {
@@ -267,3 +271,43 @@ for (const [backend, open] of Object.entries(backends)) {
     })
   })
 }
+
+describe('the embedded database template', function () {
+  this.timeout(120_000)
+  after(removeTempDirs)
+
+  it('is built with the package and gives a new data directory the current schema without initdb or migrations', async () => {
+    const migrations = await loadMigrations()
+    const dataDir = await tempDir()
+    const sql = await EmbeddedClient.open(dataDir, embeddedTemplatePath)
+    try {
+      expect(await schemaVersion(sql)).to.equal(migrations.at(-1)?.version)
+      await sql.query(`SELECT * FROM vidsync.create_project('templated', '10.77.0.0/24')`)
+    } finally {
+      await sql.close()
+    }
+    // The data lives in dataDir, not in the template: reopened without it, the project is there.
+    const reopened = await EmbeddedClient.open(dataDir)
+    try {
+      expect(await reopened.query(`SELECT name FROM vidsync.list_projects()`)).to.deep.equal([{name: 'templated'}])
+    } finally {
+      await reopened.close()
+    }
+  })
+
+  it('is never applied over an existing data directory, and a missing template means initdb', async () => {
+    const dataDir = await tempDir()
+    const bare = await EmbeddedClient.open(dataDir, join(dataDir, '..', 'no-such-template.tar.gz'))
+    try {
+      expect(await schemaVersion(bare)).to.equal(0)
+    } finally {
+      await bare.close()
+    }
+    const again = await EmbeddedClient.open(dataDir, embeddedTemplatePath)
+    try {
+      expect(await schemaVersion(again)).to.equal(0)
+    } finally {
+      await again.close()
+    }
+  })
+})

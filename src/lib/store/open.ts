@@ -59,9 +59,9 @@ export async function connect(options: StoreOptions): Promise<Connection> {
   // PGlite runs in this process: one process at a time may open the data directory.
   const lock = await acquireFileLock(join(options.home, 'db.lock'), `the embedded database in ${options.home}`, {onWait: options.onLockWait})
   try {
-    const {EmbeddedClient} = await import('./sql-client.js')
+    const [{EmbeddedClient}, {embeddedTemplatePath}] = await Promise.all([import('./sql-client.js'), import('./embedded-template.js')])
     await ensureDir(join(options.home, 'db'), {private: true})
-    const sql = await EmbeddedClient.open(join(options.home, 'db'))
+    const sql = await EmbeddedClient.open(join(options.home, 'db'), embeddedTemplatePath)
     return {
       backend: 'embedded',
       sql,

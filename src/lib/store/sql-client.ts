@@ -1,4 +1,7 @@
+import {existsSync} from 'node:fs'
+import {readFile} from 'node:fs/promises'
 import {createRequire} from 'node:module'
+import {join} from 'node:path'
 
 import type {PGlite} from '@electric-sql/pglite'
 import type pg from 'pg'
@@ -157,16 +160,35 @@ class PGliteTransaction implements SqlClient {
   async close(): Promise<void> {}
 }
 
+async function readIfExists(path: string): Promise<Buffer | undefined> {
+  try {
+    return await readFile(path)
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined
+    throw error
+  }
+}
+
 /** Postgres compiled to WebAssembly, in-process; `dataDir` undefined keeps it in memory. */
 export class EmbeddedClient extends PGliteTransaction {
   private constructor(private readonly pglite: PGlite) {
     super(pglite)
   }
 
-  static async open(dataDir?: string): Promise<EmbeddedClient> {
+  /**
+   * Opens `dataDir`, filling an empty one from the data directory dump at `templatePath` when that
+   * exists (PGlite's initdb makes it otherwise).
+   */
+  static async open(dataDir?: string, templatePath?: string): Promise<EmbeddedClient> {
+    const template = dataDir && templatePath && !existsSync(join(dataDir, 'PG_VERSION')) ? await readIfExists(templatePath) : undefined
     const {PGlite} = await import('@electric-sql/pglite')
-    const pglite = await PGlite.create(dataDir)
+    const pglite = await PGlite.create(dataDir, template ? {loadDataDir: new Blob([new Uint8Array(template)])} : {})
     return new EmbeddedClient(pglite)
+  }
+
+  /** The whole data directory as a gzipped tar, as `open` takes it for a template. */
+  async dumpDataDir(): Promise<Blob> {
+    return this.pglite.dumpDataDir('gzip')
   }
 
   override async transaction<T>(work: (tx: SqlClient) => Promise<T>): Promise<T> {
