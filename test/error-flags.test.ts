@@ -71,29 +71,36 @@ function flagsInOutput(source: string): Set<string> {
   return flags
 }
 
+/** Each vidsync command of the built manifest: its id, source file, flags (with --no- forms) and the sources it reaches. */
+async function commandsWithSources(): Promise<{id: string; file: string; known: Set<string>; reachable: Set<string>; sources: Map<string, string>}[]> {
+  const manifest = JSON.parse(await readFile(join(root, 'oclif.manifest.json'), 'utf8')) as {
+    commands: Record<string, {flags: Record<string, {allowNo?: boolean}>; relativePath?: string[]}>
+  }
+  const files = await sourceFiles(join(root, 'src'))
+  const sources = new Map(await Promise.all(files.map(async (file) => [file, await readFile(file, 'utf8')] as const)))
+  const imports = (file: string) =>
+    [...(sources.get(file) ?? '').matchAll(/(?:from|import\()\s*'(\.{1,2}\/[^']+)\.js'/g)].map((match) => resolve(dirname(file), `${match[1]}.ts`))
+  // Plugins' commands have no relativePath: only vidsync's own are checked.
+  return Object.entries(manifest.commands).flatMap(([id, command]) => {
+    if (!command.relativePath) return []
+    const file = join(root, 'src', ...command.relativePath.slice(1)).replace(/\.js$/, '.ts')
+    const known = new Set(Object.entries(command.flags).flatMap(([name, flag]) => (flag.allowNo ? [name, `no-${name}`] : [name])))
+    const reachable = new Set<string>([file])
+    for (const current of reachable) for (const next of imports(current)) if (sources.has(next)) reachable.add(next)
+    return [{id: id.replaceAll(':', ' '), file, known, reachable, sources}]
+  })
+}
+
 describe('error messages name only flags the failing command has', () => {
   it('holds for every command and every error reachable from it', async () => {
-    const manifest = JSON.parse(await readFile(join(root, 'oclif.manifest.json'), 'utf8')) as {
-      commands: Record<string, {flags: Record<string, {allowNo?: boolean}>; relativePath?: string[]}>
-    }
-    const files = await sourceFiles(join(root, 'src'))
-    const sources = new Map(await Promise.all(files.map(async (file) => [file, await readFile(file, 'utf8')] as const)))
-    const imports = (file: string) =>
-      [...(sources.get(file) ?? '').matchAll(/(?:from|import\()\s*'(\.{1,2}\/[^']+)\.js'/g)].map((match) => resolve(dirname(file), `${match[1]}.ts`))
-
     const problems: string[] = []
     let checked = 0
-    for (const [id, command] of Object.entries(manifest.commands)) {
-      if (!command.relativePath) continue // a plugin's command
-      const file = join(root, 'src', ...command.relativePath.slice(1)).replace(/\.js$/, '.ts')
+    for (const {id, file, known, reachable, sources} of await commandsWithSources()) {
       expect(sources.has(file), file).to.equal(true)
-      const known = new Set(Object.entries(command.flags).flatMap(([name, flag]) => (flag.allowNo ? [name, `no-${name}`] : [name])))
-      const reachable = new Set<string>([file])
-      for (const current of reachable) for (const next of imports(current)) if (sources.has(next)) reachable.add(next)
       for (const reached of reachable) {
         for (const flag of flagsInErrors(sources.get(reached)!)) {
           checked++
-          if (!known.has(flag)) problems.push(`${id.replaceAll(':', ' ')}: --${flag} in ${relative(root, reached)}`)
+          if (!known.has(flag)) problems.push(`${id}: --${flag} in ${relative(root, reached)}`)
         }
       }
     }
@@ -102,27 +109,16 @@ describe('error messages name only flags the failing command has', () => {
   })
 
   it("holds for the commands' own warnings and Next: lines, and every hint reaches a command that shows it", async () => {
-    const manifest = JSON.parse(await readFile(join(root, 'oclif.manifest.json'), 'utf8')) as {
-      commands: Record<string, {flags: Record<string, {allowNo?: boolean}>; relativePath?: string[]}>
-    }
-    const files = await sourceFiles(join(root, 'src'))
-    const sources = new Map(await Promise.all(files.map(async (file) => [file, await readFile(file, 'utf8')] as const)))
-    const imports = (file: string) =>
-      [...(sources.get(file) ?? '').matchAll(/(?:from|import\()\s*'(\.{1,2}\/[^']+)\.js'/g)].map((match) => resolve(dirname(file), `${match[1]}.ts`))
     const problems: string[] = []
     // Per hint: whether some command that can throw it has every flag it names (else it is never shown).
     const shown = new Map<string, boolean>()
     let outputFlags = 0
-    for (const [id, command] of Object.entries(manifest.commands)) {
-      if (!command.relativePath) continue
-      const file = join(root, 'src', ...command.relativePath.slice(1)).replace(/\.js$/, '.ts')
-      const known = new Set(['json', ...Object.entries(command.flags).flatMap(([name, flag]) => (flag.allowNo ? [name, `no-${name}`] : [name]))])
+    for (const {id, file, known: own, reachable, sources} of await commandsWithSources()) {
+      const known = new Set(['json', ...own])
       for (const flag of flagsInOutput(sources.get(file) ?? '')) {
         outputFlags++
-        if (!known.has(flag)) problems.push(`${id.replaceAll(':', ' ')} prints --${flag}, which it does not have`)
+        if (!known.has(flag)) problems.push(`${id} prints --${flag}, which it does not have`)
       }
-      const reachable = new Set<string>([file])
-      for (const current of reachable) for (const next of imports(current)) if (sources.has(next)) reachable.add(next)
       for (const reached of reachable) {
         for (const {hint, flags} of hintsIn(sources.get(reached) ?? '')) {
           const key = `${relative(root, reached)}: ${hint}`
