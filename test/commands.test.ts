@@ -98,6 +98,47 @@ export async function resolve(specifier, context, next) {
     expect(heavy, `--help took ${Math.round(elapsedMs)} ms`).to.deep.equal([])
   })
 
+  it('loads only the driver a command uses: no pg, execa or supabase-js on the embedded backend, no PGlite on Postgres', async () => {
+    const dir = await tempDir()
+    const loaded = join(dir, 'loaded.txt')
+    await writeFile(join(dir, 'hooks.mjs'), `import {appendFileSync} from 'node:fs'
+export async function resolve(specifier, context, next) {
+  const resolved = await next(specifier, context)
+  appendFileSync(${JSON.stringify(loaded)}, resolved.url + '\\n')
+  return resolved
+}
+`)
+    await writeFile(join(dir, 'register.mjs'), `import {register} from 'node:module'\nregister('./hooks.mjs', import.meta.url)\n`)
+    // CommonJS (pg is, and vidsync loads it with require) passes Module._load, not the ESM hook.
+    await writeFile(join(dir, 'require.cjs'), `const Module = require('node:module')
+const {appendFileSync} = require('node:fs')
+const load = Module._load
+Module._load = function (request, parent, isMain) {
+  try { appendFileSync(${JSON.stringify(loaded)}, Module._resolveFilename(request, parent, isMain) + '\\n') } catch {}
+  return load.apply(this, arguments)
+}
+`)
+    const modulesOf = async (args: string[], env: Record<string, string>) => {
+      await writeFile(loaded, '')
+      const result = await cli(args, {...env, NODE_OPTIONS: `--import=${join(dir, 'register.mjs')} --require=${join(dir, 'require.cjs')}`})
+      expect(result.exitCode, result.stderr).to.equal(0)
+      return (await readFile(loaded, 'utf8')).split('\n').filter(Boolean)
+    }
+    const onEmbedded = await modulesOf(['project', 'list', '--json'], {VIDSYNC_HOME: home})
+    expect(onEmbedded.some((url) => url.includes('@electric-sql/pglite')), 'the hook saw PGlite load').to.equal(true)
+    expect(onEmbedded.filter((url) => /node_modules\/(?:pg|execa|@supabase\/[^/]+|registry-auth-token)\//.test(url))).to.deep.equal([])
+    // Its own database: the tests on Postgres below start from one that was never migrated.
+    const own = await createThrowawayDatabase('drivers')
+    try {
+      const migrated = await cli(['db', 'migrate', '--json'], {VIDSYNC_HOME: home, VIDSYNC_DATABASE_URL: own.url})
+      expect(migrated.exitCode, migrated.stderr).to.equal(0)
+      const onPostgres = await modulesOf(['project', 'list', '--json'], {VIDSYNC_HOME: home, VIDSYNC_DATABASE_URL: own.url})
+      expect(onPostgres.filter((url) => /node_modules\/(?:@electric-sql\/pglite|execa|@supabase\/[^/]+)\//.test(url))).to.deep.equal([])
+    } finally {
+      await own.drop()
+    }
+  })
+
   it('answers --json with parseable results on the embedded backend', async () => {
     const created = await embedded('project', 'create', 'films', '--cidr', '10.60.0.0/24', '--quarantine', '1h')
     expect(created.exitCode).to.equal(0)

@@ -1,7 +1,6 @@
-import {createRequire} from 'node:module'
 import {join} from 'node:path'
 
-import type * as plist from 'plist'
+import {build} from 'plist'
 
 import {posixControlAddress, posixElevate, posixInvokingUser, posixPrivacyProblem, posixTerminate, sighup} from './posix.js'
 import {interfaceHolding, sameProcessRunning} from './host.js'
@@ -25,8 +24,6 @@ export function dsclHome(output: string): string | undefined {
 
 /** A launchd job (launchd.plist(5)): started at load, restarted when it exits with a failure, throttled to 5 s. */
 function launchdPlist(label: string, spec: ServiceSpec, user?: User): string {
-  // Loaded only when a launchd job is written, not by every command on every OS.
-  const {build} = createRequire(import.meta.url)('plist') as typeof plist
   return build({
     Label: label,
     ProgramArguments: spec.command,
