@@ -70,8 +70,10 @@ describe('hardening: a device trusts only its project CA, and a bundle is data',
     }
     caFingerprint = (await admin('ca', 'show')).json.fingerprint
     // A lighthouse named by a host name that resolves nowhere: join must not need DNS.
-    // `lighthouse add` warns that the name does not resolve here (a warning: it may resolve where devices are).
-    const added = await admin('lighthouse', 'add', 'films', '--name', 'lh', '--endpoint', 'lighthouse.invalid:4242', '--generate-key', '--out', bundle('lh.zip'))
+    // `lighthouse add` warns that the name does not resolve here (a warning: it may resolve where
+    // devices are). oclif prints no warnings under --json: this one runs as a person types it.
+    const lighthouse = ['lighthouse', 'add', 'films', '--name', 'lh', '--endpoint', 'lighthouse.invalid:4242', '--generate-key', '--out', bundle('lh.zip')]
+    const added = await cli(lighthouse, {VIDSYNC_HOME: operator}, {timeoutMs: 240_000})
     expect(added.exitCode, added.stderr).to.equal(0)
     expect(added.stderr).to.match(/lighthouse\.invalid does not resolve on this machine .*--no-resolve-check skips this check/s)
     const key = await onDevice('key', 'create')
@@ -84,7 +86,11 @@ describe('hardening: a device trusts only its project CA, and a bundle is data',
 
   it('adds a lighthouse without the resolve check when told to', async () => {
     for (const args of [['project', 'create', 'spare', '--cidr', '10.97.0.0/24'], ['pool', 'populate', 'spare']]) expect((await admin(...args)).exitCode).to.equal(0)
-    const unchecked = await admin('lighthouse', 'add', 'spare', '--name', 'lh', '--endpoint', 'lighthouse.invalid:4242', '--generate-key', '--no-resolve-check', '--out', bundle('spare-lh.zip'))
+    const unchecked = await cli(
+      ['lighthouse', 'add', 'spare', '--name', 'lh', '--endpoint', 'lighthouse.invalid:4242', '--generate-key', '--no-resolve-check', '--out', bundle('spare-lh.zip')],
+      {VIDSYNC_HOME: operator},
+      {timeoutMs: 240_000},
+    )
     expect(unchecked.exitCode, unchecked.stderr).to.equal(0)
     expect(unchecked.stderr).not.to.contain('resolve')
   })

@@ -1,7 +1,5 @@
 import {join} from 'node:path'
 
-import {build} from 'plist'
-
 import {posixControlAddress, posixElevate, posixInvokingUser, posixPrivacyProblem, posixTerminate, sighup} from './posix.js'
 import {interfaceHolding, sameProcessRunning} from './host.js'
 import type {HostDeps, Platform, ProcessIdentity, ServiceDefinition, ServiceSpec, User} from './types.js'
@@ -20,6 +18,36 @@ export function launchctlRunning(output: string): boolean {
 /** `dscl . -read /Users/NAME NFSHomeDirectory`: "NFSHomeDirectory: /Users/alice". */
 export function dsclHome(output: string): string | undefined {
   return /^NFSHomeDirectory:\s*(\S.*?)\s*$/m.exec(output)?.[1]
+}
+
+type PlistValue = string | number | boolean | PlistValue[] | {[key: string]: PlistValue | undefined}
+
+const escapeXml = (text: string) => text.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;')
+
+/**
+ * An XML property list (plist(5)) of strings, integers, booleans, arrays and dictionaries: all a
+ * launchd job needs. Written here rather than with the plist package, which every command would
+ * load (with its XML libraries) just to build this file on macOS.
+ */
+function plistXml(value: PlistValue, indent = ''): string {
+  const inner = `${indent}  `
+  if (typeof value === 'string') return `${indent}<string>${escapeXml(value)}</string>`
+  if (typeof value === 'number') return `${indent}<integer>${Math.trunc(value)}</integer>`
+  if (typeof value === 'boolean') return `${indent}<${value}/>`
+  if (Array.isArray(value)) return [`${indent}<array>`, ...value.map((item) => plistXml(item, inner)), `${indent}</array>`].join('\n')
+  const entries = Object.entries(value).filter((entry): entry is [string, PlistValue] => entry[1] !== undefined)
+  return [`${indent}<dict>`, ...entries.flatMap(([key, item]) => [`${inner}<key>${escapeXml(key)}</key>`, plistXml(item, inner)]), `${indent}</dict>`].join('\n')
+}
+
+function build(value: PlistValue): string {
+  return [
+    '<?xml version="1.0" encoding="UTF-8"?>',
+    '<!DOCTYPE plist PUBLIC "-//Apple//DTD PLIST 1.0//EN" "http://www.apple.com/DTDs/PropertyList-1.0.dtd">',
+    '<plist version="1.0">',
+    plistXml(value),
+    '</plist>',
+    '',
+  ].join('\n')
 }
 
 /** A launchd job (launchd.plist(5)): started at load, restarted when it exits with a failure, throttled to 5 s. */
