@@ -8,6 +8,21 @@ import {cli, root} from './helpers/cli.js'
 import {createThrowawayDatabase, type ThrowawayDatabase} from './helpers/postgres.js'
 import {removeTempDirs, tempDir} from './helpers/temp.js'
 
+/** Where a process started with `--import=<register>` logs the URL of every ES module it resolves. */
+async function moduleLog(): Promise<{dir: string; loaded: string; register: string}> {
+  const dir = await tempDir()
+  const loaded = join(dir, 'loaded.txt')
+  await writeFile(join(dir, 'hooks.mjs'), `import {appendFileSync} from 'node:fs'
+export async function resolve(specifier, context, next) {
+  const resolved = await next(specifier, context)
+  appendFileSync(${JSON.stringify(loaded)}, resolved.url + '\\n')
+  return resolved
+}
+`)
+  await writeFile(join(dir, 'register.mjs'), `import {register} from 'node:module'\nregister('./hooks.mjs', import.meta.url)\n`)
+  return {dir, loaded, register: join(dir, 'register.mjs')}
+}
+
 describe('commands through runCommand (embedded backend)', () => {
   let home: string
   const previousHome = process.env.VIDSYNC_HOME
@@ -74,18 +89,9 @@ describe('the built binary', function () {
   it('prints help quickly with every topic: from the manifest, without loading any command or the database', async () => {
     // "Quickly" means help costs no more than oclif itself: every module the process loads is logged
     // by a resolve hook, and none may be a command or a store (PGlite alone takes seconds to load).
-    const dir = await tempDir()
-    const loaded = join(dir, 'loaded.txt')
-    await writeFile(join(dir, 'hooks.mjs'), `import {appendFileSync} from 'node:fs'
-export async function resolve(specifier, context, next) {
-  const resolved = await next(specifier, context)
-  appendFileSync(${JSON.stringify(loaded)}, resolved.url + '\\n')
-  return resolved
-}
-`)
-    await writeFile(join(dir, 'register.mjs'), `import {register} from 'node:module'\nregister('./hooks.mjs', import.meta.url)\n`)
+    const {loaded, register} = await moduleLog()
     const started = performance.now()
-    const help = await cli(['--help'], {NODE_OPTIONS: `--import=${join(dir, 'register.mjs')}`})
+    const help = await cli(['--help'], {NODE_OPTIONS: `--import=${register}`})
     const elapsedMs = performance.now() - started
     expect(help.exitCode, help.stderr).to.equal(0)
     const topics = Object.keys(JSON.parse(await readFile(join(root, 'package.json'), 'utf8')).oclif.topics as Record<string, unknown>)
@@ -99,16 +105,7 @@ export async function resolve(specifier, context, next) {
   })
 
   it('loads only the driver a command uses: no pg, execa or supabase-js on the embedded backend, no PGlite on Postgres', async () => {
-    const dir = await tempDir()
-    const loaded = join(dir, 'loaded.txt')
-    await writeFile(join(dir, 'hooks.mjs'), `import {appendFileSync} from 'node:fs'
-export async function resolve(specifier, context, next) {
-  const resolved = await next(specifier, context)
-  appendFileSync(${JSON.stringify(loaded)}, resolved.url + '\\n')
-  return resolved
-}
-`)
-    await writeFile(join(dir, 'register.mjs'), `import {register} from 'node:module'\nregister('./hooks.mjs', import.meta.url)\n`)
+    const {dir, loaded, register} = await moduleLog()
     // CommonJS (pg is, and vidsync loads it with require) passes Module._load, not the ESM hook.
     await writeFile(join(dir, 'require.cjs'), `const Module = require('node:module')
 const {appendFileSync} = require('node:fs')
@@ -120,7 +117,7 @@ Module._load = function (request, parent, isMain) {
 `)
     const modulesOf = async (args: string[], env: Record<string, string>) => {
       await writeFile(loaded, '')
-      const result = await cli(args, {...env, NODE_OPTIONS: `--import=${join(dir, 'register.mjs')} --require=${join(dir, 'require.cjs')}`})
+      const result = await cli(args, {...env, NODE_OPTIONS: `--import=${register} --require=${join(dir, 'require.cjs')}`})
       expect(result.exitCode, result.stderr).to.equal(0)
       return (await readFile(loaded, 'utf8')).split('\n').filter(Boolean)
     }
