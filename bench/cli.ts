@@ -2,6 +2,7 @@
  * Cold start of the built CLI, each sample a fresh process: a command on the embedded database
  * against PGlite's own open-plus-query of the same data directory, a command on Postgres against
  * `--help`, and peak memory (max RSS) of each. Targets: within 1.5x of the floor each is compared with.
+ * The four commands are sampled in turn, round after round, so that the ratios hold on a busy machine.
  */
 import {spawnSync} from 'node:child_process'
 import {existsSync} from 'node:fs'
@@ -20,13 +21,16 @@ const reporter = `data:text/javascript,${encodeURIComponent(
   "process.on('exit', () => { const u = process.resourceUsage(); process.stderr.write('\\nvidsync-bench ' + JSON.stringify({maxRssKiB: u.maxRSS, cpuMs: (u.userCPUTime + u.systemCPUTime) / 1000})) })",
 )}`
 
-// What PGlite itself needs to answer one query from an existing data directory.
-const pgliteFloor = `
+// What PGlite itself needs to answer one query from an existing data directory: a trivial query,
+// and the query \`pool status\` sends (a PL/pgSQL function: PGlite loads plpgsql for it).
+const pgliteFloor = (query: string) => `
 const {PGlite} = await import('@electric-sql/pglite')
 const db = await PGlite.create(process.argv[1])
-await db.query('select count(*) from vidsync.projects')
+await db.query(${JSON.stringify(query)}, process.argv.slice(2))
 await db.close()
 `
+const trivialQuery = 'select count(*) from vidsync.projects'
+const commandQuery = 'SELECT * FROM vidsync.pool_status(p_project => $1)'
 
 interface Sample {
   wallMs: number
@@ -44,13 +48,31 @@ function sample(args: string[], env: NodeJS.ProcessEnv): Sample {
   return {wallMs, ...(JSON.parse(report) as Omit<Sample, 'wallMs'>)}
 }
 
-function measure(label: string, args: string[], env: NodeJS.ProcessEnv, log: (message: string) => void): Sample {
-  sample(args, env) // warm-up: file cache
-  const samples = Array.from({length: RUNS}, () => sample(args, env))
-  const median = (pick: (s: Sample) => number) => percentile(samples.map(pick), 50)
-  const summary = {wallMs: median((s) => s.wallMs), cpuMs: median((s) => s.cpuMs), maxRssKiB: Math.max(...samples.map((s) => s.maxRssKiB))}
-  log(`${label}: wall ${samples.map((s) => s.wallMs.toFixed(0)).join(', ')} ms; peak ${(summary.maxRssKiB / 1024).toFixed(0)} MiB`)
-  return summary
+interface Measured {
+  label: string
+  args: string[]
+  env: NodeJS.ProcessEnv
+}
+
+/**
+ * Samples every command in turn, round after round (after one warm-up round for the file cache),
+ * so that a shared machine's changing load falls on each command alike and the ratios within
+ * one run stay comparable even when the absolute times do not.
+ */
+function measureInterleaved(commands: Measured[], log: (message: string) => void): Map<string, Sample> {
+  for (const command of commands) sample(command.args, command.env)
+  const samples = new Map<string, Sample[]>(commands.map((command) => [command.label, []]))
+  for (let round = 0; round < RUNS; round++) {
+    for (const command of commands) samples.get(command.label)?.push(sample(command.args, command.env))
+  }
+  const summaries = new Map<string, Sample>()
+  for (const [label, taken] of samples) {
+    const median = (pick: (s: Sample) => number) => percentile(taken.map(pick), 50)
+    const summary = {wallMs: median((s) => s.wallMs), cpuMs: median((s) => s.cpuMs), maxRssKiB: Math.max(...taken.map((s) => s.maxRssKiB))}
+    log(`${label}: wall ${taken.map((s) => s.wallMs.toFixed(0)).join(', ')} ms; CPU ${taken.map((s) => s.cpuMs.toFixed(0)).join(', ')} ms; peak ${(summary.maxRssKiB / 1024).toFixed(0)} MiB`)
+    summaries.set(label, summary)
+  }
+  return summaries
 }
 
 function compare(label: string, floorLabel: string, command: Sample, floor: Sample): Result[] {
@@ -76,16 +98,25 @@ export const run: BenchRun = async ({log}) => {
   try {
     sample([cli, 'project', 'create', 'bench', '--cidr', '10.77.0.0/24'], env)
     sample([cli, 'pool', 'populate', 'bench'], env)
-    const embedded = measure('pool status, embedded', [cli, 'pool', 'status', 'bench'], env, log)
-    const pglite = measure('PGlite open + query', ['--input-type=module', '-e', pgliteFloor, join(home, 'db')], env, log)
-    const help = measure('--help', [cli, '--help'], env, log)
-    const results = [...compare('pool status, embedded', 'PGlite open + query', embedded, pglite)]
+    const results: Result[] = []
     await withBenchDatabase(async (url) => {
       const postgresEnv = {...env, VIDSYNC_DATABASE_URL: url}
       sample([cli, 'db', 'migrate'], postgresEnv)
       sample([cli, 'project', 'create', 'bench', '--cidr', '10.77.0.0/24'], postgresEnv)
-      const postgres = measure('pool status, Postgres', [cli, 'pool', 'status', 'bench'], postgresEnv, log)
-      results.push(...compare('pool status, Postgres', '--help', postgres, help))
+      const measured = measureInterleaved(
+        [
+          {label: 'pool status, embedded', args: [cli, 'pool', 'status', 'bench'], env},
+          {label: 'PGlite open + query', args: ['--input-type=module', '-e', pgliteFloor(trivialQuery), join(home, 'db')], env},
+          {label: 'PGlite open + pool_status', args: ['--input-type=module', '-e', pgliteFloor(commandQuery), join(home, 'db'), 'bench'], env},
+          {label: 'pool status, Postgres', args: [cli, 'pool', 'status', 'bench'], env: postgresEnv},
+          {label: '--help', args: [cli, '--help'], env},
+        ],
+        log,
+      )
+      const get = (label: string) => measured.get(label) as Sample
+      results.push(...compare('pool status, embedded', 'PGlite open + query', get('pool status, embedded'), get('PGlite open + query')))
+      results.push(...compare('pool status, embedded', 'PGlite open + pool_status', get('pool status, embedded'), get('PGlite open + pool_status')).slice(3))
+      results.push(...compare('pool status, Postgres', '--help', get('pool status, Postgres'), get('--help')))
     })
     return results
   } finally {

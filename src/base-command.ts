@@ -1,10 +1,11 @@
-import {readFileSync} from 'node:fs'
+import {existsSync, readFileSync} from 'node:fs'
+import {join} from 'node:path'
 
 import {Command, Flags, type Interfaces} from '@oclif/core'
 
 import {InvalidInputError, VidsyncError} from './lib/errors.js'
 import {resolveHome} from './lib/home.js'
-import {colorEnabled, withProgress} from './lib/output/progress.js'
+import {colorEnabled, type Progress, progressShown, withProgress} from './lib/output/progress.js'
 import type {ControlPlane} from './lib/store/control-plane.js'
 import {openStore, selectedBackend, type StoreOptions} from './lib/store/open.js'
 
@@ -78,8 +79,16 @@ export abstract class BaseCommand<T extends typeof Command> extends Command {
   }
 
   /** Runs `work`, with a spinner on stderr when it takes longer than a moment and a person is watching. */
-  protected progress<R>(text: string, work: () => Promise<R>): Promise<R> {
+  protected progress<R>(text: string, work: (progress: Progress) => Promise<R>): Promise<R> {
     return withProgress(text, work, {enabled: !this.jsonEnabled()})
+  }
+
+  /**
+   * One line on stderr saying what a long step does, where a spinner cannot run (a step that may
+   * ask sudo for a password on the same terminal); shown only where a spinner would be.
+   */
+  protected progressLine(text: string): void {
+    if (progressShown(!this.jsonEnabled())) this.logToStderr(text)
   }
 
   protected get home(): string {
@@ -177,7 +186,9 @@ export abstract class ControlPlaneCommand<T extends typeof Command> extends Base
   protected async withControlPlane<R>(work: (controlPlane: ControlPlane) => Promise<R>): Promise<R> {
     const options = this.storeOptions
     // Opening (and on first use creating) the embedded database takes a moment; the others connect.
-    const store = selectedBackend(options) === 'embedded' ? await this.progress('Opening the embedded database', () => openStore(options)) : await openStore(options)
+    const embedded = selectedBackend(options) === 'embedded'
+    const text = existsSync(join(options.home, 'db', 'PG_VERSION')) ? 'Opening the embedded database' : 'Creating the embedded database'
+    const store = embedded ? await this.progress(text, () => openStore(options)) : await openStore(options)
     try {
       return await work(store.controlPlane)
     } finally {

@@ -1,4 +1,6 @@
 import {spawnSync} from 'node:child_process'
+import {writeFile} from 'node:fs/promises'
+import {join} from 'node:path'
 import {stripVTControlCharacters} from 'node:util'
 
 import {expect} from 'chai'
@@ -7,6 +9,7 @@ import {endpointResolveProblem} from '../src/lib/devices/endpoint.js'
 import {colorEnabled} from '../src/lib/output/progress.js'
 import {renderTable} from '../src/lib/output/table.js'
 import {formatWhen, relativeTime} from '../src/lib/output/time.js'
+import {updateCheckOff} from '../src/hooks/update-check.js'
 import {cli, root} from './helpers/cli.js'
 import {removeTempDirs, tempDir} from './helpers/temp.js'
 
@@ -100,6 +103,72 @@ sys.exit(os.waitstatus_to_exitcode(status))
     expect(run.status, run.stdout).to.equal(130)
     expect(run.stdout).to.contain('cancelled')
     expect(run.stdout).not.to.contain('unexpected error')
+  })
+})
+
+/**
+ * Runs the built binary on a pseudo-terminal (util-linux `script`) 100 columns wide, stdin closed:
+ * what a person at a terminal sees, stdout and stderr together.
+ */
+function onTerminal(args: string[], env: Record<string, string>): {status: number | null; output: string} {
+  const quoted = args.map((arg) => `'${arg.replaceAll("'", "'\\''")}'`).join(' ')
+  // Not in CI: ora (like most tools) never animates where the CI variable exists at all.
+  const outsideCi = {...process.env}
+  delete outsideCi.CI
+  const run = spawnSync('script', ['-qec', `stty cols 100 rows 40; exec node ${root}bin/run.js ${quoted}`, '/dev/null'], {
+    env: {...outsideCi, VIDSYNC_DATABASE_URL: '', NO_COLOR: '', ...env},
+    stdio: ['ignore', 'pipe', 'pipe'],
+    encoding: 'utf8',
+    timeout: 120_000,
+  })
+  return {status: run.status, output: run.stdout}
+}
+
+describe('progress on a terminal', function () {
+  this.timeout(300_000)
+  after(removeTempDirs)
+
+  it('shows a spinner while the embedded database is created and opened, never under --json, NO_COLOR or without a terminal', async () => {
+    const home = await tempDir()
+    const created = onTerminal(['project', 'create', 'films', '--cidr', '10.61.0.0/24'], {VIDSYNC_HOME: home})
+    expect(created.status, created.output).to.equal(0)
+    // ora hides the cursor and draws its frames (braille dots, or - \ | / without Unicode) before the step.
+    const expectSpinner = (output: string, text: string) => {
+      expect(output).to.contain('\u001B[?25l')
+      expect(stripVTControlCharacters(output)).to.match(new RegExp(String.raw`(?:[\u2800-\u28ff]|[-\\|/]) ${text}`))
+    }
+    expectSpinner(created.output, 'Creating the embedded database')
+    expect(stripVTControlCharacters(created.output)).to.contain('Created project films')
+    const opened = onTerminal(['project', 'list'], {VIDSYNC_HOME: home})
+    expectSpinner(opened.output, 'Opening the embedded database')
+    const json = onTerminal(['project', 'list', '--json'], {VIDSYNC_HOME: home})
+    expect(JSON.parse(json.output).projects[0].name).to.equal('films')
+    const plain = onTerminal(['project', 'list'], {VIDSYNC_HOME: home, NO_COLOR: '1'})
+    expect(plain.output).not.to.contain('embedded database')
+    expect(plain.output).not.to.contain('\u001B[')
+    const piped = await cli(['project', 'list'], {VIDSYNC_HOME: home})
+    expect(piped.stderr).to.equal('')
+  })
+})
+
+describe('the check for a newer release', function () {
+  this.timeout(120_000)
+  after(removeTempDirs)
+
+  it('warns from its cache, and is off with VIDSYNC_SKIP_NEW_VERSION_CHECK and in CI', async () => {
+    expect(updateCheckOff({})).to.equal(false)
+    expect(updateCheckOff({VIDSYNC_SKIP_NEW_VERSION_CHECK: '1'})).to.equal(true)
+    expect(updateCheckOff({CI: 'true'})).to.equal(true)
+    expect(updateCheckOff({CI: 'false'})).to.equal(false)
+    // A fresh cache (as the plugin's own refresh writes it) names a newer release: no network needed.
+    const cache = await tempDir()
+    await writeFile(join(cache, 'version'), JSON.stringify({latest: '99.0.0', current: '0.1.0'}))
+    const on = {VIDSYNC_CACHE_DIR: cache, VIDSYNC_SKIP_NEW_VERSION_CHECK: '', CI: ''}
+    const warned = await cli(['commands', '--json'], on)
+    expect(warned.exitCode).to.equal(0)
+    expect(stripVTControlCharacters(warned.stderr)).to.contain('vidsync 0.1.0 is installed; 99.0.0 is out: npm install -g vidsync')
+    expect((await cli(['commands', '--json'], {...on, VIDSYNC_SKIP_NEW_VERSION_CHECK: '1'})).stderr).to.equal('')
+    expect((await cli(['commands', '--json'], {...on, CI: 'true'})).stderr).to.equal('')
   })
 })
 

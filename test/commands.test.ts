@@ -8,6 +8,21 @@ import {cli, root} from './helpers/cli.js'
 import {createThrowawayDatabase, type ThrowawayDatabase} from './helpers/postgres.js'
 import {removeTempDirs, tempDir} from './helpers/temp.js'
 
+/** Where a process started with `--import=<register>` logs the URL of every ES module it resolves. */
+async function moduleLog(): Promise<{dir: string; loaded: string; register: string}> {
+  const dir = await tempDir()
+  const loaded = join(dir, 'loaded.txt')
+  await writeFile(join(dir, 'hooks.mjs'), `import {appendFileSync} from 'node:fs'
+export async function resolve(specifier, context, next) {
+  const resolved = await next(specifier, context)
+  appendFileSync(${JSON.stringify(loaded)}, resolved.url + '\\n')
+  return resolved
+}
+`)
+  await writeFile(join(dir, 'register.mjs'), `import {register} from 'node:module'\nregister('./hooks.mjs', import.meta.url)\n`)
+  return {dir, loaded, register: join(dir, 'register.mjs')}
+}
+
 describe('commands through runCommand (embedded backend)', () => {
   let home: string
   const previousHome = process.env.VIDSYNC_HOME
@@ -74,18 +89,9 @@ describe('the built binary', function () {
   it('prints help quickly with every topic: from the manifest, without loading any command or the database', async () => {
     // "Quickly" means help costs no more than oclif itself: every module the process loads is logged
     // by a resolve hook, and none may be a command or a store (PGlite alone takes seconds to load).
-    const dir = await tempDir()
-    const loaded = join(dir, 'loaded.txt')
-    await writeFile(join(dir, 'hooks.mjs'), `import {appendFileSync} from 'node:fs'
-export async function resolve(specifier, context, next) {
-  const resolved = await next(specifier, context)
-  appendFileSync(${JSON.stringify(loaded)}, resolved.url + '\\n')
-  return resolved
-}
-`)
-    await writeFile(join(dir, 'register.mjs'), `import {register} from 'node:module'\nregister('./hooks.mjs', import.meta.url)\n`)
+    const {loaded, register} = await moduleLog()
     const started = performance.now()
-    const help = await cli(['--help'], {NODE_OPTIONS: `--import=${join(dir, 'register.mjs')}`})
+    const help = await cli(['--help'], {NODE_OPTIONS: `--import=${register}`})
     const elapsedMs = performance.now() - started
     expect(help.exitCode, help.stderr).to.equal(0)
     const topics = Object.keys(JSON.parse(await readFile(join(root, 'package.json'), 'utf8')).oclif.topics as Record<string, unknown>)
@@ -96,6 +102,38 @@ export async function resolve(specifier, context, next) {
     // The time goes into the message, not into a bound on this machine's speed: the module check is what keeps help fast.
     const heavy = modules.filter((url) => /\/dist\/(commands|lib)\//.test(url) || url.includes('@electric-sql/pglite'))
     expect(heavy, `--help took ${Math.round(elapsedMs)} ms`).to.deep.equal([])
+  })
+
+  it('loads only the driver a command uses: no pg, execa or supabase-js on the embedded backend, no PGlite on Postgres', async () => {
+    const {dir, loaded, register} = await moduleLog()
+    // CommonJS (pg is, and vidsync loads it with require) passes Module._load, not the ESM hook.
+    await writeFile(join(dir, 'require.cjs'), `const Module = require('node:module')
+const {appendFileSync} = require('node:fs')
+const load = Module._load
+Module._load = function (request, parent, isMain) {
+  try { appendFileSync(${JSON.stringify(loaded)}, Module._resolveFilename(request, parent, isMain) + '\\n') } catch {}
+  return load.apply(this, arguments)
+}
+`)
+    const modulesOf = async (args: string[], env: Record<string, string>) => {
+      await writeFile(loaded, '')
+      const result = await cli(args, {...env, NODE_OPTIONS: `--import=${register} --require=${join(dir, 'require.cjs')}`})
+      expect(result.exitCode, result.stderr).to.equal(0)
+      return (await readFile(loaded, 'utf8')).split('\n').filter(Boolean)
+    }
+    const onEmbedded = await modulesOf(['project', 'list', '--json'], {VIDSYNC_HOME: home})
+    expect(onEmbedded.some((url) => url.includes('@electric-sql/pglite')), 'the hook saw PGlite load').to.equal(true)
+    expect(onEmbedded.filter((url) => /node_modules\/(?:pg|execa|@supabase\/[^/]+|registry-auth-token)\//.test(url))).to.deep.equal([])
+    // Its own database: the tests on Postgres below start from one that was never migrated.
+    const own = await createThrowawayDatabase('drivers')
+    try {
+      const migrated = await cli(['db', 'migrate', '--json'], {VIDSYNC_HOME: home, VIDSYNC_DATABASE_URL: own.url})
+      expect(migrated.exitCode, migrated.stderr).to.equal(0)
+      const onPostgres = await modulesOf(['project', 'list', '--json'], {VIDSYNC_HOME: home, VIDSYNC_DATABASE_URL: own.url})
+      expect(onPostgres.filter((url) => /node_modules\/(?:@electric-sql\/pglite|execa|@supabase\/[^/]+)\//.test(url))).to.deep.equal([])
+    } finally {
+      await own.drop()
+    }
   })
 
   it('answers --json with parseable results on the embedded backend', async () => {

@@ -49,34 +49,87 @@ function flagsInErrors(source: string): Set<string> {
   return flags
 }
 
+/** Flags named outside quoted vidsync commands (`vidsync db migrate --database-url` names another command's flag). */
+function flagsIn(text: string): string[] {
+  const own = text.replace(/\\?`vidsync[^`]*?\\?`/g, '').replace(/(?:sudo )?vidsync [a-z].*$/s, '')
+  return [...own.matchAll(/(?<![\w-])--([a-z][a-z0-9-]*)/g)].map((match) => match[1] ?? '')
+}
+
+const literal = String.raw`(\`(?:[^\`\\]|\\.)*\`|'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")`
+
+/** The hints (`hint: '...'`) in a source file, each with the flags it names. */
+function hintsIn(source: string): {hint: string; flags: string[]}[] {
+  return [...source.matchAll(new RegExp(String.raw`\bhint: ` + literal, 'g'))].map(([, hint]) => ({hint: hint ?? '', flags: flagsIn(hint ?? '')}))
+}
+
+/** The flags that a command's own warnings and lines for people (`this.warn(...)`, `this.log(...)`) name. */
+function flagsInOutput(source: string): Set<string> {
+  const flags = new Set<string>()
+  for (const [, text] of source.matchAll(new RegExp(String.raw`this\.(?:warn|log|logToStderr|progressLine)\(\s*` + literal, 'g'))) {
+    for (const flag of flagsIn(text ?? '')) flags.add(flag)
+  }
+  return flags
+}
+
+/** Each vidsync command of the built manifest: its id, source file, flags (with --no- forms) and the sources it reaches. */
+async function commandsWithSources(): Promise<{id: string; file: string; known: Set<string>; reachable: Set<string>; sources: Map<string, string>}[]> {
+  const manifest = JSON.parse(await readFile(join(root, 'oclif.manifest.json'), 'utf8')) as {
+    commands: Record<string, {flags: Record<string, {allowNo?: boolean}>; relativePath?: string[]}>
+  }
+  const files = await sourceFiles(join(root, 'src'))
+  const sources = new Map(await Promise.all(files.map(async (file) => [file, await readFile(file, 'utf8')] as const)))
+  const imports = (file: string) =>
+    [...(sources.get(file) ?? '').matchAll(/(?:from|import\()\s*'(\.{1,2}\/[^']+)\.js'/g)].map((match) => resolve(dirname(file), `${match[1]}.ts`))
+  // Plugins' commands have no relativePath: only vidsync's own are checked.
+  return Object.entries(manifest.commands).flatMap(([id, command]) => {
+    if (!command.relativePath) return []
+    const file = join(root, 'src', ...command.relativePath.slice(1)).replace(/\.js$/, '.ts')
+    const known = new Set(Object.entries(command.flags).flatMap(([name, flag]) => (flag.allowNo ? [name, `no-${name}`] : [name])))
+    const reachable = new Set<string>([file])
+    for (const current of reachable) for (const next of imports(current)) if (sources.has(next)) reachable.add(next)
+    return [{id: id.replaceAll(':', ' '), file, known, reachable, sources}]
+  })
+}
+
 describe('error messages name only flags the failing command has', () => {
   it('holds for every command and every error reachable from it', async () => {
-    const manifest = JSON.parse(await readFile(join(root, 'oclif.manifest.json'), 'utf8')) as {
-      commands: Record<string, {flags: Record<string, {allowNo?: boolean}>; relativePath?: string[]}>
-    }
-    const files = await sourceFiles(join(root, 'src'))
-    const sources = new Map(await Promise.all(files.map(async (file) => [file, await readFile(file, 'utf8')] as const)))
-    const imports = (file: string) =>
-      [...(sources.get(file) ?? '').matchAll(/(?:from|import\()\s*'(\.{1,2}\/[^']+)\.js'/g)].map((match) => resolve(dirname(file), `${match[1]}.ts`))
-
     const problems: string[] = []
     let checked = 0
-    for (const [id, command] of Object.entries(manifest.commands)) {
-      if (!command.relativePath) continue // a plugin's command
-      const file = join(root, 'src', ...command.relativePath.slice(1)).replace(/\.js$/, '.ts')
+    for (const {id, file, known, reachable, sources} of await commandsWithSources()) {
       expect(sources.has(file), file).to.equal(true)
-      const known = new Set(Object.entries(command.flags).flatMap(([name, flag]) => (flag.allowNo ? [name, `no-${name}`] : [name])))
-      const reachable = new Set<string>([file])
-      for (const current of reachable) for (const next of imports(current)) if (sources.has(next)) reachable.add(next)
       for (const reached of reachable) {
         for (const flag of flagsInErrors(sources.get(reached)!)) {
           checked++
-          if (!known.has(flag)) problems.push(`${id.replaceAll(':', ' ')}: --${flag} in ${relative(root, reached)}`)
+          if (!known.has(flag)) problems.push(`${id}: --${flag} in ${relative(root, reached)}`)
         }
       }
     }
     expect(checked, 'no error message named a flag at all: the scan found nothing').to.be.greaterThan(5)
     expect(problems, problems.join("\n")).to.deep.equal([])
+  })
+
+  it("holds for the commands' own warnings and Next: lines, and every hint reaches a command that shows it", async () => {
+    const problems: string[] = []
+    // Per hint: whether some command that can throw it has every flag it names (else it is never shown).
+    const shown = new Map<string, boolean>()
+    let outputFlags = 0
+    for (const {id, file, known: own, reachable, sources} of await commandsWithSources()) {
+      const known = new Set(['json', ...own])
+      for (const flag of flagsInOutput(sources.get(file) ?? '')) {
+        outputFlags++
+        if (!known.has(flag)) problems.push(`${id} prints --${flag}, which it does not have`)
+      }
+      for (const reached of reachable) {
+        for (const {hint, flags} of hintsIn(sources.get(reached) ?? '')) {
+          const key = `${relative(root, reached)}: ${hint}`
+          shown.set(key, (shown.get(key) ?? false) || flags.every((flag) => known.has(flag)))
+        }
+      }
+    }
+    for (const [hint, anywhere] of shown) if (!anywhere) problems.push(`never shown (no command that throws it has its flags): ${hint}`)
+    expect(outputFlags, 'no warning or Next: line named a flag: the scan found nothing').to.be.greaterThan(0)
+    expect(shown.size, 'no hint found: the scan found nothing').to.be.greaterThan(10)
+    expect(problems, problems.join('\n')).to.deep.equal([])
   })
 })
 

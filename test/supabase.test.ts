@@ -352,7 +352,13 @@ describe('invite flow through the built CLI over the stand-in', function () {
     })
     const approved = await operator('device', 'approve', 'studio', '--watch', '--count', '2', '--timeout', '60s', '--yes')
     expect(approved.exitCode, approved.stdout).to.equal(0)
-    expect(approved.json.approved.map((a: {device: string}) => a.device).sort()).to.deep.equal(['desktop', 'laptop'])
+    expect(approved.json.approved.map((a: {device: {name: string}}) => a.device.name).sort()).to.deep.equal(['desktop', 'laptop'])
+    // The same device shape as `device show` (docs/json.md), not a bare name.
+    for (const entry of approved.json.approved as {project: string; device: {name: string}}[]) {
+      const shown = await operator('device', 'show', 'studio', entry.device.name)
+      expect(entry.project).to.equal('studio')
+      expect(entry.device).to.deep.equal(shown.json.device)
+    }
     const joined = await desktop
     outputs.push({exitCode: joined.exitCode, stdout: String(joined.stdout), stderr: String(joined.stderr), json: undefined})
     expect(joined.exitCode, String(joined.stderr)).to.equal(0)

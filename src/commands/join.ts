@@ -1,8 +1,6 @@
 import {existsSync} from 'node:fs'
 
-import {confirm} from '@inquirer/prompts'
 import {Args, Flags} from '@oclif/core'
-import ora from 'ora'
 
 import {ControlPlaneCommand} from '../base-command.js'
 import {parseDuration} from '../lib/duration.js'
@@ -50,6 +48,7 @@ Then bring the overlay up with \`vidsync nebula up\`, or everything with \`vidsy
   /** On a terminal, the person confirms a CA seen for the first time; Ctrl-C cancels (exit 130, as at any prompt). */
   private async confirmCa(ca: CaCandidate): Promise<boolean> {
     this.log(`${ca.project} is new on this device. Its CA "${ca.name}" has the fingerprint\n  ${ca.fingerprint}`)
+    const {confirm} = await import('@inquirer/prompts')
     return confirm({message: "Is this the fingerprint the operator's `vidsync ca show` prints?", default: false})
   }
 
@@ -60,26 +59,26 @@ Then bring the overlay up with \`vidsync nebula up\`, or everything with \`vidsy
     let result: JoinResult
     if (source?.trim().startsWith('vsi_') && !isInviteCode(source.trim()) && !existsSync(source)) parseInviteCode(source)
     if (source !== undefined && !isInviteCode(source.trim()) && !flags.resume) {
-      // No spinner: confirming a CA seen for the first time asks on this terminal.
-      result = await joinBundle({
-        home: this.home,
-        bundlePath: source,
-        keyPath: flags.key,
-        caFingerprint: flags['ca-fingerprint'],
-        confirmCa: this.interactive ? (ca) => this.confirmCa(ca) : undefined,
-        replaceKey: flags['replace-key'],
-        force: flags.force,
-      })
+      // The spinner hides while a CA seen for the first time is confirmed on this terminal.
+      result = await this.progress('Checking and installing the bundle', (progress) =>
+        joinBundle({
+          home: this.home,
+          bundlePath: source,
+          keyPath: flags.key,
+          caFingerprint: flags['ca-fingerprint'],
+          confirmCa: this.interactive ? (ca) => progress.pause(() => this.confirmCa(ca)) : undefined,
+          replaceKey: flags['replace-key'],
+          force: flags.force,
+        }),
+      )
     } else {
       if (source === undefined && !flags.resume) throw new InvalidInputError('give a bundle zip or an invite code, or --resume')
       if (selectedBackend(this.storeOptions) === 'embedded') {
         throw new InvalidInputError('joining with an invite code needs the control plane: set VIDSYNC_SUPABASE_URL and VIDSYNC_SUPABASE_KEY (the anon key)')
       }
       const waitMs = parseDuration(flags.wait, 'wait') * 1000
-      // A spinner only for a person watching: never in scripts, logs or --json.
-      const spinner = process.stderr.isTTY && !this.jsonEnabled() ? ora({stream: process.stderr}) : undefined
-      try {
-        result = await this.withControlPlane((controlPlane) =>
+      result = await this.withControlPlane((controlPlane) =>
+        this.progress(flags.resume ? 'Resuming the join' : 'Redeeming the invite code', (progress) =>
           joinWithInvite({
             home: this.home,
             controlPlane,
@@ -89,14 +88,10 @@ Then bring the overlay up with \`vidsync nebula up\`, or everything with \`vidsy
             replaceKey: flags['replace-key'],
             force: flags.force,
             waitMs,
-            onWaiting: ({project, device}) => {
-              if (spinner && !spinner.isSpinning) spinner.start(`${device} is waiting for the operator's approval in ${project} (vidsync device approve ${project})`)
-            },
+            onWaiting: ({project, device}) => progress.update(`${device} is waiting for the operator's approval in ${project} (vidsync device approve ${project})`),
           }),
-        )
-      } finally {
-        spinner?.stop()
-      }
+        ),
+      )
     }
     for (const warning of result.warnings) this.warn(warning)
     this.log(

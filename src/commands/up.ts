@@ -44,7 +44,8 @@ export default class Up extends ControlPlaneCommand<typeof Up> {
       return this.withDeviceControlPlane((controlPlane) => this.runAgent(intervalSeconds, controlPlane))
     }
     const {databaseUrl, supabase} = this.storeOptions
-    // No spinner here: the elevation step may ask sudo for a password on this terminal.
+    // A line, not a spinner: the elevation step may ask sudo for a password on this terminal.
+    this.progressLine(`Bringing up ${this.args.project ?? 'the joined project'}: nebula service, overlay, Syncthing, peers...`)
     const result = await bringUp({
       home: this.home,
       project: this.args.project,

@@ -3,8 +3,6 @@ import {readFile} from 'node:fs/promises'
 
 import {setTimeout as sleep} from 'node:timers/promises'
 
-import {execa} from 'execa'
-
 import {MissingDependencyError, ToolFailedError} from './errors.js'
 import {currentPlatform, type Platform, type ProcessIdentity} from './platform/index.js'
 
@@ -74,6 +72,7 @@ function reasonOf(result: {stdout: string; stderr: string}): string {
 export async function runTool(tool: ToolName, args: string[], options: RunToolOptions = {}): Promise<ToolResult> {
   const file = (options.tools ?? resolveTools())[toolKey[tool]]
   const timeoutMs = options.timeoutMs ?? 30_000
+  const {execa} = await import('execa')
   const result = await execa(file, args, {
     cwd: options.cwd,
     input: options.input,
@@ -157,6 +156,7 @@ export const identityText = (identity: ProcessIdentity) => `${identity.pid}\n${i
 /** Runs a program of the OS (systemctl, launchctl, sc.exe, sudo) with an argument array; never a shell. */
 export async function runProgram(argv: string[], options: {timeoutMs?: number; inheritStdio?: boolean} = {}): Promise<ToolResult> {
   const [file = '', ...args] = argv
+  const {execa} = await import('execa')
   const result = await execa(file, args, {reject: false, timeout: options.timeoutMs ?? 60_000, stdio: options.inheritStdio ? 'inherit' : 'pipe'})
   if (result.code === 'ENOENT') throw new MissingDependencyError(`${file} not found: it is needed to manage vidsync's services here`)
   return {stdout: result.stdout ?? '', stderr: result.stderr ?? '', exitCode: result.exitCode ?? -1}
@@ -182,6 +182,7 @@ async function spawnDaemon(label: string, file: string, args: string[], options:
   const owner = options.logOwner
   if (logFd !== undefined && owner?.uid !== undefined && owner.gid !== undefined) fchownSync(logFd, owner.uid, owner.gid)
   const output: string[] = []
+  const {execa} = await import('execa')
   try {
     const child = execa(file, args, {
       cwd: options.cwd,

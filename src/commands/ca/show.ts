@@ -11,9 +11,10 @@ export default class CaShow extends BaseCommand<typeof CaShow> {
     const ca = await caInfo({home: this.home})
     this.log(`name         ${ca.name}`)
     this.log(`fingerprint  ${ca.fingerprint}`)
-    this.log(`not before   ${ca.notBefore}`)
+    this.log(`not before   ${formatWhen(ca.notBefore)}`)
     this.log(`not after    ${formatWhen(ca.notAfter)}`)
     this.log(`certificates v${ca.certVersion}: every device needs ${ca.nebulaNeeded}`)
+    this.log(`Next: tell each device this fingerprint over another channel; its first vidsync join asks to confirm it (scripts pass --ca-fingerprint ${ca.fingerprint}).`)
     return ca
   }
 }

@@ -11,7 +11,7 @@ export default class DbMigrate extends ControlPlaneCommand<typeof DbMigrate> {
   ]
 
   async run(): Promise<MigrationResult & {backend: Backend}> {
-    const result = await migrateBackend(this.storeOptions)
+    const result = await this.progress('Migrating the database', () => migrateBackend(this.storeOptions))
     for (const migration of result.applied) this.log(`applied ${migration.name}`)
     this.log(`The ${result.backend} database is at schema version ${result.version}.`)
     return result

@@ -28,8 +28,8 @@ export default class DeviceApprove extends ControlPlaneCommand<typeof DeviceAppr
     const {flags} = this
     const project = this.args.project
     const scope = project ?? 'every project'
-    const onApproved = (a: Approved) => this.log(`Approved ${a.device} in ${a.project} at ${a.ip}; certificate valid until ${formatWhen(a.notAfter)}.`)
-    const onFailed = (f: ApprovalFailure) => this.warn(`could not approve ${f.device} in ${f.project}: ${f.message}`)
+    const onApproved = (a: Approved) => this.log(`Approved ${a.device.name} in ${a.project} at ${a.device.ip}; certificate valid until ${formatWhen(a.device.notAfter)}.`)
+    const onFailed = (f: ApprovalFailure) => this.warn(`could not approve ${f.device.name} in ${f.project}: ${f.message}`)
     if (flags.watch) {
       const timeoutMs = parseDuration(flags.timeout, 'timeout') * 1000
       await this.confirmDestructive(`Approve every device that joins ${scope} in the next ${formatDuration(timeoutMs / 1000)} without asking?`, flags.yes)
@@ -45,7 +45,7 @@ export default class DeviceApprove extends ControlPlaneCommand<typeof DeviceAppr
       }
       const names = requests.map((r) => `${r.device} (${r.project}, from ${r.source ?? 'unknown'}, ${relativeTime(r.createdAt)})`).join(', ')
       await this.confirmDestructive(`Sign the keys of ${names}?`, flags.yes)
-      const result = await approveJoinRequests({home: this.home, controlPlane, project, requests})
+      const result = await this.progress(`Signing ${requests.length === 1 ? 'the key' : `${requests.length} keys`}`, () => approveJoinRequests({home: this.home, controlPlane, project, requests}))
       result.approved.forEach(onApproved)
       result.failed.forEach(onFailed)
       return result

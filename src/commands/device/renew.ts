@@ -1,3 +1,5 @@
+import {basename} from 'node:path'
+
 import {Args, Flags} from '@oclif/core'
 
 import {ControlPlaneCommand} from '../../base-command.js'
@@ -24,18 +26,19 @@ export default class DeviceRenew extends ControlPlaneCommand<typeof DeviceRenew>
 
   async run(): Promise<RenewResult> {
     const result = await this.withControlPlane((controlPlane) =>
-      renewDevice({
+      this.progress(`Renewing ${this.args.name}: certificate, bundle`, () => renewDevice({
         home: this.home,
         controlPlane,
         project: this.args.project,
         name: this.args.name,
         durationSeconds: this.flags.duration === undefined ? undefined : parseDuration(this.flags.duration, 'duration'),
         outPath: this.flags.out ?? defaultBundlePath(this.args.project, this.args.name),
-      }),
+      })),
     )
     this.log(`Renewed ${result.device.name}: new certificate ${result.device.fingerprint} valid until ${formatWhen(result.device.notAfter)}.`)
     if (result.cappedAtCaExpiry) this.log(`The certificate ends with the CA (${result.caNotAfter}): renew the CA to go further.`)
     this.log(`Bundle: ${result.bundle}`)
+    this.log(`Next: on the device, vidsync join ${basename(result.bundle)}`)
     return result
   }
 }

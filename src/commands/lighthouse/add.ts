@@ -1,3 +1,5 @@
+import {basename} from 'node:path'
+
 import {Args, Flags} from '@oclif/core'
 
 import {ControlPlaneCommand} from '../../base-command.js'
@@ -27,23 +29,27 @@ export default class LighthouseAdd extends ControlPlaneCommand<typeof Lighthouse
 
   async run(): Promise<BundleResult> {
     const {flags} = this
+    // Standard input (--public-key -) is read before the store opens: waiting on it must not hold the embedded database.
+    const bundle = await bundleOptions(flags, this.args.project, flags.name)
     const result = await this.withControlPlane(async (controlPlane) =>
-      registerDevice({
-        home: this.home,
-        controlPlane,
-        project: this.args.project,
-        name: flags.name,
-        ...(await bundleOptions(flags, this.args.project, flags.name)),
-        groups: ['lighthouse'],
-        lighthouse: {endpoint: flags.endpoint, relay: flags.relay},
-      }),
+      this.progress(`Registering lighthouse ${flags.name}: address, certificate, bundle`, () =>
+        registerDevice({
+          home: this.home,
+          controlPlane,
+          project: this.args.project,
+          name: flags.name,
+          ...bundle,
+          groups: ['lighthouse'],
+          lighthouse: {endpoint: flags.endpoint, relay: flags.relay},
+        }),
+      ),
     )
     this.log(`Added lighthouse ${result.device.name} at ${result.device.endpoint} (overlay ${result.device.ip}).`)
     this.log(`Bundle: ${result.bundle}`)
     if (result.operatorGeneratedKey) this.warn('the bundle holds the private key generated here: hand it over privately and delete copies.')
     const problem = flags['resolve-check'] ? await endpointResolveProblem(flags.endpoint) : undefined
     if (problem) this.warn(`${problem} (--no-resolve-check skips this check)`)
-    this.log(`Next: on the lighthouse machine (${flags.endpoint}), vidsync join ${result.bundle} && sudo vidsync up --detach`)
+    this.log(`Next: on the lighthouse machine (${flags.endpoint}), vidsync join ${basename(result.bundle)} && sudo vidsync up --detach`)
     return result
   }
 }

@@ -68,7 +68,7 @@ export default class NebulaUp extends BaseCommand<typeof NebulaUp> {
       return {service}
     }
     const timeoutMs = parseDuration(flags.timeout, 'timeout') * 1000
-    const {daemon, ...started} = await startNebula({projectDir, detach: flags.detach, timeoutMs})
+    const {daemon, ...started} = await this.progress('Starting nebula: waiting for the overlay and a lighthouse', () => startNebula({projectDir, detach: flags.detach, timeoutMs}))
     const lighthouse = started.lighthouseReachable ? ', a lighthouse answered' : ''
     this.log(`nebula is up for ${started.project}: ${started.overlayIp} on ${started.tunDev ?? 'its overlay interface'}${lighthouse} (${(started.startupMs / 1000).toFixed(1)}s).`)
     if (flags.detach) {

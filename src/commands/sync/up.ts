@@ -44,13 +44,15 @@ export default class SyncUp extends BaseCommand<typeof SyncUp> {
       return {managed: false, url: client.url, deviceId: myID}
     }
 
-    const started = await startManagedSyncthing({
-      vidsyncHome: this.home,
-      guiPort: flags['gui-port'],
-      listenAddresses: flags.listen,
-      detached: flags.detach,
-      onProgress: (line) => this.logToStderr(`Syncthing is migrating its database to 2.x (do not stop it): ${line}`),
-    })
+    const started = await this.progress('Starting Syncthing', (progress) =>
+      startManagedSyncthing({
+        vidsyncHome: this.home,
+        guiPort: flags['gui-port'],
+        listenAddresses: flags.listen,
+        detached: flags.detach,
+        onProgress: (line) => progress.update(`Syncthing is migrating its database to 2.x (do not stop it): ${line}`),
+      }),
+    )
     const result: SyncUpResult = {
       managed: true,
       url: started.url,

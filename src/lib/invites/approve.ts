@@ -17,19 +17,18 @@ export interface ApproveOptions {
   tools?: Tools
 }
 
+/** One approved join request: the device as every command shows it (docs/json.md), as recorded. */
 export interface Approved {
   requestId: number
   project: string
-  device: string
-  ip: string
-  fingerprint: string
-  notAfter: string
+  device: DeviceRecord
 }
 
 export interface ApprovalFailure {
   requestId: number
   project: string
-  device: string
+  /** Only the name is known: the request was not approved, so there is no device record. */
+  device: {name: string}
   message: string
 }
 
@@ -97,7 +96,7 @@ async function approveRequest(options: ApproveOptions & {request: JoinRequest; c
     const signed = await signRequest({...options, ip: attempt.ip, prefixLength: attempt.prefixLength})
     const result = await controlPlane.approveJoinRequest({requestId: request.id, signed})
     if (result.approved) {
-      return {requestId: request.id, project: result.project, device: result.device, ip: result.ip, fingerprint: signed.fingerprint, notAfter: signed.notAfter}
+      return {requestId: request.id, project: result.project, device: await controlPlane.device({project: result.project, device: result.device})}
     }
     attempt = result
   }
@@ -114,7 +113,7 @@ export async function approveJoinRequests(options: ApproveOptions & {requests: J
       result.approved.push(await approveRequest({...options, request, caCertPem}))
     } catch (error) {
       if (!(error instanceof VidsyncError)) throw error
-      result.failed.push({requestId: request.id, project: request.project, device: request.device, message: error.message})
+      result.failed.push({requestId: request.id, project: request.project, device: {name: request.device}, message: error.message})
     }
   }
   return result

@@ -3,8 +3,6 @@ import {existsSync, readFileSync} from 'node:fs'
 import {access, chmod, readFile, stat} from 'node:fs/promises'
 import {availableParallelism, homedir, networkInterfaces, userInfo} from 'node:os'
 
-import {execa} from 'execa'
-
 import type {HostDeps, ProcessIdentity, ProgramResult} from './types.js'
 
 /** The real machine: processes, files, signals and environment of this host. */
@@ -16,6 +14,8 @@ export function hostDeps(): HostDeps {
     uid: process.getuid?.(),
     gid: process.getgid?.(),
     async run(file, args, options = {}): Promise<ProgramResult> {
+      // Loaded on first use: execa alone takes longer to load than many commands take to run.
+      const {execa} = await import('execa')
       const result = await execa(file, args, {reject: false, timeout: options.timeoutMs ?? 15_000, stdin: 'ignore'})
       return {stdout: result.stdout, stderr: result.stderr, exitCode: result.exitCode, missing: result.code === 'ENOENT'}
     },

@@ -1,11 +1,16 @@
 import {existsSync} from 'node:fs'
 import {readFile} from 'node:fs/promises'
+import {createRequire} from 'node:module'
 import {join} from 'node:path'
 
-import {PGlite} from '@electric-sql/pglite'
-import pg from 'pg'
+import type {PGlite} from '@electric-sql/pglite'
+import type pg from 'pg'
 
 import {UnavailableError} from '../errors.js'
+
+// The drivers load when a client of theirs is made, not with this module: a command on the
+// embedded database never loads pg, one on Postgres never loads PGlite (see bench/cli.ts).
+const require = createRequire(import.meta.url)
 
 /** The smallest SQL surface vidsync needs; PGlite and node-postgres both provide it. */
 export interface SqlClient {
@@ -78,7 +83,8 @@ export class PostgresClient implements SqlClient {
     private readonly url: string,
     maxConnections = 4,
   ) {
-    this.pool = new pg.Pool({connectionString: url, max: maxConnections, connectionTimeoutMillis: 10_000})
+    const {Pool} = require('pg') as typeof pg
+    this.pool = new Pool({connectionString: url, max: maxConnections, connectionTimeoutMillis: 10_000})
     // An idle connection dropped by the server must not crash the process.
     this.pool.on('error', () => {})
   }
@@ -175,6 +181,7 @@ export class EmbeddedClient extends PGliteTransaction {
    */
   static async open(dataDir?: string, templatePath?: string): Promise<EmbeddedClient> {
     const template = dataDir && templatePath && !existsSync(join(dataDir, 'PG_VERSION')) ? await readIfExists(templatePath) : undefined
+    const {PGlite} = await import('@electric-sql/pglite')
     const pglite = await PGlite.create(dataDir, template ? {loadDataDir: new Blob([new Uint8Array(template)])} : {})
     return new EmbeddedClient(pglite)
   }
