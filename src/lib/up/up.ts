@@ -1,7 +1,7 @@
 import {join} from 'node:path'
 import {setTimeout as sleep} from 'node:timers/promises'
 
-import {PermissionError, UnavailableError} from '../errors.js'
+import {InvalidInputError, PermissionError, UnavailableError} from '../errors.js'
 import {runProgram, startSelf, type Tools} from '../exec.js'
 import {type NebulaStatus, nebulaStatus, stopNebula} from '../nebula/process.js'
 import {syncthingPort} from '../nebula/config.js'
@@ -13,6 +13,7 @@ import {connectSyncthing, type ManagedSyncthing, startManagedSyncthing, stopMana
 import type {ControlPlane} from '../store/control-plane.js'
 import {JoinedProject, resolveProjectDir} from '../project/joined-project.js'
 import {askControl, serveControl} from './control.js'
+import {certificateCheck, renewRemedy} from './expiry.js'
 import {refreshFromControlPlane, type RefreshResult} from './refresh.js'
 import {supervise} from './supervise.js'
 
@@ -40,6 +41,8 @@ export interface ReconcileResult {
   accepted: PendingDecision[]
   /** Pending devices outside the project's network, left alone. */
   ignored: PendingDecision[]
+  /** The device's certificate or the CA expires soon (7 and 90 days) or has: what to do. */
+  certificateWarnings: string[]
 }
 
 export interface UpResult {
@@ -89,13 +92,15 @@ export async function reconcile(options: ReconcileOptions): Promise<ReconcileRes
   const refresh = options.controlPlane
     ? await refreshFromControlPlane({home: options.home, project: options.project, controlPlane: options.controlPlane, syncthingId: (await client.status()).myID})
     : undefined
-  const {manifest} = await JoinedProject.find({home: options.home, project: options.project})
+  const project = await JoinedProject.find({home: options.home, project: options.project})
+  const {manifest} = project
+  const {warnings: certificateWarnings} = await certificateCheck({home: options.home, project})
   const folders = await projectFolders({client, project: manifest.project, projectCidr: manifest.cidr})
   const peers = manifest.peers.flatMap((peer) => (peer.syncthingId ? [{deviceId: peer.syncthingId, name: peer.name, overlayIp: peer.ip}] : []))
   await sharePeers({client, projectCidr: manifest.cidr, folders, peers})
   const {accepted, ignored} = await acceptPendingDevices({client, projectCidr: manifest.cidr, folders})
   await shareWithProjectDevices({client, projectCidr: manifest.cidr, folders})
-  return {...(refresh ? {refresh} : {}), folders, accepted, ignored}
+  return {...(refresh ? {refresh} : {}), folders, accepted, ignored, certificateWarnings}
 }
 
 /** Syncthing's event for a device that connected and waits to be accepted (or no longer waits). */
@@ -209,6 +214,16 @@ export async function runAgent(options: AgentOptions): Promise<void> {
       return state
     },
   })
+  // Each certificate warning goes to the log when it first appears and then once a day.
+  const warned = new Map<string, number>()
+  const logWarnings = (warnings: string[]) => {
+    for (const warning of warnings) {
+      const key = warning.replace(/ \(.*$/, '').replace(/(expires|expired) .*/, '$1')
+      if (Date.now() - (warned.get(key) ?? Number.NEGATIVE_INFINITY) < 86_400_000) continue
+      warned.set(key, Date.now())
+      options.log(`warning: ${warning}`)
+    }
+  }
   let firstStart: () => void = () => undefined
   const started = new Promise<void>((resolve) => (firstStart = resolve))
   let starts = 0
@@ -266,6 +281,7 @@ export async function runAgent(options: AgentOptions): Promise<void> {
         }
         state.lastPass = pass
         delete state.lastError
+        logWarnings(pass.certificateWarnings)
         for (const device of pass.accepted) options.log(`accepted ${device.name || device.deviceId} from ${device.address}`)
         const updated = [pass.refresh?.blocklistChanged && 'blocklist', pass.refresh?.lighthousesChanged && 'lighthouses'].filter(Boolean)
         if (updated.length > 0) options.log(`${updated.join(' and ')} updated${pass.refresh?.nebulaReloaded ? '; nebula reloaded' : ''}`)
@@ -349,6 +365,11 @@ export async function bringUp(options: UpOptions): Promise<UpResult> {
   const user = platform.invokingUser()
   const project = await JoinedProject.find({home: options.home, project: options.project, platform})
   const dir = project.dir
+  const {certificate, backend} = await certificateCheck({home: options.home, project, tools: options.tools})
+  if (certificate?.expired) {
+    // nebula would start and then reject every handshake: say so before anything starts.
+    throw new InvalidInputError(`the certificate of ${project.manifest.device} in ${project.name} expired at ${certificate.notAfter}: ${renewRemedy(project.name, project.manifest.device, backend)}`)
+  }
   const installed = await ensureNebula(options, dir, project.name, platform)
   const nebula = await waitForOverlay(dir, options.nebulaTimeoutMs ?? 20_000, platform)
   const {logPath} = agentPaths(dir, platform)
