@@ -1,3 +1,4 @@
+import {mkdir, readdir} from 'node:fs/promises'
 import {join} from 'node:path'
 import {setTimeout as sleep} from 'node:timers/promises'
 
@@ -70,6 +71,35 @@ describe('certificate lifecycle: warnings before expiry', function () {
     const bad = await admin('device', 'list', 'films', '--expiring', 'soon')
     expect(bad.exitCode).to.equal(2)
     expect(bad.json.error.message).to.match(/^invalid expiring "soon"/)
+  })
+
+  it('device renew --expiring-within renews in bulk into --out-dir, all or nothing', async () => {
+    const dir = join(out, 'renewed')
+    const fingerprints = async () => Object.fromEntries((await admin('device', 'list', 'films')).json.devices.map((d: {name: string; fingerprint: string}) => [d.name, d.fingerprint]))
+    const before = await fingerprints()
+    // A bundle already where grader's would go: refused before anything is signed, no other bundle appears.
+    await mkdir(dir)
+    expect((await admin('device', 'renew', 'films', 'grader', '--duration', '40d', '--out', join(dir, 'films-grader.zip'))).exitCode).to.equal(0)
+    const afterSingle = await fingerprints()
+    const refused = await admin('device', 'renew', 'films', '--expiring-within', '45d', '--out-dir', dir)
+    expect(refused.exitCode).to.equal(4)
+    expect(refused.json.error.message).to.match(/films-grader\.zip already exists/)
+    expect(await fingerprints()).to.deep.equal(afterSingle)
+    expect(afterSingle.cutter).to.equal(before.cutter)
+    expect((await readdir(dir)).filter((name) => !name.startsWith('.'))).to.deep.equal(['films-grader.zip'])
+    const bulk = await admin('device', 'renew', 'films', '--expiring-within', '7d', '--duration', '5d', '--out-dir', dir)
+    expect(bulk.exitCode, bulk.stdout).to.equal(0)
+    expect(bulk.json).to.include({project: 'films', expiringWithinSeconds: 7 * 86_400, outDir: dir})
+    expect(bulk.json.renewed).to.have.length(1)
+    expect(bulk.json.renewed[0]).to.include({bundle: join(dir, 'films-cutter.zip'), cappedAtCaExpiry: false})
+    expect(bulk.json.renewed[0].device).to.include({name: 'cutter'})
+    expect((await fingerprints()).cutter).to.equal(bulk.json.renewed[0].device.fingerprint).and.not.equal(before.cutter)
+    expect((await readdir(dir)).sort()).to.deep.equal(['films-cutter.zip', 'films-grader.zip'])
+    const both = await admin('device', 'renew', 'films', 'cutter', '--expiring-within', '7d', '--out-dir', dir)
+    expect(both.exitCode).to.equal(2)
+    const neither = await admin('device', 'renew', 'films')
+    expect(neither.exitCode).to.equal(2)
+    expect(neither.json.error.message).to.match(/name one device, or renew in bulk with --expiring-within and --out-dir/)
   })
 
   it('status and doctor on the device warn 7 days before its certificate expires and say what to do', async () => {
