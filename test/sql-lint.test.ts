@@ -116,7 +116,7 @@ describe('Supabase linter (splinter) lints against the migrated schema', functio
     })
   }
 
-  it('finds exactly the four device functions anon may execute, documented as intended (0028)', async () => {
+  it('finds exactly the device functions anon may execute, documented as intended (0028)', async () => {
     const lint = lints.find((l) => l.file.startsWith('0028_'))
     if (!lint) throw new Error('lint 0028 is missing')
     expect((await findings(lint)).map((f) => f.key).sort()).to.deep.equal(Object.keys(intendedFindings).sort())

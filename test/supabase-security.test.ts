@@ -12,13 +12,13 @@ import {createThrowawayDatabase, type ThrowawayDatabase} from './helpers/postgre
 import {type ApiRole, asRole as asRoleWith} from './helpers/roles.js'
 
 
-const tables = ['audit_log', 'certificates', 'devices', 'invites', 'ip_pool', 'join_requests', 'projects', 'redeem_attempts', 'schema_migrations', 'settings']
-const deviceFunctions = ['device_bundle', 'device_refresh', 'redeem_invite', 'schema_version']
+const tables = ['audit_log', 'certificates', 'devices', 'invites', 'ip_pool', 'join_requests', 'projects', 'redeem_attempts', 'renewal_requests', 'schema_migrations', 'settings']
+const deviceFunctions = ['device_bundle', 'device_certificate', 'device_refresh', 'device_request_renewal', 'redeem_invite', 'schema_version']
 const operatorFunctions = [
-  'allocate_ip', 'approve_join_request', 'audit', 'check_groups', 'check_name', 'create_invite', 'create_project', 'device_conflict', 'discard_registration', 'join_request_by_token',
+  'active_device_by_token', 'allocate_ip', 'approve_join_request', 'complete_renewal', 'audit', 'check_groups', 'check_name', 'create_invite', 'create_project', 'device_conflict', 'discard_registration', 'join_request_by_token',
   'list_devices', 'list_invites', 'list_join_requests', 'list_projects', 'live_device', 'parse_cidr', 'pool_list', 'pool_status', 'populate_pool',
-  'project_cert_version', 'project_id', 'project_network', 'public_key_sha256', 'reclaim_stale', 'record_cert_version', 'record_certificate', 'register_device',
-  'release_device', 'release_ip', 'request_source', 'revoke_device', 'revoke_invite', 'secret_sha256', 'set_trusted_proxy_header',
+  'project_cert_lifetime', 'project_cert_version', 'project_id', 'project_network', 'public_key_sha256', 'reclaim_stale', 'record_cert_version', 'record_certificate', 'register_device',
+  'release_device', 'release_ip', 'request_source', 'revoke_device', 'revoke_invite', 'secret_sha256', 'set_cert_lifetime', 'set_trusted_proxy_header', 'signer_pending',
 ]
 
 const fakePublicKey = () =>
