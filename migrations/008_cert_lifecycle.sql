@@ -119,7 +119,7 @@ BEGIN
 END $$;
 
 -- Operator (the signer): records the certificate signed for a renewal. The device row is locked,
--- so a revocation either came first (the renewal is refused) or comes after (the new certificate
+-- so a revocation either came first (the renewal is refused: a row with a NULL fingerprint) or comes after (the new certificate
 -- is on the blocklist with the others): revocation wins either way.
 CREATE FUNCTION vidsync.complete_renewal(p_request_id bigint, p_fingerprint text, p_not_after timestamptz, p_pem text)
 RETURNS TABLE (device text, fingerprint text, not_after timestamptz)
@@ -138,8 +138,12 @@ BEGIN
     RAISE EXCEPTION 'renewal request % is already %', p_request_id, v_request.status USING ERRCODE = 'VS409';
   END IF;
   IF v_device.status <> 'active' OR v_device.revoked_at IS NOT NULL THEN
+    -- A row, not an error: the refusal stays recorded (an exception would roll it back).
     UPDATE vidsync.renewal_requests r SET status = 'refused', reason = 'device ' || v_device.status, decided_at = now() WHERE r.id = p_request_id;
-    RAISE EXCEPTION 'device "%" is %: its renewal is refused', v_device.name, v_device.status USING ERRCODE = 'VS409';
+    PERFORM vidsync.audit('cert.renew_refused', v_device.project_id, v_device.id, v_device.ip,
+      jsonb_build_object('device', v_device.name, 'status', v_device.status, 'request', p_request_id));
+    RETURN QUERY SELECT v_device.name, NULL::text, NULL::timestamptz;
+    RETURN;
   END IF;
   INSERT INTO vidsync.certificates (device_id, fingerprint, not_after, pem) VALUES (v_device.id, p_fingerprint, p_not_after, p_pem);
   UPDATE vidsync.renewal_requests r SET status = 'signed', decided_at = now() WHERE r.id = p_request_id;

@@ -9,7 +9,7 @@ import {ensureDir, publishNew, writeError, withTempDir} from '../files.js'
 import {caPaths, loadCa} from '../pki/ca.js'
 import {expiresWithin} from '../pki/expiry.js'
 import {createKeyPair, validatePublicKey} from '../pki/keys.js'
-import {capDurationSeconds, signDevice} from '../pki/sign.js'
+import {capDurationSeconds, maxCertDurationSeconds, signDevice} from '../pki/sign.js'
 import type {ControlPlane, DeviceRecord} from '../store/control-plane.js'
 import {bundleFiles} from './bundle-files.js'
 import {formatEndpoint, parseEndpoint} from './endpoint.js'
@@ -82,6 +82,16 @@ interface IssueOptions {
   tools?: Tools
 }
 
+/**
+ * How long a new certificate of the project lives: `requested`, else the project's lifetime
+ * (`project create --cert-lifetime`); undefined (until the CA expires) where that would outlive the CA.
+ */
+export async function certDuration(options: {controlPlane: ControlPlane; project: string; caNotAfter: string; requestedSeconds?: number}): Promise<number | undefined> {
+  if (options.requestedSeconds !== undefined) return options.requestedSeconds
+  const {deviceCertSeconds} = await options.controlPlane.certLifetime({project: options.project})
+  return deviceCertSeconds < maxCertDurationSeconds(options.caNotAfter) ? deviceCertSeconds : undefined
+}
+
 /** Signs the device's key, records the certificate and writes the bundle from the project's current state. */
 async function issueBundle(options: IssueOptions): Promise<BundleResult> {
   const {controlPlane, device, project} = options
@@ -145,8 +155,10 @@ export async function registerDevice(options: RegisterDeviceOptions): Promise<Bu
       lighthouse,
       operatorKey: generated !== undefined,
     })
+    const durationSeconds = await certDuration({controlPlane, project: options.project, caNotAfter: ca.cert.notAfter, requestedSeconds: options.durationSeconds})
     return issueBundle({
       ...options,
+      durationSeconds,
       controlPlane,
       caCertPath: ca.certPath,
       device: {name: options.name, ip: registration.ip, groups: options.groups ?? [], publicKeyPem: publicKey.pem},
@@ -197,7 +209,8 @@ async function renewInTransaction(
 /** Issues a new certificate for the same key, address and groups, and a fresh bundle. */
 export async function renewDevice(options: RenewOptions): Promise<RenewResult> {
   const ca = await loadCa({home: options.home, tools: options.tools})
-  const {cappedAtCaExpiry, durationSeconds} = renewalDuration(ca.cert.notAfter, options.durationSeconds)
+  const requestedSeconds = options.durationSeconds ?? (await options.controlPlane.certLifetime({project: options.project})).deviceCertSeconds
+  const {cappedAtCaExpiry, durationSeconds} = renewalDuration(ca.cert.notAfter, requestedSeconds)
   const result = await withBundleTransaction(options.controlPlane, options.outPath, (controlPlane) =>
     renewInTransaction({...options, controlPlane, caCertPath: ca.certPath, durationSeconds}),
   )
@@ -232,7 +245,8 @@ export interface RenewExpiringResult {
  */
 export async function renewExpiring(options: RenewExpiringOptions): Promise<RenewExpiringResult> {
   const ca = await loadCa({home: options.home, tools: options.tools})
-  const {cappedAtCaExpiry, durationSeconds} = renewalDuration(ca.cert.notAfter, options.durationSeconds)
+  const requestedSeconds = options.durationSeconds ?? (await options.controlPlane.certLifetime({project: options.project})).deviceCertSeconds
+  const {cappedAtCaExpiry, durationSeconds} = renewalDuration(ca.cert.notAfter, requestedSeconds)
   await ensureDir(options.outDir)
   const devices = await options.controlPlane.listDevices({project: options.project})
   const due = devices.filter((device) => device.status === 'active' && expiresWithin(device.notAfter, options.withinSeconds, options.now))

@@ -21,7 +21,9 @@ export interface CertificateCheck {
 export function renewRemedy(project: string, device: string, backend: CertificateCheck['backend']): string {
   const renew = `ask the operator to run \`vidsync device renew ${project} ${device}\``
   const install = `${renew} and install the new bundle here with \`vidsync join <bundle>\` (nebula reloads it, no restart)`
-  return backend === 'control-plane' ? `this device joined with an invite: ${install}` : install
+  return backend === 'control-plane'
+    ? `it renews automatically while \`vidsync up\` runs and the operator runs \`vidsync signer ${project}\`; if that is down, ${install}`
+    : install
 }
 
 /** Reads node.crt and ca.crt of a joined project and says which expire soon and what to do. */

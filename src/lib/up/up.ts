@@ -15,6 +15,7 @@ import {JoinedProject, resolveProjectDir} from '../project/joined-project.js'
 import {askControl, serveControl} from './control.js'
 import {certificateCheck, renewRemedy} from './expiry.js'
 import {refreshFromControlPlane, type RefreshResult} from './refresh.js'
+import {renewFromControlPlane, type RenewalResult} from './renew.js'
 import {supervise} from './supervise.js'
 
 export interface UpOptions {
@@ -41,6 +42,8 @@ export interface ReconcileResult {
   accepted: PendingDecision[]
   /** Pending devices outside the project's network, left alone. */
   ignored: PendingDecision[]
+  /** Automatic renewal, for devices that joined with an invite. */
+  renewal?: RenewalResult
   /** The device's certificate or the CA expires soon (7 and 90 days) or has: what to do. */
   certificateWarnings: string[]
 }
@@ -71,6 +74,8 @@ export interface AgentState {
   lastError?: string
   /** Syncthing's latest line while it migrates its database to 2.x (never stopped meanwhile). */
   migrating?: string
+  /** A certificate renewal is waiting for the operator's signer. */
+  renewalRequested?: boolean
 }
 
 export interface ReconcileOptions {
@@ -92,6 +97,10 @@ export async function reconcile(options: ReconcileOptions): Promise<ReconcileRes
   const refresh = options.controlPlane
     ? await refreshFromControlPlane({home: options.home, project: options.project, controlPlane: options.controlPlane, syncthingId: (await client.status()).myID})
     : undefined
+  const renewal =
+    options.controlPlane && refresh?.status === 'active'
+      ? await renewFromControlPlane({home: options.home, project: options.project, controlPlane: options.controlPlane})
+      : undefined
   const project = await JoinedProject.find({home: options.home, project: options.project})
   const {manifest} = project
   const {warnings: certificateWarnings} = await certificateCheck({home: options.home, project})
@@ -100,7 +109,7 @@ export async function reconcile(options: ReconcileOptions): Promise<ReconcileRes
   await sharePeers({client, projectCidr: manifest.cidr, folders, peers})
   const {accepted, ignored} = await acceptPendingDevices({client, projectCidr: manifest.cidr, folders})
   await shareWithProjectDevices({client, projectCidr: manifest.cidr, folders})
-  return {...(refresh ? {refresh} : {}), folders, accepted, ignored, certificateWarnings}
+  return {...(refresh ? {refresh} : {}), ...(renewal ? {renewal} : {}), folders, accepted, ignored, certificateWarnings}
 }
 
 /** Syncthing's event for a device that connected and waits to be accepted (or no longer waits). */
@@ -281,6 +290,10 @@ export async function runAgent(options: AgentOptions): Promise<void> {
         }
         state.lastPass = pass
         delete state.lastError
+        const {renewal} = pass
+        if (renewal?.installed) options.log(`certificate renewed: ${renewal.fingerprint} valid until ${renewal.notAfter}${renewal.nebulaReloaded ? '; nebula reloaded' : ''}`)
+        else if (renewal?.requested && !state.renewalRequested) options.log('a third of the certificate\'s life is left: renewal requested from the signer')
+        state.renewalRequested = renewal?.requested ?? false
         logWarnings(pass.certificateWarnings)
         for (const device of pass.accepted) options.log(`accepted ${device.name || device.deviceId} from ${device.address}`)
         const updated = [pass.refresh?.blocklistChanged && 'blocklist', pass.refresh?.lighthousesChanged && 'lighthouses'].filter(Boolean)
