@@ -98,6 +98,19 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = '' AS $$
                         WHERE c.device_id = d.id ORDER BY c.issued_at DESC, c.id DESC LIMIT 1) c ON true;
 $$;
 
+-- Device-facing: the Syncthing IDs of the project's revoked devices, which every peer's `up` loop
+-- removes from its Syncthing (devices and folder shares): nebula's blocklist stops the tunnel,
+-- this stops Syncthing from keeping the device and its shares.
+CREATE FUNCTION vidsync.device_revoked_peers(p_token text)
+RETURNS TABLE (device text, syncthing_id text, revoked_at timestamptz)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = '' AS $$
+  SELECT d.name, d.syncthing_id, d.revoked_at
+    FROM vidsync.active_device_by_token(p_token) me
+    JOIN vidsync.devices d ON d.project_id = me.project_id
+   WHERE d.revoked_at IS NOT NULL AND d.syncthing_id IS NOT NULL AND d.id <> me.id
+   ORDER BY d.revoked_at, d.name;
+$$;
+
 -- Operator (the signer): records that a signer serves the project and lists the open renewals
 -- of its active, non-revoked devices with what to sign.
 CREATE FUNCTION vidsync.signer_pending(p_project text)
@@ -161,8 +174,8 @@ REVOKE ALL ON SEQUENCE vidsync.renewal_requests_id_seq FROM PUBLIC, anon, authen
 GRANT USAGE, SELECT ON SEQUENCE vidsync.renewal_requests_id_seq TO service_role;
 REVOKE ALL ON FUNCTION vidsync.project_cert_lifetime(text), vidsync.set_cert_lifetime(text, integer), vidsync.active_device_by_token(text),
   vidsync.device_request_renewal(text, text), vidsync.device_certificate(text), vidsync.signer_pending(text),
-  vidsync.complete_renewal(bigint, text, timestamptz, text) FROM PUBLIC, anon, authenticated;
+  vidsync.complete_renewal(bigint, text, timestamptz, text), vidsync.device_revoked_peers(text) FROM PUBLIC, anon, authenticated;
 GRANT EXECUTE ON FUNCTION vidsync.project_cert_lifetime(text), vidsync.set_cert_lifetime(text, integer), vidsync.active_device_by_token(text),
   vidsync.device_request_renewal(text, text), vidsync.device_certificate(text), vidsync.signer_pending(text),
-  vidsync.complete_renewal(bigint, text, timestamptz, text) TO service_role;
-GRANT EXECUTE ON FUNCTION vidsync.device_request_renewal(text, text), vidsync.device_certificate(text) TO anon;
+  vidsync.complete_renewal(bigint, text, timestamptz, text), vidsync.device_revoked_peers(text) TO service_role;
+GRANT EXECUTE ON FUNCTION vidsync.device_request_renewal(text, text), vidsync.device_certificate(text), vidsync.device_revoked_peers(text) TO anon;

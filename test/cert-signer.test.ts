@@ -1,3 +1,4 @@
+import {randomBytes} from 'node:crypto'
 import {readFile} from 'node:fs/promises'
 import {join} from 'node:path'
 
@@ -9,9 +10,12 @@ import {readDeviceToken} from '../src/lib/join/invite.js'
 import {readCert} from '../src/lib/pki/cert.js'
 import {ControlPlane, SqlRpc} from '../src/lib/store/control-plane.js'
 import {PostgresClient} from '../src/lib/store/sql-client.js'
+import {deviceIdFromDer} from '../src/lib/syncthing/device-id.js'
 import {renewFromControlPlane} from '../src/lib/up/renew.js'
+import {reconcile} from '../src/lib/up/up.js'
 import {cli, root} from './helpers/cli.js'
 import {createThrowawayDatabase, type ThrowawayDatabase} from './helpers/postgres.js'
+import {startTestSyncthing, stopTestSyncthings} from './helpers/syncthing.js'
 import {removeTempDirs, tempDir} from './helpers/temp.js'
 
 /**
@@ -26,6 +30,8 @@ describe('certificate lifecycle on Postgres: lifetimes, renewal requests, the si
   let controlPlane: ControlPlane
   let operator: string
   let device: string
+  let peer: string
+  const cutterSyncthingId = deviceIdFromDer(randomBytes(64))
   const admin = (...args: string[]) => cli([...args, '--json'], {VIDSYNC_HOME: operator, VIDSYNC_DATABASE_URL: database.url})
   const projectDir = () => join(device, 'projects', 'films')
   const installed = () => readCert(join(projectDir(), 'node.crt'))
@@ -43,6 +49,7 @@ describe('certificate lifecycle on Postgres: lifetimes, renewal requests, the si
   })
 
   after(async () => {
+    await stopTestSyncthings()
     await sql?.close()
     await database?.drop()
     await removeTempDirs()
@@ -102,9 +109,28 @@ describe('certificate lifecycle on Postgres: lifetimes, renewal requests, the si
     expect((await admin('signer', 'films', '--once')).json.signed).to.deep.equal([])
   })
 
+  /** Joins a device with an invite code, approved by the operator's unattended approval. */
+  async function inviteJoin(home: string, name: string) {
+    const invite = await admin('invite', 'create', 'films')
+    const join = execa('node', [`${root}bin/run.js`, 'join', '-', '--name', name, '--wait', '90s', '--json'], {
+      env: {VIDSYNC_HOME: home, VIDSYNC_DATABASE_URL: database.url},
+      input: invite.json.code,
+      reject: false,
+      timeout: 120_000,
+    })
+    const approved = await admin('device', 'approve', 'films', '--watch', '--count', '1', '--timeout', '60s', '--yes')
+    expect(approved.exitCode, approved.stdout).to.equal(0)
+    const joined = await join
+    expect(joined.exitCode, String(joined.stdout)).to.equal(0)
+  }
+
   it('revocation wins over a renewal in flight, and a revoked device can no longer ask', async () => {
     const cert = await installed()
     const token = await readDeviceToken(device, 'films')
+    // cutter publishes its Syncthing ID while active; grader is the peer that must drop it later.
+    await controlPlane.deviceRefresh({token, syncthingId: cutterSyncthingId})
+    peer = await tempDir()
+    await inviteJoin(peer, 'grader')
     await renewFromControlPlane({home: device, project: 'films', controlPlane, now: new Date(Date.parse(cert.notAfter) - 86_400_000)})
     const [pending] = await controlPlane.signerPending({project: 'films'})
     expect(pending?.device).to.equal('cutter')
@@ -126,5 +152,21 @@ describe('certificate lifecycle on Postgres: lifetimes, renewal requests, the si
     )
     expect(refusedAsk).to.be.instanceOf(ConflictError)
     expect((refusedAsk as Error).message).to.match(/^this device is revoked: it gets no new certificate/)
+  })
+
+  it("removes the revoked device from a peer's real Syncthing (device and folder shares) in one reconcile pass", async () => {
+    const syncthing = await startTestSyncthing()
+    const {client} = syncthing
+    const other = deviceIdFromDer(randomBytes(64))
+    await client.putDevice({deviceID: cutterSyncthingId, name: 'cutter', addresses: ['tcp://10.94.0.2:22000']})
+    await client.putDevice({deviceID: other, name: 'elsewhere', addresses: ['dynamic']})
+    const {myID} = await client.status()
+    await client.putFolder({id: 'films-footage', label: 'footage', path: await tempDir(), devices: [{deviceID: myID}, {deviceID: cutterSyncthingId}, {deviceID: other}]})
+    const pass = await reconcile({client, home: peer, project: 'films', controlPlane})
+    expect(pass.refresh?.revokedSyncthingIds).to.deep.equal([cutterSyncthingId])
+    expect(pass.removed).to.deep.equal([cutterSyncthingId])
+    expect((await client.devices()).map((d) => d.deviceID).sort()).to.deep.equal([myID, other].sort())
+    expect((await client.folder('films-footage'))?.devices.map((d) => d.deviceID).sort()).to.deep.equal([myID, other].sort())
+    expect((await reconcile({client, home: peer, project: 'films', controlPlane})).removed).to.deep.equal([])
   })
 })

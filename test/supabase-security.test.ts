@@ -13,7 +13,7 @@ import {type ApiRole, asRole as asRoleWith} from './helpers/roles.js'
 
 
 const tables = ['audit_log', 'certificates', 'devices', 'invites', 'ip_pool', 'join_requests', 'projects', 'redeem_attempts', 'renewal_requests', 'schema_migrations', 'settings']
-const deviceFunctions = ['device_bundle', 'device_certificate', 'device_refresh', 'device_request_renewal', 'redeem_invite', 'schema_version']
+const deviceFunctions = ['device_bundle', 'device_certificate', 'device_refresh', 'device_request_renewal', 'device_revoked_peers', 'redeem_invite', 'schema_version']
 const operatorFunctions = [
   'active_device_by_token', 'allocate_ip', 'approve_join_request', 'complete_renewal', 'audit', 'check_groups', 'check_name', 'create_invite', 'create_project', 'device_conflict', 'discard_registration', 'join_request_by_token',
   'list_devices', 'list_invites', 'list_join_requests', 'list_projects', 'live_device', 'parse_cidr', 'pool_list', 'pool_status', 'populate_pool',

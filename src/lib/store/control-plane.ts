@@ -664,6 +664,12 @@ export class ControlPlane {
     return {fingerprint: row.fingerprint, notAfter: isoOrNull(row.not_after), pem: row.pem, renewalPending: row.renewal_pending}
   }
 
+  /** Device: the Syncthing IDs of its project's revoked devices, to remove from its Syncthing. */
+  async deviceRevokedPeers(options: {token: string}): Promise<{device: string; syncthingId: string}[]> {
+    const rows = await this.rpc.call<{device: string; syncthing_id: string}>('device_revoked_peers', {p_token: options.token})
+    return rows.map((row) => ({device: row.device, syncthingId: row.syncthing_id}))
+  }
+
   /** Signer: records that a signer serves the project; the open renewals of its active, non-revoked devices. */
   async signerPending(options: {project: string}): Promise<PendingRenewal[]> {
     const rows = await this.rpc.call<{

@@ -16,6 +16,8 @@ export interface RefreshResult {
   blocklistChanged: boolean
   /** Nebula was told (SIGHUP) to reload its config. */
   nebulaReloaded: boolean
+  /** Syncthing IDs of the project's revoked devices: the reconcile pass removes them from Syncthing. */
+  revokedSyncthingIds: string[]
 }
 
 /** Key order aside (the manifest normalises it, the control plane's JSON has its own), the same entries in the same order. */
@@ -45,8 +47,9 @@ export async function refreshFromControlPlane(options: {
   })
   if (token === undefined) return undefined
   const refresh = await options.controlPlane.deviceRefresh({token, syncthingId: options.syncthingId})
-  const unchanged = {status: refresh.status, peersChanged: false, lighthousesChanged: false, blocklistChanged: false, nebulaReloaded: false}
+  const unchanged = {status: refresh.status, peersChanged: false, lighthousesChanged: false, blocklistChanged: false, nebulaReloaded: false, revokedSyncthingIds: []}
   if (refresh.status !== 'active') return unchanged
+  const revokedSyncthingIds = (await options.controlPlane.deviceRevokedPeers({token})).map((peer) => peer.syncthingId)
 
   let project = await JoinedProject.find({home: options.home, project: options.project})
   const {manifest} = project
@@ -67,5 +70,5 @@ export async function refreshFromControlPlane(options: {
   }
   if (!lighthousesChanged && (blocklistChanged || peersChanged)) project = await project.update({...manifest, peers: refresh.peers, blocklist})
   const nebulaReloaded = blocklistChanged || lighthousesChanged ? await reloadNebula({projectDir: project.dir}) : false
-  return {status: refresh.status, peersChanged, lighthousesChanged, ...(lighthousesRefused ? {lighthousesRefused} : {}), blocklistChanged, nebulaReloaded}
+  return {status: refresh.status, peersChanged, lighthousesChanged, ...(lighthousesRefused ? {lighthousesRefused} : {}), blocklistChanged, nebulaReloaded, revokedSyncthingIds}
 }

@@ -8,7 +8,7 @@ import {syncthingPort} from '../nebula/config.js'
 import {installNebulaService, selfCommand, uninstallNebulaService} from '../nebula/service.js'
 import {currentPlatform, type Platform, type User} from '../platform/index.js'
 import type {SyncthingClient} from '../syncthing/client.js'
-import {acceptPendingDevices, type PendingDecision, projectFolders, sharePeers, shareWithProjectDevices} from '../syncthing/folders.js'
+import {acceptPendingDevices, type PendingDecision, projectFolders, removeDevices, sharePeers, shareWithProjectDevices} from '../syncthing/folders.js'
 import {connectSyncthing, type ManagedSyncthing, startManagedSyncthing, stopManagedSyncthing} from '../syncthing/managed.js'
 import type {ControlPlane} from '../store/control-plane.js'
 import {JoinedProject, resolveProjectDir} from '../project/joined-project.js'
@@ -42,6 +42,8 @@ export interface ReconcileResult {
   accepted: PendingDecision[]
   /** Pending devices outside the project's network, left alone. */
   ignored: PendingDecision[]
+  /** Revoked devices removed from Syncthing in this pass (their Syncthing IDs). */
+  removed: string[]
   /** Automatic renewal, for devices that joined with an invite. */
   renewal?: RenewalResult
   /** The device's certificate or the CA expires soon (7 and 90 days) or has: what to do. */
@@ -104,12 +106,14 @@ export async function reconcile(options: ReconcileOptions): Promise<ReconcileRes
   const project = await JoinedProject.find({home: options.home, project: options.project})
   const {manifest} = project
   const {warnings: certificateWarnings} = await certificateCheck({home: options.home, project})
+  // First: a revoked device loses its shares and its place here before anything is shared again.
+  const removed = await removeDevices({client, deviceIds: refresh?.revokedSyncthingIds ?? []})
   const folders = await projectFolders({client, project: manifest.project, projectCidr: manifest.cidr})
   const peers = manifest.peers.flatMap((peer) => (peer.syncthingId ? [{deviceId: peer.syncthingId, name: peer.name, overlayIp: peer.ip}] : []))
   await sharePeers({client, projectCidr: manifest.cidr, folders, peers})
   const {accepted, ignored} = await acceptPendingDevices({client, projectCidr: manifest.cidr, folders})
   await shareWithProjectDevices({client, projectCidr: manifest.cidr, folders})
-  return {...(refresh ? {refresh} : {}), ...(renewal ? {renewal} : {}), folders, accepted, ignored, certificateWarnings}
+  return {...(refresh ? {refresh} : {}), ...(renewal ? {renewal} : {}), folders, accepted, ignored, removed, certificateWarnings}
 }
 
 /** Syncthing's event for a device that connected and waits to be accepted (or no longer waits). */
@@ -295,6 +299,7 @@ export async function runAgent(options: AgentOptions): Promise<void> {
         else if (renewal?.requested && !state.renewalRequested) options.log('a third of the certificate\'s life is left: renewal requested from the signer')
         state.renewalRequested = renewal?.requested ?? false
         logWarnings(pass.certificateWarnings)
+        for (const id of pass.removed) options.log(`removed revoked device ${id} from Syncthing`)
         for (const device of pass.accepted) options.log(`accepted ${device.name || device.deviceId} from ${device.address}`)
         const updated = [pass.refresh?.blocklistChanged && 'blocklist', pass.refresh?.lighthousesChanged && 'lighthouses'].filter(Boolean)
         if (updated.length > 0) options.log(`${updated.join(' and ')} updated${pass.refresh?.nebulaReloaded ? '; nebula reloaded' : ''}`)
