@@ -55,14 +55,11 @@ describe('certificate lifecycle on Postgres: lifetimes, renewal requests, the si
     await removeTempDirs()
   })
 
-  it('project create --cert-lifetime sets the lifetime of the devices it approves; project set changes it', async () => {
-    const created = await admin('project', 'create', 'films', '--cidr', '10.94.0.0/24', '--cert-lifetime', '10m')
-    expect(created.exitCode, created.stdout).to.equal(0)
-    expect(created.json.certLifetime).to.deep.equal({deviceCertSeconds: 600, configured: true, signer: false})
-    expect((await admin('pool', 'populate', 'films')).exitCode).to.equal(0)
+  /** Joins a device with an invite code, approved by the operator's unattended approval. */
+  async function inviteJoin(home: string, name: string) {
     const invite = await admin('invite', 'create', 'films')
-    const join = execa('node', [`${root}bin/run.js`, 'join', '-', '--name', 'cutter', '--wait', '90s', '--json'], {
-      env: {VIDSYNC_HOME: device, VIDSYNC_DATABASE_URL: database.url},
+    const join = execa('node', [`${root}bin/run.js`, 'join', '-', '--name', name, '--wait', '90s', '--json'], {
+      env: {VIDSYNC_HOME: home, VIDSYNC_DATABASE_URL: database.url},
       input: invite.json.code,
       reject: false,
       timeout: 120_000,
@@ -71,6 +68,14 @@ describe('certificate lifecycle on Postgres: lifetimes, renewal requests, the si
     expect(approved.exitCode, approved.stdout).to.equal(0)
     const joined = await join
     expect(joined.exitCode, String(joined.stdout)).to.equal(0)
+  }
+
+  it('project create --cert-lifetime sets the lifetime of the devices it approves; project set changes it', async () => {
+    const created = await admin('project', 'create', 'films', '--cidr', '10.94.0.0/24', '--cert-lifetime', '10m')
+    expect(created.exitCode, created.stdout).to.equal(0)
+    expect(created.json.certLifetime).to.deep.equal({deviceCertSeconds: 600, configured: true, signer: false})
+    expect((await admin('pool', 'populate', 'films')).exitCode).to.equal(0)
+    await inviteJoin(device, 'cutter')
     const cert = await installed()
     expect((Date.parse(cert.notAfter) - Date.parse(cert.notBefore)) / 1000).to.be.within(595, 600)
 
@@ -108,21 +113,6 @@ describe('certificate lifecycle on Postgres: lifetimes, renewal requests, the si
     expect(manifest).to.include({fingerprint: after.fingerprint, notAfter: after.notAfter})
     expect((await admin('signer', 'films', '--once')).json.signed).to.deep.equal([])
   })
-
-  /** Joins a device with an invite code, approved by the operator's unattended approval. */
-  async function inviteJoin(home: string, name: string) {
-    const invite = await admin('invite', 'create', 'films')
-    const join = execa('node', [`${root}bin/run.js`, 'join', '-', '--name', name, '--wait', '90s', '--json'], {
-      env: {VIDSYNC_HOME: home, VIDSYNC_DATABASE_URL: database.url},
-      input: invite.json.code,
-      reject: false,
-      timeout: 120_000,
-    })
-    const approved = await admin('device', 'approve', 'films', '--watch', '--count', '1', '--timeout', '60s', '--yes')
-    expect(approved.exitCode, approved.stdout).to.equal(0)
-    const joined = await join
-    expect(joined.exitCode, String(joined.stdout)).to.equal(0)
-  }
 
   it('revocation wins over a renewal in flight, and a revoked device can no longer ask', async () => {
     const cert = await installed()
