@@ -124,7 +124,8 @@ describe('certificate lifecycle: warnings before expiry', function () {
   it('up refuses an expired certificate before starting anything, naming the renew command', async () => {
     const home = await tempDir()
     await cli(['key', 'create', '--json'], {VIDSYNC_HOME: home})
-    const registered = await admin('device', 'register', 'films', '--name', 'brief', '--public-key', join(home, 'keys', 'node.pub'), '--duration', '4s', '--out', join(out, 'brief.zip'))
+    // Long enough to join on a busy machine, short enough to wait out.
+    const registered = await admin('device', 'register', 'films', '--name', 'brief', '--public-key', join(home, 'keys', 'node.pub'), '--duration', '20s', '--out', join(out, 'brief.zip'))
     expect(registered.exitCode, registered.stdout).to.equal(0)
     const joined = await cli(['join', join(out, 'brief.zip'), '--ca-fingerprint', caFingerprint, '--json'], {VIDSYNC_HOME: home})
     expect(joined.exitCode, joined.stdout).to.equal(0)
