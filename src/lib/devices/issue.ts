@@ -9,10 +9,11 @@ import {ensureDir, publishNew, writeError, withTempDir} from '../files.js'
 import {caPaths, loadCa} from '../pki/ca.js'
 import {expiresWithin} from '../pki/expiry.js'
 import {createKeyPair, validatePublicKey} from '../pki/keys.js'
-import {capDurationSeconds, maxCertDurationSeconds, signDevice} from '../pki/sign.js'
+import {capDurationSeconds, signDevice} from '../pki/sign.js'
 import type {ControlPlane, DeviceRecord} from '../store/control-plane.js'
 import {bundleFiles} from './bundle-files.js'
 import {formatEndpoint, parseEndpoint} from './endpoint.js'
+import {certDuration} from './lifetime.js'
 
 export interface RegisterDeviceOptions {
   home: string
@@ -80,16 +81,6 @@ interface IssueOptions {
   durationSeconds?: number
   outPath: string
   tools?: Tools
-}
-
-/**
- * How long a new certificate of the project lives: `requested`, else the project's lifetime
- * (`project create --cert-lifetime`); undefined (until the CA expires) where that would outlive the CA.
- */
-export async function certDuration(options: {controlPlane: ControlPlane; project: string; caNotAfter: string; requestedSeconds?: number}): Promise<number | undefined> {
-  if (options.requestedSeconds !== undefined) return options.requestedSeconds
-  const {deviceCertSeconds} = await options.controlPlane.certLifetime({project: options.project})
-  return deviceCertSeconds < maxCertDurationSeconds(options.caNotAfter) ? deviceCertSeconds : undefined
 }
 
 /** Signs the device's key, records the certificate and writes the bundle from the project's current state. */

@@ -1,3 +1,4 @@
+import {maxCertDurationSeconds} from '../pki/sign.js'
 import type {CertLifetime, ControlPlane, Project} from '../store/control-plane.js'
 
 export interface CreatedProject extends Project {
@@ -21,4 +22,14 @@ export async function createProject(options: {
         : await controlPlane.setCertLifetime({project: project.name, seconds: options.certLifetimeSeconds})
     return {...project, certLifetime}
   })
+}
+
+/**
+ * How long a new certificate of the project lives: `requested`, else the project's lifetime
+ * (`project create --cert-lifetime`); undefined (until the CA expires) where that would outlive the CA.
+ */
+export async function certDuration(options: {controlPlane: ControlPlane; project: string; caNotAfter: string; requestedSeconds?: number}): Promise<number | undefined> {
+  if (options.requestedSeconds !== undefined) return options.requestedSeconds
+  const {deviceCertSeconds} = await options.controlPlane.certLifetime({project: options.project})
+  return deviceCertSeconds < maxCertDurationSeconds(options.caNotAfter) ? deviceCertSeconds : undefined
 }

@@ -2,7 +2,7 @@ import {readFile} from 'node:fs/promises'
 import {setTimeout as sleep} from 'node:timers/promises'
 
 import {bundleFiles} from '../devices/bundle-files.js'
-import {certDuration} from '../devices/issue.js'
+import {certDuration} from '../devices/lifetime.js'
 import {ConflictError, UnavailableError, VidsyncError} from '../errors.js'
 import type {Tools} from '../exec.js'
 import {formatDuration} from '../duration.js'
