@@ -35,8 +35,9 @@ export default class ProjectCreate extends ControlPlaneCommand<typeof ProjectCre
     const project = await this.withControlPlane((controlPlane) =>
       createProject({controlPlane, name: this.args.name, cidr: this.flags.cidr, quarantineSeconds, certLifetimeSeconds}),
     )
-    const certs = formatDuration(project.certLifetime.deviceCertSeconds)
-    this.log(`Created project ${project.name} (${project.cidr}, quarantine ${formatDuration(project.quarantineSeconds)}, device certificates ${certs}).`)
+    this.log(`Created project ${project.name} (${project.cidr}, quarantine ${formatDuration(project.quarantineSeconds)}).`)
+    const {certLifetime} = project
+    this.log(`Device certificates live ${formatDuration(certLifetime.deviceCertSeconds)}${certLifetime.configured ? '' : ' (the default; change it with `vidsync project set`)'}.`)
     this.log(`Next: vidsync pool populate ${project.name}`)
     return project
   }
