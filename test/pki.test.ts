@@ -128,6 +128,8 @@ describe('pki', () => {
         ips: [],
         certVersion: 1,
         nebulaNeeded: 'nebula 1.6.0 or newer',
+        // A two-day CA is inside the 90-day warning window from the start.
+        warning: `the CA "Studio CA" expires in 1 day (${ca.notAfter}): every certificate it signed stops working then; plan its replacement now`,
       })
       const loaded = await loadCa({home})
       expect(loaded.cert.isCa).to.equal(true)

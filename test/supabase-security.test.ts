@@ -12,14 +12,16 @@ import {createThrowawayDatabase, type ThrowawayDatabase} from './helpers/postgre
 import {type ApiRole, asRole as asRoleWith} from './helpers/roles.js'
 
 
-const tables = ['audit_log', 'certificates', 'devices', 'folder_access', 'folders', 'invites', 'ip_pool', 'join_requests', 'project_changes', 'project_versions', 'projects', 'redeem_attempts', 'schema_migrations', 'settings']
-const deviceFunctions = ['device_bundle', 'device_create_folder', 'device_folders', 'device_refresh', 'device_sync', 'redeem_invite', 'schema_version']
+const tables = ['audit_log', 'certificates', 'devices', 'folder_access', 'folders', 'invites', 'ip_pool', 'join_requests', 'project_changes', 'project_versions', 'projects', 'redeem_attempts', 'renewal_requests', 'schema_migrations', 'settings']
+const deviceFunctions = ['device_bundle', 'device_certificate', 'device_create_folder', 'device_folders', 'device_refresh', 'device_request_renewal', 'device_revoked_peers', 'device_sync', 'redeem_invite', 'schema_version']
 const operatorFunctions = [
   'allocate_ip', 'approve_join_request', 'audit', 'change_retention', 'check_groups', 'check_name', 'create_invite', 'create_project', 'device_changed', 'device_conflict',
   'device_heartbeat', 'discard_registration', 'expire_blocklist', 'folder_changed', 'heartbeat_seconds', 'join_request_by_token',
   'list_devices', 'list_invites', 'list_join_requests', 'list_projects', 'live_device', 'parse_cidr', 'pool_list', 'pool_status', 'populate_pool',
   'project_cert_version', 'project_channel', 'project_created', 'project_id', 'project_network', 'project_peers', 'public_key_sha256', 'record_change', 'reclaim_stale', 'record_cert_version', 'record_certificate', 'register_device',
   'release_device', 'release_ip', 'request_source', 'revoke_device', 'revoke_invite', 'secret_sha256', 'set_trusted_proxy_header',
+  // 008: certificate lifecycle
+  'active_device_by_token', 'complete_renewal', 'project_cert_lifetime', 'set_cert_lifetime', 'signer_pending',
   // 009: project folders
   'check_folder_mode', 'create_folder', 'device_folders_for', 'device_of_token', 'folder_mode', 'folder_row', 'folder_summary', 'folders_of_device', 'list_folders',
   'new_folder', 'remove_folder', 'set_folder_access',

@@ -1,24 +1,31 @@
-import {Args} from '@oclif/core'
+import {Args, Flags} from '@oclif/core'
 
 import {ControlPlaneCommand} from '../../base-command.js'
 import {renderTable} from '../../lib/output/table.js'
 import {tableFlags} from '../../flags/table.js'
 import type {DeviceRecord} from '../../lib/store/control-plane.js'
 import {relativeTime} from '../../lib/output/time.js'
+import {parseDuration} from '../../lib/duration.js'
+import {expiresWithin} from '../../lib/pki/expiry.js'
 
 export default class DeviceList extends ControlPlaneCommand<typeof DeviceList> {
   static override summary = "List a project's devices and lighthouses."
-  static override description = 'Every device that holds an address: its overlay IP, status, groups, certificate expiry and last heartbeat (a device running `vidsync up` sends one at most every 5 minutes). Released devices are not shown.'
-  static override examples = ['<%= config.bin %> <%= command.id %> studio', '<%= config.bin %> <%= command.id %> studio --json']
+  static override description = 'Every device that holds an address: its overlay IP, status, groups, certificate expiry and last heartbeat (a device running `vidsync up` sends one at most every 5 minutes). Released devices are not shown. --expiring 30d lists only the active devices whose certificate ends within 30 days (or has ended): the ones to renew with `vidsync device renew`.'
+  static override examples = ['<%= config.bin %> <%= command.id %> studio', '<%= config.bin %> <%= command.id %> studio --expiring 30d', '<%= config.bin %> <%= command.id %> studio --json']
 
   static override args = {
     project: Args.string({description: 'Project name.', required: true}),
   }
 
-  static override flags = {...tableFlags}
+  static override flags = {
+    ...tableFlags,
+    expiring: Flags.string({summary: 'Only active devices whose certificate expires within this duration (e.g. 30d).'}),
+  }
 
   async run(): Promise<{project: string; devices: DeviceRecord[]}> {
-    const devices = await this.withControlPlane((controlPlane) => controlPlane.listDevices({project: this.args.project}))
+    const within = this.flags.expiring === undefined ? undefined : parseDuration(this.flags.expiring, 'expiring')
+    const all = await this.withControlPlane((controlPlane) => controlPlane.listDevices({project: this.args.project}))
+    const devices = within === undefined ? all : all.filter((d) => d.status === 'active' && expiresWithin(d.notAfter, within))
     this.log(
       renderTable(devices, [
         {header: 'name', get: (d) => d.name},

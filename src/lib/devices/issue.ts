@@ -1,18 +1,20 @@
 import {constants} from 'node:fs'
 import {access, lstat, readFile, rm} from 'node:fs/promises'
-import {dirname, join} from 'node:path'
+import {basename, dirname, join} from 'node:path'
 
 import {writeBundle} from '../bundle/bundle.js'
 import {ConflictError} from '../errors.js'
 import type {Tools} from '../exec.js'
-import {writeError, withTempDir} from '../files.js'
+import {ensureDir, publishNew, writeError, withTempDir} from '../files.js'
 import {foldersForDevice} from '../folders/store.js'
 import {caPaths, loadCa} from '../pki/ca.js'
+import {expiresWithin} from '../pki/expiry.js'
 import {createKeyPair, validatePublicKey} from '../pki/keys.js'
 import {capDurationSeconds, signDevice} from '../pki/sign.js'
 import type {ControlPlane, DeviceRecord} from '../store/control-plane.js'
 import {bundleFiles} from './bundle-files.js'
 import {formatEndpoint, parseEndpoint} from './endpoint.js'
+import {certDuration} from './lifetime.js'
 
 export interface RegisterDeviceOptions {
   home: string
@@ -146,8 +148,10 @@ export async function registerDevice(options: RegisterDeviceOptions): Promise<Bu
       lighthouse,
       operatorKey: generated !== undefined,
     })
+    const durationSeconds = await certDuration({controlPlane, project: options.project, caNotAfter: ca.cert.notAfter, requestedSeconds: options.durationSeconds})
     return issueBundle({
       ...options,
+      durationSeconds,
       controlPlane,
       caCertPath: ca.certPath,
       device: {name: options.name, ip: registration.ip, groups: options.groups ?? [], publicKeyPem: publicKey.pem},
@@ -172,27 +176,99 @@ export interface RenewResult extends BundleResult {
   caNotAfter: string
 }
 
+/** The certificate duration of a renewal: capped at the CA's expiry, `undefined` meaning "until the CA expires". */
+function renewalDuration(caNotAfter: string, requestedSeconds?: number): {durationSeconds?: number; cappedAtCaExpiry: boolean} {
+  const durationSeconds = capDurationSeconds({caNotAfter, requestedSeconds})
+  const cappedAtCaExpiry = requestedSeconds === undefined || durationSeconds < requestedSeconds
+  // Up to the CA's expiry: signDevice measures what is left when it signs, which is later than
+  // now (a duration computed here would be a second too long once a second has passed).
+  return {cappedAtCaExpiry, durationSeconds: cappedAtCaExpiry ? undefined : durationSeconds}
+}
+
+/** Signs the registered key of an active device again and writes its bundle (inside the caller's transaction). */
+async function renewInTransaction(
+  options: Omit<RenewOptions, 'controlPlane' | 'durationSeconds'> & {controlPlane: ControlPlane; caCertPath: string; durationSeconds?: number},
+): Promise<BundleResult> {
+  const device = await options.controlPlane.device({project: options.project, device: options.name})
+  if (device.status !== 'active' || !device.publicKey) {
+    throw new ConflictError(`device "${options.name}" is ${device.status}: register it again instead of renewing`)
+  }
+  return issueBundle({
+    ...options,
+    device: {name: device.name, ip: device.ip, groups: device.groups, publicKeyPem: device.publicKey},
+  })
+}
+
 /** Issues a new certificate for the same key, address and groups, and a fresh bundle. */
 export async function renewDevice(options: RenewOptions): Promise<RenewResult> {
   const ca = await loadCa({home: options.home, tools: options.tools})
-  const durationSeconds = capDurationSeconds({caNotAfter: ca.cert.notAfter, requestedSeconds: options.durationSeconds})
-  const cappedAtCaExpiry = options.durationSeconds === undefined || durationSeconds < options.durationSeconds
-  const result = await withBundleTransaction(options.controlPlane, options.outPath, async (controlPlane) => {
-    const device = await controlPlane.device({project: options.project, device: options.name})
-    if (device.status !== 'active' || !device.publicKey) {
-      throw new ConflictError(`device "${options.name}" is ${device.status}: register it again instead of renewing`)
-    }
-    return issueBundle({
-      ...options,
-      controlPlane,
-      caCertPath: ca.certPath,
-      device: {name: device.name, ip: device.ip, groups: device.groups, publicKeyPem: device.publicKey},
-      // Up to the CA's expiry: signDevice measures what is left when it signs, which is later than
-      // now (a duration computed here would be a second too long once a second has passed).
-      durationSeconds: cappedAtCaExpiry ? undefined : durationSeconds,
-    })
-  })
+  const requestedSeconds = options.durationSeconds ?? (await options.controlPlane.certLifetime({project: options.project})).deviceCertSeconds
+  const {cappedAtCaExpiry, durationSeconds} = renewalDuration(ca.cert.notAfter, requestedSeconds)
+  const result = await withBundleTransaction(options.controlPlane, options.outPath, (controlPlane) =>
+    renewInTransaction({...options, controlPlane, caCertPath: ca.certPath, durationSeconds}),
+  )
   return {...result, cappedAtCaExpiry, caNotAfter: ca.cert.notAfter}
+}
+
+export interface RenewExpiringOptions {
+  home: string
+  controlPlane: ControlPlane
+  project: string
+  /** Renews the active devices whose certificate ends within this many seconds (or has ended). */
+  withinSeconds: number
+  durationSeconds?: number
+  /** Where the bundles go, one `<project>-<device>.zip` per device; created when missing. */
+  outDir: string
+  now?: Date
+  tools?: Tools
+}
+
+export interface RenewExpiringResult {
+  project: string
+  expiringWithinSeconds: number
+  outDir: string
+  renewed: RenewResult[]
+}
+
+/**
+ * Renews every active device of a project whose certificate ends within `withinSeconds`, all or
+ * nothing: the certificates are recorded in one transaction, the bundles are written to a private
+ * staging directory and linked into `outDir` only once all of them were made, so a failure leaves
+ * neither a recorded certificate without its bundle nor half a batch (nor half a bundle).
+ */
+export async function renewExpiring(options: RenewExpiringOptions): Promise<RenewExpiringResult> {
+  const ca = await loadCa({home: options.home, tools: options.tools})
+  const requestedSeconds = options.durationSeconds ?? (await options.controlPlane.certLifetime({project: options.project})).deviceCertSeconds
+  const {cappedAtCaExpiry, durationSeconds} = renewalDuration(ca.cert.notAfter, requestedSeconds)
+  await ensureDir(options.outDir)
+  const devices = await options.controlPlane.listDevices({project: options.project})
+  const due = devices.filter((device) => device.status === 'active' && expiresWithin(device.notAfter, options.withinSeconds, options.now))
+  const targets = due.map((device) => ({name: device.name, outPath: join(options.outDir, `${options.project}-${device.name}.zip`)}))
+  for (const target of targets) await checkOutPath(target.outPath)
+  const renewed = await withTempDir(options.outDir, async (stage) => {
+    const published: string[] = []
+    try {
+      return await options.controlPlane.transaction(async (controlPlane) => {
+        const results: RenewResult[] = []
+        for (const target of targets) {
+          const staged = join(stage, basename(target.outPath))
+          const result = await renewInTransaction({...options, name: target.name, controlPlane, caCertPath: ca.certPath, durationSeconds, outPath: staged})
+          results.push({...result, bundle: target.outPath, cappedAtCaExpiry, caNotAfter: ca.cert.notAfter})
+        }
+        // Last step before the commit: every bundle appears, or none (publishNew takes back its links).
+        await publishNew(
+          targets.map((target) => ({from: join(stage, basename(target.outPath)), to: target.outPath})),
+          (path) => new ConflictError(`${path} appeared while the bundles were made: a bundle is never overwritten`),
+        )
+        published.push(...targets.map((target) => target.outPath))
+        return results
+      })
+    } catch (error) {
+      await Promise.all(published.map((path) => rm(path, {force: true}))) // the commit failed after publishing
+      throw error
+    }
+  })
+  return {project: options.project, expiringWithinSeconds: options.withinSeconds, outDir: options.outDir, renewed}
 }
 
 /** Where a bundle goes when --out is not given: the current directory, named after project and device. */

@@ -2,6 +2,7 @@ import {readFile} from 'node:fs/promises'
 import {setTimeout as sleep} from 'node:timers/promises'
 
 import {bundleFiles} from '../devices/bundle-files.js'
+import {certDuration} from '../devices/lifetime.js'
 import {ConflictError, UnavailableError, VidsyncError} from '../errors.js'
 import type {Tools} from '../exec.js'
 import {formatDuration} from '../duration.js'
@@ -41,7 +42,7 @@ export interface ApproveResult {
 const maxAddressRaces = 5
 
 /** The certificate and bundle files for `request` at `ip`; no private key, since the device made its own. */
-async function signRequest(options: ApproveOptions & {request: JoinRequest; caCertPem: string; ip: string; prefixLength: number}) {
+async function signRequest(options: ApproveOptions & {request: JoinRequest; caCertPem: string; caNotAfter: string; ip: string; prefixLength: number}) {
   const {controlPlane, request} = options
   const signed = await signDevice({
     home: options.home,
@@ -50,6 +51,7 @@ async function signRequest(options: ApproveOptions & {request: JoinRequest; caCe
     prefixLength: options.prefixLength,
     groups: request.groups,
     publicKeyPem: request.publicKey,
+    durationSeconds: await certDuration({controlPlane, project: request.project, caNotAfter: options.caNotAfter}),
     tools: options.tools,
   })
   await controlPlane.recordCertVersion({project: request.project, version: signed.certVersion})
@@ -89,7 +91,7 @@ async function signRequest(options: ApproveOptions & {request: JoinRequest; caCe
  * registration, certificate and bundle in one call, which fails harmlessly (and is retried) when
  * a concurrent registration took the address meanwhile.
  */
-async function approveRequest(options: ApproveOptions & {request: JoinRequest; caCertPem: string}): Promise<Approved> {
+async function approveRequest(options: ApproveOptions & {request: JoinRequest; caCertPem: string; caNotAfter: string}): Promise<Approved> {
   const {controlPlane, request} = options
   let attempt = await controlPlane.approveJoinRequest({requestId: request.id})
   for (let race = 0; race < maxAddressRaces; race++) {
@@ -110,7 +112,7 @@ export async function approveJoinRequests(options: ApproveOptions & {requests: J
   const result: ApproveResult = {approved: [], failed: []}
   for (const request of options.requests) {
     try {
-      result.approved.push(await approveRequest({...options, request, caCertPem}))
+      result.approved.push(await approveRequest({...options, request, caCertPem, caNotAfter: ca.cert.notAfter}))
     } catch (error) {
       if (!(error instanceof VidsyncError)) throw error
       result.failed.push({requestId: request.id, project: request.project, device: {name: request.device}, message: error.message})

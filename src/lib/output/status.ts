@@ -1,6 +1,7 @@
 import {Chalk} from 'chalk'
 
 import type {DeviceStatus} from '../up/status.js'
+import {formatWhen} from './time.js'
 
 const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB']
 
@@ -25,9 +26,12 @@ export function renderStatus(status: DeviceStatus, options: {color: boolean}): s
   const good = (ok: boolean, text: string) => (ok ? paint.green(text) : paint.red(text))
   const {overlay, syncthing} = status
   const lines = [
+    ...status.certificates.warnings.map((warning) => `${paint.yellow('warning')}   ${warning}`),
     `overlay   ${good(overlay.running && overlay.tunUp, overlay.running ? 'up' : 'down')}  ${overlay.overlayIp} on ${overlay.tunDev ?? 'no interface yet'}` +
       (overlay.lighthouseReachable === null ? '' : `, lighthouse ${good(overlay.lighthouseReachable, overlay.lighthouseReachable ? 'answers' : 'silent')}`),
   ]
+  const {certificate} = status.certificates
+  if (certificate) lines.push(`cert      ${good(!certificate.expiring, certificate.expired ? 'expired' : 'valid')} until ${formatWhen(certificate.notAfter)}`)
   if (status.overlayPeers.length > 0) {
     const answering = status.overlayPeers.filter((peer) => peer.reachable).length
     const state = (peer: DeviceStatus['overlayPeers'][number]) => (peer.reachable ? (peer.path ?? 'yes') : 'no')

@@ -7,6 +7,7 @@ import {ensureDir, publishNew, withTempDir} from '../files.js'
 import {type CertVersion, nebulaNeededFor} from '../versions/capabilities.js'
 import {nebulaCapabilities} from '../versions/detect.js'
 import {type CertInfo, readCert} from './cert.js'
+import {caWarnSeconds, expiryOf, expiryPhrase} from './expiry.js'
 
 export interface CaPaths {
   dir: string
@@ -148,11 +149,19 @@ export async function loadCa(options: {home: string; tools?: Tools; now?: Date})
   return {...paths, cert}
 }
 
-/** Name, fingerprint and validity of the CA certificate (shown even when expired). */
-export async function caInfo(options: {home: string; tools?: Tools}): Promise<CaInfo> {
+/** What to do about a CA that expires within 90 days (or has), or null. */
+export function caExpiryWarning(ca: Pick<CaInfo, 'name' | 'notAfter'>, now: Date = new Date()): string | null {
+  const expiry = expiryOf(ca.notAfter, caWarnSeconds, now)
+  if (!expiry.expiring) return null
+  return `the CA "${ca.name}" ${expiryPhrase(expiry, now)} (${ca.notAfter}): every certificate it signed stops working then; plan its replacement now`
+}
+
+/** Name, fingerprint and validity of the CA certificate (shown even when expired), and a warning from 90 days before its end. */
+export async function caInfo(options: {home: string; tools?: Tools; now?: Date}): Promise<CaInfo & {warning: string | null}> {
   const paths = caPaths(options.home)
   await requireCaCert(paths)
-  return toInfo(await readCert(paths.certPath, options.tools))
+  const info = toInfo(await readCert(paths.certPath, options.tools))
+  return {...info, warning: caExpiryWarning(info, options.now)}
 }
 
 /** The CA certificate as PEM: public, what devices trust. Never the key. */

@@ -216,6 +216,12 @@ export class JoinedProject {
   }
 }
 
+/** Installs a renewed certificate (checked by the caller) and records it in the manifest; nebula.yml is rendered again. */
+export async function replaceCertificate(project: JoinedProject, certPem: string, cert: {fingerprint: string; notAfter: string}): Promise<JoinedProject> {
+  await writeFileAtomic(project.certPath, certPem, 0o644)
+  return project.update({...project.manifest, fingerprint: cert.fingerprint, notAfter: cert.notAfter})
+}
+
 /** The directory of PROJECT, or of the only joined project when none is named. */
 export async function resolveProjectDir(options: {home: string; project?: string}): Promise<string> {
   const joined = await readdir(projectsDir(options.home), {withFileTypes: true}).then(

@@ -287,6 +287,41 @@ type Timestamp = Date | string
 export const requestSource = (source: string | null): string | null =>
   source !== null && (source === 'local' || isIP(source) !== 0) ? source : null
 
+export interface CertLifetime {
+  /** Lifetime of the project's new device certificates, in seconds. */
+  deviceCertSeconds: number
+  /** Set for the project (else the default). */
+  configured: boolean
+  /** A signer has served the project: certificates are renewed automatically. */
+  signer: boolean
+}
+
+interface CertLifetimeRow {
+  device_cert_seconds: number
+  configured: boolean
+  signer: boolean
+}
+
+const toCertLifetime = (row: CertLifetimeRow): CertLifetime => ({deviceCertSeconds: row.device_cert_seconds, configured: row.configured, signer: row.signer})
+
+export interface DeviceCertificate {
+  fingerprint: string | null
+  notAfter: string | null
+  pem: string | null
+  renewalPending: boolean
+}
+
+export interface PendingRenewal {
+  requestId: number
+  device: string
+  ip: string
+  prefixLength: number
+  groups: string[]
+  publicKey: string
+  lifetimeSeconds: number
+  requestedAt: string
+}
+
 const iso = (value: Timestamp): string => new Date(value).toISOString()
 const isoOrNull = (value: Timestamp | null): string | null => (value === null ? null : iso(value))
 
@@ -666,6 +701,74 @@ export class ControlPlane {
     const body = row.body as Omit<Extract<DeviceSync, {state: 'full'}>, 'state' | 'version' | 'lighthouses' | 'blocklist' | 'peers'> &
       Partial<Pick<Extract<DeviceSync, {state: 'full'}>, 'lighthouses' | 'blocklist' | 'peers'>>
     return {...body, lighthouses: body.lighthouses ?? [], blocklist: body.blocklist ?? [], peers: body.peers ?? [], state: 'full', version}
+  }
+
+  /** The lifetime of the project's new device certificates: set, or the default (1 year; 30 days once a signer serves it). */
+  async certLifetime(options: {project: string}): Promise<CertLifetime> {
+    const rows = await this.rpc.call<CertLifetimeRow>('project_cert_lifetime', {p_project: options.project})
+    return toCertLifetime(single(rows, 'project_cert_lifetime'))
+  }
+
+  /** Sets the project's device certificate lifetime; null goes back to the default. */
+  async setCertLifetime(options: {project: string; seconds: number | null}): Promise<CertLifetime> {
+    const rows = await this.rpc.call<CertLifetimeRow>('set_cert_lifetime', {p_project: options.project, p_seconds: options.seconds})
+    return toCertLifetime(single(rows, 'set_cert_lifetime'))
+  }
+
+  /** Device: asks for a new certificate for its registered key (one open request at a time). */
+  async deviceRequestRenewal(options: {token: string; fingerprint?: string}): Promise<{requestId: number; status: string}> {
+    const rows = await this.rpc.call<{request_id: number | string; status: string}>('device_request_renewal', {p_token: options.token, p_fingerprint: options.fingerprint})
+    const row = single(rows, 'device_request_renewal')
+    return {requestId: Number(row.request_id), status: row.status}
+  }
+
+  /** Device: its newest certificate, and whether its renewal is still waiting for the signer. */
+  async deviceCertificate(options: {token: string}): Promise<DeviceCertificate> {
+    const rows = await this.rpc.call<{fingerprint: string | null; not_after: Timestamp | null; pem: string | null; renewal_pending: boolean}>('device_certificate', {p_token: options.token})
+    const row = single(rows, 'device_certificate')
+    return {fingerprint: row.fingerprint, notAfter: isoOrNull(row.not_after), pem: row.pem, renewalPending: row.renewal_pending}
+  }
+
+  /** Device: the Syncthing IDs of its project's revoked devices, to remove from its Syncthing. */
+  async deviceRevokedPeers(options: {token: string}): Promise<{device: string; syncthingId: string}[]> {
+    const rows = await this.rpc.call<{device: string; syncthing_id: string}>('device_revoked_peers', {p_token: options.token})
+    return rows.map((row) => ({device: row.device, syncthingId: row.syncthing_id}))
+  }
+
+  /** Signer: records that a signer serves the project; the open renewals of its active, non-revoked devices. */
+  async signerPending(options: {project: string}): Promise<PendingRenewal[]> {
+    const rows = await this.rpc.call<{
+      request_id: number | string
+      device: string
+      ip: string
+      prefix_length: number
+      groups: string[]
+      public_key: string
+      lifetime_seconds: number
+      requested_at: Timestamp
+    }>('signer_pending', {p_project: options.project})
+    return rows.map((row) => ({
+      requestId: Number(row.request_id),
+      device: row.device,
+      ip: row.ip.split('/')[0] ?? row.ip,
+      prefixLength: row.prefix_length,
+      groups: row.groups,
+      publicKey: row.public_key,
+      lifetimeSeconds: row.lifetime_seconds,
+      requestedAt: iso(row.requested_at),
+    }))
+  }
+
+  /** Signer: records the certificate signed for a renewal; refused (conflict) when the device was revoked meanwhile. */
+  async completeRenewal(options: {requestId: number; fingerprint: string; notAfter: string; pem: string}): Promise<void> {
+    const rows = await this.rpc.call<{device: string; fingerprint: string | null}>('complete_renewal', {
+      p_request_id: options.requestId,
+      p_fingerprint: options.fingerprint,
+      p_not_after: options.notAfter,
+      p_pem: options.pem,
+    })
+    const row = single(rows, 'complete_renewal')
+    if (row.fingerprint === null) throw new ConflictError(`device "${row.device}" was revoked or released meanwhile: its renewal is refused`)
   }
 
   async schemaVersion(): Promise<number> {

@@ -186,6 +186,10 @@ export class SyncthingClient {
     await this.request('PATCH', `/rest/config/devices/${encodeURIComponent(deviceId)}`, fields)
   }
 
+  async deleteDevice(deviceId: string): Promise<void> {
+    await this.request('DELETE', `/rest/config/devices/${encodeURIComponent(deviceId)}`)
+  }
+
   folders(): Promise<FolderConfig[]> {
     return this.request('GET', '/rest/config/folders')
   }

@@ -370,6 +370,24 @@ export async function sharePeers(options: {client: SyncthingClient; projectCidr:
   }
 }
 
+/**
+ * Removes `deviceIds` from this Syncthing: from every folder's shares, then as devices. Returns
+ * the IDs that were configured here (the others were already gone). For revoked devices.
+ */
+export async function removeDevices(options: {client: SyncthingClient; deviceIds: string[]}): Promise<string[]> {
+  const {client} = options
+  const configured = new Set((await client.devices()).map((device) => device.deviceID))
+  const removing = new Set(options.deviceIds.filter((id) => configured.has(id)))
+  if (removing.size === 0) return []
+  for (const folder of await client.folders()) {
+    if (folder.devices.some((device) => removing.has(device.deviceID))) {
+      await client.patchFolder(folder.id, {devices: folder.devices.filter((device) => !removing.has(device.deviceID))})
+    }
+  }
+  for (const id of removing) await client.deleteDevice(id)
+  return [...removing]
+}
+
 /** The devices configured here (this one excluded) that are dialled at an address inside the project network. */
 export async function projectDeviceIds(options: {client: SyncthingClient; projectCidr: string}): Promise<string[]> {
   const network = subnet(options.projectCidr)

@@ -16,6 +16,8 @@ export interface RefreshResult {
   blocklistChanged: boolean
   /** Nebula was told (SIGHUP) to reload its config. */
   nebulaReloaded: boolean
+  /** Syncthing IDs of the project's revoked devices: the reconcile pass removes them from Syncthing. */
+  revokedSyncthingIds: string[]
 }
 
 /** Key order aside (the manifest normalises it, the control plane's JSON has its own), the same entries in the same order. */
@@ -95,10 +97,12 @@ export async function refreshFromControlPlane(options: {
   const cursor = options.cursor ?? new SyncCursor()
   const sync = await options.controlPlane.deviceSync({token, knownVersion: cursor.version, syncthingId: options.syncthingId})
   cursor.polled()
-  const unchanged = {peersChanged: false, lighthousesChanged: false, blocklistChanged: false, nebulaReloaded: false}
+  const unchanged = {peersChanged: false, lighthousesChanged: false, blocklistChanged: false, nebulaReloaded: false, revokedSyncthingIds: []}
   if (sync.state === 'unchanged') return {status: 'active', ...unchanged}
   if (sync.state === 'full' && sync.channel) cursor.channel = sync.channel
   if (sync.status !== 'active') return {status: sync.status, ...unchanged}
+  // Asked only when the project changed: a revocation is such a change.
+  const revokedSyncthingIds = (await options.controlPlane.deviceRevokedPeers({token})).map((peer) => peer.syncthingId)
 
   let project = await JoinedProject.find({home: options.home, project: options.project})
   const {manifest} = project
@@ -122,5 +126,5 @@ export async function refreshFromControlPlane(options: {
   // The manifest now holds this version, except refused lighthouses: the next refresh (the next
   // poll) is a full snapshot, which tries them again.
   cursor.version = lighthousesRefused ? undefined : (sync.version ?? undefined)
-  return {status: sync.status, peersChanged, lighthousesChanged, ...(lighthousesRefused ? {lighthousesRefused} : {}), blocklistChanged, nebulaReloaded}
+  return {status: sync.status, peersChanged, lighthousesChanged, ...(lighthousesRefused ? {lighthousesRefused} : {}), blocklistChanged, nebulaReloaded, revokedSyncthingIds}
 }

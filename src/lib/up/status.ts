@@ -9,6 +9,7 @@ import {VidsyncError} from '../errors.js'
 import {type SyncStatus, syncStatus} from '../syncthing/folders.js'
 import {connectSyncthing, readManagedConfig} from '../syncthing/managed.js'
 import {type ToolReport, toolReports} from '../versions/report.js'
+import {type CertificateCheck, certificateCheck} from './expiry.js'
 
 /** A lighthouse or peer of the project as the overlay sees it now. */
 export interface OverlayPeer {
@@ -32,6 +33,8 @@ export interface DeviceStatus {
   syncthing: ({reachable: true} & SyncStatus) | {reachable: false; problem: string}
   /** nebula and Syncthing found on this device and whether the project can use them. */
   versions: ToolReport[]
+  /** The device's certificate and the project's CA, with a warning from 7 (device) and 90 days (CA) before their end. */
+  certificates: CertificateCheck
   /** Bytes per second in and out over all peers since the previous sample (absent on the first). */
   rate?: {inBytesPerSecond: number; outBytesPerSecond: number}
 }
@@ -68,6 +71,7 @@ export async function deviceStatus(options: {home: string; project?: string; pre
   const overlay = await nebulaStatus({projectDir: dir})
   const overlayPeers = await overlayPeersOf(project, overlay)
   const versions = await toolReports({projectDir: dir})
+  const certificates = await certificateCheck({home: options.home, project})
   let syncthing: DeviceStatus['syncthing']
   try {
     const {client} = await connectSyncthing({vidsyncHome: options.home})
@@ -77,14 +81,14 @@ export async function deviceStatus(options: {home: string; project?: string; pre
     syncthing = {reachable: false, problem: error.message}
   }
   const before = options.previous?.syncthing
-  if (!before?.reachable || !syncthing.reachable) return {overlay, overlayPeers, syncthing, versions}
+  if (!before?.reachable || !syncthing.reachable) return {overlay, overlayPeers, syncthing, versions, certificates}
   const seconds = (Date.parse(syncthing.total.at) - Date.parse(before.total.at)) / 1000
-  if (seconds <= 0) return {overlay, overlayPeers, syncthing, versions}
+  if (seconds <= 0) return {overlay, overlayPeers, syncthing, versions, certificates}
   const rate = {
     inBytesPerSecond: Math.max(0, (syncthing.total.inBytesTotal - before.total.inBytesTotal) / seconds),
     outBytesPerSecond: Math.max(0, (syncthing.total.outBytesTotal - before.total.outBytesTotal) / seconds),
   }
-  return {overlay, overlayPeers, syncthing, versions, rate}
+  return {overlay, overlayPeers, syncthing, versions, certificates, rate}
 }
 
 export interface DoctorCheck {
@@ -92,20 +96,32 @@ export interface DoctorCheck {
   ok: boolean
   /** What is wrong and what to do, when not ok. */
   fix?: string
+  /** Still ok, but something needs doing soon (a certificate that expires within days), and what. */
+  warning?: string
 }
 
 /** Checks every step from joined project to syncing folders and says what to fix. */
 export async function doctor(options: {home: string; project?: string; tools?: Tools}): Promise<DoctorCheck[]> {
   const checks: DoctorCheck[] = []
   const check = (name: string, problem: string | undefined) => checks.push(problem ? {name, ok: false, fix: problem} : {name, ok: true})
-  let dir: string
+  let project: JoinedProject
   try {
-    dir = (await JoinedProject.find({home: options.home, project: options.project})).dir
+    project = await JoinedProject.find({home: options.home, project: options.project})
     check('project joined', undefined)
   } catch (error) {
     check('project joined', (error as Error).message)
     return checks
   }
+  const dir = project.dir
+  const certificates = await certificateCheck({home: options.home, project, tools: options.tools})
+  const [certificateWarning, ...caWarnings] = certificates.certificate?.expiring ? certificates.warnings : [undefined, ...certificates.warnings]
+  const certificate = certificates.certificate
+  if (certificate === null) check('certificate valid', `${project.certPath} is not a readable certificate: run \`vidsync join <bundle>\` again`)
+  else if (certificate.expired) check('certificate valid', certificateWarning)
+  else checks.push({name: 'certificate valid', ok: true, ...(certificateWarning ? {warning: certificateWarning} : {})})
+  const caExpired = certificates.cas.length > 0 && certificates.cas.every((ca) => ca.expired)
+  if (caExpired) check('CA valid', caWarnings.join('; '))
+  else checks.push({name: 'CA valid', ok: true, ...(caWarnings.length > 0 ? {warning: caWarnings.join('; ')} : {})})
   for (const step of await preflight({projectDir: dir, tools: options.tools})) check(`nebula ${step.name}`, step.problem?.message)
   const overlay = await nebulaStatus({projectDir: dir})
   check('nebula running', overlay.running ? undefined : 'nebula is not running: start it with `vidsync up` or `vidsync nebula up`')

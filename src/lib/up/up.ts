@@ -2,7 +2,7 @@ import {rm} from 'node:fs/promises'
 import {basename, join} from 'node:path'
 import {setTimeout as sleep} from 'node:timers/promises'
 
-import {ConflictError, MissingDependencyError, PermissionError, UnavailableError} from '../errors.js'
+import {ConflictError, InvalidInputError, MissingDependencyError, PermissionError, UnavailableError} from '../errors.js'
 import {runProgram, selfCommand, startSelf, type Tools} from '../exec.js'
 import {type NebulaStatus, nebulaStatus, stopNebula} from '../nebula/process.js'
 import {syncthingPort} from '../nebula/config.js'
@@ -10,7 +10,7 @@ import {installNebulaService, nebulaServiceProbe, uninstallNebulaService} from '
 import {removeSystemOverlay, systemOverlayPaths} from '../nebula/system-overlay.js'
 import {currentPlatform, type Platform, type User} from '../platform/index.js'
 import type {SyncthingClient} from '../syncthing/client.js'
-import {acceptPendingDevices, type PendingDecision, projectFolders, sharePeers, shareWithProjectDevices} from '../syncthing/folders.js'
+import {acceptPendingDevices, type PendingDecision, projectFolders, removeDevices, sharePeers, shareWithProjectDevices} from '../syncthing/folders.js'
 import {connectSyncthing, type ManagedSyncthing, startManagedSyncthing, stopManagedSyncthing} from '../syncthing/managed.js'
 import type {ControlPlane} from '../store/control-plane.js'
 import {acquireFileLock} from '../store/file-lock.js'
@@ -18,7 +18,9 @@ import {toolReports} from '../versions/report.js'
 import {JoinedProject, resolveProjectDir} from '../project/joined-project.js'
 import {applyProjectFolders, type FolderPass, refreshFolders, syncthingFolderId} from '../folders/device.js'
 import {askControl, serveControl} from './control.js'
+import {certificateCheck, renewRemedy} from './expiry.js'
 import {refreshFromControlPlane, type RefreshResult, SyncCursor} from './refresh.js'
+import {renewFromControlPlane, type RenewalResult} from './renew.js'
 import {supervise} from './supervise.js'
 import {agentEnvPath, agentServiceDefinition, installService, stopService, uninstallService, writeServiceFile} from './services.js'
 
@@ -50,6 +52,12 @@ export interface ReconcileResult {
   ignored: PendingDecision[]
   /** Project folders: accepted on their own, offers left alone and why, shares changed to follow the access rules. */
   projectFolders?: FolderPass
+  /** Revoked devices removed from Syncthing in this pass (their Syncthing IDs). */
+  removed: string[]
+  /** Automatic renewal, for devices that joined with an invite. */
+  renewal?: RenewalResult
+  /** The device's certificate or the CA expires soon (7 and 90 days) or has: what to do. */
+  certificateWarnings: string[]
 }
 
 export interface UpResult {
@@ -80,6 +88,8 @@ export interface AgentState {
   lastError?: string
   /** Syncthing's latest line while it migrates its database to 2.x (never stopped meanwhile). */
   migrating?: string
+  /** A certificate renewal is waiting for the operator's signer. */
+  renewalRequested?: boolean
 }
 
 export interface ReconcileOptions {
@@ -112,7 +122,15 @@ export async function reconcile(options: ReconcileOptions): Promise<ReconcileRes
       })
     : undefined
   if (options.controlPlane && refresh?.status === 'active') await refreshFolders({home: options.home, project: options.project, controlPlane: options.controlPlane})
-  const {manifest} = await JoinedProject.find({home: options.home, project: options.project})
+  const renewal =
+    options.controlPlane && refresh?.status === 'active'
+      ? await renewFromControlPlane({home: options.home, project: options.project, controlPlane: options.controlPlane})
+      : undefined
+  const project = await JoinedProject.find({home: options.home, project: options.project})
+  const {manifest} = project
+  const {warnings: certificateWarnings} = await certificateCheck({home: options.home, project})
+  // First: a revoked device loses its shares and its place here before anything is shared again.
+  const removed = await removeDevices({client, deviceIds: refresh?.revokedSyncthingIds ?? []})
   const folders = await projectFolders({client, project: manifest.project, projectCidr: manifest.cidr})
   // Project folders follow their access rules (applyProjectFolders); the others are shared with every project device.
   const managed = syncthingFolderId(manifest.project, '')
@@ -123,7 +141,7 @@ export async function reconcile(options: ReconcileOptions): Promise<ReconcileRes
   await shareWithProjectDevices({client, projectCidr: manifest.cidr, folders: legacy})
   const folderPass = await applyProjectFolders({client, manifest, userHome: options.userHome})
   const all = await projectFolders({client, project: manifest.project, projectCidr: manifest.cidr})
-  return {...(refresh ? {refresh} : {}), folders: all, accepted, ignored, projectFolders: folderPass}
+  return {...(refresh ? {refresh} : {}), ...(renewal ? {renewal} : {}), folders: all, accepted, ignored, projectFolders: folderPass, removed, certificateWarnings}
 }
 
 /** Syncthing's events for a device that connected and waits to be accepted, and for a folder a device offers. */
@@ -292,6 +310,16 @@ export async function runAgent(options: AgentOptions): Promise<void> {
       return state
     },
   })
+  // Each certificate warning goes to the log when it first appears and then once a day.
+  const warned = new Map<string, number>()
+  const logWarnings = (warnings: string[]) => {
+    for (const warning of warnings) {
+      const key = warning.replace(/ \(.*$/, '').replace(/(expires|expired) .*/, '$1')
+      if (Date.now() - (warned.get(key) ?? Number.NEGATIVE_INFINITY) < 86_400_000) continue
+      warned.set(key, Date.now())
+      options.log(`warning: ${warning}`)
+    }
+  }
   let firstStart: () => void = () => undefined
   const started = new Promise<void>((resolve) => (firstStart = resolve))
   let starts = 0
@@ -355,6 +383,12 @@ export async function runAgent(options: AgentOptions): Promise<void> {
         }
         state.lastPass = pass
         delete state.lastError
+        const {renewal} = pass
+        if (renewal?.installed) options.log(`certificate renewed: ${renewal.fingerprint} valid until ${renewal.notAfter}${renewal.nebulaReloaded ? '; nebula reloaded' : ''}`)
+        else if (renewal?.requested && !state.renewalRequested) options.log('a third of the certificate\'s life is left: renewal requested from the signer')
+        state.renewalRequested = renewal?.requested ?? false
+        logWarnings(pass.certificateWarnings)
+        for (const id of pass.removed) options.log(`removed revoked device ${id} from Syncthing`)
         for (const device of pass.accepted) options.log(`accepted ${device.name || device.deviceId} from ${device.address}`)
         for (const name of pass.projectFolders?.accepted ?? []) options.log(`accepted folder ${name}`)
         for (const name of pass.projectFolders?.updated ?? []) options.log(`folder ${name} follows its access rules`)
@@ -508,6 +542,11 @@ async function requireTools(dir: string, nebulaRuns: boolean, tools?: Tools): Pr
 async function bringUpLocked(options: UpOptions, project: JoinedProject, platform: Platform): Promise<UpResult> {
   const user = platform.invokingUser()
   const dir = project.dir
+  const {certificate, backend} = await certificateCheck({home: options.home, project, tools: options.tools})
+  if (certificate?.expired) {
+    // nebula would start and then reject every handshake: say so before anything starts.
+    throw new InvalidInputError(`the certificate of ${project.manifest.device} in ${project.name} expired at ${certificate.notAfter}: ${renewRemedy(project.name, project.manifest.device, backend)}`)
+  }
   const nebulaRan = (await nebulaStatus({projectDir: dir, platform})).running
   const agentRan = (await askAgent(dir, 'status', platform)) !== undefined
   if (!agentRan) await requireTools(dir, nebulaRan, options.tools)
