@@ -46,7 +46,7 @@ BEGIN
   RETURN QUERY SELECT * FROM vidsync.project_cert_lifetime(p_project);
 END $$;
 
--- The active device behind a device token, or an error a device can act on.
+-- The active device behind a device token, or an error a device can act on (certificates, folders).
 CREATE FUNCTION vidsync.active_device_by_token(p_token text) RETURNS vidsync.devices
 LANGUAGE plpgsql STABLE SET search_path = '' AS $$
 DECLARE
@@ -55,7 +55,7 @@ DECLARE
 BEGIN
   SELECT * INTO v_device FROM vidsync.devices d WHERE d.id = v_request.device_id;
   IF v_request.status <> 'approved' OR v_device.status IS DISTINCT FROM 'active' THEN
-    RAISE EXCEPTION 'this device is %: it gets no new certificate', coalesce(v_device.status, v_request.status) USING ERRCODE = 'VS409';
+    RAISE EXCEPTION 'this device is %: it gets no new certificate and no folders', CASE WHEN v_request.status <> 'approved' THEN v_request.status ELSE coalesce(v_device.status, 'released') END USING ERRCODE = 'VS409';
   END IF;
   RETURN v_device;
 END $$;

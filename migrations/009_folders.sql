@@ -204,23 +204,11 @@ $$;
 ---------------------------------------------------------------------------------------------
 -- Device functions, by device token (as device_refresh).
 
-CREATE FUNCTION vidsync.device_of_token(p_token text) RETURNS vidsync.devices LANGUAGE plpgsql STABLE SET search_path = '' AS $$
-DECLARE
-  v_request vidsync.join_requests := vidsync.join_request_by_token(p_token);
-  v_device vidsync.devices;
-BEGIN
-  SELECT * INTO v_device FROM vidsync.devices d WHERE d.id = v_request.device_id;
-  IF v_request.status <> 'approved' OR v_device.status IS DISTINCT FROM 'active' THEN
-    RAISE EXCEPTION 'this device is %: it has no folders', CASE WHEN v_request.status <> 'approved' THEN v_request.status ELSE coalesce(v_device.status, 'released') END
-      USING ERRCODE = 'VS409';
-  END IF;
-  RETURN v_device;
-END $$;
 
 CREATE FUNCTION vidsync.device_folders(p_token text)
 RETURNS TABLE (folder_id text, name text, auto_accept boolean, mode text, devices jsonb)
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = '' AS $$
-  SELECT * FROM vidsync.folders_of_device((vidsync.device_of_token(p_token)).id);
+  SELECT * FROM vidsync.folders_of_device((vidsync.active_device_by_token(p_token)).id);
 $$;
 
 -- A device shares a folder the project does not have yet: it is created (access: the default,
@@ -230,7 +218,7 @@ RETURNS TABLE (folder_id text, name text, auto_accept boolean, mode text, device
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = '' AS $$
 #variable_conflict use_column
 DECLARE
-  v_device vidsync.devices := vidsync.device_of_token(p_token);
+  v_device vidsync.devices := vidsync.active_device_by_token(p_token);
   v_id bigint;
 BEGIN
   IF (SELECT count(*) FROM vidsync.folders f WHERE f.project_id = v_device.project_id) >= 256 THEN
@@ -259,13 +247,13 @@ GRANT USAGE, SELECT ON SEQUENCE vidsync.folders_id_seq TO service_role;
 REVOKE ALL ON FUNCTION vidsync.check_folder_mode(text), vidsync.folder_row(text, text), vidsync.folder_mode(bigint, bigint),
   vidsync.folders_of_device(bigint), vidsync.folder_summary(bigint), vidsync.new_folder(bigint, text, boolean, text, text),
   vidsync.create_folder(text, text, boolean, text), vidsync.list_folders(text), vidsync.remove_folder(text, text),
-  vidsync.set_folder_access(text, text, text, text, text), vidsync.device_folders_for(text, text), vidsync.device_of_token(text),
+  vidsync.set_folder_access(text, text, text, text, text), vidsync.device_folders_for(text, text),
   vidsync.device_folders(text), vidsync.device_create_folder(text, text)
   FROM PUBLIC, anon, authenticated;
 GRANT EXECUTE ON FUNCTION vidsync.check_folder_mode(text), vidsync.folder_row(text, text), vidsync.folder_mode(bigint, bigint),
   vidsync.folders_of_device(bigint), vidsync.folder_summary(bigint), vidsync.new_folder(bigint, text, boolean, text, text),
   vidsync.create_folder(text, text, boolean, text), vidsync.list_folders(text), vidsync.remove_folder(text, text),
-  vidsync.set_folder_access(text, text, text, text, text), vidsync.device_folders_for(text, text), vidsync.device_of_token(text),
+  vidsync.set_folder_access(text, text, text, text, text), vidsync.device_folders_for(text, text),
   vidsync.device_folders(text), vidsync.device_create_folder(text, text)
   TO service_role;
 GRANT EXECUTE ON FUNCTION vidsync.device_folders(text), vidsync.device_create_folder(text, text) TO anon;

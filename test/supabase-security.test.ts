@@ -23,7 +23,7 @@ const operatorFunctions = [
   // 008: certificate lifecycle
   'active_device_by_token', 'complete_renewal', 'project_cert_lifetime', 'set_cert_lifetime', 'signer_pending',
   // 009: project folders
-  'check_folder_mode', 'create_folder', 'device_folders_for', 'device_of_token', 'folder_mode', 'folder_row', 'folder_summary', 'folders_of_device', 'list_folders',
+  'check_folder_mode', 'create_folder', 'device_folders_for', 'folder_mode', 'folder_row', 'folder_summary', 'folders_of_device', 'list_folders',
   'new_folder', 'remove_folder', 'set_folder_access',
 ]
 
