@@ -117,7 +117,7 @@ describe('platform layer', () => {
       const dir = await tempDir('vidsync-platform-')
       const command = [process.execPath, '/opt/vidsync/bin/run.js', 'nebula', 'service', 'studio', '--home', '/home/alice/.vidsync 100%']
       const nebula = linux.nebulaService({project: 'studio', command, logPath: '/dev/null', description: 'vidsync: Nebula overlay for project studio'})
-      const agent = linux.agentService({project: 'studio', command, logPath: '/dev/null', description: 'vidsync: Syncthing and reconcile loop for studio', envFile: '/home/alice/.vidsync/projects/studio/agent.env', user: {name: 'alice', home: '/home/alice', uid: 1001, gid: 1001, viaSudo: false}})
+      const agent = linux.agentService({project: 'studio', command, logPath: '/dev/null', description: 'vidsync: Syncthing and reconcile loop for studio', user: {name: 'alice', home: '/home/alice', uid: 1001, gid: 1001, viaSudo: false}})
       expect(nebula).to.include({name: 'vidsync-nebula-studio.service', path: '/etc/systemd/system/vidsync-nebula-studio.service'})
       expect(nebula.install).to.deep.equal([['systemctl', 'daemon-reload'], ['systemctl', 'enable', '--now', 'vidsync-nebula-studio.service']])
       expect(nebula.uninstall).to.deep.equal([['systemctl', 'disable', '--now', 'vidsync-nebula-studio.service']])
@@ -130,7 +130,8 @@ describe('platform layer', () => {
       expect(nebula.content).to.contain('Restart=on-failure\nRestartSec=2\n')
       expect(nebula.content).to.contain('StartLimitIntervalSec=120\nStartLimitBurst=5\n')
       expect(nebula.content).to.contain('ExecReload=/bin/kill -HUP $MAINPID\n')
-      expect(agent.content).to.contain('EnvironmentFile=-/home/alice/.vidsync/projects/studio/agent.env\n')
+      // The agent reads agent.env itself: the unit passes no environment.
+      expect(agent.content).not.to.match(/Environment/)
       expect(agent.content).to.contain('WantedBy=default.target\n')
       for (const unit of [nebula, agent]) {
         const path = join(dir, unit.name)
@@ -220,13 +221,13 @@ describe('platform layer', () => {
         StandardErrorPath: '/Users/alice/Library/Application Support/vidsync/projects/studio/nebula-service.log',
       })
       const user = {name: 'alice', home: '/Users/alice', uid: 501, gid: 20, viaSudo: true}
-      const env = {VIDSYNC_DATABASE_URL: 'postgres://device@cp.example/vidsync'}
-      const agent = mac.agentService({project: 'studio', command: [...command.slice(0, 2), 'up', 'studio', '--agent'], logPath: '/tmp/a.log', description: 'x', user, env})
+      const agent = mac.agentService({project: 'studio', command: [...command.slice(0, 2), 'up', 'studio', '--agent'], logPath: '/tmp/a.log', description: 'x', user})
       expect(agent.path).to.equal('/Users/alice/Library/LaunchAgents/com.vidsync.agent.studio.plist')
       expect(agent.install).to.deep.equal([['launchctl', 'bootstrap', 'gui/501', agent.path]])
       expect(agent.scope).to.equal('user')
       const agentPlist = parsePlist(agent.content ?? '') as Record<string, unknown>
-      expect(agentPlist).to.deep.include({ProgramArguments: [...command.slice(0, 2), 'up', 'studio', '--agent'], EnvironmentVariables: env, ProcessType: 'Background', KeepAlive: {SuccessfulExit: false}})
+      expect(agentPlist).to.deep.include({ProgramArguments: [...command.slice(0, 2), 'up', 'studio', '--agent'], ProcessType: 'Background', KeepAlive: {SuccessfulExit: false}})
+      expect(agentPlist).not.to.have.property('EnvironmentVariables')
     })
 
     it('finds the invoking user with dscl, the utun holding the overlay IP, and its state directory', () => {

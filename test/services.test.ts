@@ -8,7 +8,7 @@ import {ConflictError, PermissionError, ToolFailedError} from '../src/lib/errors
 import {reloadNebula} from '../src/lib/nebula/process.js'
 import {type HostDeps, platformFor} from '../src/lib/platform/index.js'
 import type {OsName, ProgramResult, ServiceSpec} from '../src/lib/platform/types.js'
-import {agentServiceDefinition, installService, reportService, uninstallService} from '../src/lib/up/services.js'
+import {agentEnvPath, agentServiceDefinition, installService, readAgentSettings, reportService, uninstallService, writeAgentSettings} from '../src/lib/up/services.js'
 import {bringDown} from '../src/lib/up/up.js'
 import {fakeHost} from './helpers/host.js'
 import {expectRejects} from './helpers/rejects.js'
@@ -132,7 +132,7 @@ describe('services: install, start, uninstall through the service manager', () =
       ])
     })
 
-    it('the agent is a user unit installed for alice (as her, from root under sudo), with its environment in a file', async () => {
+    it('the agent is a user unit installed for alice (as her, from root under sudo); its settings are in her private agent.env, not in the unit', async () => {
       const root = await tempDir('vidsync-services-')
       const host = managedHost(root, (argv) => (argv.includes('show') ? ok(fixture('systemctl-show-not-found.txt')) : ok()))
       const linux = platformFor('linux', host)
@@ -149,7 +149,14 @@ describe('services: install, start, uninstall through the service manager', () =
         ['systemctl', '--user', '--machine=alice@', 'daemon-reload'],
         ['systemctl', '--user', '--machine=alice@', 'enable', '--now', 'vidsync-studio.service'],
       ])
-      expect(definition.content).to.contain(`EnvironmentFile=-${project.dir}/agent.env`)
+      const settings = {VIDSYNC_DATABASE_URL: 'postgres://device:s3cret@cp.example/vidsync', VIDSYNC_SUPABASE_URL: 'https://x.supabase.co', VIDSYNC_SUPABASE_KEY: 'anon-key'}
+      await writeAgentSettings(project.dir, settings, linux, alice)
+      const file = await stat(agentEnvPath(project.dir))
+      expect([file.uid, file.mode & 0o777]).to.deep.equal([1001, 0o600])
+      expect(await readAgentSettings(project.dir)).to.deep.equal(settings)
+      expect(definition.content).not.to.match(/Environment|s3cret|anon-key/)
+      await writeAgentSettings(project.dir, {}, linux, alice)
+      expect(await readAgentSettings(project.dir)).to.deep.equal({})
       expect(definition.content).to.match(/ExecStart=.* "up" "studio" "--agent" "--home" ".*\/\.vidsync" "--interval" "10s"\n/)
     })
   })
@@ -202,6 +209,23 @@ describe('services: install, start, uninstall through the service manager', () =
       await mkdir(dir, {recursive: true})
       expect(await reloadNebula({projectDir: dir, platform: win})).to.equal(true)
       expect(host.calls.at(-1)?.at(-1)).to.equal("Restart-Service -Name 'vidsync-nebula-studio'")
+    })
+    it('Windows: the logon task gets the control-plane settings from agent.env (icacls: the user and SYSTEM only), none in its definition or argv', async () => {
+      const root = await tempDir('vidsync-services-')
+      const host = managedHost(root, (argv) => (argv[0] === 'schtasks' && argv[1] === '/Query' ? failed(1, fixture('schtasks-query-missing.txt')) : ok()), {userName: () => 'alice'})
+      const win = platformFor('win32', host)
+      const user = win.invokingUser()
+      const project = {name: 'studio', dir: join(root, 'home', 'alice', 'vidsync', 'projects', 'studio')}
+      const settings = {VIDSYNC_DATABASE_URL: 'postgres://device:s3cret@cp.example/vidsync', VIDSYNC_SUPABASE_KEY: 'anon-key', VIDSYNC_SUPABASE_URL: 'https://x.supabase.co'}
+      await writeAgentSettings(project.dir, settings, win)
+      const env = agentEnvPath(project.dir)
+      expect(host.calls).to.deep.include(['icacls', env, '/inheritance:r', '/grant:r', 'alice:(F)', '*S-1-5-18:(F)'])
+      const definition = agentServiceDefinition({home: join(root, 'home', 'alice', 'vidsync'), project, user, platform: win})
+      await installService(definition, {platform: win, user})
+      expect(host.calls.some((argv) => argv[0] === 'schtasks' && argv[1] === '/Create')).to.equal(true)
+      expect(JSON.stringify(host.calls)).not.to.match(/s3cret|anon-key|supabase\.co/)
+      // What the agent reads at start (`vidsync up --agent`), on every OS.
+      expect(await readAgentSettings(project.dir)).to.deep.equal(settings)
     })
   })
 

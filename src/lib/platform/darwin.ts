@@ -42,7 +42,6 @@ function launchdPlist(label: string, spec: ServiceSpec, user?: User): string {
     ThrottleInterval: 10,
     StandardOutPath: spec.logPath,
     StandardErrorPath: spec.logPath,
-    ...(spec.env && Object.keys(spec.env).length > 0 ? {EnvironmentVariables: spec.env} : {}),
     ...(user ? {ProcessType: 'Background'} : {}),
   })
 }

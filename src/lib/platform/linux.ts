@@ -69,7 +69,6 @@ function systemdUnit(spec: ServiceSpec, extra: string[], wantedBy: string): stri
     'RestartSec=2',
     `StandardOutput=append:${systemdPath(spec.logPath)}`,
     'StandardError=inherit',
-    ...(spec.envFile ? [`EnvironmentFile=-${systemdPath(spec.envFile)}`] : []),
     ...extra,
     '',
     '[Install]',

@@ -112,10 +112,6 @@ export interface ServiceSpec {
   /** The user it runs as (user services); system services run as root/SYSTEM. */
   user?: User
   description: string
-  /** A file of KEY=value lines the service reads its environment from (systemd EnvironmentFile=), so secrets stay off the command line. */
-  envFile?: string
-  /** Environment for managers without environment files (launchd's EnvironmentVariables; the plist is then private). */
-  env?: Record<string, string>
 }
 
 export interface Platform {

@@ -22,7 +22,7 @@ import {certificateCheck, renewRemedy} from './expiry.js'
 import {refreshFromControlPlane, type RefreshResult, SyncCursor} from './refresh.js'
 import {renewFromControlPlane, type RenewalResult} from './renew.js'
 import {supervise} from './supervise.js'
-import {agentEnvPath, agentServiceDefinition, installService, stopService, uninstallService, writeServiceFile} from './services.js'
+import {agentEnvPath, agentServiceDefinition, installService, stopService, uninstallService, writeAgentSettings, type AgentSettings} from './services.js'
 
 export interface UpOptions {
   home: string
@@ -31,7 +31,7 @@ export interface UpOptions {
   nebulaTimeoutMs?: number
   intervalSeconds: number
   /** Control-plane settings for the agent, passed in its environment (never on its command line). */
-  env?: Record<string, string>
+  env?: AgentSettings
   /** A person can answer sudo's password prompt. */
   interactive?: boolean
   tools?: Tools
@@ -461,12 +461,9 @@ async function ensureAgent(options: UpOptions, project: JoinedProject, user: Use
   const owner = user.viaSudo ? user : undefined
   const noManager = await platform.serviceManagerProblem('user', user)
   if (!noManager) {
-    const env = options.env ?? {}
-    const envText = Object.entries(env).map(([key, value]) => `${key}=${value}\n`).join('')
-    if (envText) await writeServiceFile(agentEnvPath(project.dir), envText, 0o600, owner)
-    else await rm(agentEnvPath(project.dir), {force: true})
-    const definition = agentServiceDefinition({...options, project, user, platform, env})
-    // The plist may hold the control plane's address (EnvironmentVariables): the user's own file, private.
+    // The agent reads its control-plane settings from this private file itself, on every OS.
+    await writeAgentSettings(project.dir, options.env ?? {}, platform, owner)
+    const definition = agentServiceDefinition({...options, project, user, platform})
     const change = await installService(definition, {platform, user, owner, mode: 0o600})
     if (change.action === 'installed') return [`${change.line}: runs Syncthing and the reconcile loop as ${user.name} at login`]
     return change.action === 'started' ? [change.line] : []
