@@ -1,5 +1,5 @@
 import {readFileSync} from 'node:fs'
-import {writeFile} from 'node:fs/promises'
+import {readFile, writeFile} from 'node:fs/promises'
 import {join} from 'node:path'
 
 import {expect} from 'chai'
@@ -9,8 +9,10 @@ import {parse as parsePlist} from 'plist'
 import {hostDeps, type HostDeps, platformFor} from '../src/lib/platform/index.js'
 import {hasNetAdmin, parseProcStat, parseSystemctlShow, passwdHome} from '../src/lib/platform/linux.js'
 import type {ProgramResult} from '../src/lib/platform/types.js'
-import {parseIcacls, scBinaryPath, schtasksField, schtasksStatus, windowsCommandLine} from '../src/lib/platform/win32.js'
+import {cmdArg, parseIcacls, scBinaryPath, schtasksField, schtasksStatus, schtasksTaskRunLimit, windowsArg, windowsCommandLine} from '../src/lib/platform/win32.js'
+import {InvalidInputError} from '../src/lib/errors.js'
 import {fakeHost} from './helpers/host.js'
+import {expectRejects} from './helpers/rejects.js'
 import {removeTempDirs, tempDir} from './helpers/temp.js'
 
 const fixture = (name: string) => readFileSync(new URL(`fixtures/platform/${name}`, import.meta.url), 'utf8')
@@ -304,28 +306,49 @@ describe('platform layer', () => {
       expect(win.defaultHome(win.invokingUser())).to.equal('C:\\Users\\alice\\AppData\\Local\\vidsync')
     })
 
-    it('runs the agent as a logon task; its command line parses back', async () => {
+    it('runs the agent as a logon task through a short wrapper; its command line parses back, also from a long path', async () => {
+      const dir = await tempDir('vidsync-platform-')
       let answer = ok(fixture('schtasks-query-verbose.txt'))
-      const host = fakeHost(() => answer)
+      const host = fakeHost(() => answer, {readFile: (path) => readFile(path, 'utf8').catch(() => undefined)})
       const win = platformFor('win32', host)
-      const command = ['C:\\Program Files\\nodejs\\node.exe', 'C:\\Users\\alice\\AppData\\Roaming\\npm\\node_modules\\vidsync\\bin\\run.js', 'up', 'studio', '--agent', '--home', 'C:\\Users\\al "x"\\vidsync\\']
-      const task = win.agentService({project: 'studio', command, logPath: 'x', description: 'x', user: win.invokingUser()})
+      const deep = `C:\\Users\\alice\\${'a very deep folder\\'.repeat(12)}nodejs\\node.exe`
+      const command = [deep, 'C:\\Users\\alice\\AppData\\Roaming\\npm\\node_modules\\vidsync\\bin\\run.js', 'up', 'studio', '--agent', '--home', 'C:\\Users\\al & 100%\\vidsync\\', '']
+      expect(windowsCommandLine(command).length).to.be.above(schtasksTaskRunLimit)
+      const task = win.agentService({project: 'studio', command, logPath: 'x', description: 'x', user: win.invokingUser(), stateDir: dir})
       const create = task.install[0] ?? []
       expect(create.slice(0, 5)).to.deep.equal(['schtasks', '/Create', '/TN', 'vidsync\\studio', '/TR'])
-      expect(commandLineToArgv(create[5] ?? '')).to.deep.equal(command)
+      // /TR runs the wrapper in the project directory, whatever the length of node's and vidsync's paths.
+      expect(task.path).to.equal(join(dir, 'agent-task.cmd'))
+      expect(create[5]).to.equal(windowsArg(task.path ?? ''))
+      expect((create[5] ?? '').length).to.be.at.most(schtasksTaskRunLimit)
       expect(create.slice(6)).to.deep.equal(['/SC', 'ONLOGON', '/RL', 'LIMITED', '/F'])
+      // The wrapper's last line is the command: cmd.exe turns %% into %, then CommandLineToArgvW splits it.
+      const lines = (task.content ?? '').split('\r\n')
+      expect(lines[0]).to.equal('@echo off')
+      expect(commandLineToArgv((lines[2] ?? '').replaceAll('%%', '%'))).to.deep.equal(command)
+      expect(lines[2]).to.contain('"C:\\Users\\al & 100%%\\vidsync\\\\"')
+      expect(() => cmdArg('a"b')).to.throw(InvalidInputError)
       expect(task.install[1]?.at(-1)).to.equal(
         "Set-ScheduledTask -TaskPath '\\vidsync\\' -TaskName 'studio' -Settings (New-ScheduledTaskSettingsSet -ExecutionTimeLimit ([TimeSpan]::Zero) -RestartCount 999 -RestartInterval (New-TimeSpan -Minutes 1)) | Out-Null",
       )
       expect(task.install.at(-1)).to.deep.equal(['schtasks', '/Run', '/TN', 'vidsync\\studio'])
       expect(schtasksStatus(fixture('schtasks-query.txt'))).to.equal('Running')
+      // A task from before the wrapper (the recorded one runs node.exe itself): its command line is the fingerprint, so it is stale.
       expect(await win.serviceState(task)).to.deep.equal({installed: true, running: false, state: 'Ready', fingerprint: schtasksField(fixture('schtasks-query-verbose.txt'), 'Task To Run')})
       expect(host.calls.at(-1)).to.deep.equal(['schtasks', '/Query', '/TN', 'vidsync\\studio', '/FO', 'LIST', '/V'])
-      const recorded = ['C:\\Program Files\\nodejs\\node.exe', 'C:\\Users\\alice\\AppData\\Roaming\\npm\\node_modules\\vidsync\\bin\\run.js', 'up', 'studio', '--agent', '--home', 'C:\\Users\\alice\\AppData\\Local\\vidsync', '--interval', '10s']
-      expect(win.agentService({project: 'studio', command: recorded, logPath: 'x', description: 'x'}).fingerprint).to.equal((await win.serviceState(task)).fingerprint)
+      // A task that runs this wrapper: the wrapper's content is the fingerprint.
+      answer = ok(fixture('schtasks-query-verbose.txt').replace(/^Task To Run: .*$/m, `Task To Run:                          ${task.path}`))
+      await writeFile(task.path ?? '', task.content ?? '')
+      expect((await win.serviceState(task)).fingerprint).to.equal(task.fingerprint)
       answer = {...failed(1), stderr: fixture('schtasks-query-missing.txt')}
       expect(await win.serviceState(task)).to.deep.equal({installed: false, running: false, state: 'ERROR: The system cannot find the file specified.'})
       expect(commandLineToArgv(windowsCommandLine(['a b', 'c\\', 'd"e', '']))).to.deep.equal(['a b', 'c\\', 'd"e', ''])
+      // A home so deep that even the wrapper's path passes 261 characters: exit 2, naming --home.
+      const tooDeep = `C:\\Users\\alice\\${'x'.repeat(260)}\\projects\\studio`
+      const error = await expectRejects((async () => win.agentService({project: 'studio', command, logPath: 'x', description: 'x', stateDir: tooDeep}))(), InvalidInputError)
+      expect(error.exitCode).to.equal(2)
+      expect(error.message).to.match(/^the logon task would run .*agent-task\.cmd, 3\d\d characters: schtasks takes at most 261$/)
+      expect(error.hint).to.equal('use a shorter --home')
     })
 
     it('reloads nebula by restarting its service, finds wintun.dll or says it is missing, names executables .exe', async () => {

@@ -224,6 +224,10 @@ describe('services: install, start, uninstall through the service manager', () =
       await installService(definition, {platform: win, user})
       expect(host.calls.some((argv) => argv[0] === 'schtasks' && argv[1] === '/Create')).to.equal(true)
       expect(JSON.stringify(host.calls)).not.to.match(/s3cret|anon-key|supabase\.co/)
+      // The task runs the wrapper beside agent.env; the wrapper runs `vidsync up studio --agent` and holds no setting.
+      const wrapper = await readFile(definition.path ?? '', 'utf8')
+      expect(wrapper).to.match(/ up studio --agent --home .* --interval 10s\r\n$/)
+      expect(wrapper).not.to.match(/s3cret|anon-key|supabase\.co/)
       // What the agent reads at start (`vidsync up --agent`), on every OS.
       expect(await readAgentSettings(project.dir)).to.deep.equal(settings)
     })

@@ -112,6 +112,8 @@ export interface ServiceSpec {
   /** The user it runs as (user services); system services run as root/SYSTEM. */
   user?: User
   description: string
+  /** The service's own directory (the project directory): Windows' logon task runs a wrapper written there. */
+  stateDir?: string
 }
 
 export interface Platform {

@@ -99,6 +99,7 @@ export async function installService(
   }
   if (definition.path && definition.content !== undefined) {
     await writeServiceFile(definition.path, definition.content, options.mode ?? 0o644, options.owner)
+    if (options.mode === 0o600) await platform.makePrivate(definition.path)
   }
   const failed = await runAll(platform, definition.install)
   if (failed) {
@@ -239,5 +240,6 @@ export function agentServiceDefinition(options: AgentServiceOptions): ServiceDef
     logPath: join(project.dir, 'agent.log'),
     user: options.user,
     description: `vidsync: Syncthing and reconcile loop for project ${project.name}`,
+    stateDir: project.dir,
   })
 }

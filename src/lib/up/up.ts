@@ -30,7 +30,7 @@ export interface UpOptions {
   guiPort?: number
   nebulaTimeoutMs?: number
   intervalSeconds: number
-  /** Control-plane settings for the agent, passed in its environment (never on its command line). */
+  /** Control-plane settings for the agent, written to its private agent.env (never on its command line or in its environment). */
   env?: AgentSettings
   /** A person can answer sudo's password prompt. */
   interactive?: boolean
@@ -460,9 +460,9 @@ async function ensureAgent(options: UpOptions, project: JoinedProject, user: Use
   if (await askAgent(project.dir, 'status', platform)) return []
   const owner = user.viaSudo ? user : undefined
   const noManager = await platform.serviceManagerProblem('user', user)
+  // The agent reads its control-plane settings from this private file itself, however it starts.
+  await writeAgentSettings(project.dir, options.env ?? {}, platform, owner)
   if (!noManager) {
-    // The agent reads its control-plane settings from this private file itself, on every OS.
-    await writeAgentSettings(project.dir, options.env ?? {}, platform, owner)
     const definition = agentServiceDefinition({...options, project, user, platform})
     const change = await installService(definition, {platform, user, owner, mode: 0o600})
     if (change.action === 'installed') return [`${change.line}: runs Syncthing and the reconcile loop as ${user.name} at login`]
@@ -474,7 +474,7 @@ async function ensureAgent(options: UpOptions, project: JoinedProject, user: Use
     detached: true,
     logPath: agentPaths(project.dir, platform).logPath,
     cwd: user.home,
-    env: {...(user.viaSudo ? userEnv(user) : {}), ...options.env},
+    env: user.viaSudo ? userEnv(user) : {},
     user: owner,
     logOwner: owner,
   })
