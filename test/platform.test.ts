@@ -118,8 +118,8 @@ describe('platform layer', () => {
     it('writes systemd units that systemd-analyze verify accepts (started only where systemd runs)', async () => {
       const dir = await tempDir('vidsync-platform-')
       const command = [process.execPath, '/opt/vidsync/bin/run.js', 'nebula', 'service', 'studio', '--home', '/home/alice/.vidsync 100%']
-      const nebula = linux.nebulaService({project: 'studio', command, logPath: '/dev/null', description: 'vidsync: Nebula overlay for project studio'})
-      const agent = linux.agentService({project: 'studio', command, logPath: '/dev/null', description: 'vidsync: Syncthing and reconcile loop for studio', user: {name: 'alice', home: '/home/alice', uid: 1001, gid: 1001, viaSudo: false}})
+      const nebula = await linux.nebulaService({project: 'studio', command, logPath: '/dev/null', description: 'vidsync: Nebula overlay for project studio'})
+      const agent = await linux.agentService({project: 'studio', command, logPath: '/dev/null', description: 'vidsync: Syncthing and reconcile loop for studio', user: {name: 'alice', home: '/home/alice', uid: 1001, gid: 1001, viaSudo: false}})
       expect(nebula).to.include({name: 'vidsync-nebula-studio.service', path: '/etc/systemd/system/vidsync-nebula-studio.service'})
       expect(nebula.install).to.deep.equal([['systemctl', 'daemon-reload'], ['systemctl', 'enable', '--now', 'vidsync-nebula-studio.service']])
       expect(nebula.uninstall).to.deep.equal([['systemctl', 'disable', '--now', 'vidsync-nebula-studio.service']])
@@ -162,7 +162,7 @@ describe('platform layer', () => {
       let answer = ok(fixture('systemctl-show-running.txt'))
       const host = fakeHost(() => answer, {readFile: async (path) => (path === '/etc/systemd/system/vidsync-nebula-studio.service' ? 'unit text' : undefined)})
       const linuxHost = platformFor('linux', host)
-      const unit = linuxHost.nebulaService({project: 'studio', command: ['/usr/bin/node'], logPath: '/dev/null', description: 'x'})
+      const unit = await linuxHost.nebulaService({project: 'studio', command: ['/usr/bin/node'], logPath: '/dev/null', description: 'x'})
       expect(await linuxHost.serviceState(unit)).to.deep.equal({installed: true, running: true, pid: 4242, state: 'active (running)', fingerprint: 'unit text'})
       expect(host.calls.at(-1)).to.deep.equal(['systemctl', 'show', '-p', 'LoadState,ActiveState,SubState,MainPID', 'vidsync-nebula-studio.service'])
       answer = ok(fixture('systemctl-show-failed.txt'))
@@ -189,7 +189,7 @@ describe('platform layer', () => {
       let answer = ok(fixture('launchctl-print-running.txt'))
       const host = fakeHost(() => answer)
       const mac = platformFor('darwin', host)
-      const daemon = mac.nebulaService({project: 'studio', command: ['/opt/homebrew/bin/node'], logPath: '/tmp/x.log', description: 'x'})
+      const daemon = await mac.nebulaService({project: 'studio', command: ['/opt/homebrew/bin/node'], logPath: '/tmp/x.log', description: 'x'})
       expect(await mac.serviceState(daemon)).to.deep.equal({installed: true, running: true, pid: 4242, state: 'running'})
       expect(host.calls[0]).to.deep.equal(['launchctl', 'print', 'system/com.vidsync.nebula.studio'])
       answer = ok(fixture('launchctl-print-stopped.txt'))
@@ -204,10 +204,10 @@ describe('platform layer', () => {
       expect(await mac.serviceManagerProblem('system')).to.equal(undefined)
     })
 
-    it('writes a LaunchDaemon and a LaunchAgent plist that parse back to the command', () => {
+    it('writes a LaunchDaemon and a LaunchAgent plist that parse back to the command', async () => {
       const mac = platformFor('darwin', fakeHost(() => failed(1)))
       const command = ['/opt/homebrew/bin/node', '/opt/homebrew/lib/node_modules/vidsync/bin/run.js', 'nebula', 'service', 'studio', '--home', '/Users/alice/Library/Application Support/vidsync']
-      const daemon = mac.nebulaService({project: 'studio', command, logPath: '/Users/alice/Library/Application Support/vidsync/projects/studio/nebula-service.log', description: 'x'})
+      const daemon = await mac.nebulaService({project: 'studio', command, logPath: '/Users/alice/Library/Application Support/vidsync/projects/studio/nebula-service.log', description: 'x'})
       expect(daemon.path).to.equal('/Library/LaunchDaemons/com.vidsync.nebula.studio.plist')
       expect(daemon.install).to.deep.equal([['launchctl', 'bootstrap', 'system', '/Library/LaunchDaemons/com.vidsync.nebula.studio.plist']])
       expect(daemon.uninstall).to.deep.equal([['launchctl', 'bootout', 'system/com.vidsync.nebula.studio']])
@@ -223,7 +223,7 @@ describe('platform layer', () => {
         StandardErrorPath: '/Users/alice/Library/Application Support/vidsync/projects/studio/nebula-service.log',
       })
       const user = {name: 'alice', home: '/Users/alice', uid: 501, gid: 20, viaSudo: true}
-      const agent = mac.agentService({project: 'studio', command: [...command.slice(0, 2), 'up', 'studio', '--agent'], logPath: '/tmp/a.log', description: 'x', user})
+      const agent = await mac.agentService({project: 'studio', command: [...command.slice(0, 2), 'up', 'studio', '--agent'], logPath: '/tmp/a.log', description: 'x', user})
       expect(agent.path).to.equal('/Users/alice/Library/LaunchAgents/com.vidsync.agent.studio.plist')
       expect(agent.install).to.deep.equal([['launchctl', 'bootstrap', 'gui/501', agent.path]])
       expect(agent.scope).to.equal('user')
@@ -276,7 +276,7 @@ describe('platform layer', () => {
       let answer = fixture('sc-query-running.txt')
       const win = platformFor('win32', fakeHost(() => ok(answer), {env: {ProgramData: 'C:\\ProgramData', LOCALAPPDATA: 'C:\\Users\\alice\\AppData\\Local'}}))
       const command = ['C:\\Program Files\\nebula\\nebula.exe', '-service', 'run', '-config', 'C:\\Users\\alice\\AppData\\Local\\vidsync\\projects\\studio\\nebula.yml']
-      const service = win.nebulaService({project: 'studio', command, logPath: 'x', description: 'vidsync: Nebula overlay for project studio'})
+      const service = await win.nebulaService({project: 'studio', command, logPath: 'x', description: 'vidsync: Nebula overlay for project studio'})
       expect(service.name).to.equal('vidsync-nebula-studio')
       const create = service.install[0] ?? []
       expect(create.slice(0, 4)).to.deep.equal(['sc.exe', 'create', 'vidsync-nebula-studio', 'binPath='])
@@ -314,7 +314,7 @@ describe('platform layer', () => {
       const deep = `C:\\Users\\alice\\${'a very deep folder\\'.repeat(12)}nodejs\\node.exe`
       const command = [deep, 'C:\\Users\\alice\\AppData\\Roaming\\npm\\node_modules\\vidsync\\bin\\run.js', 'up', 'studio', '--agent', '--home', 'C:\\Users\\al & 100%\\vidsync\\', '']
       expect(windowsCommandLine(command).length).to.be.above(schtasksTaskRunLimit)
-      const task = win.agentService({project: 'studio', command, logPath: 'x', description: 'x', user: win.invokingUser(), stateDir: dir})
+      const task = await win.agentService({project: 'studio', command, logPath: 'x', description: 'x', user: win.invokingUser(), stateDir: dir})
       const create = task.install[0] ?? []
       expect(create.slice(0, 5)).to.deep.equal(['schtasks', '/Create', '/TN', 'vidsync\\studio', '/TR'])
       // /TR runs the wrapper in the project directory, whatever the length of node's and vidsync's paths.
@@ -345,7 +345,7 @@ describe('platform layer', () => {
       expect(commandLineToArgv(windowsCommandLine(['a b', 'c\\', 'd"e', '']))).to.deep.equal(['a b', 'c\\', 'd"e', ''])
       // A home so deep that even the wrapper's path passes 261 characters: exit 2, naming --home.
       const tooDeep = `C:\\Users\\alice\\${'x'.repeat(260)}\\projects\\studio`
-      const error = await expectRejects((async () => win.agentService({project: 'studio', command, logPath: 'x', description: 'x', stateDir: tooDeep}))(), InvalidInputError)
+      const error = await expectRejects(win.agentService({project: 'studio', command, logPath: 'x', description: 'x', stateDir: tooDeep}), InvalidInputError)
       expect(error.exitCode).to.equal(2)
       expect(error.message).to.match(/^the logon task would run .*agent-task\.cmd, 3\d\d characters: schtasks takes at most 261$/)
       expect(error.hint).to.equal('use a shorter --home')

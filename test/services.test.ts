@@ -49,7 +49,7 @@ describe('services: install, start, uninstall through the service manager', () =
         return argv[1] === 'show' ? ok(fixture(installed ? 'systemctl-show-running.txt' : 'systemctl-show-not-found.txt')) : ok()
       })
       const linux = platformFor('linux', host)
-      const unit = linux.nebulaService(spec(['/usr/bin/node', '/opt/vidsync/bin/run.js', 'nebula', 'service', 'studio']))
+      const unit = await linux.nebulaService(spec(['/usr/bin/node', '/opt/vidsync/bin/run.js', 'nebula', 'service', 'studio']))
       expect(unit.path).to.equal(join(root, 'etc', 'systemd', 'system', 'vidsync-nebula-studio.service'))
       const change = await installService(unit, {platform: linux})
       expect(change).to.deep.equal({
@@ -73,7 +73,7 @@ describe('services: install, start, uninstall through the service manager', () =
       const root = await tempDir('vidsync-services-')
       const host = managedHost(root, (argv) => (argv[1] === 'show' ? ok(fixture('systemctl-show-failed.txt')) : ok()))
       const linux = platformFor('linux', host)
-      const unit = linux.nebulaService(spec(['/usr/bin/node']))
+      const unit = await linux.nebulaService(spec(['/usr/bin/node']))
       await mkdir(join(root, 'etc', 'systemd', 'system'), {recursive: true})
       await writeFile(unit.path ?? '', unit.content ?? '')
       expect((await installService(unit, {platform: linux})).action).to.equal('started')
@@ -84,8 +84,8 @@ describe('services: install, start, uninstall through the service manager', () =
       const root = await tempDir('vidsync-services-')
       const host = managedHost(root, (argv) => (argv[1] === 'show' ? ok(fixture('systemctl-show-failed.txt')) : ok()))
       const linux = platformFor('linux', host)
-      const unit = linux.nebulaService(spec(['/usr/bin/node', '/opt/vidsync-0.1/bin/run.js']))
-      const older = linux.nebulaService(spec(['/usr/bin/node', '/usr/lib/vidsync-0.0.9/bin/run.js'])).content ?? ''
+      const unit = await linux.nebulaService(spec(['/usr/bin/node', '/opt/vidsync-0.1/bin/run.js']))
+      const older = (await linux.nebulaService(spec(['/usr/bin/node', '/usr/lib/vidsync-0.0.9/bin/run.js']))).content ?? ''
       await mkdir(join(root, 'etc', 'systemd', 'system'), {recursive: true})
       await writeFile(unit.path ?? '', older)
       const error = await expectRejects(installService(unit, {platform: linux}), ConflictError)
@@ -103,7 +103,7 @@ describe('services: install, start, uninstall through the service manager', () =
       const refusal = 'Failed to enable unit: Access denied'
       const host = managedHost(root, (argv) => (argv[1] === 'show' ? ok(fixture('systemctl-show-not-found.txt')) : argv[1] === 'enable' ? failed(1, `${refusal}\n`) : ok()))
       const linux = platformFor('linux', host)
-      const unit = linux.nebulaService(spec(['/usr/bin/node']))
+      const unit = await linux.nebulaService(spec(['/usr/bin/node']))
       const error = await expectRejects(installService(unit, {platform: linux}), ToolFailedError)
       expect(error.exitCode).to.equal(1)
       expect(error.message).to.equal(`the service manager refused \`systemctl enable --now vidsync-nebula-studio.service\` for vidsync-nebula-studio.service: ${refusal}; nothing was installed`)
@@ -116,7 +116,7 @@ describe('services: install, start, uninstall through the service manager', () =
       let refuse = true
       const host = managedHost(root, (argv) => (argv[1] === 'show' ? ok(fixture('systemctl-show-running.txt')) : argv[1] === 'disable' && refuse ? failed(1, 'Failed to disable unit: Access denied\n') : ok()))
       const linux = platformFor('linux', host)
-      const unit = linux.nebulaService(spec(['/usr/bin/node']))
+      const unit = await linux.nebulaService(spec(['/usr/bin/node']))
       await mkdir(join(root, 'etc', 'systemd', 'system'), {recursive: true})
       await writeFile(unit.path ?? '', unit.content ?? '')
       const error = await expectRejects(uninstallService(unit, {platform: linux}), ToolFailedError)
@@ -138,7 +138,7 @@ describe('services: install, start, uninstall through the service manager', () =
       const linux = platformFor('linux', host)
       const alice = {name: 'alice', home: join(root, 'home', 'alice'), uid: 1001, gid: 1001, viaSudo: true}
       const project = {name: 'studio', dir: join(alice.home, '.vidsync', 'projects', 'studio')}
-      const definition = agentServiceDefinition({home: join(alice.home, '.vidsync'), project, user: alice, platform: linux, intervalSeconds: 10})
+      const definition = await agentServiceDefinition({home: join(alice.home, '.vidsync'), project, user: alice, platform: linux, intervalSeconds: 10})
       await installService(definition, {platform: linux, user: alice, owner: alice, mode: 0o600})
       expect(definition.path).to.equal(join(alice.home, '.config', 'systemd', 'user', 'vidsync-studio.service'))
       // Files in alice's home are hers, not root's.
@@ -167,7 +167,7 @@ describe('services: install, start, uninstall through the service manager', () =
       let print = failed(113, '', fixture('launchctl-print-not-found.txt'))
       const host = managedHost(root, (argv) => (argv[1] === 'print' ? print : ok()))
       const mac = platformFor('darwin', host)
-      const daemon = mac.nebulaService(spec(['/opt/homebrew/bin/node', '/opt/homebrew/lib/node_modules/vidsync/bin/run.js', 'nebula', 'service', 'studio']))
+      const daemon = await mac.nebulaService(spec(['/opt/homebrew/bin/node', '/opt/homebrew/lib/node_modules/vidsync/bin/run.js', 'nebula', 'service', 'studio']))
       expect((await installService(daemon, {platform: mac})).action).to.equal('installed')
       expect(host.calls.at(-1)).to.deep.equal(['launchctl', 'bootstrap', 'system', join(root, 'Library', 'LaunchDaemons', 'com.vidsync.nebula.studio.plist')])
       print = ok(fixture('launchctl-print-stopped.txt'))
@@ -186,7 +186,7 @@ describe('services: install, start, uninstall through the service manager', () =
         return argv[1] === 'create' ? create : ok()
       })
       const win = platformFor('win32', host)
-      const service = win.nebulaService(spec(['C:\\Program Files\\nebula\\nebula.exe', '-service', 'run', '-config', 'C:\\Users\\alice\\AppData\\Local\\vidsync\\projects\\studio\\nebula.yml']))
+      const service = await win.nebulaService(spec(['C:\\Program Files\\nebula\\nebula.exe', '-service', 'run', '-config', 'C:\\Users\\alice\\AppData\\Local\\vidsync\\projects\\studio\\nebula.yml']))
       expect((await installService(service, {platform: win})).line).to.equal('scm system service vidsync-nebula-studio')
       expect(host.calls.slice(1).map((argv) => `${argv[0]} ${argv[1]}`)).to.deep.equal([
         'sc.exe create',
@@ -220,7 +220,7 @@ describe('services: install, start, uninstall through the service manager', () =
       await writeAgentSettings(project.dir, settings, win)
       const env = agentEnvPath(project.dir)
       expect(host.calls).to.deep.include(['icacls', env, '/inheritance:r', '/grant:r', 'alice:(F)', '*S-1-5-18:(F)'])
-      const definition = agentServiceDefinition({home: join(root, 'home', 'alice', 'vidsync'), project, user, platform: win})
+      const definition = await agentServiceDefinition({home: join(root, 'home', 'alice', 'vidsync'), project, user, platform: win})
       await installService(definition, {platform: win, user})
       expect(host.calls.some((argv) => argv[0] === 'schtasks' && argv[1] === '/Create')).to.equal(true)
       expect(JSON.stringify(host.calls)).not.to.match(/s3cret|anon-key|supabase\.co/)
@@ -237,7 +237,7 @@ describe('services: install, start, uninstall through the service manager', () =
     it('reports the fallback: no manager, vidsync supervises the service, and why', async () => {
       const linux = platformFor('linux')
       const init = readFileSync('/proc/1/comm', 'utf8').trim()
-      const unit = linux.nebulaService(spec(['/usr/bin/node']))
+      const unit = await linux.nebulaService(spec(['/usr/bin/node']))
       const report = await reportService('nebula', unit, {platform: linux, supervisor: {running: true, pid: 4242, address: '/x/nebula.sock'}})
       if (init === 'systemd') {
         expect(report.manager).to.equal('systemd')

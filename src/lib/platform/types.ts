@@ -166,10 +166,10 @@ export interface Platform {
    * agent itself and `status`/`down` ask their control sockets.
    */
   serviceManagerProblem(scope: ServiceScope, user?: User): Promise<string | undefined>
-  /** The per-project system service that runs nebula as root/SYSTEM. */
-  nebulaService(spec: ServiceSpec): ServiceDefinition
+  /** The per-project system service that runs nebula as root/SYSTEM (async: macOS loads its plist builder only here). */
+  nebulaService(spec: ServiceSpec): Promise<ServiceDefinition>
   /** The per-user service that runs Syncthing and the reconcile loop at login. */
-  agentService(spec: ServiceSpec): ServiceDefinition
+  agentService(spec: ServiceSpec): Promise<ServiceDefinition>
   /** The names the two services get for `project`, without building them. */
   serviceNames(project: string): {nebula: string; agent: string}
   /** What the service manager says about `definition` now (systemctl show, launchctl print, sc.exe queryex/qc, schtasks /Query /V). */

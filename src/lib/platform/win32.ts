@@ -162,7 +162,7 @@ export function win32Platform(deps: HostDeps): Platform {
     },
     serviceManagerProblem: async () => undefined,
     serviceNames: (project) => ({nebula: `vidsync-nebula-${project}`, agent: `vidsync\\${project}`}),
-    nebulaService(spec: ServiceSpec): ServiceDefinition {
+    async nebulaService(spec: ServiceSpec): Promise<ServiceDefinition> {
       // A service of its own per project (not nebula's fixed "Nebula"), run by the SCM as LocalSystem.
       // nebula's -service run hands itself to the SCM; the name it passes is ignored for an
       // own-process service (golang.org/x/sys/windows/svc.Run), so the per-project name holds.
@@ -189,7 +189,7 @@ export function win32Platform(deps: HostDeps): Platform {
         cleanup: [],
       }
     },
-    agentService(spec: ServiceSpec): ServiceDefinition {
+    async agentService(spec: ServiceSpec): Promise<ServiceDefinition> {
       const name = `vidsync\\${spec.project}`
       // The task runs a short wrapper in the project directory, not node.exe with its arguments: a
       // deep Node.js or home path would pass /TR's 261 characters.

@@ -230,7 +230,7 @@ export async function readAgentSettings(dir: string): Promise<AgentSettings> {
 }
 
 /** The user service that runs `vidsync up --agent` (Syncthing and the reconcile loop) at login, as the user. */
-export function agentServiceDefinition(options: AgentServiceOptions): ServiceDefinition {
+export async function agentServiceDefinition(options: AgentServiceOptions): Promise<ServiceDefinition> {
   const {project} = options
   const args = ['up', project.name, '--agent', '--home', options.home, '--interval', `${options.intervalSeconds ?? 10}s`]
   if (options.guiPort !== undefined) args.push('--gui-port', String(options.guiPort))

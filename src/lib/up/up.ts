@@ -463,7 +463,7 @@ async function ensureAgent(options: UpOptions, project: JoinedProject, user: Use
   // The agent reads its control-plane settings from this private file itself, however it starts.
   await writeAgentSettings(project.dir, options.env ?? {}, platform, owner)
   if (!noManager) {
-    const definition = agentServiceDefinition({...options, project, user, platform})
+    const definition = await agentServiceDefinition({...options, project, user, platform})
     const change = await installService(definition, {platform, user, owner, mode: 0o600})
     if (change.action === 'installed') return [`${change.line}: runs Syncthing and the reconcile loop as ${user.name} at login`]
     return change.action === 'started' ? [change.line] : []
@@ -615,7 +615,7 @@ export async function bringDown(options: {home: string; project?: string; uninst
   const uninstalled: string[] = []
   if (options.uninstall) {
     if (!(await platform.serviceManagerProblem('user', user))) {
-      const definition = agentServiceDefinition({home: options.home, project: {name: nebula.project, dir}, user, platform})
+      const definition = await agentServiceDefinition({home: options.home, project: {name: nebula.project, dir}, user, platform})
       if (await uninstallService(definition, {platform, user})) uninstalled.push(definition.path ? `${definition.name} (${definition.path})` : definition.name)
     }
     await rm(agentEnvPath(dir), {force: true})
