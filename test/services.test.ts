@@ -10,6 +10,7 @@ import {type HostDeps, platformFor} from '../src/lib/platform/index.js'
 import type {OsName, ProgramResult, ServiceSpec} from '../src/lib/platform/types.js'
 import {agentEnvPath, agentServiceDefinition, installService, readAgentSettings, reportService, uninstallService, writeAgentSettings} from '../src/lib/up/services.js'
 import {bringDown} from '../src/lib/up/up.js'
+import {cli} from './helpers/cli.js'
 import {fakeHost} from './helpers/host.js'
 import {expectRejects} from './helpers/rejects.js'
 import {removeTempDirs, tempDir} from './helpers/temp.js'
@@ -234,6 +235,18 @@ describe('services: install, start, uninstall through the service manager', () =
   })
 
   describe('no service manager (this machine and CI: systemd is not PID 1)', () => {
+    it('`up --agent` (what every service manager starts, with no environment) takes the control plane from agent.env', async () => {
+      const home = await tempDir('vidsync-services-')
+      const dir = join(home, 'projects', 'studio')
+      await mkdir(dir, {recursive: true})
+      // Nothing listens on port 1: the agent fails opening the control plane that only agent.env names.
+      await writeAgentSettings(dir, {VIDSYNC_DATABASE_URL: 'postgres://device:s3cret@127.0.0.1:1/cp'}, platformFor('linux', fakeHost(() => ok())))
+      const result = await cli(['up', 'studio', '--agent', '--home', home], {VIDSYNC_SUPABASE_URL: ''})
+      expect(result.stderr).to.contain('cannot reach the database at postgres://device:***@127.0.0.1:1/cp')
+      expect(result.stderr).not.to.contain('s3cret')
+      expect(result.exitCode).to.not.equal(0)
+    })
+
     it('reports the fallback: no manager, vidsync supervises the service, and why', async () => {
       const linux = platformFor('linux')
       const init = readFileSync('/proc/1/comm', 'utf8').trim()
