@@ -270,6 +270,11 @@ describe('platform layer', () => {
       expect(host.calls.at(-1)).to.deep.equal(['icacls', key, '/inheritance:r', '/grant:r', 'alice:(F)', '*S-1-5-18:(F)'])
       answer = fixture('icacls-private.txt')
       expect(await win.privacyProblem(key)).to.equal(undefined)
+      // The system copy for root's nebula (%ProgramData%\vidsync\<project>): SYSTEM and Administrators only, by SID; the directory passes it on.
+      await win.makeSystemPrivate('C:\\ProgramData\\vidsync\\studio', true)
+      expect(host.calls.at(-1)).to.deep.equal(['icacls', 'C:\\ProgramData\\vidsync\\studio', '/inheritance:r', '/grant:r', '*S-1-5-18:(OI)(CI)(F)', '*S-1-5-32-544:(OI)(CI)(F)'])
+      await win.makeSystemPrivate('C:\\ProgramData\\vidsync\\studio\\node.key')
+      expect(host.calls.at(-1)).to.deep.equal(['icacls', 'C:\\ProgramData\\vidsync\\studio\\node.key', '/inheritance:r', '/grant:r', '*S-1-5-18:(F)', '*S-1-5-32-544:(F)'])
     })
 
     it('installs nebula as an SCM service of its own per project; its command line parses back', async () => {

@@ -135,6 +135,7 @@ export function linuxPlatform(deps: HostDeps): Platform {
     pingCommand: (ip, timeoutMs) => ['ping', '-n', '-q', '-c', '1', '-W', String(Math.max(1, Math.round(timeoutMs / 1000))), ip],
     executable: (name) => name,
     makePrivate: (path) => deps.chmod(path, 0o600),
+    makeSystemPrivate: (path, directory) => deps.chmod(path, directory ? 0o700 : 0o600),
     privacyProblem: (path) => posixPrivacyProblem(deps, path),
     processIdentity,
     isRunning: sameProcessRunning(processIdentity),

@@ -144,6 +144,11 @@ export interface Platform {
   executable(name: string): string
   /** Makes a file readable by its owner only (chmod 0600, or an ACL of the user and SYSTEM). */
   makePrivate(path: string): Promise<void>
+  /**
+   * Makes a file or directory of the system copy (root's nebula) accessible to root only: chmod
+   * 0600/0700, or on Windows an ACL of SYSTEM and Administrators only, nothing inherited.
+   */
+  makeSystemPrivate(path: string, directory?: boolean): Promise<void>
   /** Why a file is readable by others, undefined when private. */
   privacyProblem(path: string): Promise<string | undefined>
   /** The identity of a running process, undefined when none runs with that PID (zombies count as gone). */

@@ -134,6 +134,12 @@ export function win32Platform(deps: HostDeps): Platform {
       const result = await run(['icacls', path, '/inheritance:r', '/grant:r', `${deps.userName()}:(F)`, '*S-1-5-18:(F)'])
       if (result.exitCode !== 0) throw new Error(`icacls ${path} failed: ${result.stdout.trim() || result.stderr.trim()}`)
     },
+    async makeSystemPrivate(path, directory) {
+      // SYSTEM (S-1-5-18) and Administrators (S-1-5-32-544) only, by SID; a directory passes it on to what it holds.
+      const grant = directory ? '(OI)(CI)(F)' : '(F)'
+      const result = await run(['icacls', path, '/inheritance:r', '/grant:r', `*S-1-5-18:${grant}`, `*S-1-5-32-544:${grant}`])
+      if (result.exitCode !== 0) throw new Error(`icacls ${path} failed: ${result.stdout.trim() || result.stderr.trim()}`)
+    },
     async privacyProblem(path) {
       const result = await run(['icacls', path])
       if (result.exitCode !== 0) return undefined // missing: nothing to protect
