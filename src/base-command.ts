@@ -170,12 +170,18 @@ export abstract class ControlPlaneCommand<T extends typeof Command> extends Base
 
   protected declare flags: ControlPlaneFlags<T>
 
+  /** Settings saved for this command (the agent's agent.env), used where flags and environment give none. */
+  protected savedSettings: Partial<Record<'VIDSYNC_DATABASE_URL' | 'VIDSYNC_SUPABASE_URL' | 'VIDSYNC_SUPABASE_KEY', string>> = {}
+
   protected get storeOptions(): StoreOptions {
-    const supabaseUrl = this.flags['supabase-url']
+    const saved = this.savedSettings
+    const supabaseUrl = this.flags['supabase-url'] ?? saved.VIDSYNC_SUPABASE_URL
     return {
       home: this.home,
-      databaseUrl: this.flags['database-url'] ?? secretFromFile('VIDSYNC_DATABASE_URL_FILE'),
-      supabase: supabaseUrl ? {url: supabaseUrl, key: process.env.VIDSYNC_SUPABASE_KEY ?? secretFromFile('VIDSYNC_SUPABASE_KEY_FILE')} : undefined,
+      databaseUrl: this.flags['database-url'] ?? secretFromFile('VIDSYNC_DATABASE_URL_FILE') ?? saved.VIDSYNC_DATABASE_URL,
+      supabase: supabaseUrl
+        ? {url: supabaseUrl, key: process.env.VIDSYNC_SUPABASE_KEY ?? secretFromFile('VIDSYNC_SUPABASE_KEY_FILE') ?? saved.VIDSYNC_SUPABASE_KEY}
+        : undefined,
       onLockWait: (pid) => {
         if (!this.jsonEnabled()) this.logToStderr(`waiting for pid ${pid ?? 'unknown'}, which has the embedded database open...`)
       },

@@ -1,5 +1,5 @@
 import {readFileSync} from 'node:fs'
-import {writeFile} from 'node:fs/promises'
+import {readFile, writeFile} from 'node:fs/promises'
 import {join} from 'node:path'
 
 import {expect} from 'chai'
@@ -9,8 +9,10 @@ import {parse as parsePlist} from 'plist'
 import {hostDeps, type HostDeps, platformFor} from '../src/lib/platform/index.js'
 import {hasNetAdmin, parseProcStat, parseSystemctlShow, passwdHome} from '../src/lib/platform/linux.js'
 import type {ProgramResult} from '../src/lib/platform/types.js'
-import {parseIcacls, scBinaryPath, schtasksField, schtasksStatus, windowsCommandLine} from '../src/lib/platform/win32.js'
+import {cmdArg, parseIcacls, scBinaryPath, schtasksField, schtasksStatus, schtasksTaskRunLimit, windowsArg, windowsCommandLine} from '../src/lib/platform/win32.js'
+import {InvalidInputError} from '../src/lib/errors.js'
 import {fakeHost} from './helpers/host.js'
+import {expectRejects} from './helpers/rejects.js'
 import {removeTempDirs, tempDir} from './helpers/temp.js'
 
 const fixture = (name: string) => readFileSync(new URL(`fixtures/platform/${name}`, import.meta.url), 'utf8')
@@ -116,8 +118,8 @@ describe('platform layer', () => {
     it('writes systemd units that systemd-analyze verify accepts (started only where systemd runs)', async () => {
       const dir = await tempDir('vidsync-platform-')
       const command = [process.execPath, '/opt/vidsync/bin/run.js', 'nebula', 'service', 'studio', '--home', '/home/alice/.vidsync 100%']
-      const nebula = linux.nebulaService({project: 'studio', command, logPath: '/dev/null', description: 'vidsync: Nebula overlay for project studio'})
-      const agent = linux.agentService({project: 'studio', command, logPath: '/dev/null', description: 'vidsync: Syncthing and reconcile loop for studio', envFile: '/home/alice/.vidsync/projects/studio/agent.env', user: {name: 'alice', home: '/home/alice', uid: 1001, gid: 1001, viaSudo: false}})
+      const nebula = await linux.nebulaService({project: 'studio', command, logPath: '/dev/null', description: 'vidsync: Nebula overlay for project studio'})
+      const agent = await linux.agentService({project: 'studio', command, logPath: '/dev/null', description: 'vidsync: Syncthing and reconcile loop for studio', user: {name: 'alice', home: '/home/alice', uid: 1001, gid: 1001, viaSudo: false}})
       expect(nebula).to.include({name: 'vidsync-nebula-studio.service', path: '/etc/systemd/system/vidsync-nebula-studio.service'})
       expect(nebula.install).to.deep.equal([['systemctl', 'daemon-reload'], ['systemctl', 'enable', '--now', 'vidsync-nebula-studio.service']])
       expect(nebula.uninstall).to.deep.equal([['systemctl', 'disable', '--now', 'vidsync-nebula-studio.service']])
@@ -130,7 +132,8 @@ describe('platform layer', () => {
       expect(nebula.content).to.contain('Restart=on-failure\nRestartSec=2\n')
       expect(nebula.content).to.contain('StartLimitIntervalSec=120\nStartLimitBurst=5\n')
       expect(nebula.content).to.contain('ExecReload=/bin/kill -HUP $MAINPID\n')
-      expect(agent.content).to.contain('EnvironmentFile=-/home/alice/.vidsync/projects/studio/agent.env\n')
+      // The agent reads agent.env itself: the unit passes no environment.
+      expect(agent.content).not.to.match(/Environment/)
       expect(agent.content).to.contain('WantedBy=default.target\n')
       for (const unit of [nebula, agent]) {
         const path = join(dir, unit.name)
@@ -159,7 +162,7 @@ describe('platform layer', () => {
       let answer = ok(fixture('systemctl-show-running.txt'))
       const host = fakeHost(() => answer, {readFile: async (path) => (path === '/etc/systemd/system/vidsync-nebula-studio.service' ? 'unit text' : undefined)})
       const linuxHost = platformFor('linux', host)
-      const unit = linuxHost.nebulaService({project: 'studio', command: ['/usr/bin/node'], logPath: '/dev/null', description: 'x'})
+      const unit = await linuxHost.nebulaService({project: 'studio', command: ['/usr/bin/node'], logPath: '/dev/null', description: 'x'})
       expect(await linuxHost.serviceState(unit)).to.deep.equal({installed: true, running: true, pid: 4242, state: 'active (running)', fingerprint: 'unit text'})
       expect(host.calls.at(-1)).to.deep.equal(['systemctl', 'show', '-p', 'LoadState,ActiveState,SubState,MainPID', 'vidsync-nebula-studio.service'])
       answer = ok(fixture('systemctl-show-failed.txt'))
@@ -186,7 +189,7 @@ describe('platform layer', () => {
       let answer = ok(fixture('launchctl-print-running.txt'))
       const host = fakeHost(() => answer)
       const mac = platformFor('darwin', host)
-      const daemon = mac.nebulaService({project: 'studio', command: ['/opt/homebrew/bin/node'], logPath: '/tmp/x.log', description: 'x'})
+      const daemon = await mac.nebulaService({project: 'studio', command: ['/opt/homebrew/bin/node'], logPath: '/tmp/x.log', description: 'x'})
       expect(await mac.serviceState(daemon)).to.deep.equal({installed: true, running: true, pid: 4242, state: 'running'})
       expect(host.calls[0]).to.deep.equal(['launchctl', 'print', 'system/com.vidsync.nebula.studio'])
       answer = ok(fixture('launchctl-print-stopped.txt'))
@@ -201,10 +204,10 @@ describe('platform layer', () => {
       expect(await mac.serviceManagerProblem('system')).to.equal(undefined)
     })
 
-    it('writes a LaunchDaemon and a LaunchAgent plist that parse back to the command', () => {
+    it('writes a LaunchDaemon and a LaunchAgent plist that parse back to the command', async () => {
       const mac = platformFor('darwin', fakeHost(() => failed(1)))
       const command = ['/opt/homebrew/bin/node', '/opt/homebrew/lib/node_modules/vidsync/bin/run.js', 'nebula', 'service', 'studio', '--home', '/Users/alice/Library/Application Support/vidsync']
-      const daemon = mac.nebulaService({project: 'studio', command, logPath: '/Users/alice/Library/Application Support/vidsync/projects/studio/nebula-service.log', description: 'x'})
+      const daemon = await mac.nebulaService({project: 'studio', command, logPath: '/Users/alice/Library/Application Support/vidsync/projects/studio/nebula-service.log', description: 'x'})
       expect(daemon.path).to.equal('/Library/LaunchDaemons/com.vidsync.nebula.studio.plist')
       expect(daemon.install).to.deep.equal([['launchctl', 'bootstrap', 'system', '/Library/LaunchDaemons/com.vidsync.nebula.studio.plist']])
       expect(daemon.uninstall).to.deep.equal([['launchctl', 'bootout', 'system/com.vidsync.nebula.studio']])
@@ -220,13 +223,13 @@ describe('platform layer', () => {
         StandardErrorPath: '/Users/alice/Library/Application Support/vidsync/projects/studio/nebula-service.log',
       })
       const user = {name: 'alice', home: '/Users/alice', uid: 501, gid: 20, viaSudo: true}
-      const env = {VIDSYNC_DATABASE_URL: 'postgres://device@cp.example/vidsync'}
-      const agent = mac.agentService({project: 'studio', command: [...command.slice(0, 2), 'up', 'studio', '--agent'], logPath: '/tmp/a.log', description: 'x', user, env})
+      const agent = await mac.agentService({project: 'studio', command: [...command.slice(0, 2), 'up', 'studio', '--agent'], logPath: '/tmp/a.log', description: 'x', user})
       expect(agent.path).to.equal('/Users/alice/Library/LaunchAgents/com.vidsync.agent.studio.plist')
       expect(agent.install).to.deep.equal([['launchctl', 'bootstrap', 'gui/501', agent.path]])
       expect(agent.scope).to.equal('user')
       const agentPlist = parsePlist(agent.content ?? '') as Record<string, unknown>
-      expect(agentPlist).to.deep.include({ProgramArguments: [...command.slice(0, 2), 'up', 'studio', '--agent'], EnvironmentVariables: env, ProcessType: 'Background', KeepAlive: {SuccessfulExit: false}})
+      expect(agentPlist).to.deep.include({ProgramArguments: [...command.slice(0, 2), 'up', 'studio', '--agent'], ProcessType: 'Background', KeepAlive: {SuccessfulExit: false}})
+      expect(agentPlist).not.to.have.property('EnvironmentVariables')
     })
 
     it('finds the invoking user with dscl, the utun holding the overlay IP, and its state directory', () => {
@@ -267,13 +270,18 @@ describe('platform layer', () => {
       expect(host.calls.at(-1)).to.deep.equal(['icacls', key, '/inheritance:r', '/grant:r', 'alice:(F)', '*S-1-5-18:(F)'])
       answer = fixture('icacls-private.txt')
       expect(await win.privacyProblem(key)).to.equal(undefined)
+      // The system copy for root's nebula (%ProgramData%\vidsync\<project>): SYSTEM and Administrators only, by SID; the directory passes it on.
+      await win.makeSystemPrivate('C:\\ProgramData\\vidsync\\studio', true)
+      expect(host.calls.at(-1)).to.deep.equal(['icacls', 'C:\\ProgramData\\vidsync\\studio', '/inheritance:r', '/grant:r', '*S-1-5-18:(OI)(CI)(F)', '*S-1-5-32-544:(OI)(CI)(F)'])
+      await win.makeSystemPrivate('C:\\ProgramData\\vidsync\\studio\\node.key')
+      expect(host.calls.at(-1)).to.deep.equal(['icacls', 'C:\\ProgramData\\vidsync\\studio\\node.key', '/inheritance:r', '/grant:r', '*S-1-5-18:(F)', '*S-1-5-32-544:(F)'])
     })
 
     it('installs nebula as an SCM service of its own per project; its command line parses back', async () => {
       let answer = fixture('sc-query-running.txt')
       const win = platformFor('win32', fakeHost(() => ok(answer), {env: {ProgramData: 'C:\\ProgramData', LOCALAPPDATA: 'C:\\Users\\alice\\AppData\\Local'}}))
       const command = ['C:\\Program Files\\nebula\\nebula.exe', '-service', 'run', '-config', 'C:\\Users\\alice\\AppData\\Local\\vidsync\\projects\\studio\\nebula.yml']
-      const service = win.nebulaService({project: 'studio', command, logPath: 'x', description: 'vidsync: Nebula overlay for project studio'})
+      const service = await win.nebulaService({project: 'studio', command, logPath: 'x', description: 'vidsync: Nebula overlay for project studio'})
       expect(service.name).to.equal('vidsync-nebula-studio')
       const create = service.install[0] ?? []
       expect(create.slice(0, 4)).to.deep.equal(['sc.exe', 'create', 'vidsync-nebula-studio', 'binPath='])
@@ -303,28 +311,49 @@ describe('platform layer', () => {
       expect(win.defaultHome(win.invokingUser())).to.equal('C:\\Users\\alice\\AppData\\Local\\vidsync')
     })
 
-    it('runs the agent as a logon task; its command line parses back', async () => {
+    it('runs the agent as a logon task through a short wrapper; its command line parses back, also from a long path', async () => {
+      const dir = await tempDir('vidsync-platform-')
       let answer = ok(fixture('schtasks-query-verbose.txt'))
-      const host = fakeHost(() => answer)
+      const host = fakeHost(() => answer, {readFile: (path) => readFile(path, 'utf8').catch(() => undefined)})
       const win = platformFor('win32', host)
-      const command = ['C:\\Program Files\\nodejs\\node.exe', 'C:\\Users\\alice\\AppData\\Roaming\\npm\\node_modules\\vidsync\\bin\\run.js', 'up', 'studio', '--agent', '--home', 'C:\\Users\\al "x"\\vidsync\\']
-      const task = win.agentService({project: 'studio', command, logPath: 'x', description: 'x', user: win.invokingUser()})
+      const deep = `C:\\Users\\alice\\${'a very deep folder\\'.repeat(12)}nodejs\\node.exe`
+      const command = [deep, 'C:\\Users\\alice\\AppData\\Roaming\\npm\\node_modules\\vidsync\\bin\\run.js', 'up', 'studio', '--agent', '--home', 'C:\\Users\\al & 100%\\vidsync\\', '']
+      expect(windowsCommandLine(command).length).to.be.above(schtasksTaskRunLimit)
+      const task = await win.agentService({project: 'studio', command, logPath: 'x', description: 'x', user: win.invokingUser(), stateDir: dir})
       const create = task.install[0] ?? []
       expect(create.slice(0, 5)).to.deep.equal(['schtasks', '/Create', '/TN', 'vidsync\\studio', '/TR'])
-      expect(commandLineToArgv(create[5] ?? '')).to.deep.equal(command)
+      // /TR runs the wrapper in the project directory, whatever the length of node's and vidsync's paths.
+      expect(task.path).to.equal(join(dir, 'agent-task.cmd'))
+      expect(create[5]).to.equal(windowsArg(task.path ?? ''))
+      expect((create[5] ?? '').length).to.be.at.most(schtasksTaskRunLimit)
       expect(create.slice(6)).to.deep.equal(['/SC', 'ONLOGON', '/RL', 'LIMITED', '/F'])
+      // The wrapper's last line is the command: cmd.exe turns %% into %, then CommandLineToArgvW splits it.
+      const lines = (task.content ?? '').split('\r\n')
+      expect(lines[0]).to.equal('@echo off')
+      expect(commandLineToArgv((lines[2] ?? '').replaceAll('%%', '%'))).to.deep.equal(command)
+      expect(lines[2]).to.contain('"C:\\Users\\al & 100%%\\vidsync\\\\"')
+      expect(() => cmdArg('a"b')).to.throw(InvalidInputError)
       expect(task.install[1]?.at(-1)).to.equal(
         "Set-ScheduledTask -TaskPath '\\vidsync\\' -TaskName 'studio' -Settings (New-ScheduledTaskSettingsSet -ExecutionTimeLimit ([TimeSpan]::Zero) -RestartCount 999 -RestartInterval (New-TimeSpan -Minutes 1)) | Out-Null",
       )
       expect(task.install.at(-1)).to.deep.equal(['schtasks', '/Run', '/TN', 'vidsync\\studio'])
       expect(schtasksStatus(fixture('schtasks-query.txt'))).to.equal('Running')
+      // A task from before the wrapper (the recorded one runs node.exe itself): its command line is the fingerprint, so it is stale.
       expect(await win.serviceState(task)).to.deep.equal({installed: true, running: false, state: 'Ready', fingerprint: schtasksField(fixture('schtasks-query-verbose.txt'), 'Task To Run')})
       expect(host.calls.at(-1)).to.deep.equal(['schtasks', '/Query', '/TN', 'vidsync\\studio', '/FO', 'LIST', '/V'])
-      const recorded = ['C:\\Program Files\\nodejs\\node.exe', 'C:\\Users\\alice\\AppData\\Roaming\\npm\\node_modules\\vidsync\\bin\\run.js', 'up', 'studio', '--agent', '--home', 'C:\\Users\\alice\\AppData\\Local\\vidsync', '--interval', '10s']
-      expect(win.agentService({project: 'studio', command: recorded, logPath: 'x', description: 'x'}).fingerprint).to.equal((await win.serviceState(task)).fingerprint)
+      // A task that runs this wrapper: the wrapper's content is the fingerprint.
+      answer = ok(fixture('schtasks-query-verbose.txt').replace(/^Task To Run: .*$/m, `Task To Run:                          ${task.path}`))
+      await writeFile(task.path ?? '', task.content ?? '')
+      expect((await win.serviceState(task)).fingerprint).to.equal(task.fingerprint)
       answer = {...failed(1), stderr: fixture('schtasks-query-missing.txt')}
       expect(await win.serviceState(task)).to.deep.equal({installed: false, running: false, state: 'ERROR: The system cannot find the file specified.'})
       expect(commandLineToArgv(windowsCommandLine(['a b', 'c\\', 'd"e', '']))).to.deep.equal(['a b', 'c\\', 'd"e', ''])
+      // A home so deep that even the wrapper's path passes 261 characters: exit 2, naming --home.
+      const tooDeep = `C:\\Users\\alice\\${'x'.repeat(260)}\\projects\\studio`
+      const error = await expectRejects(win.agentService({project: 'studio', command, logPath: 'x', description: 'x', stateDir: tooDeep}), InvalidInputError)
+      expect(error.exitCode).to.equal(2)
+      expect(error.message).to.match(/^the logon task would run .*agent-task\.cmd, 3\d\d characters: schtasks takes at most 261$/)
+      expect(error.hint).to.equal('use a shorter --home')
     })
 
     it('reloads nebula by restarting its service, finds wintun.dll or says it is missing, names executables .exe', async () => {

@@ -8,8 +8,9 @@ import {ConflictError, PermissionError, ToolFailedError} from '../src/lib/errors
 import {reloadNebula} from '../src/lib/nebula/process.js'
 import {type HostDeps, platformFor} from '../src/lib/platform/index.js'
 import type {OsName, ProgramResult, ServiceSpec} from '../src/lib/platform/types.js'
-import {agentServiceDefinition, installService, reportService, uninstallService} from '../src/lib/up/services.js'
+import {agentEnvPath, agentServiceDefinition, installService, readAgentSettings, reportService, uninstallService, writeAgentSettings} from '../src/lib/up/services.js'
 import {bringDown} from '../src/lib/up/up.js'
+import {cli} from './helpers/cli.js'
 import {fakeHost} from './helpers/host.js'
 import {expectRejects} from './helpers/rejects.js'
 import {removeTempDirs, tempDir} from './helpers/temp.js'
@@ -49,7 +50,7 @@ describe('services: install, start, uninstall through the service manager', () =
         return argv[1] === 'show' ? ok(fixture(installed ? 'systemctl-show-running.txt' : 'systemctl-show-not-found.txt')) : ok()
       })
       const linux = platformFor('linux', host)
-      const unit = linux.nebulaService(spec(['/usr/bin/node', '/opt/vidsync/bin/run.js', 'nebula', 'service', 'studio']))
+      const unit = await linux.nebulaService(spec(['/usr/bin/node', '/opt/vidsync/bin/run.js', 'nebula', 'service', 'studio']))
       expect(unit.path).to.equal(join(root, 'etc', 'systemd', 'system', 'vidsync-nebula-studio.service'))
       const change = await installService(unit, {platform: linux})
       expect(change).to.deep.equal({
@@ -73,7 +74,7 @@ describe('services: install, start, uninstall through the service manager', () =
       const root = await tempDir('vidsync-services-')
       const host = managedHost(root, (argv) => (argv[1] === 'show' ? ok(fixture('systemctl-show-failed.txt')) : ok()))
       const linux = platformFor('linux', host)
-      const unit = linux.nebulaService(spec(['/usr/bin/node']))
+      const unit = await linux.nebulaService(spec(['/usr/bin/node']))
       await mkdir(join(root, 'etc', 'systemd', 'system'), {recursive: true})
       await writeFile(unit.path ?? '', unit.content ?? '')
       expect((await installService(unit, {platform: linux})).action).to.equal('started')
@@ -84,8 +85,8 @@ describe('services: install, start, uninstall through the service manager', () =
       const root = await tempDir('vidsync-services-')
       const host = managedHost(root, (argv) => (argv[1] === 'show' ? ok(fixture('systemctl-show-failed.txt')) : ok()))
       const linux = platformFor('linux', host)
-      const unit = linux.nebulaService(spec(['/usr/bin/node', '/opt/vidsync-0.1/bin/run.js']))
-      const older = linux.nebulaService(spec(['/usr/bin/node', '/usr/lib/vidsync-0.0.9/bin/run.js'])).content ?? ''
+      const unit = await linux.nebulaService(spec(['/usr/bin/node', '/opt/vidsync-0.1/bin/run.js']))
+      const older = (await linux.nebulaService(spec(['/usr/bin/node', '/usr/lib/vidsync-0.0.9/bin/run.js']))).content ?? ''
       await mkdir(join(root, 'etc', 'systemd', 'system'), {recursive: true})
       await writeFile(unit.path ?? '', older)
       const error = await expectRejects(installService(unit, {platform: linux}), ConflictError)
@@ -103,7 +104,7 @@ describe('services: install, start, uninstall through the service manager', () =
       const refusal = 'Failed to enable unit: Access denied'
       const host = managedHost(root, (argv) => (argv[1] === 'show' ? ok(fixture('systemctl-show-not-found.txt')) : argv[1] === 'enable' ? failed(1, `${refusal}\n`) : ok()))
       const linux = platformFor('linux', host)
-      const unit = linux.nebulaService(spec(['/usr/bin/node']))
+      const unit = await linux.nebulaService(spec(['/usr/bin/node']))
       const error = await expectRejects(installService(unit, {platform: linux}), ToolFailedError)
       expect(error.exitCode).to.equal(1)
       expect(error.message).to.equal(`the service manager refused \`systemctl enable --now vidsync-nebula-studio.service\` for vidsync-nebula-studio.service: ${refusal}; nothing was installed`)
@@ -116,7 +117,7 @@ describe('services: install, start, uninstall through the service manager', () =
       let refuse = true
       const host = managedHost(root, (argv) => (argv[1] === 'show' ? ok(fixture('systemctl-show-running.txt')) : argv[1] === 'disable' && refuse ? failed(1, 'Failed to disable unit: Access denied\n') : ok()))
       const linux = platformFor('linux', host)
-      const unit = linux.nebulaService(spec(['/usr/bin/node']))
+      const unit = await linux.nebulaService(spec(['/usr/bin/node']))
       await mkdir(join(root, 'etc', 'systemd', 'system'), {recursive: true})
       await writeFile(unit.path ?? '', unit.content ?? '')
       const error = await expectRejects(uninstallService(unit, {platform: linux}), ToolFailedError)
@@ -132,13 +133,13 @@ describe('services: install, start, uninstall through the service manager', () =
       ])
     })
 
-    it('the agent is a user unit installed for alice (as her, from root under sudo), with its environment in a file', async () => {
+    it('the agent is a user unit installed for alice (as her, from root under sudo); its settings are in her private agent.env, not in the unit', async () => {
       const root = await tempDir('vidsync-services-')
       const host = managedHost(root, (argv) => (argv.includes('show') ? ok(fixture('systemctl-show-not-found.txt')) : ok()))
       const linux = platformFor('linux', host)
       const alice = {name: 'alice', home: join(root, 'home', 'alice'), uid: 1001, gid: 1001, viaSudo: true}
       const project = {name: 'studio', dir: join(alice.home, '.vidsync', 'projects', 'studio')}
-      const definition = agentServiceDefinition({home: join(alice.home, '.vidsync'), project, user: alice, platform: linux, intervalSeconds: 10})
+      const definition = await agentServiceDefinition({home: join(alice.home, '.vidsync'), project, user: alice, platform: linux, intervalSeconds: 10})
       await installService(definition, {platform: linux, user: alice, owner: alice, mode: 0o600})
       expect(definition.path).to.equal(join(alice.home, '.config', 'systemd', 'user', 'vidsync-studio.service'))
       // Files in alice's home are hers, not root's.
@@ -149,7 +150,14 @@ describe('services: install, start, uninstall through the service manager', () =
         ['systemctl', '--user', '--machine=alice@', 'daemon-reload'],
         ['systemctl', '--user', '--machine=alice@', 'enable', '--now', 'vidsync-studio.service'],
       ])
-      expect(definition.content).to.contain(`EnvironmentFile=-${project.dir}/agent.env`)
+      const settings = {VIDSYNC_DATABASE_URL: 'postgres://device:s3cret@cp.example/vidsync', VIDSYNC_SUPABASE_URL: 'https://x.supabase.co', VIDSYNC_SUPABASE_KEY: 'anon-key'}
+      await writeAgentSettings(project.dir, settings, linux, alice)
+      const file = await stat(agentEnvPath(project.dir))
+      expect([file.uid, file.mode & 0o777]).to.deep.equal([1001, 0o600])
+      expect(await readAgentSettings(project.dir)).to.deep.equal(settings)
+      expect(definition.content).not.to.match(/Environment|s3cret|anon-key/)
+      await writeAgentSettings(project.dir, {}, linux, alice)
+      expect(await readAgentSettings(project.dir)).to.deep.equal({})
       expect(definition.content).to.match(/ExecStart=.* "up" "studio" "--agent" "--home" ".*\/\.vidsync" "--interval" "10s"\n/)
     })
   })
@@ -160,7 +168,7 @@ describe('services: install, start, uninstall through the service manager', () =
       let print = failed(113, '', fixture('launchctl-print-not-found.txt'))
       const host = managedHost(root, (argv) => (argv[1] === 'print' ? print : ok()))
       const mac = platformFor('darwin', host)
-      const daemon = mac.nebulaService(spec(['/opt/homebrew/bin/node', '/opt/homebrew/lib/node_modules/vidsync/bin/run.js', 'nebula', 'service', 'studio']))
+      const daemon = await mac.nebulaService(spec(['/opt/homebrew/bin/node', '/opt/homebrew/lib/node_modules/vidsync/bin/run.js', 'nebula', 'service', 'studio']))
       expect((await installService(daemon, {platform: mac})).action).to.equal('installed')
       expect(host.calls.at(-1)).to.deep.equal(['launchctl', 'bootstrap', 'system', join(root, 'Library', 'LaunchDaemons', 'com.vidsync.nebula.studio.plist')])
       print = ok(fixture('launchctl-print-stopped.txt'))
@@ -179,7 +187,7 @@ describe('services: install, start, uninstall through the service manager', () =
         return argv[1] === 'create' ? create : ok()
       })
       const win = platformFor('win32', host)
-      const service = win.nebulaService(spec(['C:\\Program Files\\nebula\\nebula.exe', '-service', 'run', '-config', 'C:\\Users\\alice\\AppData\\Local\\vidsync\\projects\\studio\\nebula.yml']))
+      const service = await win.nebulaService(spec(['C:\\Program Files\\nebula\\nebula.exe', '-service', 'run', '-config', 'C:\\Users\\alice\\AppData\\Local\\vidsync\\projects\\studio\\nebula.yml']))
       expect((await installService(service, {platform: win})).line).to.equal('scm system service vidsync-nebula-studio')
       expect(host.calls.slice(1).map((argv) => `${argv[0]} ${argv[1]}`)).to.deep.equal([
         'sc.exe create',
@@ -203,13 +211,46 @@ describe('services: install, start, uninstall through the service manager', () =
       expect(await reloadNebula({projectDir: dir, platform: win})).to.equal(true)
       expect(host.calls.at(-1)?.at(-1)).to.equal("Restart-Service -Name 'vidsync-nebula-studio'")
     })
+    it('Windows: the logon task gets the control-plane settings from agent.env (icacls: the user and SYSTEM only), none in its definition or argv', async () => {
+      const root = await tempDir('vidsync-services-')
+      const host = managedHost(root, (argv) => (argv[0] === 'schtasks' && argv[1] === '/Query' ? failed(1, fixture('schtasks-query-missing.txt')) : ok()), {userName: () => 'alice'})
+      const win = platformFor('win32', host)
+      const user = win.invokingUser()
+      const project = {name: 'studio', dir: join(root, 'home', 'alice', 'vidsync', 'projects', 'studio')}
+      const settings = {VIDSYNC_DATABASE_URL: 'postgres://device:s3cret@cp.example/vidsync', VIDSYNC_SUPABASE_KEY: 'anon-key', VIDSYNC_SUPABASE_URL: 'https://x.supabase.co'}
+      await writeAgentSettings(project.dir, settings, win)
+      const env = agentEnvPath(project.dir)
+      expect(host.calls).to.deep.include(['icacls', env, '/inheritance:r', '/grant:r', 'alice:(F)', '*S-1-5-18:(F)'])
+      const definition = await agentServiceDefinition({home: join(root, 'home', 'alice', 'vidsync'), project, user, platform: win})
+      await installService(definition, {platform: win, user})
+      expect(host.calls.some((argv) => argv[0] === 'schtasks' && argv[1] === '/Create')).to.equal(true)
+      expect(JSON.stringify(host.calls)).not.to.match(/s3cret|anon-key|supabase\.co/)
+      // The task runs the wrapper beside agent.env; the wrapper runs `vidsync up studio --agent` and holds no setting.
+      const wrapper = await readFile(definition.path ?? '', 'utf8')
+      expect(wrapper).to.match(/ up studio --agent --home .* --interval 10s\r\n$/)
+      expect(wrapper).not.to.match(/s3cret|anon-key|supabase\.co/)
+      // What the agent reads at start (`vidsync up --agent`), on every OS.
+      expect(await readAgentSettings(project.dir)).to.deep.equal(settings)
+    })
   })
 
   describe('no service manager (this machine and CI: systemd is not PID 1)', () => {
+    it('`up --agent` (what every service manager starts, with no environment) takes the control plane from agent.env', async () => {
+      const home = await tempDir('vidsync-services-')
+      const dir = join(home, 'projects', 'studio')
+      await mkdir(dir, {recursive: true})
+      // Nothing listens on port 1: the agent fails opening the control plane that only agent.env names.
+      await writeAgentSettings(dir, {VIDSYNC_DATABASE_URL: 'postgres://device:s3cret@127.0.0.1:1/cp'}, platformFor('linux', fakeHost(() => ok())))
+      const result = await cli(['up', 'studio', '--agent', '--home', home], {VIDSYNC_SUPABASE_URL: ''})
+      expect(result.stderr).to.contain('cannot reach the database at postgres://device:***@127.0.0.1:1/cp')
+      expect(result.stderr).not.to.contain('s3cret')
+      expect(result.exitCode).to.not.equal(0)
+    })
+
     it('reports the fallback: no manager, vidsync supervises the service, and why', async () => {
       const linux = platformFor('linux')
       const init = readFileSync('/proc/1/comm', 'utf8').trim()
-      const unit = linux.nebulaService(spec(['/usr/bin/node']))
+      const unit = await linux.nebulaService(spec(['/usr/bin/node']))
       const report = await reportService('nebula', unit, {platform: linux, supervisor: {running: true, pid: 4242, address: '/x/nebula.sock'}})
       if (init === 'systemd') {
         expect(report.manager).to.equal('systemd')

@@ -5,6 +5,7 @@ import {parseDuration} from '../lib/duration.js'
 import type {ControlPlane} from '../lib/store/control-plane.js'
 import {askAgent, bringDown, bringUp, runAgent, type UpResult} from '../lib/up/up.js'
 import {resolveProjectDir} from '../lib/project/joined-project.js'
+import {readAgentSettings} from '../lib/up/services.js'
 
 /** Resolves on Ctrl-C or SIGTERM, or when `gone()` says the agent ended (stopped by `vidsync down`). */
 async function untilStopped(gone: () => Promise<boolean>): Promise<void> {
@@ -40,7 +41,9 @@ export default class Up extends ControlPlaneCommand<typeof Up> {
   async run(): Promise<UpResult | {agent: true}> {
     const intervalSeconds = parseDuration(this.flags.interval, 'interval')
     if (this.flags.agent) {
-      // Devices that joined with an invite refresh from a shared control plane.
+      // Devices that joined with an invite refresh from a shared control plane; a service manager
+      // starts the agent without environment, so it reads its settings from the private agent.env.
+      this.savedSettings = await readAgentSettings(await resolveProjectDir({home: this.home, project: this.args.project}))
       return this.withDeviceControlPlane((controlPlane) => this.runAgent(intervalSeconds, controlPlane))
     }
     const {databaseUrl, supabase} = this.storeOptions
@@ -55,7 +58,7 @@ export default class Up extends ControlPlaneCommand<typeof Up> {
       interactive: this.interactive,
       onElevate: (plan) => this.logToStderr(plan),
       onProgress: (line) => this.logToStderr(`Syncthing is migrating its database to 2.x (do not stop it): ${line}`),
-      env: {...(databaseUrl ? {VIDSYNC_DATABASE_URL: databaseUrl} : {}), ...(supabase ? {VIDSYNC_SUPABASE_URL: supabase.url} : {})},
+      env: {VIDSYNC_DATABASE_URL: databaseUrl, VIDSYNC_SUPABASE_URL: supabase?.url, VIDSYNC_SUPABASE_KEY: supabase?.key},
     })
     if (result.alreadyUp) this.log(`${result.project} was already up (agent pid ${result.agent.pid}): nothing changed.`)
     for (const line of result.installed) this.log(`Installed: ${line}`)

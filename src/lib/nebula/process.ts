@@ -279,7 +279,7 @@ export async function reloadNebula(options: {projectDir: string; platform?: Plat
 async function managedNebula(projectDir: string, platform: Platform): Promise<{name: string; pid?: number} | undefined> {
   if (await platform.serviceManagerProblem('system')) return undefined
   const logPath = join(projectDir, 'nebula-service.log')
-  const service = platform.nebulaService({project: basename(projectDir), command: [platform.executable('nebula')], logPath, description: ''})
+  const service = await platform.nebulaService({project: basename(projectDir), command: [platform.executable('nebula')], logPath, description: ''})
   const state = await platform.serviceState(service)
   return state.running ? {name: service.name, ...(state.pid ? {pid: state.pid} : {})} : undefined
 }

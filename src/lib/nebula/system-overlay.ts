@@ -22,13 +22,14 @@ export type SystemOverlay = ReturnType<typeof systemOverlayPaths>
  * The user's own nebula.yml is never copied, so nothing a user-writable file says (sshd, stats,
  * routes, listen addresses) reaches the nebula that runs as root. Run by the elevated step and
  * again by the service before every start and reload, which also picks up renewed certificates
- * and blocklist changes. Directory 0700, files 0600 (an ACL of SYSTEM and the user on Windows),
+ * and blocklist changes. Directory 0700, files 0600 (on Windows an ACL of SYSTEM and Administrators only),
  * each file replaced atomically.
  */
 export async function installSystemOverlay(project: JoinedProject, platform: Platform = currentPlatform()): Promise<SystemOverlay> {
   const paths = systemOverlayPaths(project.name, platform)
   await ensureDir(platform.systemDir, {private: true})
   await ensureDir(paths.dir, {private: true})
+  await platform.makeSystemPrivate(paths.dir, true)
   const config = nebulaConfigFromManifest(project.manifest, {
     caPath: paths.caPath,
     certPath: paths.certPath,
@@ -43,7 +44,7 @@ export async function installSystemOverlay(project: JoinedProject, platform: Pla
   ]
   for (const [path, data] of files) {
     await writeFileAtomic(path, data, 0o600)
-    if (platform.os === 'win32') await platform.makePrivate(path)
+    await platform.makeSystemPrivate(path)
   }
   return paths
 }

@@ -1,7 +1,5 @@
 import {join} from 'node:path'
 
-import {build} from 'plist'
-
 import {posixControlAddress, posixElevate, posixInvokingUser, posixPrivacyProblem, posixTerminate, sighup} from './posix.js'
 import {firstLine, interfaceHolding, manageWith, sameProcessRunning} from './host.js'
 import type {HostDeps, Platform, ProcessIdentity, ServiceDefinition, ServiceSpec, User} from './types.js'
@@ -31,9 +29,11 @@ export function launchctlPid(output: string): number | undefined {
 /**
  * A launchd job (launchd.plist(5)): started at load and at boot/login (RunAtLoad), started again
  * when it exits with a failure (KeepAlive SuccessfulExit=false), at most once per ThrottleInterval
- * (10 s); a clean exit (`vidsync down`) leaves it stopped.
+ * (10 s); a clean exit (`vidsync down`) leaves it stopped. The `plist` package is loaded here, only
+ * when a plist is built, so that no other command pays for loading it.
  */
-function launchdPlist(label: string, spec: ServiceSpec, user?: User): string {
+async function launchdPlist(label: string, spec: ServiceSpec, user?: User): Promise<string> {
+  const {build} = await import('plist')
   return build({
     Label: label,
     ProgramArguments: spec.command,
@@ -42,7 +42,6 @@ function launchdPlist(label: string, spec: ServiceSpec, user?: User): string {
     ThrottleInterval: 10,
     StandardOutPath: spec.logPath,
     StandardErrorPath: spec.logPath,
-    ...(spec.env && Object.keys(spec.env).length > 0 ? {EnvironmentVariables: spec.env} : {}),
     ...(user ? {ProcessType: 'Background'} : {}),
   })
 }
@@ -59,8 +58,8 @@ export function darwinPlatform(deps: HostDeps): Platform {
     return result.exitCode === 0 ? dsclHome(result.stdout) : undefined
   }
   const domain = (user?: User) => (user ? `gui/${user.uid}` : 'system')
-  const definition = (label: string, path: string, spec: ServiceSpec, user?: User): ServiceDefinition => {
-    const content = launchdPlist(label, spec, user)
+  const definition = async (label: string, path: string, spec: ServiceSpec, user?: User): Promise<ServiceDefinition> => {
+    const content = await launchdPlist(label, spec, user)
     const target = `${domain(user)}/${label}`
     return {
       name: label,
@@ -92,6 +91,7 @@ export function darwinPlatform(deps: HostDeps): Platform {
     pingCommand: (ip, timeoutMs) => ['ping', '-n', '-q', '-c', '1', '-t', String(Math.max(1, Math.round(timeoutMs / 1000))), ip],
     executable: (name) => name,
     makePrivate: (path) => deps.chmod(path, 0o600),
+    makeSystemPrivate: (path, directory) => deps.chmod(path, directory ? 0o700 : 0o600),
     privacyProblem: (path) => posixPrivacyProblem(deps, path),
     processIdentity,
     isRunning: sameProcessRunning(processIdentity),
@@ -108,11 +108,11 @@ export function darwinPlatform(deps: HostDeps): Platform {
       return session.exitCode === 0 ? undefined : `${who.name} has no login session (launchd domain gui/${who.uid}): vidsync starts the agent itself`
     },
     serviceNames: names,
-    nebulaService(spec) {
+    async nebulaService(spec) {
       const label = names(spec.project).nebula
       return definition(label, join(deps.serviceRoot ?? '/', 'Library', 'LaunchDaemons', `${label}.plist`), spec)
     },
-    agentService(spec) {
+    async agentService(spec) {
       const label = names(spec.project).agent
       const user = spec.user ?? posixInvokingUser(deps, homeOf)
       return definition(label, join(user.home, 'Library', 'LaunchAgents', `${label}.plist`), spec, user)

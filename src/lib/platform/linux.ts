@@ -69,7 +69,6 @@ function systemdUnit(spec: ServiceSpec, extra: string[], wantedBy: string): stri
     'RestartSec=2',
     `StandardOutput=append:${systemdPath(spec.logPath)}`,
     'StandardError=inherit',
-    ...(spec.envFile ? [`EnvironmentFile=-${systemdPath(spec.envFile)}`] : []),
     ...extra,
     '',
     '[Install]',
@@ -136,6 +135,7 @@ export function linuxPlatform(deps: HostDeps): Platform {
     pingCommand: (ip, timeoutMs) => ['ping', '-n', '-q', '-c', '1', '-W', String(Math.max(1, Math.round(timeoutMs / 1000))), ip],
     executable: (name) => name,
     makePrivate: (path) => deps.chmod(path, 0o600),
+    makeSystemPrivate: (path, directory) => deps.chmod(path, directory ? 0o700 : 0o600),
     privacyProblem: (path) => posixPrivacyProblem(deps, path),
     processIdentity,
     isRunning: sameProcessRunning(processIdentity),
@@ -161,13 +161,13 @@ export function linuxPlatform(deps: HostDeps): Platform {
       return `no systemd user manager runs for ${who.name} (log in, or \`loginctl enable-linger ${who.name}\`): vidsync starts the agent itself`
     },
     serviceNames: (project) => ({nebula: `vidsync-nebula-${project}.service`, agent: `vidsync-${project}.service`}),
-    nebulaService(spec): ServiceDefinition {
+    async nebulaService(spec): Promise<ServiceDefinition> {
       const name = `vidsync-nebula-${spec.project}.service`
       // SIGHUP makes `vidsync nebula service` reload nebula; KillMode=mixed: SIGTERM to it, SIGKILL to what is left after the timeout.
       const content = systemdUnit(spec, ['ExecReload=/bin/kill -HUP $MAINPID', 'KillMode=mixed'], 'multi-user.target')
       return unitDefinition(name, join(deps.serviceRoot ?? '/', 'etc', 'systemd', 'system', name), content, 'system', ['systemctl'])
     },
-    agentService(spec): ServiceDefinition {
+    async agentService(spec): Promise<ServiceDefinition> {
       const name = `vidsync-${spec.project}.service`
       const path = join(spec.user?.home ?? deps.homedir(), '.config', 'systemd', 'user', name)
       return unitDefinition(name, path, systemdUnit(spec, [], 'default.target'), 'user', systemctl(spec.user))

@@ -112,10 +112,8 @@ export interface ServiceSpec {
   /** The user it runs as (user services); system services run as root/SYSTEM. */
   user?: User
   description: string
-  /** A file of KEY=value lines the service reads its environment from (systemd EnvironmentFile=), so secrets stay off the command line. */
-  envFile?: string
-  /** Environment for managers without environment files (launchd's EnvironmentVariables; the plist is then private). */
-  env?: Record<string, string>
+  /** The service's own directory (the project directory): Windows' logon task runs a wrapper written there. */
+  stateDir?: string
 }
 
 export interface Platform {
@@ -146,6 +144,11 @@ export interface Platform {
   executable(name: string): string
   /** Makes a file readable by its owner only (chmod 0600, or an ACL of the user and SYSTEM). */
   makePrivate(path: string): Promise<void>
+  /**
+   * Makes a file or directory of the system copy (root's nebula) accessible to root only: chmod
+   * 0600/0700, or on Windows an ACL of SYSTEM and Administrators only, nothing inherited.
+   */
+  makeSystemPrivate(path: string, directory?: boolean): Promise<void>
   /** Why a file is readable by others, undefined when private. */
   privacyProblem(path: string): Promise<string | undefined>
   /** The identity of a running process, undefined when none runs with that PID (zombies count as gone). */
@@ -168,10 +171,10 @@ export interface Platform {
    * agent itself and `status`/`down` ask their control sockets.
    */
   serviceManagerProblem(scope: ServiceScope, user?: User): Promise<string | undefined>
-  /** The per-project system service that runs nebula as root/SYSTEM. */
-  nebulaService(spec: ServiceSpec): ServiceDefinition
+  /** The per-project system service that runs nebula as root/SYSTEM (async: macOS loads its plist builder only here). */
+  nebulaService(spec: ServiceSpec): Promise<ServiceDefinition>
   /** The per-user service that runs Syncthing and the reconcile loop at login. */
-  agentService(spec: ServiceSpec): ServiceDefinition
+  agentService(spec: ServiceSpec): Promise<ServiceDefinition>
   /** The names the two services get for `project`, without building them. */
   serviceNames(project: string): {nebula: string; agent: string}
   /** What the service manager says about `definition` now (systemctl show, launchctl print, sc.exe queryex/qc, schtasks /Query /V). */

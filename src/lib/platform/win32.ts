@@ -1,5 +1,7 @@
 import {createHash} from 'node:crypto'
-import {win32} from 'node:path'
+import {dirname, join, win32} from 'node:path'
+
+import {InvalidInputError} from '../errors.js'
 
 import {firstLine, interfaceHolding, manageWith, sameProcessRunning} from './host.js'
 import type {HostDeps, Platform, ProcessIdentity, ServiceDefinition, ServiceSpec} from './types.js'
@@ -61,6 +63,24 @@ export function scBinaryPath(output: string): string | undefined {
   return /^\s*BINARY_PATH_NAME\s*:\s*(.+?)\s*$/m.exec(output.replace(/\r/g, ''))?.[1]
 }
 
+/** `schtasks /Create /TR` takes at most 261 characters ("schtasks create", Microsoft Learn); past that it refuses. */
+export const schtasksTaskRunLimit = 261
+
+/**
+ * One argument on a line of a .cmd file: quoted (CommandLineToArgvW's rules, trailing backslashes
+ * doubled) when cmd.exe would split or interpret it, and % doubled, which cmd expands even inside
+ * quotes. Windows paths cannot hold " or line breaks, so those are refused.
+ */
+export function cmdArg(arg: string): string {
+  if (/["\r\n]/.test(arg)) throw new InvalidInputError(`cannot put ${JSON.stringify(arg)} on a .cmd line: it holds a quote or a line break`)
+  const quoted = arg === '' || /[\s&|<>^(),;=%!]/.test(arg) ? `"${arg.replace(/(\\+)$/, '$1$1')}"` : arg
+  return quoted.replaceAll('%', '%%')
+}
+
+/** The logon task's wrapper: Task Scheduler runs it, it runs the agent (so /TR stays short whatever the paths). */
+export const taskWrapper = (spec: ServiceSpec) =>
+  ['@echo off', `rem ${spec.description}: written by vidsync up, run at logon by the task vidsync\\${spec.project}`, spec.command.map(cmdArg).join(' '), ''].join('\r\n')
+
 /** A PowerShell single-quoted string: only ' is special, doubled. */
 export const powershellString = (text: string) => `'${text.replaceAll("'", "''")}'`
 
@@ -114,6 +134,12 @@ export function win32Platform(deps: HostDeps): Platform {
       const result = await run(['icacls', path, '/inheritance:r', '/grant:r', `${deps.userName()}:(F)`, '*S-1-5-18:(F)'])
       if (result.exitCode !== 0) throw new Error(`icacls ${path} failed: ${result.stdout.trim() || result.stderr.trim()}`)
     },
+    async makeSystemPrivate(path, directory) {
+      // SYSTEM (S-1-5-18) and Administrators (S-1-5-32-544) only, by SID; a directory passes it on to what it holds.
+      const grant = directory ? '(OI)(CI)(F)' : '(F)'
+      const result = await run(['icacls', path, '/inheritance:r', '/grant:r', `*S-1-5-18:${grant}`, `*S-1-5-32-544:${grant}`])
+      if (result.exitCode !== 0) throw new Error(`icacls ${path} failed: ${result.stdout.trim() || result.stderr.trim()}`)
+    },
     async privacyProblem(path) {
       const result = await run(['icacls', path])
       if (result.exitCode !== 0) return undefined // missing: nothing to protect
@@ -142,7 +168,7 @@ export function win32Platform(deps: HostDeps): Platform {
     },
     serviceManagerProblem: async () => undefined,
     serviceNames: (project) => ({nebula: `vidsync-nebula-${project}`, agent: `vidsync\\${project}`}),
-    nebulaService(spec: ServiceSpec): ServiceDefinition {
+    async nebulaService(spec: ServiceSpec): Promise<ServiceDefinition> {
       // A service of its own per project (not nebula's fixed "Nebula"), run by the SCM as LocalSystem.
       // nebula's -service run hands itself to the SCM; the name it passes is ignored for an
       // own-process service (golang.org/x/sys/windows/svc.Run), so the per-project name holds.
@@ -169,14 +195,25 @@ export function win32Platform(deps: HostDeps): Platform {
         cleanup: [],
       }
     },
-    agentService(spec: ServiceSpec): ServiceDefinition {
+    async agentService(spec: ServiceSpec): Promise<ServiceDefinition> {
       const name = `vidsync\\${spec.project}`
-      const command = windowsCommandLine(spec.command)
+      // The task runs a short wrapper in the project directory, not node.exe with its arguments: a
+      // deep Node.js or home path would pass /TR's 261 characters.
+      const path = join(spec.stateDir ?? dirname(spec.logPath), 'agent-task.cmd')
+      const command = windowsArg(path)
+      if (command.length > schtasksTaskRunLimit) {
+        throw new InvalidInputError(`the logon task would run ${command}, ${command.length} characters: schtasks takes at most ${schtasksTaskRunLimit}`, {
+          hint: 'use a shorter --home',
+        })
+      }
+      const content = taskWrapper(spec)
       return {
         name,
         manager: 'task-scheduler',
         scope: 'user',
-        fingerprint: command,
+        path,
+        content,
+        fingerprint: content,
         // Runs as the user who creates it, at their logon, without elevation (/RL LIMITED).
         install: [
           ['schtasks', '/Create', '/TN', name, '/TR', command, '/SC', 'ONLOGON', '/RL', 'LIMITED', '/F'],
@@ -199,8 +236,12 @@ export function win32Platform(deps: HostDeps): Platform {
         const result = await run(['schtasks', '/Query', '/TN', definition.name, '/FO', 'LIST', '/V'])
         if (result.exitCode !== 0) return {installed: false, running: false, state: firstLine(result)}
         const status = schtasksStatus(result.stdout) ?? 'unknown'
+        // The task runs this definition's wrapper: the wrapper's content tells the install apart.
         const command = schtasksField(result.stdout, 'Task To Run')
-        return {installed: true, running: status === 'Running', state: status, ...(command === undefined ? {} : {fingerprint: command})}
+        const unquoted = (text?: string) => text?.replaceAll('"', '')
+        const runsWrapper = definition.path !== undefined && unquoted(command) === unquoted(definition.path)
+        const fingerprint = runsWrapper ? ((await deps.readFile(definition.path ?? '')) ?? '') : command
+        return {installed: true, running: status === 'Running', state: status, ...(fingerprint === undefined ? {} : {fingerprint})}
       }
       const query = await run(['sc.exe', 'queryex', definition.name])
       // 1060: "The specified service does not exist as an installed service."

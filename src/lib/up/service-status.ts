@@ -18,7 +18,7 @@ export async function serviceReports(options: {home: string; project?: string; t
   const user = platform.invokingUser()
   const [nebula, agent] = await Promise.all([askNebulaService(project.dir, 'status', platform), askAgent(project.dir, 'status', platform)])
   const nebulaDefinition = await nebulaServiceProbe({home: options.home, projectDir: project.dir, user, tools: options.tools, platform})
-  const agentDefinition = agentServiceDefinition({home: options.home, project, user, platform})
+  const agentDefinition = await agentServiceDefinition({home: options.home, project, user, platform})
   return Promise.all([
     reportService('nebula', nebulaDefinition, {
       platform,

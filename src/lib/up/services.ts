@@ -1,7 +1,7 @@
-import {chown, mkdir, rm, stat} from 'node:fs/promises'
+import {chown, mkdir, readFile, rm, stat} from 'node:fs/promises'
 import {dirname, join} from 'node:path'
 
-import {ConflictError, ToolFailedError} from '../errors.js'
+import {ConflictError, InvalidInputError, ToolFailedError} from '../errors.js'
 import {writeFileAtomic} from '../files.js'
 import {selfCommand} from '../exec.js'
 import type {Platform, ServiceDefinition, ServiceState, User} from '../platform/index.js'
@@ -99,6 +99,7 @@ export async function installService(
   }
   if (definition.path && definition.content !== undefined) {
     await writeServiceFile(definition.path, definition.content, options.mode ?? 0o644, options.owner)
+    if (options.mode === 0o600) await platform.makePrivate(definition.path)
   }
   const failed = await runAll(platform, definition.install)
   if (failed) {
@@ -184,15 +185,52 @@ export interface AgentServiceOptions {
   platform: Platform
   intervalSeconds?: number
   guiPort?: number
-  /** Control-plane settings the agent needs (never on its command line). */
-  env?: Record<string, string>
 }
 
-/** Where the agent service reads its environment from (systemd's EnvironmentFile=): private to the user. */
+/**
+ * The agent's control-plane settings (database URL, Supabase URL and key): KEY=value lines in a
+ * file private to the user, which the agent reads itself at start (`readAgentSettings`) on every
+ * OS, so no service manager passes environment and no secret is in argv or a service definition.
+ */
 export const agentEnvPath = (dir: string) => join(dir, 'agent.env')
 
+/** The settings the agent takes from agent.env; anything else in the file is ignored. */
+export const agentSettingKeys = ['VIDSYNC_DATABASE_URL', 'VIDSYNC_SUPABASE_URL', 'VIDSYNC_SUPABASE_KEY'] as const
+export type AgentSettings = Partial<Record<(typeof agentSettingKeys)[number], string>>
+
+/** Writes agent.env (0600, then the platform's private ACL: icacls on Windows), or removes it when there is nothing to say. */
+export async function writeAgentSettings(dir: string, settings: AgentSettings, platform: Platform, owner?: User): Promise<void> {
+  const lines = agentSettingKeys.flatMap((key) => {
+    const value = settings[key]
+    if (value && /[\r\n]/.test(value)) throw new InvalidInputError(`${key} holds a line break`)
+    return value ? [`${key}=${value}\n`] : []
+  })
+  const path = agentEnvPath(dir)
+  if (lines.length === 0) return rm(path, {force: true})
+  await writeServiceFile(path, lines.join(''), 0o600, owner)
+  await platform.makePrivate(path)
+}
+
+/** agent.env's settings, empty when the file is missing. */
+export async function readAgentSettings(dir: string): Promise<AgentSettings> {
+  let text: string
+  try {
+    text = await readFile(agentEnvPath(dir), 'utf8')
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return {}
+    throw error
+  }
+  const settings: AgentSettings = {}
+  for (const line of text.split(/\r?\n/)) {
+    const at = line.indexOf('=')
+    const key = line.slice(0, at) as (typeof agentSettingKeys)[number]
+    if (at > 0 && agentSettingKeys.includes(key)) settings[key] = line.slice(at + 1)
+  }
+  return settings
+}
+
 /** The user service that runs `vidsync up --agent` (Syncthing and the reconcile loop) at login, as the user. */
-export function agentServiceDefinition(options: AgentServiceOptions): ServiceDefinition {
+export async function agentServiceDefinition(options: AgentServiceOptions): Promise<ServiceDefinition> {
   const {project} = options
   const args = ['up', project.name, '--agent', '--home', options.home, '--interval', `${options.intervalSeconds ?? 10}s`]
   if (options.guiPort !== undefined) args.push('--gui-port', String(options.guiPort))
@@ -202,7 +240,6 @@ export function agentServiceDefinition(options: AgentServiceOptions): ServiceDef
     logPath: join(project.dir, 'agent.log'),
     user: options.user,
     description: `vidsync: Syncthing and reconcile loop for project ${project.name}`,
-    envFile: agentEnvPath(project.dir),
-    ...(options.env && Object.keys(options.env).length > 0 ? {env: options.env} : {}),
+    stateDir: project.dir,
   })
 }

@@ -22,7 +22,7 @@ import {certificateCheck, renewRemedy} from './expiry.js'
 import {refreshFromControlPlane, type RefreshResult, SyncCursor} from './refresh.js'
 import {renewFromControlPlane, type RenewalResult} from './renew.js'
 import {supervise} from './supervise.js'
-import {agentEnvPath, agentServiceDefinition, installService, stopService, uninstallService, writeServiceFile} from './services.js'
+import {agentEnvPath, agentServiceDefinition, installService, stopService, uninstallService, writeAgentSettings, type AgentSettings} from './services.js'
 
 export interface UpOptions {
   home: string
@@ -30,8 +30,8 @@ export interface UpOptions {
   guiPort?: number
   nebulaTimeoutMs?: number
   intervalSeconds: number
-  /** Control-plane settings for the agent, passed in its environment (never on its command line). */
-  env?: Record<string, string>
+  /** Control-plane settings for the agent, written to its private agent.env (never on its command line or in its environment). */
+  env?: AgentSettings
   /** A person can answer sudo's password prompt. */
   interactive?: boolean
   tools?: Tools
@@ -460,13 +460,10 @@ async function ensureAgent(options: UpOptions, project: JoinedProject, user: Use
   if (await askAgent(project.dir, 'status', platform)) return []
   const owner = user.viaSudo ? user : undefined
   const noManager = await platform.serviceManagerProblem('user', user)
+  // The agent reads its control-plane settings from this private file itself, however it starts.
+  await writeAgentSettings(project.dir, options.env ?? {}, platform, owner)
   if (!noManager) {
-    const env = options.env ?? {}
-    const envText = Object.entries(env).map(([key, value]) => `${key}=${value}\n`).join('')
-    if (envText) await writeServiceFile(agentEnvPath(project.dir), envText, 0o600, owner)
-    else await rm(agentEnvPath(project.dir), {force: true})
-    const definition = agentServiceDefinition({...options, project, user, platform, env})
-    // The plist may hold the control plane's address (EnvironmentVariables): the user's own file, private.
+    const definition = await agentServiceDefinition({...options, project, user, platform})
     const change = await installService(definition, {platform, user, owner, mode: 0o600})
     if (change.action === 'installed') return [`${change.line}: runs Syncthing and the reconcile loop as ${user.name} at login`]
     return change.action === 'started' ? [change.line] : []
@@ -477,7 +474,7 @@ async function ensureAgent(options: UpOptions, project: JoinedProject, user: Use
     detached: true,
     logPath: agentPaths(project.dir, platform).logPath,
     cwd: user.home,
-    env: {...(user.viaSudo ? userEnv(user) : {}), ...options.env},
+    env: user.viaSudo ? userEnv(user) : {},
     user: owner,
     logOwner: owner,
   })
@@ -618,7 +615,7 @@ export async function bringDown(options: {home: string; project?: string; uninst
   const uninstalled: string[] = []
   if (options.uninstall) {
     if (!(await platform.serviceManagerProblem('user', user))) {
-      const definition = agentServiceDefinition({home: options.home, project: {name: nebula.project, dir}, user, platform})
+      const definition = await agentServiceDefinition({home: options.home, project: {name: nebula.project, dir}, user, platform})
       if (await uninstallService(definition, {platform, user})) uninstalled.push(definition.path ? `${definition.name} (${definition.path})` : definition.name)
     }
     await rm(agentEnvPath(dir), {force: true})
