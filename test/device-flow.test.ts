@@ -29,7 +29,7 @@ describe('end user: join, up, sync a folder over the overlay, status, doctor', f
       const {up, added} = await mesh.addDevice(node)
       expect(up.json.nebula).to.include({running: true, tunUp: true, lighthouseReachable: true})
       expect(up.json.syncthing.listenAddresses).to.deep.equal([`tcp://${up.json.overlayIp}:22000`])
-      expect(added.json.folderId).to.equal('e2e-shared')
+      expect(added.json.folderId).to.equal(mesh.folderId).and.match(/^e2e\.[0-9a-f]{12}$/)
     })
   }
 
@@ -56,7 +56,7 @@ describe('end user: join, up, sync a folder over the overlay, status, doctor', f
     expect(status.overlay).to.include({running: true, tunUp: true})
     const peer = status.syncthing.peers.find((candidate: {connected: boolean}) => candidate.connected)
     expect(peer?.address).to.match(/^10\.99\.8\.\d+:\d+$/)
-    expect(status.syncthing.folders[0]).to.include({folderId: 'e2e-shared', completion: 100})
+    expect(status.syncthing.folders[0]).to.include({folderId: mesh.folderId, completion: 100})
     const doctor = await on('b', ['doctor'])
     expect(doctor.exitCode, JSON.stringify(doctor.json)).to.equal(0)
     expect(doctor.json.ok).to.equal(true)
