@@ -65,6 +65,26 @@ describe('platform layer', () => {
   describe('linux (this machine, for real)', () => {
     const linux = platformFor('linux')
 
+    it("hands a service process the manager's stop (SIGTERM, SIGINT) and reload (SIGHUP), and stops listening when told", () => {
+      const before = ['SIGTERM', 'SIGINT', 'SIGHUP'].map((signal) => process.listenerCount(signal))
+      const calls: string[] = []
+      const stopListening = linux.onServiceRequests({stop: () => calls.push('stop'), reload: () => calls.push('reload')})
+      process.emit('SIGHUP', 'SIGHUP')
+      process.emit('SIGHUP', 'SIGHUP')
+      process.emit('SIGTERM', 'SIGTERM')
+      expect(calls).to.deep.equal(['reload', 'reload', 'stop'])
+      stopListening()
+      expect(['SIGTERM', 'SIGINT', 'SIGHUP'].map((signal) => process.listenerCount(signal))).to.deep.equal(before)
+      // Windows has no reload signal (a reload restarts the service): only the stop is handed over.
+      const windows = platformFor('win32', fakeHost(() => ok('')))
+      const stopWindows = windows.onServiceRequests({stop: () => calls.push('stop on windows'), reload: () => calls.push('reload on windows')})
+      expect(process.listenerCount('SIGHUP')).to.equal(before[2])
+      process.emit('SIGTERM', 'SIGTERM')
+      stopWindows()
+      expect(calls.slice(3)).to.deep.equal(['stop on windows'])
+      expect(['SIGTERM', 'SIGINT', 'SIGHUP'].map((signal) => process.listenerCount(signal))).to.deep.equal(before)
+    })
+
     it('identifies a process by PID and start time from /proc, and tells a recycled PID apart', async () => {
       const me = await linux.processIdentity(process.pid)
       expect(me?.pid).to.equal(process.pid)

@@ -5,6 +5,7 @@ import {Args} from '@oclif/core'
 import {BaseCommand} from '../../base-command.js'
 import {resolveProjectDir} from '../../lib/project/joined-project.js'
 import {runNebulaService} from '../../lib/nebula/service.js'
+import {currentPlatform} from '../../lib/platform/index.js'
 
 export default class NebulaService extends BaseCommand<typeof NebulaService> {
   static override hidden = true
@@ -21,23 +22,21 @@ export default class NebulaService extends BaseCommand<typeof NebulaService> {
     // The socket belongs to whoever owns the project's files: the user who joined.
     const {uid, gid} = await stat(projectDir)
     const stop = new AbortController()
-    const abort = () => stop.abort()
-    process.once('SIGINT', abort)
-    process.once('SIGTERM', abort)
-    let onHup = () => undefined as void
+    let reloadRequested = () => undefined as void
+    // The service manager's stop ends the service; its reload (`systemctl reload`) reloads nebula.
+    const stopListening = currentPlatform().onServiceRequests({stop: () => stop.abort(), reload: () => reloadRequested()})
     try {
       await runNebulaService({
         projectDir,
         owner: {uid, gid},
         signal: stop.signal,
         log: (line) => this.log(`${new Date().toISOString()} ${line}`),
-        // `systemctl reload` sends SIGHUP (ExecReload): reload nebula instead of ending.
-        onReloadRequest: (reload) => process.on('SIGHUP', (onHup = reload)),
+        onReloadRequest: (reload) => {
+          reloadRequested = reload
+        },
       })
     } finally {
-      process.off('SIGINT', abort)
-      process.off('SIGTERM', abort)
-      process.off('SIGHUP', onHup)
+      stopListening()
     }
     return {stopped: true}
   }

@@ -1,6 +1,6 @@
 import {join} from 'node:path'
 
-import {posixControlAddress, posixElevate, posixInvokingUser, posixPrivacyProblem, posixTerminate, sighup} from './posix.js'
+import {posixControlAddress, posixElevate, posixInvokingUser, posixServiceRequests, posixPrivacyProblem, posixTerminate, sighup} from './posix.js'
 import {firstLine, interfaceHolding, manageWith, sameProcessRunning} from './host.js'
 import type {HostDeps, Platform, ProcessIdentity, ServiceDefinition, ServiceSpec, User} from './types.js'
 
@@ -98,6 +98,7 @@ export function darwinPlatform(deps: HostDeps): Platform {
     pidExists: (pid) => deps.signal(pid, 0) !== 'gone',
     terminate: (pid, force) => posixTerminate(deps, pid, force),
     reloadNebula: async (target) => sighup(deps, target.pid),
+    onServiceRequests: posixServiceRequests,
     controlAddress: posixControlAddress,
     elevate: posixElevate,
     async serviceManagerProblem(scope, user) {

@@ -1,6 +1,6 @@
 import {isAbsolute, join} from 'node:path'
 
-import {posixControlAddress, posixElevate, posixInvokingUser, posixPrivacyProblem, posixTerminate, sighup} from './posix.js'
+import {posixControlAddress, posixElevate, posixInvokingUser, posixServiceRequests, posixPrivacyProblem, posixTerminate, sighup} from './posix.js'
 import {firstLine, manageWith, sameProcessRunning} from './host.js'
 import type {HostDeps, Platform, ProcessIdentity, ServiceDefinition, ServiceSpec, User} from './types.js'
 
@@ -146,6 +146,7 @@ export function linuxPlatform(deps: HostDeps): Platform {
     },
     terminate: (pid, force) => posixTerminate(deps, pid, force),
     reloadNebula: async (target) => sighup(deps, target.pid),
+    onServiceRequests: posixServiceRequests,
     controlAddress: posixControlAddress,
     elevate: posixElevate,
     async serviceManagerProblem(scope, user) {

@@ -26,6 +26,19 @@ export async function posixTerminate(deps: HostDeps, pid: number, force: boolean
   deps.signal(pid, force ? 'SIGKILL' : 'SIGTERM')
 }
 
+export function posixServiceRequests(handlers: {stop(): void; reload(): void}): () => void {
+  const stop = () => handlers.stop()
+  const reload = () => handlers.reload()
+  process.once('SIGINT', stop)
+  process.once('SIGTERM', stop)
+  process.on('SIGHUP', reload)
+  return () => {
+    process.off('SIGINT', stop)
+    process.off('SIGTERM', stop)
+    process.off('SIGHUP', reload)
+  }
+}
+
 export const posixControlAddress = (dir: string, name: string) => join(dir, `${name}.sock`)
 
 export function sighup(deps: HostDeps, pid: number | undefined): boolean {

@@ -161,6 +161,12 @@ export interface Platform {
   terminate(pid: number, force: boolean): Promise<void>
   /** Makes nebula reload its config: SIGHUP on POSIX, a service restart on Windows. False when it could not. */
   reloadNebula(target: {pid?: number; service?: string}): Promise<boolean>
+  /**
+   * Lets a long-running service process (`vidsync nebula service`) end on the service manager's
+   * stop and reload on its reload request (SIGHUP on POSIX, as `systemctl reload` sends; Windows
+   * reloads by restarting the service, so it has none). Returns the function that stops listening.
+   */
+  onServiceRequests(handlers: {stop(): void; reload(): void}): () => void
   /** Where a control socket lives: a Unix socket in `dir`, a named pipe on Windows. */
   controlAddress(dir: string, name: string): string
   /** The command that runs `argv` elevated (sudo; -n when nobody can answer a prompt); undefined where vidsync cannot ask (Windows: UAC needs an elevated prompt). */
