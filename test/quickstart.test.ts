@@ -28,11 +28,11 @@ function nextCommand(output: string): string | undefined {
 
 /**
  * Whether the README says `next`: some quickstart command reads the same, where a word in capitals
- * (NAME, PROJECT, HOST:4242, a Syncthing ID) stands for any word, or the prose quotes it literally.
+ * (NAME, PROJECT, HOST:4242, a Syncthing ID, which may start with a digit) stands for any word, or the prose quotes it literally.
  */
 function readmeSays(next: string, commands: string[], text: string): boolean {
   const escape = (word: string) => word.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')
-  const words = next.split(/\s+/).map((word) => (/^[A-Z][A-Z0-9_-]*(?::\d+)?$/.test(word) ? String.raw`\S+` : escape(word)))
+  const words = next.split(/\s+/).map((word) => (/^(?=[A-Z0-9_-]*[A-Z])[A-Z0-9][A-Z0-9_-]*(?::\d+)?$/.test(word) ? String.raw`\S+` : escape(word)))
   const pattern = new RegExp(`^${words.join(String.raw`\s+`)}(?:\\s|$)`)
   return commands.some((command) => pattern.test(command)) || text.includes(`\`${next}\``)
 }
