@@ -66,3 +66,20 @@ export const firstLine = (result: {stdout: string; stderr: string; exitCode: num
 
 /** A service manager's program run with a bounded wait. */
 export const manageWith = (deps: HostDeps) => (argv: string[]) => deps.run(argv[0] ?? '', argv.slice(1), {timeoutMs: 60_000})
+
+/**
+ * Hands a service process the stop (SIGINT, SIGTERM) and, where the OS has one, the reload signal
+ * of its service manager. Returns the function that stops listening.
+ */
+export function listenForServiceRequests(handlers: {stop(): void; reload(): void}, reloadSignal?: NodeJS.Signals): () => void {
+  const stop = () => handlers.stop()
+  const reload = () => handlers.reload()
+  process.once('SIGINT', stop)
+  process.once('SIGTERM', stop)
+  if (reloadSignal) process.on(reloadSignal, reload)
+  return () => {
+    process.off('SIGINT', stop)
+    process.off('SIGTERM', stop)
+    if (reloadSignal) process.off(reloadSignal, reload)
+  }
+}

@@ -1,5 +1,6 @@
 import {join} from 'node:path'
 
+import {listenForServiceRequests} from './host.js'
 import type {HostDeps, User} from './types.js'
 
 /** What Linux and macOS share: signals, chmod, Unix sockets, sudo. */
@@ -26,18 +27,8 @@ export async function posixTerminate(deps: HostDeps, pid: number, force: boolean
   deps.signal(pid, force ? 'SIGKILL' : 'SIGTERM')
 }
 
-export function posixServiceRequests(handlers: {stop(): void; reload(): void}): () => void {
-  const stop = () => handlers.stop()
-  const reload = () => handlers.reload()
-  process.once('SIGINT', stop)
-  process.once('SIGTERM', stop)
-  process.on('SIGHUP', reload)
-  return () => {
-    process.off('SIGINT', stop)
-    process.off('SIGTERM', stop)
-    process.off('SIGHUP', reload)
-  }
-}
+// `systemctl reload` and launchd send SIGHUP.
+export const posixServiceRequests = (handlers: {stop(): void; reload(): void}) => listenForServiceRequests(handlers, 'SIGHUP')
 
 export const posixControlAddress = (dir: string, name: string) => join(dir, `${name}.sock`)
 

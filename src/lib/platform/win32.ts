@@ -3,7 +3,7 @@ import {dirname, join, win32} from 'node:path'
 
 import {InvalidInputError} from '../errors.js'
 
-import {firstLine, interfaceHolding, manageWith, sameProcessRunning} from './host.js'
+import {firstLine, interfaceHolding, listenForServiceRequests, manageWith, sameProcessRunning} from './host.js'
 import type {HostDeps, Platform, ProcessIdentity, ServiceDefinition, ServiceSpec} from './types.js'
 
 const powershell = (command: string) => ['powershell.exe', '-NoProfile', '-NonInteractive', '-Command', command]
@@ -158,16 +158,8 @@ export function win32Platform(deps: HostDeps): Platform {
       if (!target.service) return false
       return (await run(powershell(`Restart-Service -Name '${target.service}'`))).exitCode === 0
     },
-    onServiceRequests(handlers) {
-      // Ctrl-C, or the end the service wrapper sends; a reload is a service restart (reloadNebula).
-      const stop = () => handlers.stop()
-      process.once('SIGINT', stop)
-      process.once('SIGTERM', stop)
-      return () => {
-        process.off('SIGINT', stop)
-        process.off('SIGTERM', stop)
-      }
-    },
+    // No reload signal on Windows: a reload restarts the service (reloadNebula).
+    onServiceRequests: (handlers) => listenForServiceRequests(handlers),
     controlAddress: (dir, name) => `\\\\.\\pipe\\vidsync-${name}-${createHash('sha256').update(dir).digest('hex').slice(0, 12)}`,
     elevate(argv, interactive) {
       // UAC: Start-Process -Verb RunAs shows the consent prompt; declined, it throws and PowerShell exits 1.
