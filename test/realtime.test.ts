@@ -173,7 +173,7 @@ describe('push through Supabase Realtime (migration 010): trigger, realtime.send
     }
   })
 
-  it('polls while the socket is down, then resubscribes and refreshes once', async () => {
+  it('polls while the socket is down or the channel closed, then resubscribes and refreshes once', async () => {
     const d = await joinedDevice('alpha', 'rt-drop')
     const {cursor, waker, push} = subscribedLoop(d)
     try {
@@ -189,6 +189,14 @@ describe('push through Supabase Realtime (migration 010): trigger, realtime.send
       cursor.polled()
       await operator.revokeDevice({project: 'alpha', device: (await joinedDevice('alpha', 'rt-after')).name})
       await eventually(() => waker.arm().aborted, 10_000, 'the wake after the resubscription')
+      // A channel the server closes is not rejoined by realtime-js: the feed subscribes again (after 1 s).
+      waker.reset()
+      cursor.polled()
+      const joins = realtime.joins.length
+      realtime.closeChannels()
+      await eventually(() => !push.push.active, 5000, 'the fallback to polling after the close')
+      await eventually(() => push.push.active && realtime.joins.length > joins, 10_000, 'the new subscription')
+      await eventually(() => waker.arm().aborted, 2000, 'the refresh after subscribing again')
     } finally {
       await push.close()
     }

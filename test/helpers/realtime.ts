@@ -12,7 +12,8 @@
  *   closes a connection whose heartbeat goes unanswered).
  * - `phx_join` of a public channel (config.private false) on any topic is answered ok with
  *   {postgres_changes: []} (RealtimeChannel.js subscribe(): SUBSCRIBED); a private channel's join
- *   is refused (RLS on a JWT's claims is not implemented). `phx_leave` ends the membership.
+ *   is refused (RLS on a JWT's claims is not implemented). `phx_leave` ends the membership, and so
+ *   does `phx_close` sent by the server (closeChannels), which Phoenix's client does not rejoin.
  * - Broadcast from the database: realtime.send(payload jsonb, event text, topic text, private
  *   boolean DEFAULT true) as in supabase/realtime lib/realtime/tenants/repo/migrations/
  *   20260211000000_squash_migrations.ex (adds an `id` to the payload, turns its own errors into
@@ -69,6 +70,8 @@ export interface RealtimeStandIn {
   sent: {topic: string; event: string; payload: Record<string, unknown>; private: boolean}[]
   /** Ends every client's connection, as a network failure would. */
   dropConnections(): void
+  /** Closes every joined channel from the server's side (`phx_close`), the sockets staying up. */
+  closeChannels(): void
   close(): Promise<void>
 }
 
@@ -131,6 +134,12 @@ export async function startRealtimeStandIn(options: {databaseUrl: string}): Prom
     sent,
     dropConnections() {
       for (const socket of members.keys()) socket.terminate()
+    },
+    closeChannels() {
+      for (const [socket, channels] of members) {
+        for (const [topic, joinRef] of channels) send(socket, {topic, event: 'phx_close', payload: {}, ref: joinRef, join_ref: joinRef})
+        channels.clear()
+      }
     },
     async close() {
       for (const socket of members.keys()) socket.terminate()
