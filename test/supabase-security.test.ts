@@ -25,6 +25,8 @@ const operatorFunctions = [
   // 009: project folders
   'check_folder_mode', 'create_folder', 'device_folders_for', 'folder_mode', 'folder_row', 'folder_summary', 'folders_of_device', 'list_folders',
   'new_folder', 'remove_folder', 'set_folder_access',
+  // 010: Supabase Realtime
+  'broadcast_version', 'new_realtime_topic',
 ]
 
 const fakePublicKey = () =>

@@ -29,6 +29,7 @@
 import {createHmac, timingSafeEqual} from 'node:crypto'
 import {createServer, type IncomingMessage, type ServerResponse} from 'node:http'
 import type {AddressInfo} from 'node:net'
+import type {Duplex} from 'node:stream'
 import {buffer} from 'node:stream/consumers'
 
 import pg from 'pg'
@@ -188,6 +189,8 @@ export async function startPostgrestStandIn(options: {
   clientAddress?: string
   /** Let a client's own forwarding headers through, as a gateway that trusts them would. */
   passClientForwardingHeaders?: boolean
+  /** WebSocket upgrades (the gateway's /realtime/v1/websocket, see realtime.ts); refused without. */
+  onUpgrade?: (request: IncomingMessage, socket: Duplex, head: Buffer) => void
 }): Promise<StandIn> {
   const exposed = options.exposedSchemas ?? ['vidsync']
   await ensureAuthenticator(options.databaseUrl)
@@ -285,6 +288,10 @@ export async function startPostgrestStandIn(options: {
       res.writeHead(500, {'content-type': 'application/json; charset=utf-8'})
       res.end(JSON.stringify(pgError('XX000', String(error))))
     })
+  })
+  server.on('upgrade', (request: IncomingMessage, socket: Duplex, head: Buffer) => {
+    if (options.onUpgrade) options.onUpgrade(request, socket, head)
+    else socket.destroy()
   })
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
   const {port} = server.address() as AddressInfo

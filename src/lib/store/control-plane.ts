@@ -256,18 +256,23 @@ export type DeviceSync =
       cidr?: string
       /** The LISTEN channel on which the project's new versions are notified (plain Postgres). */
       channel?: string
+      /** The project's Supabase Realtime topic, on which its new versions are broadcast (migration 010). */
+      topic?: string
       lighthouses: Lighthouse[]
       blocklist: string[]
       peers: Peer[]
     }
 
-/** Push of a project's new versions, where the backend has it (Postgres LISTEN/NOTIFY). */
+/** Push of a project's new versions, where the backend has it (Postgres LISTEN/NOTIFY, Supabase Realtime). */
 export interface ChangeFeed {
+  /** Which name from device_sync's full answer this feed listens on: the LISTEN channel or the Realtime topic. */
+  readonly source: 'channel' | 'topic'
   /**
-   * Calls `onChange` with each new version notified on `channel`, and without one after a
-   * reconnection (notifications may have been missed). close() stops listening.
+   * Calls `onChange` with each new version notified on `name`, and without one after a
+   * reconnection (notifications may have been missed). close() stops listening; `active` says
+   * whether changes are pushed right now (false while reconnecting: the slow poll carries on).
    */
-  listen(channel: string, onChange: (version?: number) => void): Promise<{close(): Promise<void>}>
+  listen(name: string, onChange: (version?: number) => void): Promise<{close(): Promise<void>; readonly active: boolean}>
 }
 
 export interface StaleDevice {

@@ -15,11 +15,14 @@ const channelPattern = /^vidsync_[0-9]+$/
  * notifications sent meanwhile are lost.
  */
 export class PostgresChangeFeed implements ChangeFeed {
+  readonly source = 'channel'
+
   constructor(private readonly url: string) {}
 
-  async listen(channel: string, onChange: (version?: number) => void): Promise<{close(): Promise<void>}> {
+  async listen(channel: string, onChange: (version?: number) => void): Promise<{close(): Promise<void>; readonly active: boolean}> {
     if (!channelPattern.test(channel)) throw new Error(`invalid notification channel ${channel}`)
     let closed = false
+    let active = false
     let client: pg.Client | undefined
     let timer: NodeJS.Timeout | undefined
     let delay = reconnectDelaysMs.first
@@ -31,6 +34,7 @@ export class PostgresChangeFeed implements ChangeFeed {
         next.on('error', () => {})
         next.end().catch(() => {})
         if (closed || client !== next) return
+        active = false
         client = undefined
         timer = setTimeout(() => void connect(true), delay)
         delay = Math.min(delay * 2, reconnectDelaysMs.max)
@@ -46,6 +50,7 @@ export class PostgresChangeFeed implements ChangeFeed {
       try {
         await next.connect()
         await next.query(`LISTEN ${channel}`)
+        active = client === next
         delay = reconnectDelaysMs.first
         if (reconnected) onChange()
       } catch (error) {
@@ -61,8 +66,12 @@ export class PostgresChangeFeed implements ChangeFeed {
 
     await connect(false)
     return {
+      get active() {
+        return active
+      },
       async close() {
         closed = true
+        active = false
         if (timer) clearTimeout(timer)
         const current = client
         client = undefined

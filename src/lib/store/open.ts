@@ -118,8 +118,10 @@ async function openSupabase(options: {url: string; key?: string}): Promise<Store
   if (!/^https?:\/\/[^\s/]+/.test(options.url)) {
     throw new InvalidInputError(`invalid Supabase URL "${options.url}": expected https://<project>.supabase.co`)
   }
-  const {SupabaseRpc} = await import('./supabase.js')
-  const controlPlane = new ControlPlane(new SupabaseRpc({url: options.url, key: options.key}))
+  const [{SupabaseRpc}, {RealtimeChangeFeed}] = await Promise.all([import('./supabase.js'), import('./realtime.js')])
+  const rpc = new SupabaseRpc({url: options.url, key: options.key})
+  const controlPlane = new ControlPlane(rpc)
   checkSchemaVersion(await controlPlane.schemaVersion(), await loadMigrations())
+  controlPlane.changes = new RealtimeChangeFeed(rpc.client)
   return {backend: 'supabase', controlPlane, close: async () => {}}
 }

@@ -1,4 +1,5 @@
 import {createClient, type PostgrestError} from '@supabase/supabase-js'
+import WebSocket from 'ws'
 
 import {IncompatibleSchemaError, PermissionError, UnavailableError, VidsyncError} from '../errors.js'
 import {mapDatabaseError, type Rpc} from './control-plane.js'
@@ -10,16 +11,6 @@ export interface SupabaseOptions {
   key: string
 }
 
-/**
- * supabase-js builds a realtime client up front and, on Node 20, throws for want of a native
- * WebSocket. vidsync never opens a realtime channel, so this constructor only has to exist.
- */
-class NoRealtime {
-  constructor() {
-    throw new Error('vidsync does not use Supabase realtime')
-  }
-}
-
 /** Replaces every occurrence of `secret` in `text`, so that no error carries the key. */
 export function redactSecret(text: string, secret: string): string {
   return secret ? text.split(secret).join('***') : text
@@ -27,12 +18,16 @@ export function redactSecret(text: string, secret: string): string {
 
 /** Calls `vidsync.<fn>` through Supabase's API (PostgREST `POST /rest/v1/rpc/<fn>`). No transactions. */
 export class SupabaseRpc implements Rpc {
-  private readonly client
+  /** Also the Realtime client of the device's change feed (realtime.ts); it connects only when a channel is subscribed. */
+  readonly client
 
   constructor(private readonly options: SupabaseOptions) {
     this.client = createClient(options.url, options.key, {
       auth: {persistSession: false, autoRefreshToken: false, detectSessionInUrl: false},
-      realtime: {transport: NoRealtime as never},
+      // Node 20 has no global WebSocket, so realtime-js takes `ws` (its documented transport for
+      // Node < 22), on every Node for one code path. Protocol 1.0.0: Phoenix's JSON messages,
+      // which Supabase Realtime speaks alongside 2.0.0's binary broadcast frames.
+      realtime: {transport: WebSocket as never, vsn: '1.0.0'},
       db: {schema: 'vidsync'},
     })
   }

@@ -29,12 +29,21 @@ function sameEntries(ours: object[], theirs: object[]): boolean {
 /** How often a device asks the control plane when nothing is pushed: every 60 to 75 s (jittered, so devices spread out). */
 export const refreshPollMs = {min: 60_000, max: 75_000}
 
+/** How the project's changes reach the device: LISTEN/NOTIFY (Postgres), Supabase Realtime, or none (the slow poll alone). */
+export interface PushState {
+  via: 'listen' | 'realtime' | 'none'
+  /** Subscribed right now; false while (re)connecting, when the slow poll alone carries changes. */
+  active: boolean
+}
+
 /** Where a device's view of its project stands: the version it has, and when to ask again. */
 export class SyncCursor {
   /** The version the manifest holds; undefined before the first answer (a full snapshot). */
   version?: number
   /** The project's notification channel, once the control plane said. */
   channel?: string
+  /** The project's Realtime topic (Supabase), once the control plane said. */
+  topic?: string
   #nextPollAt = 0
   #notified = false
 
@@ -100,6 +109,7 @@ export async function refreshFromControlPlane(options: {
   const unchanged = {peersChanged: false, lighthousesChanged: false, blocklistChanged: false, nebulaReloaded: false, revokedSyncthingIds: []}
   if (sync.state === 'unchanged') return {status: 'active', ...unchanged}
   if (sync.state === 'full' && sync.channel) cursor.channel = sync.channel
+  if (sync.state === 'full' && sync.topic) cursor.topic = sync.topic
   if (sync.status !== 'active') return {status: sync.status, ...unchanged}
   // Asked only when the project changed: a revocation is such a change.
   const revokedSyncthingIds = (await options.controlPlane.deviceRevokedPeers({token})).map((peer) => peer.syncthingId)

@@ -30,7 +30,7 @@ export async function serviceReports(options: {home: string; project?: string; t
       // The agent's command carries --interval and --gui-port: another value is a choice, not an older install.
       staleCheck: false,
       supervisor: {running: agent !== undefined, ...(agent ? {pid: agent.pid} : {}), address: platform.controlAddress(project.dir, 'agent')},
-    }),
+    }).then((report) => (agent?.push ? {...report, push: agent.push} : report)),
   ])
 }
 

@@ -6,6 +6,7 @@ import {writeFileAtomic} from '../files.js'
 import {selfCommand} from '../exec.js'
 import type {Platform, ServiceDefinition, ServiceState, User} from '../platform/index.js'
 import type {ServiceManagerName} from '../platform/types.js'
+import type {PushState} from './refresh.js'
 
 /**
  * Installing, starting and removing vidsync's two services with the OS's service manager
@@ -30,6 +31,8 @@ export interface ServiceReport {
   stale: boolean
   /** Why no service manager takes it here (no systemd as PID 1, no user session). */
   fallback?: string
+  /** The agent only, as the running agent says: whether the control plane pushes changes to it now. */
+  push?: PushState
 }
 
 /** What an install did, in one line for the person who asked. */

@@ -19,7 +19,7 @@ import {JoinedProject, resolveProjectDir} from '../project/joined-project.js'
 import {applyProjectFolders, type FolderPass, refreshFolders, syncthingFolderId} from '../folders/device.js'
 import {askControl, serveControl} from './control.js'
 import {certificateCheck, renewRemedy} from './expiry.js'
-import {refreshFromControlPlane, type RefreshResult, SyncCursor} from './refresh.js'
+import {type PushState, refreshFromControlPlane, type RefreshResult, SyncCursor} from './refresh.js'
 import {renewFromControlPlane, type RenewalResult} from './renew.js'
 import {supervise} from './supervise.js'
 import {agentEnvPath, agentServiceDefinition, installService, stopService, uninstallService, writeAgentSettings, type AgentSettings} from './services.js'
@@ -90,6 +90,8 @@ export interface AgentState {
   migrating?: string
   /** A certificate renewal is waiting for the operator's signer. */
   renewalRequested?: boolean
+  /** Whether the control plane pushes changes to this device now; when not, it polls every 60 to 75 s. */
+  push?: PushState
 }
 
 export interface ReconcileOptions {
@@ -215,27 +217,34 @@ export async function reconcileLoop(options: ReconcileOptions & {
 }
 
 /**
- * Push where the control plane has it (Postgres LISTEN/NOTIFY): once a refresh named the
- * project's channel, a notified version wakes the loop, whose pass then refreshes. Without push,
- * or while the listener reconnects, the cursor's slow poll goes on.
+ * Push where the control plane has it (Postgres LISTEN/NOTIFY, Supabase Realtime): once a refresh
+ * named the project's channel or topic, a notified version wakes the loop, whose pass then
+ * refreshes. Without push, or while the feed reconnects, the cursor's slow poll goes on.
  */
 export function listenForChanges(options: {controlPlane?: ControlPlane; cursor: SyncCursor; waker: Waker; log: (line: string) => void}) {
-  let listening: Promise<{close(): Promise<void>} | undefined> | undefined
+  let listening: Promise<{close(): Promise<void>; readonly active: boolean} | undefined> | undefined
+  let feed: {readonly active: boolean} | undefined
   return {
-    /** After each pass: starts listening once the channel is known. */
+    /** After each pass: starts listening once the channel or topic is known. */
     passed() {
-      const feed = options.controlPlane?.changes
-      const {channel} = options.cursor
-      if (listening || !feed || !channel) return
-      listening = feed
-        .listen(channel, (version) => {
+      const changes = options.controlPlane?.changes
+      const name = changes && options.cursor[changes.source]
+      if (listening || !changes || !name) return
+      listening = changes
+        .listen(name, (version) => {
           options.cursor.notify(version)
           if (options.cursor.due) options.waker.wake()
         })
+        .then((handle) => (feed = handle))
         .catch((error: Error) => {
           options.log(`not listening for changes (polling instead): ${error.message}`)
           return undefined
         })
+    },
+    /** How changes reach this device now: pushed through the backend's feed, or the slow poll alone. */
+    get push(): PushState {
+      const via = options.controlPlane?.changes?.source === 'topic' ? 'realtime' : 'listen'
+      return options.controlPlane?.changes ? {via, active: feed?.active ?? false} : {via: 'none', active: false}
     },
     async close() {
       await (await listening)?.close()
@@ -303,7 +312,8 @@ export async function runAgent(options: AgentOptions): Promise<void> {
   const state: AgentState = {pid: process.pid, user: platform.invokingUser().name, ready: false, syncthing: null, restarts: 0}
   let done: Promise<void> = Promise.resolve()
   const control = await serveControl(agentPaths(dir, platform).address, {
-    status: async () => state,
+    // Whether changes are pushed is read when asked: a feed reconnects between passes.
+    status: async () => (push ? {...state, push: push.push} : state),
     stop: async () => {
       stop.abort()
       await done
@@ -320,6 +330,7 @@ export async function runAgent(options: AgentOptions): Promise<void> {
       options.log(`warning: ${warning}`)
     }
   }
+  let push: ReturnType<typeof listenForChanges> | undefined
   let firstStart: () => void = () => undefined
   const started = new Promise<void>((resolve) => (firstStart = resolve))
   let starts = 0
@@ -364,7 +375,8 @@ export async function runAgent(options: AgentOptions): Promise<void> {
     const {client} = await connectSyncthing({vidsyncHome: options.home})
     const cursor = new SyncCursor()
     const waker = new Waker()
-    const push = listenForChanges({controlPlane: options.controlPlane, cursor, waker, log: options.log})
+    const changes = listenForChanges({controlPlane: options.controlPlane, cursor, waker, log: options.log})
+    push = changes
     await reconcileLoop({
       client,
       controlPlane: options.controlPlane,
@@ -375,7 +387,7 @@ export async function runAgent(options: AgentOptions): Promise<void> {
       intervalMs: options.intervalMs,
       signal: stop.signal,
       onPass: (pass) => {
-        push.passed()
+        changes.passed()
         if (pass instanceof Error) {
           state.lastError = pass.message
           options.log(`reconcile failed, retrying: ${pass.message}`)
@@ -400,7 +412,7 @@ export async function runAgent(options: AgentOptions): Promise<void> {
         }
       },
     })
-    await push.close()
+    await changes.close()
   })()
   done = Promise.all([syncthing, loop]).then(() => undefined)
   try {
