@@ -149,6 +149,7 @@ async function checkAndInstall(
     origin,
     offeredPem: files.get('ca.crt') ?? Buffer.alloc(0),
     pinnedPem: installed.caPem,
+    endorsements: manifest.caEndorsements,
     scratch: stage,
   })
   await writeFile(join(stage, 'ca.crt'), caPem, {mode: 0o600})

@@ -216,6 +216,13 @@ export class JoinedProject {
   }
 }
 
+/** Installs the CAs the device trusts for the project (checked by the caller: see caToPin); false when they are already installed. */
+export async function replaceTrustedCas(project: JoinedProject, caPem: Buffer): Promise<boolean> {
+  if (await sameContent(new Map([[project.caPath, caPem]]))) return false
+  await writeFileAtomic(project.caPath, caPem, 0o644)
+  return true
+}
+
 /** Installs a renewed certificate (checked by the caller) and records it in the manifest; nebula.yml is rendered again. */
 export async function replaceCertificate(project: JoinedProject, certPem: string, cert: {fingerprint: string; notAfter: string}): Promise<JoinedProject> {
   await writeFileAtomic(project.certPath, certPem, 0o644)

@@ -1,0 +1,163 @@
+import {readFile} from 'node:fs/promises'
+import {join} from 'node:path'
+
+import {expect} from 'chai'
+import {execa} from 'execa'
+
+import {readBundle} from '../src/lib/bundle/bundle.js'
+import {parseManifest} from '../src/lib/bundle/manifest.js'
+import {registerDevice, renewDevice} from '../src/lib/devices/issue.js'
+import {signPendingRenewals} from '../src/lib/devices/signer.js'
+import {InvalidInputError} from '../src/lib/errors.js'
+import {installBundle, joinBundle} from '../src/lib/join/join.js'
+import {testNebulaConfig} from '../src/lib/nebula/config.js'
+import {initCa} from '../src/lib/pki/ca.js'
+import {readCert} from '../src/lib/pki/cert.js'
+import {endorsementValid} from '../src/lib/pki/endorse.js'
+import {createKeyPair} from '../src/lib/pki/keys.js'
+import {ControlPlane, SqlRpc} from '../src/lib/store/control-plane.js'
+import {loadMigrations, migrate} from '../src/lib/store/migrate.js'
+import {PostgresClient} from '../src/lib/store/sql-client.js'
+import {refreshFromControlPlane} from '../src/lib/up/refresh.js'
+import {renewFromControlPlane} from '../src/lib/up/renew.js'
+import {cli, root} from './helpers/cli.js'
+import {createThrowawayDatabase, type ThrowawayDatabase} from './helpers/postgres.js'
+import {removeTempDirs, tempDir} from './helpers/temp.js'
+
+/** The fingerprints of the CAs in a ca.crt, through nebula-cert. */
+async function caFingerprints(path: string): Promise<string[]> {
+  const {stdout} = await execa('nebula-cert', ['print', '-json', '-path', path])
+  return stdout.trim().split('\n').map((line) => (JSON.parse(line) as {fingerprint: string}).fingerprint)
+}
+
+/**
+ * CA rotation on Postgres with real nebula-cert and nebula: `ca rotate` endorses the next CA with
+ * the pinned one, bundles and the `up` refresh carry both, devices accept the new CA only with a
+ * valid endorsement, renewals move them to it, `ca retire-old` waits for them (or --force).
+ */
+describe('CA rotation on Postgres', function () {
+  this.timeout(240_000)
+  let database: ThrowawayDatabase
+  let sql: PostgresClient
+  let controlPlane: ControlPlane
+  let operator: string
+  let invited: string
+  let filed: string
+  let oldCa: {fingerprint: string; publicKey: string}
+  let newCa: string
+  const admin = (...args: string[]) => cli([...args, '--json'], {VIDSYNC_HOME: operator, VIDSYNC_DATABASE_URL: database.url})
+  const caPath = (home: string) => join(home, 'projects', 'films', 'ca.crt')
+  const certPath = (home: string) => join(home, 'projects', 'films', 'node.crt')
+
+  before(async () => {
+    database = await createThrowawayDatabase('carot')
+    sql = new PostgresClient(database.url)
+    controlPlane = new ControlPlane(new SqlRpc(sql))
+    ;[operator, invited, filed] = await Promise.all([tempDir(), tempDir(), tempDir()])
+    await migrate(sql, await loadMigrations())
+    const ca = await initCa({home: operator, name: 'films-ca'})
+    oldCa = {fingerprint: ca.fingerprint, publicKey: (await readCert(ca.certPath)).publicKey}
+    await controlPlane.createProject({name: 'films', cidr: '10.93.0.0/24'})
+    await controlPlane.populatePool({project: 'films'})
+    // A device joined from a bundle file, pinning the first CA.
+    await createKeyPair({outDir: join(filed, 'keys')})
+    const bundle = join(filed, 'first.zip')
+    await registerDevice({home: operator, controlPlane, project: 'films', name: 'edit', publicKeyPem: await readFile(join(filed, 'keys', 'node.pub')), outPath: bundle})
+    await joinBundle({home: filed, bundlePath: bundle, caFingerprint: oldCa.fingerprint})
+    // A device joined with an invite (it refreshes from the control plane), approved unattended.
+    const invite = await admin('invite', 'create', 'films')
+    const join_ = execa('node', [`${root}bin/run.js`, 'join', '-', '--name', 'cutter', '--wait', '90s', '--json'], {
+      env: {VIDSYNC_HOME: invited, VIDSYNC_DATABASE_URL: database.url},
+      input: invite.json.code,
+      reject: false,
+      timeout: 120_000,
+    })
+    const approved = await admin('device', 'approve', 'films', '--watch', '--count', '1', '--timeout', '60s', '--yes')
+    expect(approved.exitCode, approved.stdout).to.equal(0)
+    expect((await join_).exitCode).to.equal(0)
+  })
+
+  after(async () => {
+    await sql?.close()
+    await database?.drop()
+    await removeTempDirs()
+  })
+
+  it('ca rotate makes the next CA, endorsed by the current one, and every project lists both', async () => {
+    const rotated = await admin('ca', 'rotate')
+    expect(rotated.exitCode, rotated.stderr).to.equal(0)
+    newCa = rotated.json.ca.fingerprint
+    expect(rotated.json.previous.fingerprint).to.equal(oldCa.fingerprint)
+    expect(rotated.json.projects).to.deep.equal(['films'])
+    expect(endorsementValid(rotated.json.endorsement, oldCa.publicKey)).to.equal(true)
+    expect(await caFingerprints(join(operator, 'ca', 'ca.crt'))).to.deep.equal([newCa])
+    expect(await caFingerprints(join(operator, 'ca', 'previous', `${oldCa.fingerprint}.crt`))).to.deep.equal([oldCa.fingerprint])
+    expect((await controlPlane.projectTrustedCas({project: 'films'})).map((ca) => ca.fingerprint)).to.deep.equal([oldCa.fingerprint, newCa])
+    const refused = await admin('ca', 'retire-old')
+    expect(refused.exitCode).to.equal(4)
+    expect(refused.json.error.message).to.contain('films/cutter, films/edit')
+    expect((await controlPlane.projectTrustedCas({project: 'films'})).map((ca) => ca.fingerprint)).to.deep.equal([oldCa.fingerprint, newCa])
+  })
+
+  it('the up refresh adds the endorsed CA; renewal then signs with the new CA and nebula -test accepts both CAs', async () => {
+    const refreshed = await refreshFromControlPlane({home: invited, project: 'films', controlPlane})
+    expect(refreshed?.casChanged).to.equal(true)
+    expect(await caFingerprints(caPath(invited))).to.deep.equal([oldCa.fingerprint, newCa])
+    const cert = await readCert(certPath(invited))
+    // Longer than the first certificate, so the device takes the renewed one as newer.
+    await controlPlane.setCertLifetime({project: 'films', seconds: 540 * 86_400})
+    const late = new Date(Date.parse(cert.notAfter) - 60_000)
+    expect((await renewFromControlPlane({home: invited, project: 'films', controlPlane, now: late}))?.requested).to.equal(true)
+    expect((await signPendingRenewals({home: operator, controlPlane, project: 'films'})).signed).to.have.length(1)
+    expect((await renewFromControlPlane({home: invited, project: 'films', controlPlane, now: late}))?.installed).to.equal(true)
+    expect((await readCert(certPath(invited))).issuer).to.equal(newCa)
+    await testNebulaConfig({configPath: join(invited, 'projects', 'films', 'nebula.yml')})
+  })
+
+  it('a bundle adds the new CA only with a valid endorsement by the pinned CA (exit 2, nothing changed otherwise)', async () => {
+    const bundle = join(filed, 'renewed.zip')
+    await renewDevice({home: operator, controlPlane, project: 'films', name: 'edit', outPath: bundle})
+    const files = await readBundle(bundle)
+    const manifest = parseManifest(files.get('vidsync.json'), bundle)
+    expect(manifest.caEndorsements).to.have.length(1)
+    const [endorsement] = manifest.caEndorsements ?? []
+    expect(endorsement && endorsementValid(endorsement, oldCa.publicKey)).to.equal(true)
+    const before = await readFile(caPath(filed))
+    const forged = {...manifest, caEndorsements: [{...endorsement!, signature: Buffer.alloc(64, 7).toString('base64')}]}
+    for (const caEndorsements of [[], forged.caEndorsements]) {
+      const tampered = new Map(files).set('vidsync.json', Buffer.from(JSON.stringify({...manifest, caEndorsements})))
+      const error = await installBundle({home: filed, files: tampered, origin: 'tampered'}).then(() => undefined, (failure: unknown) => failure)
+      expect(error).to.be.instanceOf(InvalidInputError)
+      expect((error as InvalidInputError).exitCode).to.equal(2)
+      expect((error as Error).message).to.contain('without a valid endorsement')
+      expect(await readFile(caPath(filed))).to.deep.equal(before)
+    }
+    const installed = await installBundle({home: filed, files, origin: bundle})
+    expect(installed.changed).to.equal(true)
+    expect(await caFingerprints(caPath(filed))).to.deep.equal([oldCa.fingerprint, newCa])
+  })
+
+  it('ca retire-old, once no active device holds an old-CA certificate, makes refreshes and bundles drop the old CA', async () => {
+    const retired = await admin('ca', 'retire-old')
+    expect(retired.exitCode, retired.stderr).to.equal(0)
+    expect(retired.json.projects).to.deep.equal([{project: 'films', retired: [oldCa.fingerprint], holders: []}])
+    expect((await refreshFromControlPlane({home: invited, project: 'films', controlPlane}))?.casChanged).to.equal(true)
+    expect(await caFingerprints(caPath(invited))).to.deep.equal([newCa])
+    const bundle = join(filed, 'after.zip')
+    await renewDevice({home: operator, controlPlane, project: 'films', name: 'edit', outPath: bundle})
+    await joinBundle({home: filed, bundlePath: bundle})
+    expect(await caFingerprints(caPath(filed))).to.deep.equal([newCa])
+  })
+
+  it('a second rotation chains on the first; retire-old --force retires while devices still hold the older CA, listing them', async () => {
+    const rotated = await admin('ca', 'rotate', '--name', 'films-ca-3')
+    expect(rotated.exitCode, rotated.stderr).to.equal(0)
+    const third = rotated.json.ca.fingerprint as string
+    expect((await refreshFromControlPlane({home: invited, project: 'films', controlPlane}))?.casChanged).to.equal(true)
+    expect(await caFingerprints(caPath(invited))).to.deep.equal([newCa, third])
+    const forced = await admin('ca', 'retire-old', '--force')
+    expect(forced.exitCode, forced.stderr).to.equal(0)
+    expect(forced.json.projects[0].holders.map((holder: {device: string}) => holder.device)).to.deep.equal(['cutter', 'edit'])
+    expect((await controlPlane.projectTrustedCas({project: 'films'})).map((ca) => ca.fingerprint)).to.deep.equal([third])
+  })
+})
