@@ -86,13 +86,17 @@ async function refreshTrustedCas(options: {project: JoinedProject; controlPlane:
   const cas = await options.controlPlane.deviceTrustedCas({token: options.token})
   if (cas.length === 0) return {casChanged: false}
   const {project} = options
+  const offeredPem = Buffer.from(cas.map((ca) => ca.pem).join(''))
+  const pinnedPem = await readFile(project.caPath)
+  // The usual case, checked without nebula-cert: this device already trusts exactly these.
+  if (offeredPem.equals(pinnedPem)) return {casChanged: false}
   try {
     const pem = await withTempDir(project.dir, async (scratch) =>
       caToPin({
         project: project.name,
         origin: 'the control plane',
-        offeredPem: Buffer.from(cas.map((ca) => ca.pem).join('')),
-        pinnedPem: await readFile(project.caPath),
+        offeredPem,
+        pinnedPem,
         endorsements: cas.flatMap((ca) => (ca.endorsement ? [ca.endorsement] : [])),
         scratch,
         tools: options.tools,
