@@ -3,24 +3,29 @@ import {join} from 'node:path'
 
 import {expect} from 'chai'
 import {execa} from 'execa'
+import {setTimeout} from 'node:timers/promises'
 
 import {readBundle} from '../src/lib/bundle/bundle.js'
 import {parseManifest} from '../src/lib/bundle/manifest.js'
 import {registerDevice, renewDevice} from '../src/lib/devices/issue.js'
 import {signPendingRenewals} from '../src/lib/devices/signer.js'
 import {InvalidInputError} from '../src/lib/errors.js'
+import {joinWithInvite} from '../src/lib/join/invite.js'
 import {installBundle, joinBundle} from '../src/lib/join/join.js'
+import {approveJoinRequests} from '../src/lib/invites/approve.js'
+import {createInvite} from '../src/lib/invites/invites.js'
 import {testNebulaConfig} from '../src/lib/nebula/config.js'
 import {initCa} from '../src/lib/pki/ca.js'
 import {readCert} from '../src/lib/pki/cert.js'
 import {endorsementValid} from '../src/lib/pki/endorse.js'
+import {retireOldCas, rotateCa} from '../src/lib/pki/rotation.js'
 import {createKeyPair} from '../src/lib/pki/keys.js'
 import {ControlPlane, SqlRpc} from '../src/lib/store/control-plane.js'
 import {loadMigrations, migrate} from '../src/lib/store/migrate.js'
 import {PostgresClient} from '../src/lib/store/sql-client.js'
 import {refreshFromControlPlane} from '../src/lib/up/refresh.js'
 import {renewFromControlPlane} from '../src/lib/up/renew.js'
-import {cli, root} from './helpers/cli.js'
+import {cli} from './helpers/cli.js'
 import {createThrowawayDatabase, type ThrowawayDatabase} from './helpers/postgres.js'
 import {removeTempDirs, tempDir} from './helpers/temp.js'
 
@@ -64,17 +69,13 @@ describe('CA rotation on Postgres', function () {
     const bundle = join(filed, 'first.zip')
     await registerDevice({home: operator, controlPlane, project: 'films', name: 'edit', publicKeyPem: await readFile(join(filed, 'keys', 'node.pub')), outPath: bundle})
     await joinBundle({home: filed, bundlePath: bundle, caFingerprint: oldCa.fingerprint})
-    // A device joined with an invite (it refreshes from the control plane), approved unattended.
-    const invite = await admin('invite', 'create', 'films')
-    const join_ = execa('node', [`${root}bin/run.js`, 'join', '-', '--name', 'cutter', '--wait', '90s', '--json'], {
-      env: {VIDSYNC_HOME: invited, VIDSYNC_DATABASE_URL: database.url},
-      input: invite.json.code,
-      reject: false,
-      timeout: 120_000,
-    })
-    const approved = await admin('device', 'approve', 'films', '--watch', '--count', '1', '--timeout', '60s', '--yes')
-    expect(approved.exitCode, approved.stdout).to.equal(0)
-    expect((await join_).exitCode).to.equal(0)
+    // A device joined with an invite (it refreshes from the control plane), approved once it asks.
+    const {code} = await createInvite({controlPlane, project: 'films'})
+    const joining = joinWithInvite({home: invited, controlPlane, code, name: 'cutter', waitMs: 60_000, pollIntervalMs: 100})
+    let requests = await controlPlane.listJoinRequests({project: 'films'})
+    while (requests.length === 0) requests = await setTimeout(50).then(() => controlPlane.listJoinRequests({project: 'films'}))
+    expect((await approveJoinRequests({home: operator, controlPlane, requests})).approved).to.have.length(1)
+    await joining
   })
 
   after(async () => {
@@ -138,9 +139,7 @@ describe('CA rotation on Postgres', function () {
   })
 
   it('ca retire-old, once no active device holds an old-CA certificate, makes refreshes and bundles drop the old CA', async () => {
-    const retired = await admin('ca', 'retire-old')
-    expect(retired.exitCode, retired.stderr).to.equal(0)
-    expect(retired.json.projects).to.deep.equal([{project: 'films', retired: [oldCa.fingerprint], holders: []}])
+    expect(await retireOldCas({home: operator, controlPlane})).to.deep.equal([{project: 'films', retired: [oldCa.fingerprint], holders: []}])
     expect((await refreshFromControlPlane({home: invited, project: 'films', controlPlane}))?.casChanged).to.equal(true)
     expect(await caFingerprints(caPath(invited))).to.deep.equal([newCa])
     const bundle = join(filed, 'after.zip')
@@ -150,9 +149,7 @@ describe('CA rotation on Postgres', function () {
   })
 
   it('a second rotation chains on the first; retire-old --force retires while devices still hold the older CA, listing them', async () => {
-    const rotated = await admin('ca', 'rotate', '--name', 'films-ca-3')
-    expect(rotated.exitCode, rotated.stderr).to.equal(0)
-    const third = rotated.json.ca.fingerprint as string
+    const third = (await rotateCa({home: operator, controlPlane, name: 'films-ca-3'})).ca.fingerprint
     expect((await refreshFromControlPlane({home: invited, project: 'films', controlPlane}))?.casChanged).to.equal(true)
     expect(await caFingerprints(caPath(invited))).to.deep.equal([newCa, third])
     const forced = await admin('ca', 'retire-old', '--force')
