@@ -133,6 +133,15 @@ describe('CA rotation on Postgres', function () {
       expect((error as Error).message).to.contain('without a valid endorsement')
       expect(await readFile(caPath(filed))).to.deep.equal(before)
     }
+    // A first join during the rotation confirms the newest CA, or pins the one named and the CAs it endorsed.
+    const keyPath = join(filed, 'keys', 'node.key')
+    const unconfirmed = await installBundle({home: await tempDir(), files, origin: bundle, keyPath}).then(() => undefined, (failure: unknown) => failure as InvalidInputError)
+    expect(unconfirmed?.hint).to.contain(`--ca-fingerprint ${newCa}`)
+    for (const [pin, pinned] of [[newCa, [newCa]], [oldCa.fingerprint, [oldCa.fingerprint, newCa]]] as const) {
+      const home = await tempDir()
+      await installBundle({home, files, origin: bundle, keyPath, caFingerprint: pin})
+      expect(await caFingerprints(caPath(home))).to.deep.equal(pinned)
+    }
     const installed = await installBundle({home: filed, files, origin: bundle})
     expect(installed.changed).to.equal(true)
     expect(await caFingerprints(caPath(filed))).to.deep.equal([oldCa.fingerprint, newCa])

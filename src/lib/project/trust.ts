@@ -132,16 +132,15 @@ export async function caToPin(options: CaTrustOptions & {
     }
     return pem(acceptedCas([match], offered, endorsements))
   }
-  const [only, ...others] = offered
-  if (!only || others.length > 0) {
-    throw new InvalidInputError(`${origin} holds ${offered.length} CAs: name the one to trust`, {hint: 'pass --ca-fingerprint with the fingerprint the operator gave you'})
-  }
-  const candidate = {project, name: only.name, fingerprint: only.fingerprint}
+  // During a rotation a bundle lists the old CAs first and the newest, the one `ca show` prints, last.
+  const newest = offered.at(-1)
+  if (!newest) throw new InvalidInputError(`${origin} has no usable ca.crt: ask the operator for a new bundle`)
+  const candidate = {project, name: newest.name, fingerprint: newest.fingerprint}
   if (!options.confirmCa) {
-    throw new InvalidInputError(`${origin} is the first bundle of ${project} on this device: its CA "${only.name}" must be confirmed`, {
-      hint: `check with the operator (\`vidsync ca show\`) that the fingerprint is ${only.fingerprint}, then pass --ca-fingerprint ${only.fingerprint}`,
+    throw new InvalidInputError(`${origin} is the first bundle of ${project} on this device: its CA "${newest.name}" must be confirmed`, {
+      hint: `check with the operator (\`vidsync ca show\`) that the fingerprint is ${newest.fingerprint}, then pass --ca-fingerprint ${newest.fingerprint}`,
     })
   }
   if (!(await options.confirmCa(candidate))) throw new InvalidInputError('cancelled: nothing was changed')
-  return Buffer.from(only.pem)
+  return Buffer.from(newest.pem)
 }
