@@ -164,7 +164,7 @@ export async function loadCa(options: {home: string; tools?: Tools; now?: Date})
 export function caExpiryWarning(ca: Pick<CaInfo, 'name' | 'notAfter'>, now: Date = new Date()): string | null {
   const expiry = expiryOf(ca.notAfter, caWarnSeconds, now)
   if (!expiry.expiring) return null
-  return `the CA "${ca.name}" ${expiryPhrase(expiry, now)} (${ca.notAfter}): every certificate it signed stops working then; plan its replacement now`
+  return `the CA "${ca.name}" ${expiryPhrase(expiry, now)} (${ca.notAfter}): every certificate it signed stops working then; replace it now with \`vidsync ca rotate\`, which keeps devices online`
 }
 
 /** Name, fingerprint and validity of the CA certificate (shown even when expired), and a warning from 90 days before its end. */
