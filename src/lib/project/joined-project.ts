@@ -191,6 +191,11 @@ export class JoinedProject {
     return {project, changed: true}
   }
 
+  /** The CA certificates this device trusts for the project (its pinned set), as installed. */
+  async trustedCasPem(): Promise<Buffer> {
+    return readFile(this.caPath)
+  }
+
   /**
    * Writes a newer manifest (peers, lighthouses, blocklist from the control plane) and the
    * nebula.yml rendered from it. With `test`, nebula must accept the new config first (it

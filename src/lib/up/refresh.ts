@@ -1,5 +1,3 @@
-import {readFile} from 'node:fs/promises'
-
 import {ConflictError, InvalidInputError, NotFoundError} from '../errors.js'
 import type {Tools} from '../exec.js'
 import {withTempDir} from '../files.js'
@@ -87,7 +85,7 @@ async function refreshTrustedCas(options: {project: JoinedProject; controlPlane:
   if (cas.length === 0) return {casChanged: false}
   const {project} = options
   const offeredPem = Buffer.from(cas.map((ca) => ca.pem).join(''))
-  const pinnedPem = await readFile(project.caPath)
+  const pinnedPem = await project.trustedCasPem()
   // The usual case, checked without nebula-cert: this device already trusts exactly these.
   if (offeredPem.equals(pinnedPem)) return {casChanged: false}
   try {
