@@ -1,4 +1,5 @@
 import {createHash} from 'node:crypto'
+import {readFileSync} from 'node:fs'
 import {chmod, mkdtemp, readdir, readFile, rm, stat, writeFile} from 'node:fs/promises'
 import {tmpdir} from 'node:os'
 import {join} from 'node:path'
@@ -17,6 +18,7 @@ import {
 import {resolveTools, runTool} from '../src/lib/exec.js'
 import {caInfo, caPaths, exportCa, initCa, loadCa} from '../src/lib/pki/ca.js'
 import {readCert, verifyCert} from '../src/lib/pki/cert.js'
+import {endorseCa, endorsementValid} from '../src/lib/pki/endorse.js'
 import {createKeyPair, validatePublicKey} from '../src/lib/pki/keys.js'
 import {capDurationSeconds, signDevice} from '../src/lib/pki/sign.js'
 
@@ -129,7 +131,7 @@ describe('pki', () => {
         certVersion: 1,
         nebulaNeeded: 'nebula 1.6.0 or newer',
         // A two-day CA is inside the 90-day warning window from the start.
-        warning: `the CA "Studio CA" expires in 1 day (${ca.notAfter}): every certificate it signed stops working then; plan its replacement now`,
+        warning: `the CA "Studio CA" expires in 1 day (${ca.notAfter}): every certificate it signed stops working then; replace it now with \`vidsync ca rotate\`, which keeps devices online`,
       })
       const loaded = await loadCa({home})
       expect(loaded.cert.isCa).to.equal(true)
@@ -194,6 +196,20 @@ describe('pki', () => {
       const error = await rejection(initCa({home, name: 'ca', tools: resolveTools({nebulaCert: '/bin/false'})}))
       expect(error).to.be.instanceOf(ToolFailedError)
       expect(await readdir(caPaths(home).dir)).to.deep.equal([])
+    })
+
+    it("endorses another CA with a real nebula-cert CA key: the endorser's certificate verifies it, nothing else does", async () => {
+      const [first, second] = await Promise.all([newDir(), newDir()])
+      const [old, next] = await Promise.all([initCa({home: first, name: 'old'}), initCa({home: second, name: 'next'})])
+      const oldCert = await readCert(old.certPath)
+      const nextCert = await readCert(next.certPath)
+      const endorsement = endorseCa({caKeyPem: await readFile(old.keyPath), endorser: oldCert, fingerprint: next.fingerprint})
+      expect(endorsement).to.include({ca: next.fingerprint, endorser: old.fingerprint})
+      expect(endorsementValid(endorsement, oldCert.publicKey)).to.equal(true)
+      expect(endorsementValid(endorsement, nextCert.publicKey)).to.equal(false)
+      expect(endorsementValid({...endorsement, ca: old.fingerprint}, oldCert.publicKey)).to.equal(false)
+      // The key must be the endorser's: the other CA's key is refused.
+      expect(thrown(() => endorseCa({caKeyPem: readFileSync(next.keyPath), endorser: oldCert, fingerprint: next.fingerprint}))).to.be.instanceOf(InvalidInputError)
     })
   })
 

@@ -410,7 +410,7 @@ describe('invite flow through the built CLI over the stand-in', function () {
     // What the `up` loop does with it: the blocklist goes into nebula.yml, the peers into vidsync.json.
     const home = deviceHomes.desktop ?? ''
     const refreshed = await refreshFromControlPlane({home, project: 'studio', controlPlane: desktop})
-    expect(refreshed).to.deep.equal({status: 'active', peersChanged: true, lighthousesChanged: false, blocklistChanged: true, nebulaReloaded: false, revokedSyncthingIds: []})
+    expect(refreshed).to.deep.equal({status: 'active', peersChanged: true, lighthousesChanged: false, blocklistChanged: true, casChanged: false, nebulaReloaded: false, revokedSyncthingIds: []})
     const config = YAML.parse(await readFile(join(home, 'projects', 'studio', 'nebula.yml'), 'utf8'), {version: '1.1'})
     expect(config.pki.blocklist).to.deep.equal([laptop.fingerprint])
     expect(JSON.parse(await readFile(join(home, 'projects', 'studio', 'vidsync.json'), 'utf8')).peers).to.deep.equal([])
@@ -419,6 +419,7 @@ describe('invite flow through the built CLI over the stand-in', function () {
       peersChanged: false,
       lighthousesChanged: false,
       blocklistChanged: false,
+      casChanged: false,
       nebulaReloaded: false,
       revokedSyncthingIds: [],
     })

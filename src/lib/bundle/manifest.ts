@@ -4,6 +4,7 @@ import YAML from 'yaml'
 
 import {parseEndpoint} from '../devices/endpoint.js'
 import {InvalidInputError} from '../errors.js'
+import {type CaEndorsement, isEndorsement} from '../pki/endorse.js'
 
 /** A lighthouse of the project, as the control plane lists it. */
 export interface ManifestLighthouse {
@@ -52,6 +53,8 @@ export interface BundleManifest {
   blocklist: string[]
   /** The project's folders; absent in bundles made before vidsync had project folders. */
   folders?: ManifestFolder[]
+  /** During a CA rotation: each newer CA of ca.crt endorsed by its predecessor; absent otherwise. */
+  caEndorsements?: CaEndorsement[]
   issuedAt: string
 }
 
@@ -188,6 +191,11 @@ function validate(raw: unknown, nebulaYml: string | undefined): BundleManifest {
     })
     return {id: folder.id as string, name: name(folder.name, `folders[${index}].name`), autoAccept: folder.autoAccept as boolean, mode: folder.mode as ManifestFolder['mode'], devices}
   })
+  const caEndorsements = input.caEndorsements === undefined ? undefined : list(input.caEndorsements, 'caEndorsements').map((entry, index) => {
+    check(isEndorsement(entry) && Object.keys(entry).length === 3, `caEndorsements[${index}] is not a CA endorsement`)
+    const {ca, endorser, signature} = entry as CaEndorsement
+    return {ca, endorser, signature}
+  })
   check(typeof input.lighthouse === 'boolean' && typeof input.operatorGeneratedKey === 'boolean', 'lighthouse or operatorGeneratedKey is not true or false')
   check(isString(input.fingerprint) && (input.fingerprint === '' || fingerprintPattern.test(input.fingerprint)), 'fingerprint is not a certificate fingerprint')
   return {
@@ -205,6 +213,7 @@ function validate(raw: unknown, nebulaYml: string | undefined): BundleManifest {
     peers,
     blocklist,
     ...(folders === undefined ? {} : {folders}),
+    ...(caEndorsements === undefined ? {} : {caEndorsements}),
     issuedAt: date(input.issuedAt, 'issuedAt'),
   }
 }

@@ -4,6 +4,7 @@ import type {BundleFiles} from '../bundle/bundle.js'
 import {type BundleManifest, type ManifestFolder, serializeManifest} from '../bundle/manifest.js'
 import {renderBundleReadme} from '../bundle/readme.js'
 import {lighthousesFor, nebulaConfigFromManifest} from '../nebula/config.js'
+import type {ProjectTrust} from '../pki/rotation.js'
 import type {DeviceRecord, ProjectNetwork} from '../store/control-plane.js'
 import type {CertVersion} from '../versions/capabilities.js'
 
@@ -13,7 +14,8 @@ export interface BundleInput {
   /** The project's live devices, this one included. */
   devices: DeviceRecord[]
   device: DeviceRecord
-  caCertPem: string
+  /** The CAs the project trusts (ca.crt) and the endorsements of the newer ones. */
+  trust: ProjectTrust
   certPem: string
   /** The certificate format, so the bundle's README can say which nebula the device needs. */
   certVersion: CertVersion
@@ -48,10 +50,11 @@ export function bundleFiles(input: BundleInput): BundleFiles {
       .map((peer) => ({name: peer.name, ip: peer.ip, syncthingId: peer.syncthingId})),
     blocklist: network.blocklist,
     ...(input.folders === undefined ? {} : {folders: input.folders}),
+    ...(input.trust.endorsements.length === 0 ? {} : {caEndorsements: input.trust.endorsements}),
     issuedAt: new Date().toISOString(),
   }
   return {
-    'ca.crt': input.caCertPem,
+    'ca.crt': input.trust.pem,
     'node.crt': input.certPem,
     'nebula.yml': nebulaConfigFromManifest(manifest),
     'README.md': renderBundleReadme({

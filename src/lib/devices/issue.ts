@@ -10,6 +10,7 @@ import {foldersForDevice} from '../folders/store.js'
 import {caPaths, loadCa} from '../pki/ca.js'
 import {expiresWithin} from '../pki/expiry.js'
 import {createKeyPair, validatePublicKey} from '../pki/keys.js'
+import {projectTrust} from '../pki/rotation.js'
 import {capDurationSeconds, signDevice} from '../pki/sign.js'
 import type {ControlPlane, DeviceRecord} from '../store/control-plane.js'
 import {bundleFiles} from './bundle-files.js'
@@ -114,7 +115,7 @@ async function issueBundle(options: IssueOptions): Promise<BundleResult> {
     network,
     devices,
     device: record,
-    caCertPem: await readFile(options.caCertPath, 'utf8'),
+    trust: await projectTrust({home: options.home, controlPlane, project, caCertPath: options.caCertPath}),
     certPem: signed.certPem,
     certVersion: signed.certVersion,
     privateKeyPem: options.privateKeyPem,

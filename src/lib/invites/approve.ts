@@ -1,4 +1,3 @@
-import {readFile} from 'node:fs/promises'
 import {setTimeout as sleep} from 'node:timers/promises'
 
 import {bundleFiles} from '../devices/bundle-files.js'
@@ -7,6 +6,7 @@ import {ConflictError, UnavailableError, VidsyncError} from '../errors.js'
 import type {Tools} from '../exec.js'
 import {formatDuration} from '../duration.js'
 import {loadCa} from '../pki/ca.js'
+import {projectTrust} from '../pki/rotation.js'
 import {signDevice} from '../pki/sign.js'
 import type {ControlPlane, DeviceRecord, JoinRequest} from '../store/control-plane.js'
 
@@ -42,7 +42,7 @@ export interface ApproveResult {
 const maxAddressRaces = 5
 
 /** The certificate and bundle files for `request` at `ip`; no private key, since the device made its own. */
-async function signRequest(options: ApproveOptions & {request: JoinRequest; caCertPem: string; caNotAfter: string; ip: string; prefixLength: number}) {
+async function signRequest(options: ApproveOptions & {request: JoinRequest; caCertPath: string; caNotAfter: string; ip: string; prefixLength: number}) {
   const {controlPlane, request} = options
   const signed = await signDevice({
     home: options.home,
@@ -77,7 +77,7 @@ async function signRequest(options: ApproveOptions & {request: JoinRequest; caCe
     network: await controlPlane.projectNetwork({project: request.project}),
     devices: [...(await controlPlane.listDevices({project: request.project})), device],
     device,
-    caCertPem: options.caCertPem,
+    trust: await projectTrust({home: options.home, controlPlane, project: request.project, caCertPath: options.caCertPath}),
     certPem: signed.certPem,
     certVersion: signed.certVersion,
     outPath: `${request.project}-${request.device}.zip`,
@@ -91,7 +91,7 @@ async function signRequest(options: ApproveOptions & {request: JoinRequest; caCe
  * registration, certificate and bundle in one call, which fails harmlessly (and is retried) when
  * a concurrent registration took the address meanwhile.
  */
-async function approveRequest(options: ApproveOptions & {request: JoinRequest; caCertPem: string; caNotAfter: string}): Promise<Approved> {
+async function approveRequest(options: ApproveOptions & {request: JoinRequest; caCertPath: string; caNotAfter: string}): Promise<Approved> {
   const {controlPlane, request} = options
   let attempt = await controlPlane.approveJoinRequest({requestId: request.id})
   for (let race = 0; race < maxAddressRaces; race++) {
@@ -108,11 +108,10 @@ async function approveRequest(options: ApproveOptions & {request: JoinRequest; c
 /** Signs the given pending requests with the local CA; a request that fails does not stop the others. */
 export async function approveJoinRequests(options: ApproveOptions & {requests: JoinRequest[]}): Promise<ApproveResult> {
   const ca = await loadCa({home: options.home, tools: options.tools})
-  const caCertPem = await readFile(ca.certPath, 'utf8')
   const result: ApproveResult = {approved: [], failed: []}
   for (const request of options.requests) {
     try {
-      result.approved.push(await approveRequest({...options, request, caCertPem, caNotAfter: ca.cert.notAfter}))
+      result.approved.push(await approveRequest({...options, request, caCertPath: ca.certPath, caNotAfter: ca.cert.notAfter}))
     } catch (error) {
       if (!(error instanceof VidsyncError)) throw error
       result.failed.push({requestId: request.id, project: request.project, device: {name: request.device}, message: error.message})

@@ -7,7 +7,7 @@ import {ConflictError, InvalidInputError, NotFoundError, PermissionError, Vidsyn
 import type {Tools} from '../exec.js'
 import {ensureDir, withTempDir} from '../files.js'
 import {reloadNebula} from '../nebula/process.js'
-import {readCert, requireCertSupport, verifyCert} from '../pki/cert.js'
+import {readCert, readCerts, requireCertSupport, verifyCert} from '../pki/cert.js'
 import {publicKeyHexOfPrivateKey} from '../pki/keys.js'
 import type {Platform} from '../platform/index.js'
 import {type InstalledFiles, JoinedProject} from '../project/joined-project.js'
@@ -33,7 +33,7 @@ export interface JoinResult {
   ip: string
   projectDir: string
   notAfter: string
-  /** Fingerprint of the CA this device trusts for the project (pinned at the first join). */
+  /** Fingerprint of the CA this device trusts for the project (pinned at the first join; during a CA rotation the newest). */
   caFingerprint: string
   /** False when the same bundle was already installed. */
   changed: boolean
@@ -149,6 +149,7 @@ async function checkAndInstall(
     origin,
     offeredPem: files.get('ca.crt') ?? Buffer.alloc(0),
     pinnedPem: installed.caPem,
+    endorsements: manifest.caEndorsements,
     scratch: stage,
   })
   await writeFile(join(stage, 'ca.crt'), caPem, {mode: 0o600})
@@ -177,7 +178,8 @@ async function checkAndInstall(
     ip: manifest.ip,
     projectDir: project.dir,
     notAfter: cert.notAfter,
-    caFingerprint: (await readCert(join(stage, 'ca.crt'), options.tools)).fingerprint,
+    // The newest CA trusted (the last: a rotation lists the old CAs first).
+    caFingerprint: (await readCerts(join(stage, 'ca.crt'), options.tools)).at(-1)?.fingerprint ?? '',
     operatorGeneratedKey: bundledKey !== undefined,
     warnings,
   }

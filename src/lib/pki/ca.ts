@@ -61,7 +61,7 @@ const toInfo = ({name, fingerprint, notBefore, notAfter, groups, ips, version}: 
 export const defaultCertVersion: CertVersion = 1
 
 /** `nebula-cert ca` arguments for `version`; refuses (exit 8) when this nebula-cert cannot make it. */
-async function caVersionArgs(version: CertVersion, tools?: Tools): Promise<string[]> {
+export async function caVersionArgs(version: CertVersion, tools?: Tools): Promise<string[]> {
   const found = await nebulaCapabilities('nebula-cert', tools)
   if (!found.capabilities.certVersions.includes(version)) {
     throw new MissingDependencyError(
@@ -80,6 +80,26 @@ function caExists(dir: string): ConflictError {
   )
 }
 
+/** Refuses an empty name, a duration that is not a positive number of seconds, an unknown certificate version. */
+export function checkCaOptions(options: {name: string; durationSeconds: number; certVersion: CertVersion}): void {
+  if (options.name.trim() === '') throw new InvalidInputError('the CA name must not be empty')
+  if (!Number.isInteger(options.durationSeconds) || options.durationSeconds <= 0) {
+    throw new InvalidInputError(`invalid CA duration ${options.durationSeconds}s: use a positive duration such as 17520h`)
+  }
+  if (options.certVersion !== 1 && options.certVersion !== 2) throw new InvalidInputError(`invalid certificate version ${String(options.certVersion)}: use 1 or 2`)
+}
+
+/** Runs `nebula-cert ca` into `dir` (ca.crt 0644, ca.key 0600). */
+export async function generateCa(options: {dir: string; name: string; durationSeconds: number; versionArgs: string[]; tools?: Tools}): Promise<{certPath: string; keyPath: string}> {
+  const certPath = join(options.dir, 'ca.crt')
+  const keyPath = join(options.dir, 'ca.key')
+  const args = ['ca', '-name', options.name, '-duration', `${options.durationSeconds}s`, '-out-crt', certPath, '-out-key', keyPath, ...options.versionArgs]
+  await runTool('nebula-cert', args, {tools: options.tools})
+  await chmod(keyPath, 0o600)
+  await chmod(certPath, 0o644)
+  return {certPath, keyPath}
+}
+
 /** Creates the operator's CA; its key is written 0600 and never printed, and an existing CA is never replaced. */
 export async function initCa(options: {
   home: string
@@ -90,23 +110,14 @@ export async function initCa(options: {
 }): Promise<CaInfo & CaPaths> {
   const durationSeconds = options.durationSeconds ?? defaultCaDurationSeconds
   const certVersion = options.certVersion ?? defaultCertVersion
-  if (options.name.trim() === '') throw new InvalidInputError('the CA name must not be empty')
-  if (!Number.isInteger(durationSeconds) || durationSeconds <= 0) {
-    throw new InvalidInputError(`invalid CA duration ${durationSeconds}s: use a positive duration such as 17520h`)
-  }
-  if (certVersion !== 1 && certVersion !== 2) throw new InvalidInputError(`invalid certificate version ${String(certVersion)}: use 1 or 2`)
+  checkCaOptions({name: options.name, durationSeconds, certVersion})
   const paths = caPaths(options.home)
   await ensureDir(paths.dir, {private: true})
   const versionArgs = await caVersionArgs(certVersion, options.tools)
   if ((await exists(paths.keyPath)) || (await exists(paths.certPath))) throw caExists(paths.dir)
   // Generated in a private temporary directory next to the final names, then linked into place.
   await withTempDir(paths.dir, async (temp) => {
-    const certPath = join(temp, 'ca.crt')
-    const keyPath = join(temp, 'ca.key')
-    const args = ['ca', '-name', options.name, '-duration', `${durationSeconds}s`, '-out-crt', certPath, '-out-key', keyPath, ...versionArgs]
-    await runTool('nebula-cert', args, {tools: options.tools})
-    await chmod(keyPath, 0o600)
-    await chmod(certPath, 0o644)
+    const {certPath, keyPath} = await generateCa({dir: temp, name: options.name, durationSeconds, versionArgs, tools: options.tools})
     await publishNew(
       [
         {from: keyPath, to: paths.keyPath},
@@ -153,7 +164,7 @@ export async function loadCa(options: {home: string; tools?: Tools; now?: Date})
 export function caExpiryWarning(ca: Pick<CaInfo, 'name' | 'notAfter'>, now: Date = new Date()): string | null {
   const expiry = expiryOf(ca.notAfter, caWarnSeconds, now)
   if (!expiry.expiring) return null
-  return `the CA "${ca.name}" ${expiryPhrase(expiry, now)} (${ca.notAfter}): every certificate it signed stops working then; plan its replacement now`
+  return `the CA "${ca.name}" ${expiryPhrase(expiry, now)} (${ca.notAfter}): every certificate it signed stops working then; replace it now with \`vidsync ca rotate\`, which keeps devices online`
 }
 
 /** Name, fingerprint and validity of the CA certificate (shown even when expired), and a warning from 90 days before its end. */

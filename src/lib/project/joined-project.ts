@@ -191,6 +191,11 @@ export class JoinedProject {
     return {project, changed: true}
   }
 
+  /** The CA certificates this device trusts for the project (its pinned set), as installed. */
+  async trustedCasPem(): Promise<Buffer> {
+    return readFile(this.caPath)
+  }
+
   /**
    * Writes a newer manifest (peers, lighthouses, blocklist from the control plane) and the
    * nebula.yml rendered from it. With `test`, nebula must accept the new config first (it
@@ -214,6 +219,13 @@ export class JoinedProject {
     await writeFileAtomic(this.manifestPath, serializeManifest(manifest), 0o644)
     return new JoinedProject(this.dir, manifest, this.platform)
   }
+}
+
+/** Installs the CAs the device trusts for the project (checked by the caller: see caToPin); false when they are already installed. */
+export async function replaceTrustedCas(project: JoinedProject, caPem: Buffer): Promise<boolean> {
+  if (await sameContent(new Map([[project.caPath, caPem]]))) return false
+  await writeFileAtomic(project.caPath, caPem, 0o644)
+  return true
 }
 
 /** Installs a renewed certificate (checked by the caller) and records it in the manifest; nebula.yml is rendered again. */

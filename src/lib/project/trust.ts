@@ -4,6 +4,7 @@ import {join} from 'node:path'
 import {ConflictError, InvalidInputError} from '../errors.js'
 import type {Tools} from '../exec.js'
 import {type CertInfo, readCert} from '../pki/cert.js'
+import {type CaEndorsement, endorsementValid} from '../pki/endorse.js'
 
 /** A CA as the person confirming it sees it. */
 export interface CaCandidate {
@@ -35,7 +36,7 @@ export function normalizeFingerprint(text: string): string {
 }
 
 /** Each CA certificate of a ca.crt with its PEM block, read through nebula-cert one by one. */
-async function readCas(pem: Buffer, scratch: string, origin: string, tools?: Tools): Promise<(CertInfo & {pem: string})[]> {
+async function readCas(pem: Buffer, scratch: string, origin: string, tools?: Tools): Promise<OfferedCa[]> {
   const blocks = pem.toString().match(certificateBlock) ?? []
   if (blocks.length === 0 || blocks.length > maxCas) throw new InvalidInputError(`${origin} has no usable ca.crt: ask the operator for a new bundle`)
   const cas = []
@@ -49,43 +50,76 @@ async function readCas(pem: Buffer, scratch: string, origin: string, tools?: Too
   return cas
 }
 
+type OfferedCa = CertInfo & {pem: string}
+
 /**
- * Whether a bundle may come with `offered` CAs for a project pinned to `pinned`. Today only the
- * same set. The seam for CA rotation (the certificate lifecycle issue): a bundle listing the
- * pinned CA and its successor, the successor endorsed by the pinned one, extends the pin here.
+ * The `offered` CAs a device that pins `pinned` may trust: those it pins, and each one endorsed
+ * (its fingerprint signed with the key) by a CA it pins or accepted here, the rotation's chain.
+ * In the order offered; a pinned CA that is not offered is not in the result (it was retired).
  */
-export function caChangeAccepted(pinned: string[], offered: string[]): boolean {
-  return pinned.length === offered.length && pinned.every((fingerprint) => offered.includes(fingerprint))
+export function acceptedCas(pinned: CertInfo[], offered: OfferedCa[], endorsements: CaEndorsement[]): OfferedCa[] {
+  const anchors = [...pinned]
+  const accepted = new Set(offered.filter((ca) => pinned.some((pin) => pin.fingerprint === ca.fingerprint)))
+  for (let grew = true; grew; ) {
+    grew = false
+    for (const ca of offered) {
+      if (accepted.has(ca)) continue
+      const vouched = endorsements.some(
+        (endorsement) => endorsement.ca === ca.fingerprint && anchors.some((anchor) => anchor.fingerprint === endorsement.endorser && endorsementValid(endorsement, anchor.publicKey)),
+      )
+      if (vouched) {
+        accepted.add(ca)
+        anchors.push(ca)
+        grew = true
+      }
+    }
+  }
+  return offered.filter((ca) => accepted.has(ca))
 }
 
 /**
- * The CA certificates to install for a bundle's project. A joined project keeps its pinned CA,
- * and a bundle with another CA is refused. The first join pins the bundle's CA once the user
+ * The CA certificates to install for a bundle's project. A joined project keeps its pinned CAs:
+ * a bundle may add a CA only with an endorsement by one of them (a rotation) and leaves out the
+ * ones retired; any other CA is refused. The first join pins the bundle's CA once the user
  * confirmed its fingerprint (a flag, or a prompt on a terminal), or when it came from the control
- * plane: only the confirmed certificate is pinned, whatever else the bundle's ca.crt holds.
+ * plane: only the confirmed certificate (and the CAs it endorsed) is pinned, whatever else the
+ * bundle's ca.crt holds.
  */
 export async function caToPin(options: CaTrustOptions & {
   project: string
   origin: string
   offeredPem: Buffer
   pinnedPem?: Buffer
+  /** The bundle's or the control plane's endorsements of newer CAs. */
+  endorsements?: CaEndorsement[]
   scratch: string
   tools?: Tools
 }): Promise<Buffer> {
   const {project, origin} = options
+  const endorsements = options.endorsements ?? []
   const offered = await readCas(options.offeredPem, options.scratch, origin, options.tools)
+  const pem = (cas: OfferedCa[]) => Buffer.from(cas.map((ca) => ca.pem).join(''))
   if (options.pinnedPem) {
     const pinned = await readCas(options.pinnedPem, options.scratch, `the pinned CA of ${project}`, options.tools)
-    if (!caChangeAccepted(pinned.map((ca) => ca.fingerprint), offered.map((ca) => ca.fingerprint))) {
+    const accepted = acceptedCas(pinned, offered, endorsements)
+    const fingerprints = (cas: CertInfo[]) => cas.map((ca) => ca.fingerprint).join(', ')
+    if (accepted.length === 0) {
       throw new ConflictError(
-        `${origin} comes with another CA (${offered.map((ca) => ca.fingerprint).join(', ')}) than the one this device pinned for ${project} (${pinned.map((ca) => ca.fingerprint).join(', ')}): refused`,
+        `${origin} comes with another CA (${fingerprints(offered)}) than the one this device pinned for ${project} (${fingerprints(pinned)}): refused`,
         {hint: 'a project changes its CA only through a rotation that lists the old and the new CA; ask the operator where this bundle came from'},
       )
     }
-    if (options.caFingerprint !== undefined && !pinned.some((ca) => ca.fingerprint === normalizeFingerprint(options.caFingerprint ?? ''))) {
-      throw new InvalidInputError(`the fingerprint given is not that of the CA this device pinned for ${project} (${pinned.map((ca) => ca.fingerprint).join(', ')}): refused`)
+    const unendorsed = offered.filter((ca) => !accepted.includes(ca))
+    if (unendorsed.length > 0) {
+      throw new InvalidInputError(`${origin} adds the CA ${fingerprints(unendorsed)} to ${project} without a valid endorsement by a CA this device pinned (${fingerprints(pinned)}): refused`, {
+        hint: 'a new CA is trusted only when the pinned CA vouches for it (`vidsync ca rotate`); ask the operator where this bundle came from',
+      })
     }
-    return options.pinnedPem
+    if (options.caFingerprint !== undefined && ![...pinned, ...accepted].some((ca) => ca.fingerprint === normalizeFingerprint(options.caFingerprint ?? ''))) {
+      throw new InvalidInputError(`the fingerprint given is not that of the CA this device pinned for ${project} (${fingerprints(pinned)}): refused`)
+    }
+    const unchanged = accepted.length === pinned.length && pinned.every((pin) => accepted.some((ca) => ca.fingerprint === pin.fingerprint))
+    return unchanged ? options.pinnedPem : pem(accepted)
   }
   if (options.caFromControlPlane) return Buffer.from(offered.map((ca) => ca.pem).join(''))
   if (options.caFingerprint !== undefined) {
@@ -96,18 +130,17 @@ export async function caToPin(options: CaTrustOptions & {
         hint: 'compare the fingerprint with the one `vidsync ca show` prints on the operator\'s machine',
       })
     }
-    return Buffer.from(match.pem)
+    return pem(acceptedCas([match], offered, endorsements))
   }
-  const [only, ...others] = offered
-  if (!only || others.length > 0) {
-    throw new InvalidInputError(`${origin} holds ${offered.length} CAs: name the one to trust`, {hint: 'pass --ca-fingerprint with the fingerprint the operator gave you'})
-  }
-  const candidate = {project, name: only.name, fingerprint: only.fingerprint}
+  // During a rotation a bundle lists the old CAs first and the newest, the one `ca show` prints, last.
+  const newest = offered.at(-1)
+  if (!newest) throw new InvalidInputError(`${origin} has no usable ca.crt: ask the operator for a new bundle`)
+  const candidate = {project, name: newest.name, fingerprint: newest.fingerprint}
   if (!options.confirmCa) {
-    throw new InvalidInputError(`${origin} is the first bundle of ${project} on this device: its CA "${only.name}" must be confirmed`, {
-      hint: `check with the operator (\`vidsync ca show\`) that the fingerprint is ${only.fingerprint}, then pass --ca-fingerprint ${only.fingerprint}`,
+    throw new InvalidInputError(`${origin} is the first bundle of ${project} on this device: its CA "${newest.name}" must be confirmed`, {
+      hint: `check with the operator (\`vidsync ca show\`) that the fingerprint is ${newest.fingerprint}, then pass --ca-fingerprint ${newest.fingerprint}`,
     })
   }
   if (!(await options.confirmCa(candidate))) throw new InvalidInputError('cancelled: nothing was changed')
-  return Buffer.from(only.pem)
+  return Buffer.from(newest.pem)
 }

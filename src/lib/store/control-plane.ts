@@ -1,6 +1,7 @@
 import {isIP} from 'node:net'
 
 import {ConflictError, ExhaustedError, InvalidInputError, NotFoundError, RateLimitedError, UnavailableError, VidsyncError} from '../errors.js'
+import type {CaEndorsement} from '../pki/endorse.js'
 import type {SqlClient} from './sql-client.js'
 import type {CertVersion} from '../versions/capabilities.js'
 
@@ -209,6 +210,26 @@ export interface DeviceBundle {
   /** The bundle's files by name, once the device is active. */
   bundle: Record<string, string> | null
 }
+
+/** A CA the project trusts: its first one (no endorsement) or a successor endorsed by its predecessor. */
+export interface TrustedCa {
+  fingerprint: string
+  pem: string
+  endorsement: CaEndorsement | null
+}
+
+interface TrustedCaRow {
+  fingerprint: string
+  pem: string
+  endorser: string | null
+  signature: string | null
+}
+
+const toTrustedCa = (row: TrustedCaRow): TrustedCa => ({
+  fingerprint: row.fingerprint,
+  pem: row.pem,
+  endorsement: row.endorser && row.signature ? {ca: row.fingerprint, endorser: row.endorser, signature: row.signature} : null,
+})
 
 export interface Peer {
   name: string
@@ -774,6 +795,37 @@ export class ControlPlane {
     })
     const row = single(rows, 'complete_renewal')
     if (row.fingerprint === null) throw new ConflictError(`device "${row.device}" was revoked or released meanwhile: its renewal is refused`)
+  }
+
+  /** Adds a CA to the project's trusted set (`endorsement` null for its first); the same CA again changes nothing. */
+  async addProjectCa(options: {project: string; fingerprint: string; pem: string; endorsement: CaEndorsement | null}): Promise<void> {
+    await this.rpc.call('add_project_ca', {
+      p_project: options.project,
+      p_fingerprint: options.fingerprint,
+      p_pem: options.pem,
+      p_endorser: options.endorsement?.endorser,
+      p_signature: options.endorsement?.signature,
+    })
+  }
+
+  /** The CAs the project trusts, oldest first; empty when it never rotated (it trusts the operator's CA). */
+  async projectTrustedCas(options: {project: string}): Promise<TrustedCa[]> {
+    return (await this.rpc.call<TrustedCaRow>('project_trusted_cas', {p_project: options.project})).map(toTrustedCa)
+  }
+
+  /** The newest certificate of each active device of the project. */
+  async projectDeviceCertificates(options: {project: string}): Promise<{device: string; fingerprint: string; pem: string}[]> {
+    return this.rpc.call<{device: string; fingerprint: string; pem: string}>('project_device_certificates', {p_project: options.project})
+  }
+
+  /** Retires a CA of the project: devices drop it at their next refresh. */
+  async retireProjectCa(options: {project: string; fingerprint: string}): Promise<void> {
+    await this.rpc.call('retire_project_ca', {p_project: options.project, p_fingerprint: options.fingerprint})
+  }
+
+  /** Device: the CAs its project trusts with their endorsements, oldest first (empty: never rotated). */
+  async deviceTrustedCas(options: {token: string}): Promise<TrustedCa[]> {
+    return (await this.rpc.call<TrustedCaRow>('device_trusted_cas', {p_token: options.token})).map(toTrustedCa)
   }
 
   async schemaVersion(): Promise<number> {

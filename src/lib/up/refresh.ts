@@ -1,8 +1,10 @@
-import {InvalidInputError, NotFoundError} from '../errors.js'
+import {ConflictError, InvalidInputError, NotFoundError} from '../errors.js'
 import type {Tools} from '../exec.js'
+import {withTempDir} from '../files.js'
 import {readDeviceToken} from '../join/invite.js'
 import {reloadNebula} from '../nebula/process.js'
-import {JoinedProject} from '../project/joined-project.js'
+import {JoinedProject, replaceTrustedCas} from '../project/joined-project.js'
+import {caToPin} from '../project/trust.js'
 import type {ControlPlane, DeviceSync, Lighthouse, Peer} from '../store/control-plane.js'
 
 export interface RefreshResult {
@@ -14,6 +16,10 @@ export interface RefreshResult {
   /** Why nebula.yml still names the old lighthouses: nebula refused the new ones (tried again next pass). */
   lighthousesRefused?: string
   blocklistChanged: boolean
+  /** The CAs this device trusts changed: a rotation's endorsed CA was added, or a retired one dropped. */
+  casChanged: boolean
+  /** Why the control plane's CAs were not installed (an unendorsed CA): the pinned ones stay. */
+  casRefused?: string
   /** Nebula was told (SIGHUP) to reload its config. */
   nebulaReloaded: boolean
   /** Syncthing IDs of the project's revoked devices: the reconcile pass removes them from Syncthing. */
@@ -79,6 +85,38 @@ function applySync(manifest: {peers: Peer[]; blocklist: string[]; lighthouses: L
 }
 
 /**
+ * The CAs of a rotation from the control plane (none before the project's first rotation): a new
+ * one is trusted only with a valid endorsement by a CA this device pins, a retired one is
+ * dropped. A refused set changes nothing and is reported.
+ */
+async function refreshTrustedCas(options: {project: JoinedProject; controlPlane: ControlPlane; token: string; tools?: Tools}): Promise<{casChanged: boolean; casRefused?: string}> {
+  const cas = await options.controlPlane.deviceTrustedCas({token: options.token})
+  if (cas.length === 0) return {casChanged: false}
+  const {project} = options
+  const offeredPem = Buffer.from(cas.map((ca) => ca.pem).join(''))
+  const pinnedPem = await project.trustedCasPem()
+  // The usual case, checked without nebula-cert: this device already trusts exactly these.
+  if (offeredPem.equals(pinnedPem)) return {casChanged: false}
+  try {
+    const pem = await withTempDir(project.dir, async (scratch) =>
+      caToPin({
+        project: project.name,
+        origin: 'the control plane',
+        offeredPem,
+        pinnedPem,
+        endorsements: cas.flatMap((ca) => (ca.endorsement ? [ca.endorsement] : [])),
+        scratch,
+        tools: options.tools,
+      }),
+    )
+    return {casChanged: await replaceTrustedCas(project, pem)}
+  } catch (error) {
+    if (!(error instanceof InvalidInputError || error instanceof ConflictError)) throw error
+    return {casChanged: false, casRefused: error.message}
+  }
+}
+
+/**
  * Heartbeat and refresh for a device that joined with an invite: the control plane's current
  * peers, blocklist and lighthouses go into the project's manifest (the reconcile pass shares
  * folders with the peers) and the nebula.yml rendered from it, which the running nebula reloads. Nebula does not spread
@@ -106,7 +144,7 @@ export async function refreshFromControlPlane(options: {
   const cursor = options.cursor ?? new SyncCursor()
   const sync = await options.controlPlane.deviceSync({token, knownVersion: cursor.version, syncthingId: options.syncthingId})
   cursor.polled()
-  const unchanged = {peersChanged: false, lighthousesChanged: false, blocklistChanged: false, nebulaReloaded: false, revokedSyncthingIds: []}
+  const unchanged = {peersChanged: false, lighthousesChanged: false, blocklistChanged: false, casChanged: false, nebulaReloaded: false, revokedSyncthingIds: []}
   if (sync.state === 'unchanged') return {status: 'active', ...unchanged}
   if (sync.state === 'full' && sync.channel) cursor.channel = sync.channel
   if (sync.state === 'full' && sync.topic) cursor.topic = sync.topic
@@ -132,9 +170,10 @@ export async function refreshFromControlPlane(options: {
     }
   }
   if (!lighthousesChanged && (blocklistChanged || peersChanged)) project = await project.update({...manifest, peers: next.peers, blocklist: next.blocklist})
-  const nebulaReloaded = blocklistChanged || lighthousesChanged ? await reloadNebula({projectDir: project.dir}) : false
+  const cas = await refreshTrustedCas({project, controlPlane: options.controlPlane, token, tools: options.tools})
+  const nebulaReloaded = blocklistChanged || lighthousesChanged || cas.casChanged ? await reloadNebula({projectDir: project.dir}) : false
   // The manifest now holds this version, except refused lighthouses: the next refresh (the next
   // poll) is a full snapshot, which tries them again.
   cursor.version = lighthousesRefused ? undefined : (sync.version ?? undefined)
-  return {status: sync.status, peersChanged, lighthousesChanged, ...(lighthousesRefused ? {lighthousesRefused} : {}), blocklistChanged, nebulaReloaded, revokedSyncthingIds}
+  return {status: sync.status, peersChanged, lighthousesChanged, ...(lighthousesRefused ? {lighthousesRefused} : {}), blocklistChanged, ...cas, nebulaReloaded, revokedSyncthingIds}
 }
