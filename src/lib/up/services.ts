@@ -30,6 +30,8 @@ export interface ServiceReport {
   stale: boolean
   /** Why no service manager takes it here (no systemd as PID 1, no user session). */
   fallback?: string
+  /** nebula on Windows: why the system copy of the overlay it reads is older than the project's files (`vidsync up` refreshes it). */
+  staleOverlay?: string
 }
 
 /** What an install did, in one line for the person who asked. */
