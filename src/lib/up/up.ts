@@ -429,8 +429,10 @@ function userEnv(user: User): Record<string, string> {
  */
 async function ensureNebula(options: UpOptions, project: JoinedProject, platform: Platform): Promise<string[]> {
   const {dir, name: projectName} = project
-  const stale = await systemOverlayProblem(project, platform)
-  if ((await nebulaStatus({projectDir: dir, platform})).running && !stale) return []
+  const running = (await nebulaStatus({projectDir: dir, platform})).running
+  // Windows: a service that runs on an older system copy than the project's files needs the elevated step too.
+  const stale = running ? await systemOverlayProblem(project, platform) : undefined
+  if (running && !stale) return []
   if (await platform.canCreateTun()) {
     const user = platform.invokingUser()
     const result = await installNebulaService({
