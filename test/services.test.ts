@@ -16,7 +16,7 @@ import {renderServices} from '../src/lib/output/services.js'
 import {type HostDeps, platformFor} from '../src/lib/platform/index.js'
 import type {OsName, ProgramResult, ServiceSpec} from '../src/lib/platform/types.js'
 import {agentEnvPath, agentServiceDefinition, installService, readAgentSettings, reportService, uninstallService, writeAgentSettings} from '../src/lib/up/services.js'
-import {bringDown} from '../src/lib/up/up.js'
+import {bringDown, ensureNebula} from '../src/lib/up/up.js'
 import {cli} from './helpers/cli.js'
 import {fakeHost} from './helpers/host.js'
 import {expectRejects} from './helpers/rejects.js'
@@ -324,6 +324,34 @@ describe('services: install, start, uninstall through the service manager', () =
       expect(await systemOverlayProblem(current, win)).to.equal(undefined)
       const yml = await readFile(join(system, 'studio', 'nebula.yml'), 'utf8')
       expect(yml).to.contain('c'.repeat(64))
+    })
+
+    it('Windows: `up` leaves a running service on a current copy alone, and asks for the elevated step when the copy is stale (exit 9 when none is granted)', async () => {
+      const root = await tempDir('vidsync-services-')
+      const host = managedHost(
+        root,
+        (argv) => {
+          if (argv[0] === 'powershell.exe' && (argv.at(-1) ?? '').includes('IsInRole')) return ok('False\r\n') // a normal prompt
+          return argv[1] === 'queryex' ? ok(fixture('sc-queryex-running.txt')) : argv[1] === 'qc' ? ok(fixture('sc-qc.txt')) : ok()
+        },
+        {env: {VIDSYNC_SYSTEM_DIR: join(root, 'system')}},
+      )
+      const win = platformFor('win32', host)
+      const project = await joinedStudio(join(root, 'home'), win)
+      await installSystemOverlay(project, win)
+      const options = {home: join(root, 'home'), intervalSeconds: 10, interactive: false}
+      expect(await ensureNebula(options, project, win)).to.deep.equal([])
+      expect(host.calls.some((argv) => (argv.at(-1) ?? '').includes('IsInRole'))).to.equal(false)
+      // A renewed certificate: the service still runs, on the old copy; `up` needs the elevated step (no prompt can answer here).
+      await writeFile(project.certPath, pem('NEBULA CERTIFICATE', 'BBBB'))
+      const error = await expectRejects(ensureNebula(options, project, win), PermissionError)
+      expect(error.exitCode).to.equal(9)
+      expect(error.message).to.equal(
+        `the system copy of studio's overlay (${join(root, 'system', 'studio')}), which the nebula service reads, is older than the project's certificate, blocklist or lighthouses; no administrator rights were granted`,
+      )
+      expect(error.hint).to.equal('run `sudo vidsync up` (an elevated prompt on Windows)')
+      // Linux: the root service renders its copy itself; a running nebula is left alone whatever the record says.
+      expect(await systemOverlayProblem(project, platformFor('linux', host))).to.equal(undefined)
     })
 
     it('the elevated step refuses (exit 9, nothing installed) a service program someone other than an administrator could replace: the nebula copy on Windows, Node.js on POSIX', async () => {

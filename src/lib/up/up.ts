@@ -427,7 +427,7 @@ function userEnv(user: User): Record<string, string> {
  * runs when the system copy the service reads is older than the project's files: it rewrites the
  * copy and restarts the service. Returns what was installed.
  */
-async function ensureNebula(options: UpOptions, project: JoinedProject, platform: Platform): Promise<string[]> {
+export async function ensureNebula(options: UpOptions, project: JoinedProject, platform: Platform): Promise<string[]> {
   const {dir, name: projectName} = project
   const running = (await nebulaStatus({projectDir: dir, platform})).running
   // Windows: a service that runs on an older system copy than the project's files needs the elevated step too.
