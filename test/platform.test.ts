@@ -338,8 +338,9 @@ describe('platform layer', () => {
       expect(await win.privacyProblem(key)).to.equal(undefined)
       // The system copy for root's nebula (%ProgramData%\vidsync\<project>): SYSTEM and Administrators only, by SID; the directory passes it on.
       await win.makeSystemPrivate('C:\\ProgramData\\vidsync\\studio', true)
-      // Owned by Administrators first: a user who made the folder first would otherwise keep the right to change its ACL.
-      expect(host.calls.at(-2)).to.deep.equal(['icacls', 'C:\\ProgramData\\vidsync\\studio', '/setowner', '*S-1-5-32-544'])
+      // Owned by Administrators and reset first: a user who made the folder first would otherwise keep the right to change its ACL, or an entry of their own.
+      expect(host.calls.at(-3)).to.deep.equal(['icacls', 'C:\\ProgramData\\vidsync\\studio', '/setowner', '*S-1-5-32-544'])
+      expect(host.calls.at(-2)).to.deep.equal(['icacls', 'C:\\ProgramData\\vidsync\\studio', '/reset'])
       expect(host.calls.at(-1)).to.deep.equal(['icacls', 'C:\\ProgramData\\vidsync\\studio', '/inheritance:r', '/grant:r', '*S-1-5-18:(OI)(CI)(F)', '*S-1-5-32-544:(OI)(CI)(F)'])
       await win.makeSystemPrivate('C:\\ProgramData\\vidsync\\studio\\node.key')
       expect(host.calls.at(-1)).to.deep.equal(['icacls', 'C:\\ProgramData\\vidsync\\studio\\node.key', '/inheritance:r', '/grant:r', '*S-1-5-18:(F)', '*S-1-5-32-544:(F)'])

@@ -293,6 +293,9 @@ describe('services: install, start, uninstall through the service manager', () =
       expect(await readFile(join(system, 'bin', 'dist', 'windows', 'wintun', 'bin', 'amd64', 'wintun.dll'), 'utf8')).to.equal('wintun dll')
       expect(host.calls).to.deep.include(['icacls', join(system, 'bin'), '/inheritance:r', '/grant:r', '*S-1-5-18:(OI)(CI)(F)', '*S-1-5-32-544:(OI)(CI)(F)'])
       expect(host.calls).to.deep.include(['icacls', copy, '/setowner', '*S-1-5-32-544'])
+      // Every folder of the copy, whoever made it first: no entry of anyone else's is kept (/reset), down to wintun.dll's.
+      for (const level of ['dist', join('dist', 'windows', 'wintun', 'bin', 'amd64')]) expect(host.calls).to.deep.include(['icacls', join(system, 'bin', level), '/reset'])
+      expect(host.calls).to.deep.include(['icacls', system, '/inheritance:r', '/grant:r', '*S-1-5-18:(OI)(CI)(F)', '*S-1-5-32-544:(OI)(CI)(F)'])
       expect(first.installed).to.deep.equal([
         'scm system service vidsync-nebula-studio: runs nebula as root at boot',
         `overlay files for studio in ${join(system, 'studio')} (readable by root only)`,

@@ -12,6 +12,14 @@ import {nebulaConfigFromManifest} from './config.js'
 const pathsFor = (platform: Platform) => (platform.os === 'win32' && !posix.isAbsolute(platform.systemDir) ? win32 : posix)
 const joinFor = (platform: Platform) => pathsFor(platform).join
 
+/** Creates `dir` below the system directory, both root's (SYSTEM's and Administrators') only, whoever made them first. */
+async function ensureSystemDir(dir: string, platform: Platform): Promise<void> {
+  for (const level of [platform.systemDir, dir]) {
+    await ensureDir(level, {private: true})
+    await platform.makeSystemPrivate(level, true)
+  }
+}
+
 /** Where the system copy of a project's overlay lives: `<systemDir>/<project>/` (/etc/vidsync, /Library/Application Support/vidsync, %ProgramData%\vidsync). */
 export function systemOverlayPaths(project: string, platform: Platform = currentPlatform()) {
   const join = joinFor(platform)
@@ -62,9 +70,7 @@ async function renderSystemOverlay(project: JoinedProject, platform: Platform): 
  */
 export async function installSystemOverlay(project: JoinedProject, platform: Platform = currentPlatform()): Promise<SystemOverlay & {changed: boolean}> {
   const {paths, files, digest} = await renderSystemOverlay(project, platform)
-  await ensureDir(platform.systemDir, {private: true})
-  await ensureDir(paths.dir, {private: true})
-  await platform.makeSystemPrivate(paths.dir, true)
+  await ensureSystemDir(paths.dir, platform)
   for (const [path, data] of files) {
     await writeFileAtomic(path, data, 0o600)
     await platform.makeSystemPrivate(path)
@@ -128,13 +134,15 @@ export async function installSystemNebula(nebula: string, platform: Platform = c
   if (!chosen.protectedAlready) {
     const {join, dirname} = pathsFor(platform)
     const dir = systemBinDir(platform)
-    await ensureDir(platform.systemDir, {private: true})
-    await ensureDir(dir, {private: true})
-    await platform.makeSystemPrivate(dir, true)
+    await ensureSystemDir(dir, platform)
     const files = [{path: nebula, relative: platform.executable('nebula')}, ...(await platform.nebulaCompanions(nebula))]
     for (const file of files) {
       const target = join(dir, ...file.relative.split(/[\\/]/))
-      await ensureDir(dirname(target), {private: true})
+      // dist\windows\wintun\bin\<arch>: each level made private too, in case someone made it before the first elevated step.
+      for (let level = dirname(target); level !== dir && level.startsWith(dir); level = dirname(level)) {
+        await ensureDir(level, {private: true})
+        await platform.makeSystemPrivate(level, true)
+      }
       await writeFileAtomic(target, await readFile(file.path), 0o755)
       await platform.makeSystemPrivate(target)
     }

@@ -164,11 +164,17 @@ export function win32Platform(deps: HostDeps): Platform {
       if (result.exitCode !== 0) throw new Error(`icacls ${path} failed: ${result.stdout.trim() || result.stderr.trim()}`)
     },
     async makeSystemPrivate(path, directory) {
-      // Owned by Administrators (an owner may always change the ACL: a user who made the directory
-      // first keeps no way in), then SYSTEM (S-1-5-18) and Administrators (S-1-5-32-544) only, by
-      // SID; a directory passes it on to what it holds.
+      // Owned by Administrators (an owner may always change the ACL), every explicit entry dropped
+      // (/reset: a user who made the directory first keeps no entry of their own), then SYSTEM
+      // (S-1-5-18) and Administrators (S-1-5-32-544) only, by SID, nothing inherited; a directory
+      // passes it on to what it holds.
       const grant = directory ? '(OI)(CI)(F)' : '(F)'
-      for (const argv of [['icacls', path, '/setowner', '*S-1-5-32-544'], ['icacls', path, '/inheritance:r', '/grant:r', `*S-1-5-18:${grant}`, `*S-1-5-32-544:${grant}`]]) {
+      const steps = [
+        ['icacls', path, '/setowner', '*S-1-5-32-544'],
+        ['icacls', path, '/reset'],
+        ['icacls', path, '/inheritance:r', '/grant:r', `*S-1-5-18:${grant}`, `*S-1-5-32-544:${grant}`],
+      ]
+      for (const argv of steps) {
         const result = await run(argv)
         if (result.exitCode !== 0) throw new Error(`icacls ${path} failed: ${result.stdout.trim() || result.stderr.trim()}`)
       }
