@@ -320,8 +320,8 @@ describe('services: install, start, uninstall through the service manager', () =
       const again = await installNebulaService(options)
       expect(host.calls.some((argv) => argv[1] === 'create')).to.equal(false)
       expect(host.calls.at(-1)?.at(-1)).to.equal("Restart-Service -Name 'vidsync-nebula-studio'")
+      // nebula.exe and wintun.dll are unchanged: not written again (a running nebula.exe cannot be replaced on Windows).
       expect(again.installed).to.deep.equal([
-        `${nebula} and ${wintun} copied to ${join(system, 'bin')} (replaceable by administrators only)`,
         `overlay files for studio in ${join(system, 'studio')} (readable by root only), refreshed; vidsync-nebula-studio restarted to read them`,
       ])
       expect(await systemOverlayProblem(current, win)).to.equal(undefined)

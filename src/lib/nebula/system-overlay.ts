@@ -2,7 +2,7 @@ import {createHash} from 'node:crypto'
 import {readFile, rm} from 'node:fs/promises'
 import {join as nativeJoin, posix, win32} from 'node:path'
 
-import {PermissionError} from '../errors.js'
+import {ConflictError, PermissionError} from '../errors.js'
 import {ensureDir, writeFileAtomic} from '../files.js'
 import {currentPlatform, type Platform} from '../platform/index.js'
 import {deviceOverlaySettings, type JoinedProject} from '../project/joined-project.js'
@@ -136,6 +136,7 @@ export async function installSystemNebula(nebula: string, platform: Platform = c
     const dir = systemBinDir(platform)
     await ensureSystemDir(dir, platform)
     const files = [{path: nebula, relative: platform.executable('nebula')}, ...(await platform.nebulaCompanions(nebula))]
+    const copied: string[] = []
     for (const file of files) {
       const target = join(dir, ...file.relative.split(/[\\/]/))
       // dist\windows\wintun\bin\<arch>: each level made private too, in case someone made it before the first elevated step.
@@ -143,10 +144,20 @@ export async function installSystemNebula(nebula: string, platform: Platform = c
         await ensureDir(level, {private: true})
         await platform.makeSystemPrivate(level, true)
       }
-      await writeFileAtomic(target, await readFile(file.path), 0o755)
+      const data = await readFile(file.path)
+      // The same bytes stay: Windows does not let a running nebula.exe (another project's service) or its wintun.dll be replaced.
+      if (!(await readFile(target).then((existing) => existing.equals(data), () => false))) {
+        await writeFileAtomic(target, data, 0o755).catch((error: NodeJS.ErrnoException) => {
+          if (!['EBUSY', 'EPERM', 'EACCES'].includes(error.code ?? '')) throw error
+          throw new ConflictError(`${target} is in use by a running nebula service and cannot be replaced by ${file.path}`, {
+            hint: 'stop the nebula services of this device (`vidsync down` for each project), then run the elevated step again',
+          })
+        })
+        copied.push(file.path)
+      }
       await platform.makeSystemPrivate(target)
     }
-    chosen.copied = `${files.map((file) => file.path).join(' and ')} copied to ${dir} (replaceable by administrators only)`
+    if (copied.length > 0) chosen.copied = `${copied.join(' and ')} copied to ${dir} (replaceable by administrators only)`
   }
   const problem = await platform.executableProblem(chosen.path)
   if (problem) throw new PermissionError(`refusing to install the nebula service: ${problem}`, {hint: `make ${chosen.path} and its folder writable by administrators only, then run the elevated step again`})
