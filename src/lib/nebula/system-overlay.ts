@@ -110,7 +110,8 @@ export const systemBinDir = (platform: Platform = currentPlatform()) => joinFor(
 /**
  * The nebula executable the system service may run: `nebula` itself when it and the files it
  * loads (wintun.dll) can be replaced only by administrators, else the protected copy in
- * `systemBinDir`. Nothing is checked or written here (`status` as the user asks this too).
+ * `systemBinDir`, decided from the files' ACLs when `check` (`icacls`); nothing is written here
+ * (`status` as the user asks this too).
  */
 export async function serviceNebulaPath(nebula: string, platform: Platform, options: {check: boolean}): Promise<{path: string; protectedAlready: boolean}> {
   const copy = joinFor(platform)(systemBinDir(platform), platform.executable('nebula'))
