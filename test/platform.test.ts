@@ -8,8 +8,9 @@ import {parse as parsePlist} from 'plist'
 
 import {hostDeps, type HostDeps, platformFor} from '../src/lib/platform/index.js'
 import {hasNetAdmin, parseProcStat, parseSystemctlShow, passwdHome} from '../src/lib/platform/linux.js'
+import {posixExecutableProblem} from '../src/lib/platform/posix.js'
 import type {ProgramResult} from '../src/lib/platform/types.js'
-import {cmdArg, parseIcacls, scBinaryPath, schtasksField, schtasksStatus, schtasksTaskRunLimit, windowsArg, windowsCommandLine} from '../src/lib/platform/win32.js'
+import {cmdArg, icaclsWriters, parseIcacls, scBinaryPath, schtasksField, schtasksStatus, schtasksTaskRunLimit, windowsArg, windowsCommandLine} from '../src/lib/platform/win32.js'
 import {InvalidInputError} from '../src/lib/errors.js'
 import {fakeHost} from './helpers/host.js'
 import {expectRejects} from './helpers/rejects.js'
@@ -135,6 +136,42 @@ describe('platform layer', () => {
       expect(await linux.privacyProblem(file)).to.equal(undefined)
     })
 
+    it('refuses a program for root\'s service that someone other than root could replace: owner, group and world write bits up to /, sticky /tmp', async () => {
+      const tree: Record<string, {uid: number; gid: number; mode: number}> = {
+        '/': {uid: 0, gid: 0, mode: 0o755},
+        '/usr': {uid: 0, gid: 0, mode: 0o755},
+        '/usr/bin': {uid: 0, gid: 0, mode: 0o755},
+        '/usr/bin/node': {uid: 0, gid: 0, mode: 0o755},
+        '/home': {uid: 0, gid: 0, mode: 0o755},
+        '/home/alice': {uid: 1001, gid: 1001, mode: 0o750},
+        '/home/alice/.nvm/node': {uid: 1001, gid: 1001, mode: 0o755},
+        '/opt': {uid: 0, gid: 0, mode: 0o755},
+        '/opt/shared': {uid: 0, gid: 50, mode: 0o775},
+        '/opt/shared/run.js': {uid: 0, gid: 0, mode: 0o644},
+        '/opt/wheel': {uid: 0, gid: 0, mode: 0o775},
+        '/opt/wheel/run.js': {uid: 0, gid: 0, mode: 0o644},
+        '/tmp': {uid: 0, gid: 0, mode: 0o1777},
+        '/tmp/vidsync': {uid: 0, gid: 0, mode: 0o755},
+        '/tmp/vidsync/run.js': {uid: 0, gid: 0, mode: 0o755},
+        '/tmp/open.js': {uid: 0, gid: 0, mode: 0o666},
+      }
+      const host = fakeHost(() => failed(1), {fileOwner: async (path) => tree[path], realPath: async (path) => (path === '/usr/local/bin/node' ? '/usr/bin/node' : path)})
+      const check = (path: string) => posixExecutableProblem(host, path)
+      expect(await check('/usr/bin/node')).to.equal(undefined)
+      expect(await check('/usr/local/bin/node')).to.equal(undefined) // a link to a root-owned file in root-owned directories
+      expect(await check('/home/alice/.nvm/node')).to.equal('/home/alice/.nvm/node would run as root in the nebula service, but the file belongs to uid 1001, not root')
+      expect(await check('/opt/shared/run.js')).to.equal('/opt/shared/run.js would run as root in the nebula service, but the directory /opt/shared is writable by group 50 (mode 0775)')
+      expect(await check('/opt/wheel/run.js')).to.equal(undefined) // root's own group
+      // /tmp is sticky: nobody but root replaces root's entries in it; a file everyone may write is another matter.
+      expect(await check('/tmp/vidsync/run.js')).to.equal(undefined)
+      expect(await check('/tmp/open.js')).to.equal('/tmp/open.js would run as root in the nebula service, but the file is writable by everyone (mode 0666)')
+      expect(await check('/usr/bin/gone')).to.equal('/usr/bin/gone cannot be checked: /usr/bin/gone is missing')
+      // Both POSIX platforms check this way.
+      expect(await platformFor('darwin', host).executableProblem('/home/alice/.nvm/node')).to.match(/belongs to uid 1001/)
+      expect(await platformFor('linux', host).nebulaCompanions('/usr/bin/nebula')).to.deep.equal([])
+      expect([platformFor('linux', host).serviceRendersOverlay, platformFor('darwin', host).serviceRendersOverlay, platformFor('win32', host).serviceRendersOverlay]).to.deep.equal([true, true, false])
+    })
+
     it('writes systemd units that systemd-analyze verify accepts (started only where systemd runs)', async () => {
       const dir = await tempDir('vidsync-platform-')
       const command = [process.execPath, '/opt/vidsync/bin/run.js', 'nebula', 'service', 'studio', '--home', '/home/alice/.vidsync 100%']
@@ -184,9 +221,18 @@ describe('platform layer', () => {
       const linuxHost = platformFor('linux', host)
       const unit = await linuxHost.nebulaService({project: 'studio', command: ['/usr/bin/node'], logPath: '/dev/null', description: 'x'})
       expect(await linuxHost.serviceState(unit)).to.deep.equal({installed: true, running: true, pid: 4242, state: 'active (running)', fingerprint: 'unit text'})
-      expect(host.calls.at(-1)).to.deep.equal(['systemctl', 'show', '-p', 'LoadState,ActiveState,SubState,MainPID', 'vidsync-nebula-studio.service'])
+      expect(host.calls.at(-1)).to.deep.equal(['systemctl', 'show', '-p', 'LoadState,ActiveState,SubState,MainPID,Result', 'vidsync-nebula-studio.service'])
+      // A crash loop ends at the start limit, and the state says so.
       answer = ok(fixture('systemctl-show-failed.txt'))
-      expect(await linuxHost.serviceState(unit)).to.deep.include({installed: true, running: false, state: 'failed (failed)'})
+      expect(await linuxHost.serviceState(unit)).to.deep.include({
+        installed: true,
+        running: false,
+        state: 'failed (started 5 times within 120 s and failed each time: systemd stopped restarting it)',
+      })
+      answer = ok(fixture('systemctl-show-failed.txt').replace('Result=start-limit-hit', 'Result=exit-code'))
+      expect(await linuxHost.serviceState(unit)).to.deep.include({state: 'failed (failed)'})
+      // Started again after the start limit: the failed state is reset first, or systemd refuses.
+      expect(unit.start).to.deep.equal([['systemctl', 'reset-failed', 'vidsync-nebula-studio.service'], ['systemctl', 'start', 'vidsync-nebula-studio.service']])
       answer = ok(fixture('systemctl-show-not-found.txt'))
       expect(await linuxHost.serviceState(unit)).to.deep.include({installed: false, running: false})
       expect(parseSystemctlShow('A=b=c\nEmpty=\n')).to.deep.equal({A: 'b=c', Empty: ''})
@@ -292,6 +338,9 @@ describe('platform layer', () => {
       expect(await win.privacyProblem(key)).to.equal(undefined)
       // The system copy for root's nebula (%ProgramData%\vidsync\<project>): SYSTEM and Administrators only, by SID; the directory passes it on.
       await win.makeSystemPrivate('C:\\ProgramData\\vidsync\\studio', true)
+      // Owned by Administrators and reset first: a user who made the folder first would otherwise keep the right to change its ACL, or an entry of their own.
+      expect(host.calls.at(-3)).to.deep.equal(['icacls', 'C:\\ProgramData\\vidsync\\studio', '/setowner', '*S-1-5-32-544'])
+      expect(host.calls.at(-2)).to.deep.equal(['icacls', 'C:\\ProgramData\\vidsync\\studio', '/reset'])
       expect(host.calls.at(-1)).to.deep.equal(['icacls', 'C:\\ProgramData\\vidsync\\studio', '/inheritance:r', '/grant:r', '*S-1-5-18:(OI)(CI)(F)', '*S-1-5-32-544:(OI)(CI)(F)'])
       await win.makeSystemPrivate('C:\\ProgramData\\vidsync\\studio\\node.key')
       expect(host.calls.at(-1)).to.deep.equal(['icacls', 'C:\\ProgramData\\vidsync\\studio\\node.key', '/inheritance:r', '/grant:r', '*S-1-5-18:(F)', '*S-1-5-32-544:(F)'])
@@ -300,7 +349,8 @@ describe('platform layer', () => {
     it('installs nebula as an SCM service of its own per project; its command line parses back', async () => {
       let answer = fixture('sc-query-running.txt')
       const win = platformFor('win32', fakeHost(() => ok(answer), {env: {ProgramData: 'C:\\ProgramData', LOCALAPPDATA: 'C:\\Users\\alice\\AppData\\Local'}}))
-      const command = ['C:\\Program Files\\nebula\\nebula.exe', '-service', 'run', '-config', 'C:\\Users\\alice\\AppData\\Local\\vidsync\\projects\\studio\\nebula.yml']
+      // The protected copy of nebula.exe with the system copy of the overlay (what the elevated step installs; see services.test.ts).
+      const command = ['C:\\ProgramData\\vidsync\\bin\\nebula.exe', '-service', 'run', '-config', 'C:\\ProgramData\\vidsync\\studio\\nebula.yml']
       const service = await win.nebulaService({project: 'studio', command, logPath: 'x', description: 'vidsync: Nebula overlay for project studio'})
       expect(service.name).to.equal('vidsync-nebula-studio')
       const create = service.install[0] ?? []
@@ -374,6 +424,39 @@ describe('platform layer', () => {
       expect(error.exitCode).to.equal(2)
       expect(error.message).to.match(/^the logon task would run .*agent-task\.cmd, 3\d\d characters: schtasks takes at most 261$/)
       expect(error.hint).to.equal('use a shorter --home')
+    })
+
+    it('refuses a nebula.exe for the SYSTEM service that a non-administrator could replace (icacls of the file and its folder); finds wintun.dll to copy', async () => {
+      const answers: Record<string, string> = {
+        'C:\\Program Files\\nebula\\nebula.exe': fixture('icacls-program-files.txt'),
+        'C:\\Program Files\\nebula': fixture('icacls-program-files-dir.txt'),
+        'C:\\Users\\alice\\AppData\\Local\\nebula\\nebula.exe': fixture('icacls-user-program.txt'),
+        'C:\\ProgramData\\vidsync\\bin\\nebula.exe': fixture('icacls-system-private.txt'),
+        'C:\\ProgramData\\vidsync\\bin': fixture('icacls-programdata-inherited.txt'),
+      }
+      const host = fakeHost((argv) => (argv[0] === 'icacls' && argv[1] && answers[argv[1]] ? ok(answers[argv[1]] ?? '') : failed(2, 'The system cannot find the file specified.')), {
+        exists: async (path) => path === 'C:\\Program Files\\nebula\\dist\\windows\\wintun\\bin\\amd64\\wintun.dll',
+      })
+      const win = platformFor('win32', host)
+      // Unzipped into Program Files by an administrator: only TrustedInstaller, SYSTEM and Administrators may write; entries for what the folder will hold (IO) do not count.
+      expect(await win.executableProblem('C:\\Program Files\\nebula\\nebula.exe')).to.equal(undefined)
+      expect(host.calls.map((argv) => argv[1])).to.deep.equal(['C:\\Program Files\\nebula\\nebula.exe', 'C:\\Program Files\\nebula'])
+      expect(await win.executableProblem('C:\\Users\\alice\\AppData\\Local\\nebula\\nebula.exe')).to.equal(
+        'C:\\Users\\alice\\AppData\\Local\\nebula\\nebula.exe would run as SYSTEM in the nebula service, but the file is writable by DESKTOP-7Q2\\alice',
+      )
+      // %ProgramData%'s default lets Users create files in a folder: the copy's folder must not keep it.
+      expect(await win.executableProblem('C:\\ProgramData\\vidsync\\bin\\nebula.exe')).to.equal(
+        'C:\\ProgramData\\vidsync\\bin\\nebula.exe would run as SYSTEM in the nebula service, but the folder C:\\ProgramData\\vidsync\\bin is writable by BUILTIN\\Users',
+      )
+      answers['C:\\ProgramData\\vidsync\\bin'] = fixture('icacls-system-private-dir.txt')
+      expect(await win.executableProblem('C:\\ProgramData\\vidsync\\bin\\nebula.exe')).to.equal(undefined)
+      expect(await win.executableProblem('C:\\nowhere\\nebula.exe')).to.match(/^C:\\nowhere\\nebula\.exe cannot be checked: icacls C:\\nowhere\\nebula\.exe failed: The system cannot find the file specified\.$/)
+      expect(icaclsWriters([{principal: 'Everyone', rights: '(RX,W)'}, {principal: 'S-1-5-18', rights: '(F)'}, {principal: 'BUILTIN\\Users', rights: '(OI)(CI)(IO)(F)'}])).to.deep.equal(['Everyone'])
+      // wintun.dll where nebula's release zip puts it (slackhq/nebula overlay/tun_windows.go, checkWinTunExists), to copy along.
+      expect(await win.nebulaCompanions('C:\\Program Files\\nebula\\nebula.exe')).to.deep.equal([
+        {path: 'C:\\Program Files\\nebula\\dist\\windows\\wintun\\bin\\amd64\\wintun.dll', relative: 'dist\\windows\\wintun\\bin\\amd64\\wintun.dll'},
+      ])
+      expect(await win.nebulaCompanions('C:\\elsewhere\\nebula.exe')).to.deep.equal([])
     })
 
     it('reloads nebula by restarting its service, finds wintun.dll or says it is missing, names executables .exe', async () => {

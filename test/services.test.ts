@@ -1,15 +1,22 @@
 import {readFileSync} from 'node:fs'
-import {mkdir, readFile, stat, writeFile} from 'node:fs/promises'
+import {chmod, mkdir, readFile, stat, writeFile} from 'node:fs/promises'
 import {join} from 'node:path'
 
 import {expect} from 'chai'
 
 import {ConflictError, PermissionError, ToolFailedError} from '../src/lib/errors.js'
+import type {BundleManifest} from '../src/lib/bundle/manifest.js'
+import {resolveTools} from '../src/lib/exec.js'
 import {reloadNebula} from '../src/lib/nebula/process.js'
+import {installNebulaService} from '../src/lib/nebula/service.js'
+import {installSystemOverlay, systemOverlayProblem, systemOverlayRecordPath} from '../src/lib/nebula/system-overlay.js'
+import {JoinedProject} from '../src/lib/project/joined-project.js'
+import {serviceChecks} from '../src/lib/up/service-status.js'
+import {renderServices} from '../src/lib/output/services.js'
 import {type HostDeps, platformFor} from '../src/lib/platform/index.js'
 import type {OsName, ProgramResult, ServiceSpec} from '../src/lib/platform/types.js'
 import {agentEnvPath, agentServiceDefinition, installService, readAgentSettings, reportService, uninstallService, writeAgentSettings} from '../src/lib/up/services.js'
-import {bringDown} from '../src/lib/up/up.js'
+import {bringDown, ensureNebula} from '../src/lib/up/up.js'
 import {cli} from './helpers/cli.js'
 import {fakeHost} from './helpers/host.js'
 import {expectRejects} from './helpers/rejects.js'
@@ -34,6 +41,30 @@ function managedHost(root: string, answer: (argv: string[]) => ProgramResult, ov
     serviceRoot: root,
     ...overrides,
   })
+}
+
+const manifest: BundleManifest = {
+  version: 1,
+  project: 'studio',
+  cidr: '10.95.0.0/24',
+  device: 'cutter',
+  ip: '10.95.0.5',
+  groups: [],
+  lighthouse: false,
+  fingerprint: 'a'.repeat(64),
+  notAfter: '2030-01-01T00:00:00.000Z',
+  operatorGeneratedKey: false,
+  lighthouses: [{name: 'lh', ip: '10.95.0.1', endpoint: '192.0.2.1:4242', relay: true}],
+  peers: [],
+  blocklist: [],
+  issuedAt: '2026-11-27T00:00:00.000Z',
+}
+const pem = (label: string, body = 'AAAA') => Buffer.from(`-----BEGIN ${label}-----\n${body}\n-----END ${label}-----\n`)
+
+/** A project joined below `home` on `platform` (placeholder PEMs: nothing here runs nebula for real). */
+async function joinedStudio(home: string, platform: ReturnType<typeof platformFor>): Promise<JoinedProject> {
+  const files = {manifest, caPem: pem('NEBULA CERTIFICATE'), certPem: pem('NEBULA CERTIFICATE'), keyPem: pem('NEBULA X25519 PRIVATE KEY')}
+  return (await JoinedProject.install(home, files, platform)).project
 }
 
 const spec = (command: string[]): ServiceSpec => ({project: 'studio', command, logPath: '/var/log/x.log', description: 'vidsync: Nebula overlay for project studio'})
@@ -202,15 +233,168 @@ describe('services: install, start, uninstall through the service manager', () =
       expect(error.message).to.match(/^the service manager refused `sc\.exe create vidsync-nebula-studio binPath= .*` for vidsync-nebula-studio: \[SC\] OpenSCManager FAILED 5:; nothing was installed$/)
     })
 
-    it('Windows: reload restarts the service the SCM runs (no signals), through the reload path `up` and `join` use', async () => {
+    it('Windows: reload restarts the service the SCM runs (no signals), through the reload path `up` and `join` use; never onto a stale system copy', async () => {
       const root = await tempDir('vidsync-services-')
-      const host = managedHost(root, (argv) => (argv[1] === 'queryex' ? ok(fixture('sc-queryex-running.txt')) : argv[1] === 'qc' ? ok(fixture('sc-qc.txt')) : ok()))
+      const host = managedHost(root, (argv) => (argv[1] === 'queryex' ? ok(fixture('sc-queryex-running.txt')) : argv[1] === 'qc' ? ok(fixture('sc-qc.txt')) : ok()), {
+        env: {VIDSYNC_SYSTEM_DIR: join(root, 'system')},
+      })
       const win = platformFor('win32', host)
-      const dir = join(root, 'projects', 'studio')
-      await mkdir(dir, {recursive: true})
-      expect(await reloadNebula({projectDir: dir, platform: win})).to.equal(true)
+      const project = await joinedStudio(root, win)
+      await installSystemOverlay(project, win)
+      expect(await reloadNebula({projectDir: project.dir, platform: win})).to.equal(true)
       expect(host.calls.at(-1)?.at(-1)).to.equal("Restart-Service -Name 'vidsync-nebula-studio'")
+      // A renewed certificate lands in the user's project directory; the SYSTEM service reads its own copy, which only the elevated step rewrites.
+      await writeFile(project.certPath, pem('NEBULA CERTIFICATE', 'BBBB'))
+      host.calls.length = 0
+      expect(await reloadNebula({projectDir: project.dir, platform: win})).to.equal(false)
+      expect(host.calls.flat().join(' ')).not.to.contain('Restart-Service')
     })
+
+    it('Windows: the elevated step copies nebula.exe and wintun.dll to %ProgramData%\\vidsync\\bin; the SCM runs that copy with the system copy of nebula.yml; a stale copy is reported, and refreshed with a restart', async () => {
+      const root = await tempDir('vidsync-services-')
+      const system = join(root, 'system')
+      // nebula unzipped by alice in her profile: her files, so not what SYSTEM may run. (A script that accepts `-test`: nothing runs nebula for real.)
+      const unzipped = join(root, 'alice', 'nebula')
+      const nebula = join(unzipped, 'nebula.exe')
+      const wintun = join(unzipped, 'dist', 'windows', 'wintun', 'bin', 'amd64', 'wintun.dll')
+      await mkdir(join(unzipped, 'dist', 'windows', 'wintun', 'bin', 'amd64'), {recursive: true})
+      await writeFile(nebula, '#!/bin/sh\nexit 0\n')
+      await chmod(nebula, 0o755)
+      await writeFile(wintun, 'wintun dll')
+      const copy = join(system, 'bin', 'nebula.exe')
+      const icacls = (target: string) => {
+        const protectedCopy = target === copy || target === join(system, 'bin')
+        const text = fixture(target === copy ? 'icacls-system-private.txt' : protectedCopy ? 'icacls-system-private-dir.txt' : 'icacls-user-program.txt')
+        return text.replace(/^\S+/, target) // the recorded path, then the entries
+      }
+      let installed = false
+      const host = managedHost(
+        root,
+        (argv) => {
+          if (argv[0] === 'icacls' && argv.length === 2) return ok(icacls(argv[1] ?? ''))
+          if (argv[0] === 'powershell.exe' && (argv.at(-1) ?? '').includes('IsInRole')) return ok('True\r\n')
+          if (argv[1] === 'create') installed = true
+          if (argv[1] === 'queryex') return installed ? ok(fixture('sc-queryex-running.txt')) : failed(1060, '', fixture('sc-queryex-missing.txt'))
+          if (argv[1] === 'qc') return ok(fixture('sc-qc.txt').replace(/(BINARY_PATH_NAME\s*: ).*/, `$1${bin}`))
+          return ok()
+        },
+        {env: {VIDSYNC_SYSTEM_DIR: system}, exists: async (path) => path === wintun},
+      )
+      let bin = ''
+      const win = platformFor('win32', host)
+      const project = await joinedStudio(join(root, 'home'), win)
+      const options = {home: join(root, 'home'), projectDir: project.dir, user: win.invokingUser(), tools: resolveTools({nebula}), platform: win, startDetached: () => Promise.reject(new Error('no'))}
+      const first = await installNebulaService(options)
+      const create = host.calls.find((argv) => argv[1] === 'create') ?? []
+      bin = create[4] ?? ''
+      // What the SCM runs as SYSTEM: the protected copy, reading the system copy of the overlay, nothing in alice's folders.
+      expect(bin).to.equal(`${copy} -service run -config ${join(system, 'studio', 'nebula.yml')}`)
+      expect(await readFile(copy, 'utf8')).to.equal('#!/bin/sh\nexit 0\n')
+      expect(await readFile(join(system, 'bin', 'dist', 'windows', 'wintun', 'bin', 'amd64', 'wintun.dll'), 'utf8')).to.equal('wintun dll')
+      expect(host.calls).to.deep.include(['icacls', join(system, 'bin'), '/inheritance:r', '/grant:r', '*S-1-5-18:(OI)(CI)(F)', '*S-1-5-32-544:(OI)(CI)(F)'])
+      expect(host.calls).to.deep.include(['icacls', copy, '/setowner', '*S-1-5-32-544'])
+      // Every folder of the copy, whoever made it first: no entry of anyone else's is kept (/reset), down to wintun.dll's.
+      for (const level of ['dist', join('dist', 'windows', 'wintun', 'bin', 'amd64')]) expect(host.calls).to.deep.include(['icacls', join(system, 'bin', level), '/reset'])
+      expect(host.calls).to.deep.include(['icacls', system, '/inheritance:r', '/grant:r', '*S-1-5-18:(OI)(CI)(F)', '*S-1-5-32-544:(OI)(CI)(F)'])
+      expect(first.installed).to.deep.equal([
+        'scm system service vidsync-nebula-studio: runs nebula as root at boot',
+        `overlay files for studio in ${join(system, 'studio')} (readable by root only)`,
+        `${nebula} and ${wintun} copied to ${join(system, 'bin')} (replaceable by administrators only)`,
+      ])
+      // The elevated step recorded what it wrote, where alice can read it: the copy is current.
+      expect((await readFile(systemOverlayRecordPath(project.dir), 'utf8')).trim()).to.match(/^[0-9a-f]{64}$/)
+      expect(await systemOverlayProblem(project, win)).to.equal(undefined)
+      // A blocklist change arrives in alice's project: the SYSTEM service still reads the old copy; status and doctor say so.
+      await JoinedProject.install(join(root, 'home'), {manifest: {...manifest, blocklist: ['c'.repeat(64)]}, caPem: pem('NEBULA CERTIFICATE'), certPem: pem('NEBULA CERTIFICATE'), keyPem: pem('NEBULA X25519 PRIVATE KEY')}, win)
+      const current = await JoinedProject.open(project.dir, win)
+      const stale = await systemOverlayProblem(current, win)
+      expect(stale).to.equal(
+        `the system copy of studio's overlay (${join(system, 'studio')}), which the nebula service reads, is older than the project's certificate, blocklist or lighthouses`,
+      )
+      const report = {role: 'nebula' as const, name: 'vidsync-nebula-studio', manager: 'scm' as const, installed: true, running: true, pid: 4242, state: 'RUNNING', stale: false, staleOverlay: stale ?? ''}
+      const fix = 'run `vidsync up`: it asks for administrator rights once, rewrites the copy and restarts the nebula service'
+      expect(serviceChecks([report])).to.deep.equal([{name: 'nebula service', ok: false, fix: `${stale}: ${fix}`}])
+      expect(renderServices([report]).split('\n')[1]).to.equal(`  stale: ${stale}: ${fix}`)
+      // The elevated step again (what `vidsync up` runs through UAC): the copy rewritten, the running service restarted to read it.
+      host.calls.length = 0
+      const again = await installNebulaService(options)
+      expect(host.calls.some((argv) => argv[1] === 'create')).to.equal(false)
+      expect(host.calls.at(-1)?.at(-1)).to.equal("Restart-Service -Name 'vidsync-nebula-studio'")
+      // nebula.exe and wintun.dll are unchanged: not written again (a running nebula.exe cannot be replaced on Windows).
+      expect(again.installed).to.deep.equal([
+        `overlay files for studio in ${join(system, 'studio')} (readable by root only), refreshed; vidsync-nebula-studio restarted to read them`,
+      ])
+      expect(await systemOverlayProblem(current, win)).to.equal(undefined)
+      const yml = await readFile(join(system, 'studio', 'nebula.yml'), 'utf8')
+      expect(yml).to.contain('c'.repeat(64))
+    })
+
+    it('Windows: `up` leaves a running service on a current copy alone, and asks for the elevated step when the copy is stale (exit 9 when none is granted)', async () => {
+      const root = await tempDir('vidsync-services-')
+      const host = managedHost(
+        root,
+        (argv) => {
+          if (argv[0] === 'powershell.exe' && (argv.at(-1) ?? '').includes('IsInRole')) return ok('False\r\n') // a normal prompt
+          return argv[1] === 'queryex' ? ok(fixture('sc-queryex-running.txt')) : argv[1] === 'qc' ? ok(fixture('sc-qc.txt')) : ok()
+        },
+        {env: {VIDSYNC_SYSTEM_DIR: join(root, 'system')}},
+      )
+      const win = platformFor('win32', host)
+      const project = await joinedStudio(join(root, 'home'), win)
+      await installSystemOverlay(project, win)
+      const options = {home: join(root, 'home'), intervalSeconds: 10, interactive: false}
+      expect(await ensureNebula(options, project, win)).to.deep.equal([])
+      expect(host.calls.some((argv) => (argv.at(-1) ?? '').includes('IsInRole'))).to.equal(false)
+      // A renewed certificate: the service still runs, on the old copy; `up` needs the elevated step (no prompt can answer here).
+      await writeFile(project.certPath, pem('NEBULA CERTIFICATE', 'BBBB'))
+      const error = await expectRejects(ensureNebula(options, project, win), PermissionError)
+      expect(error.exitCode).to.equal(9)
+      expect(error.message).to.equal(
+        `the system copy of studio's overlay (${join(root, 'system', 'studio')}), which the nebula service reads, is older than the project's certificate, blocklist or lighthouses; no administrator rights were granted`,
+      )
+      expect(error.hint).to.equal('run `sudo vidsync up` (an elevated prompt on Windows)')
+      // Linux: the root service renders its copy itself; a running nebula is left alone whatever the record says.
+      expect(await systemOverlayProblem(project, platformFor('linux', host))).to.equal(undefined)
+    })
+
+    it('the elevated step refuses (exit 9, nothing installed) a service program someone other than an administrator could replace: the nebula copy on Windows, Node.js on POSIX', async () => {
+      const root = await tempDir('vidsync-services-')
+      const nebula = join(root, 'nebula.exe')
+      await writeFile(nebula, '#!/bin/sh\nexit 0\n')
+      await chmod(nebula, 0o755)
+      // Windows: the copy's folder keeps %ProgramData%'s default (Users may create files), as when alice made it first and the ACL could not be set.
+      const winHost = managedHost(
+        root,
+        (argv) => {
+          if (argv[0] === 'icacls' && argv.length === 2) return ok(fixture(argv[1] === join(root, 'system', 'bin') ? 'icacls-programdata-inherited.txt' : argv[1] === join(root, 'system', 'bin', 'nebula.exe') ? 'icacls-system-private.txt' : 'icacls-user-program.txt').replace(/^\S+/, argv[1] ?? ''))
+          return argv[0] === 'powershell.exe' ? ok('True\r\n') : ok()
+        },
+        {env: {VIDSYNC_SYSTEM_DIR: join(root, 'system')}},
+      )
+      const win = platformFor('win32', winHost)
+      const project = await joinedStudio(join(root, 'home'), win)
+      const options = {home: join(root, 'home'), projectDir: project.dir, user: win.invokingUser(), tools: resolveTools({nebula}), startDetached: () => Promise.reject(new Error('no'))}
+      const error = await expectRejects(installNebulaService({...options, platform: win}), PermissionError)
+      expect(error.exitCode).to.equal(9)
+      const copy = join(root, 'system', 'bin', 'nebula.exe')
+      expect(error.message).to.equal(`refusing to install the nebula service: ${copy} would run as SYSTEM in the nebula service, but the folder ${join(root, 'system', 'bin')} is writable by BUILTIN\\Users`)
+      expect(error.hint).to.equal(`make ${copy} and its folder writable by administrators only, then run the elevated step again`)
+      expect(winHost.calls.some((argv) => argv[0] === 'sc.exe')).to.equal(false)
+      expect(await stat(join(root, 'system', 'studio')).catch(() => 'none')).to.equal('none')
+      // POSIX: Node.js in alice's home (nvm) would run as root at every boot: refused before the system copy is written.
+      const linuxHost = managedHost(root, () => ok(fixture('systemctl-show-not-found.txt')), {
+        env: {VIDSYNC_SYSTEM_DIR: join(root, 'etc')},
+        fileOwner: async (path) => (path === process.execPath ? {uid: 1001, gid: 1001, mode: 0o755} : {uid: 0, gid: 0, mode: 0o755}),
+        realPath: async (path) => path,
+      })
+      const linux = platformFor('linux', linuxHost)
+      const posixError = await expectRejects(installNebulaService({...options, platform: linux}), PermissionError)
+      expect(posixError.exitCode).to.equal(9)
+      expect(posixError.message).to.equal(`refusing to install the nebula service: ${process.execPath} would run as root in the nebula service, but the file belongs to uid 1001, not root`)
+      expect(linuxHost.calls.some((argv) => argv[0] === 'systemctl')).to.equal(false)
+      expect(await stat(join(root, 'etc', 'studio')).catch(() => 'none')).to.equal('none')
+    })
+
     it('Windows: the logon task gets the control-plane settings from agent.env (icacls: the user and SYSTEM only), none in its definition or argv', async () => {
       const root = await tempDir('vidsync-services-')
       const host = managedHost(root, (argv) => (argv[0] === 'schtasks' && argv[1] === '/Query' ? failed(1, fixture('schtasks-query-missing.txt')) : ok()), {userName: () => 'alice'})

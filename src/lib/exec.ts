@@ -168,6 +168,9 @@ export async function startDaemon(tool: ToolName, args: string[], options: Daemo
   return spawnDaemon(tool, file, args, options)
 }
 
+/** The programs `selfCommand` runs: Node.js and vidsync's entry script. */
+export const selfPrograms = () => [process.execPath, process.argv[1] ?? '']
+
 /** This vidsync, as a service manager must start it: the same Node, flags and entry point, absolute. */
 export const selfCommand = (args: string[]) => [process.execPath, ...process.execArgv, process.argv[1] ?? '', ...args]
 

@@ -20,6 +20,8 @@ export function fakeHost(answers: (argv: string[]) => ProgramResult, overrides: 
     exists: async () => false,
     chmod: async () => undefined,
     fileMode: async () => undefined,
+    fileOwner: async () => undefined,
+    realPath: async (path) => path,
     signal: () => 'gone',
     interfaces: () => ({}),
     cpuCount: 2,

@@ -11,7 +11,8 @@ import {publishNew, withTempDir} from '../files.js'
 import {testNebulaConfig} from './config.js'
 import {failureReason} from './log.js'
 import {requireCertSupport} from '../pki/cert.js'
-import {type JoinedProject, loadProject, projectPaths} from '../project/joined-project.js'
+import {JoinedProject, loadProject, projectPaths} from '../project/joined-project.js'
+import {systemOverlayProblem} from './system-overlay.js'
 
 export interface PreflightCheck {
   name: 'nebula' | 'privileges' | 'tun' | 'config'
@@ -261,7 +262,9 @@ export async function startNebula(options: StartNebulaOptions): Promise<StartedN
  * Tells the project's running nebula to reload nebula.yml and the files it names: CA,
  * certificate, blocklist, firewall (through its service when it runs as one, else SIGHUP; a
  * service restart on Windows). Nebula 1.6.1 keeps its overlay IP, tun device and listen port
- * until it is restarted. False when nebula does not run for the project.
+ * until it is restarted. False when nebula does not run for the project, and on Windows while the
+ * system copy its service reads is older than the project's files (`systemOverlayProblem`: only
+ * the elevated step of `vidsync up` rewrites it).
  */
 export async function reloadNebula(options: {projectDir: string; platform?: Platform}): Promise<boolean> {
   const platform = options.platform ?? currentPlatform()
@@ -269,7 +272,10 @@ export async function reloadNebula(options: {projectDir: string; platform?: Plat
   const identity = await runningIdentity(projectPaths(options.projectDir).pidPath, platform)
   if (identity) return platform.reloadNebula({pid: identity.pid})
   const managed = await managedNebula(options.projectDir, platform)
-  return managed ? platform.reloadNebula({...(managed.pid ? {pid: managed.pid} : {}), service: managed.name}) : false
+  if (!managed) return false
+  // Windows: the service reads the system copy, which only the elevated step rewrites; restarted now, it would read the old files.
+  if (await systemOverlayProblem(await JoinedProject.open(options.projectDir, platform), platform)) return false
+  return platform.reloadNebula({...(managed.pid ? {pid: managed.pid} : {}), service: managed.name})
 }
 
 /**

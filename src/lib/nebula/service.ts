@@ -2,8 +2,8 @@ import {constants} from 'node:fs'
 import {access} from 'node:fs/promises'
 import {delimiter, isAbsolute, join} from 'node:path'
 
-import {MissingDependencyError, PermissionError} from '../errors.js'
-import {type Daemon, resolveTools, selfCommand, type Tools} from '../exec.js'
+import {MissingDependencyError, PermissionError, ToolFailedError} from '../errors.js'
+import {type Daemon, resolveTools, selfCommand, selfPrograms, type Tools} from '../exec.js'
 import {installService, uninstallService} from '../up/services.js'
 import {currentPlatform, type Platform, type ServiceDefinition, type User} from '../platform/index.js'
 import {serveControl} from '../up/control.js'
@@ -11,7 +11,7 @@ import {supervise} from '../up/supervise.js'
 import {testNebulaConfig} from './config.js'
 import {nebulaControlAddress, startNebula} from './process.js'
 import {JoinedProject, loadProject} from '../project/joined-project.js'
-import {installSystemOverlay} from './system-overlay.js'
+import {installSystemNebula, installSystemOverlay, serviceNebulaPath, systemOverlayPaths} from './system-overlay.js'
 
 /** The service manager runs programs from a bare environment, so they need absolute paths. */
 export async function absoluteNebula(tools?: Tools, platform: Platform = currentPlatform()): Promise<string> {
@@ -37,24 +37,46 @@ export interface NebulaServiceOptions {
  * The per-project system service that runs nebula as root/SYSTEM. On Linux and macOS it runs
  * `vidsync nebula service`, which supervises nebula and answers the user's `status`/`down` on a
  * socket only that user can open; on Windows the SCM runs nebula.exe itself (no such socket: the
- * SCM is asked instead).
+ * SCM is asked instead), a copy only administrators can replace, with the system copy of the
+ * overlay (%ProgramData%\vidsync\<project>\nebula.yml), never a file the user can write.
  */
-export async function nebulaServiceDefinition(options: NebulaServiceOptions & {nebulaPath?: string}): Promise<ServiceDefinition> {
+export async function nebulaServiceDefinition(options: NebulaServiceOptions & {nebulaPath: string}): Promise<ServiceDefinition> {
   const platform = options.platform ?? currentPlatform()
   const project = await loadProject(options.projectDir)
   const command =
     platform.os === 'win32'
-      ? [options.nebulaPath ?? (await absoluteNebula(options.tools, platform)), '-service', 'run', '-config', project.configPath]
+      ? [options.nebulaPath, '-service', 'run', '-config', systemOverlayPaths(project.name, platform).configPath]
       : selfCommand(['nebula', 'service', project.name, '--home', options.home])
   const logPath = join(project.dir, 'nebula-service.log')
   return platform.nebulaService({project: project.name, command, logPath, description: `vidsync: Nebula overlay for project ${project.name}`})
 }
 
-/** The definition for asking the manager about the service (`status`, `down`): found even where nebula is not on PATH. */
+/**
+ * The definition for asking the manager about the service (`status`, `down`): found even where
+ * nebula is not on PATH; on Windows with the nebula the elevated step would choose (the protected
+ * copy unless nebula already is where only administrators can replace it).
+ */
 export async function nebulaServiceProbe(options: NebulaServiceOptions): Promise<ServiceDefinition> {
   const platform = options.platform ?? currentPlatform()
-  const nebulaPath = await absoluteNebula(options.tools, platform).catch(() => platform.executable('nebula'))
+  const found = await absoluteNebula(options.tools, platform).catch(() => undefined)
+  const nebulaPath = (await serviceNebulaPath(found ?? platform.executable('nebula'), platform, {check: found !== undefined})).path
   return nebulaServiceDefinition({...options, nebulaPath})
+}
+
+/**
+ * The programs a POSIX system service runs as root: Node.js and vidsync's entry script. Where
+ * someone other than root could replace one, the service would run their code as root at boot:
+ * refused (exit 9) before anything is written.
+ */
+async function requireProtectedSelf(platform: Platform): Promise<void> {
+  for (const program of selfPrograms()) {
+    const problem = await platform.executableProblem(program)
+    if (problem) {
+      throw new PermissionError(`refusing to install the nebula service: ${problem}`, {
+        hint: 'install Node.js and vidsync where only root can write (a system package, or `sudo npm install -g` with a root-owned Node.js), then run `sudo vidsync up` again',
+      })
+    }
+  }
 }
 
 export interface InstalledService {
@@ -75,16 +97,29 @@ export async function installNebulaService(options: NebulaServiceOptions & {star
     throw new PermissionError('installing the nebula service needs administrator rights: run it with sudo (an elevated prompt on Windows)')
   }
   const project = await JoinedProject.open(options.projectDir, platform)
+  const noManager = await platform.serviceManagerProblem('system')
+  // A service runs at every boot: what it runs must be replaceable by administrators only (checked before anything is written).
+  if (!noManager && platform.os !== 'win32') await requireProtectedSelf(platform)
+  const nebula = !noManager && platform.os === 'win32' ? await installSystemNebula(await absoluteNebula(options.tools, platform), platform) : undefined
   const overlay = await installSystemOverlay(project, platform)
   await testNebulaConfig({configPath: overlay.configPath, tools: options.tools})
   const files = `overlay files for ${project.name} in ${overlay.dir} (readable by root only)`
-  const noManager = await platform.serviceManagerProblem('system')
   if (noManager) {
     const daemon = await options.startDetached()
     return {installed: [`nebula supervisor for ${project.name} (pid ${daemon.pid}; ${noManager}; it does not start at boot)`, files], managed: false}
   }
-  const change = await installService(await nebulaServiceDefinition(options), {platform})
-  return {installed: change.action === 'running' ? [] : [`${change.line}: runs nebula as root at boot`, files], managed: true}
+  const definition = await nebulaServiceDefinition({...options, nebulaPath: nebula?.path ?? ''})
+  const change = await installService(definition, {platform})
+  const installed = change.action === 'running' ? [] : [`${change.line}: runs nebula as root at boot`, files]
+  if (nebula?.copied) installed.push(nebula.copied)
+  if (change.action === 'running' && overlay.changed && !platform.serviceRendersOverlay) {
+    // The SCM's nebula reads the copy only when it starts: restarted to read the one just written.
+    if (!(await platform.reloadNebula({service: definition.name}))) {
+      throw new ToolFailedError(`${definition.name} did not restart: it still runs with the overlay files it read when it started`, 'restart failed')
+    }
+    installed.push(`${files}, refreshed; ${definition.name} restarted to read them`)
+  }
+  return {installed, managed: true}
 }
 
 /** Stops and removes the project's nebula service (`down --uninstall`); nothing to do where none is installed. */

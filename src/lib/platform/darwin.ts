@@ -1,6 +1,6 @@
 import {join} from 'node:path'
 
-import {posixControlAddress, posixElevate, posixInvokingUser, posixServiceRequests, posixPrivacyProblem, posixTerminate, sighup} from './posix.js'
+import {posixControlAddress, posixElevate, posixExecutableProblem, posixInvokingUser, posixServiceRequests, posixPrivacyProblem, posixTerminate, sighup} from './posix.js'
 import {firstLine, interfaceHolding, manageWith, sameProcessRunning} from './host.js'
 import type {HostDeps, Platform, ProcessIdentity, ServiceDefinition, ServiceSpec, User} from './types.js'
 
@@ -93,6 +93,10 @@ export function darwinPlatform(deps: HostDeps): Platform {
     makePrivate: (path) => deps.chmod(path, 0o600),
     makeSystemPrivate: (path, directory) => deps.chmod(path, directory ? 0o700 : 0o600),
     privacyProblem: (path) => posixPrivacyProblem(deps, path),
+    executableProblem: (path) => posixExecutableProblem(deps, path),
+    nebulaCompanions: async () => [],
+    // The service runs `vidsync nebula service` as root, which writes the system copy before every start and reload.
+    serviceRendersOverlay: true,
     processIdentity,
     isRunning: sameProcessRunning(processIdentity),
     pidExists: (pid) => deps.signal(pid, 0) !== 'gone',

@@ -1,6 +1,6 @@
 import {spawnSync} from 'node:child_process'
 import {existsSync, readFileSync} from 'node:fs'
-import {access, chmod, readFile, stat} from 'node:fs/promises'
+import {access, chmod, readFile, realpath, stat} from 'node:fs/promises'
 import {availableParallelism, homedir, networkInterfaces, userInfo} from 'node:os'
 
 import type {HostDeps, ProcessIdentity, ProgramResult} from './types.js'
@@ -36,6 +36,8 @@ export function hostDeps(): HostDeps {
     existsSync,
     chmod: (path, mode) => chmod(path, mode),
     fileMode: (path) => stat(path).then((info) => info.mode & 0o777, () => undefined),
+    fileOwner: (path) => stat(path).then((info) => ({uid: info.uid, gid: info.gid, mode: info.mode & 0o7777}), () => undefined),
+    realPath: (path) => realpath(path).catch(() => path),
     signal(pid, signal) {
       try {
         process.kill(pid, signal)

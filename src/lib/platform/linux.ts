@@ -1,6 +1,6 @@
 import {isAbsolute, join} from 'node:path'
 
-import {posixControlAddress, posixElevate, posixInvokingUser, posixServiceRequests, posixPrivacyProblem, posixTerminate, sighup} from './posix.js'
+import {posixControlAddress, posixElevate, posixExecutableProblem, posixInvokingUser, posixServiceRequests, posixPrivacyProblem, posixTerminate, sighup} from './posix.js'
 import {firstLine, manageWith, sameProcessRunning} from './host.js'
 import type {HostDeps, Platform, ProcessIdentity, ServiceDefinition, ServiceSpec, User} from './types.js'
 
@@ -48,10 +48,17 @@ export function parseSystemctlShow(output: string): Record<string, string> {
   return properties
 }
 
+/** More than this many starts within startLimitIntervalSec and systemd stops restarting a unit (systemd.unit(5)). */
+const startLimitBurst = 5
+const startLimitIntervalSec = 120
+
 /**
  * A unit restarted within seconds after a failure (systemd.service(5) Restart=, RestartSec=);
- * the start limit (systemd.unit(5)) ends a crash loop: more than 5 starts in 2 minutes and
- * systemd stops trying. (systemd 254's RestartSteps= would grow the delay; 252, Debian 12's, has none.)
+ * the start limit (systemd.unit(5)) bounds a crash loop: more than 5 starts in 2 minutes and
+ * systemd stops trying, logs "Start request repeated too quickly" and leaves the unit failed with
+ * Result=start-limit-hit, which `status` and `doctor` show. (systemd 254's RestartSteps= and
+ * RestartMaxDelaySec= would grow the delay; 252, Debian 12's, has neither, so the delay is fixed;
+ * the backoff that grows is the supervisor's own, inside `vidsync nebula service` and the agent.)
  */
 function systemdUnit(spec: ServiceSpec, extra: string[], wantedBy: string): string {
   return [
@@ -60,8 +67,8 @@ function systemdUnit(spec: ServiceSpec, extra: string[], wantedBy: string): stri
     `Description=${spec.description}`,
     'Wants=network-online.target',
     'After=network-online.target',
-    'StartLimitIntervalSec=120',
-    'StartLimitBurst=5',
+    `StartLimitIntervalSec=${startLimitIntervalSec}`,
+    `StartLimitBurst=${startLimitBurst}`,
     '',
     '[Service]',
     `ExecStart=${spec.command.map(systemdArg).join(' ')}`,
@@ -137,6 +144,10 @@ export function linuxPlatform(deps: HostDeps): Platform {
     makePrivate: (path) => deps.chmod(path, 0o600),
     makeSystemPrivate: (path, directory) => deps.chmod(path, directory ? 0o700 : 0o600),
     privacyProblem: (path) => posixPrivacyProblem(deps, path),
+    executableProblem: (path) => posixExecutableProblem(deps, path),
+    nebulaCompanions: async () => [],
+    // The service runs `vidsync nebula service` as root, which writes the system copy before every start and reload.
+    serviceRendersOverlay: true,
     processIdentity,
     isRunning: sameProcessRunning(processIdentity),
     pidExists(pid) {
@@ -175,7 +186,7 @@ export function linuxPlatform(deps: HostDeps): Platform {
     },
     async serviceState(definition, user) {
       const [file = 'systemctl', ...args] = definition.scope === 'user' ? systemctl(user) : ['systemctl']
-      const result = await deps.run(file, [...args, 'show', '-p', 'LoadState,ActiveState,SubState,MainPID', definition.name])
+      const result = await deps.run(file, [...args, 'show', '-p', 'LoadState,ActiveState,SubState,MainPID,Result', definition.name])
       const fingerprint = definition.path ? await deps.readFile(definition.path) : undefined
       if (result.exitCode !== 0) return {installed: false, running: false, state: firstLine(result), ...(fingerprint === undefined ? {} : {fingerprint})}
       const shown = parseSystemctlShow(result.stdout)
@@ -184,7 +195,10 @@ export function linuxPlatform(deps: HostDeps): Platform {
         installed: shown.LoadState === 'loaded',
         running: shown.ActiveState === 'active' || shown.ActiveState === 'reloading',
         ...(pid > 0 ? {pid} : {}),
-        state: `${shown.ActiveState ?? 'unknown'} (${shown.SubState ?? 'unknown'})`,
+        state:
+          shown.Result === 'start-limit-hit'
+            ? `${shown.ActiveState ?? 'unknown'} (started ${startLimitBurst} times within ${startLimitIntervalSec} s and failed each time: systemd stopped restarting it)`
+            : `${shown.ActiveState ?? 'unknown'} (${shown.SubState ?? 'unknown'})`,
         ...(fingerprint === undefined ? {} : {fingerprint}),
       }
     },
@@ -202,7 +216,8 @@ function unitDefinition(name: string, path: string, content: string, scope: 'sys
     content,
     fingerprint: content,
     install: [[...systemctl, 'daemon-reload'], [...systemctl, 'enable', '--now', name]],
-    start: [[...systemctl, 'start', name]],
+    // A unit that hit its start limit refuses `start` until the failed state is reset.
+    start: [[...systemctl, 'reset-failed', name], [...systemctl, 'start', name]],
     stop: [[...systemctl, 'stop', name]],
     uninstall: [[...systemctl, 'disable', '--now', name]],
     cleanup: [[...systemctl, 'daemon-reload']],

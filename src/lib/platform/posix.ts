@@ -1,4 +1,4 @@
-import {join} from 'node:path'
+import {dirname, join} from 'node:path'
 
 import {listenForServiceRequests} from './host.js'
 import type {HostDeps, User} from './types.js'
@@ -37,3 +37,30 @@ export function sighup(deps: HostDeps, pid: number | undefined): boolean {
 }
 
 export const posixElevate = (argv: string[], interactive: boolean) => ['sudo', ...(interactive ? [] : ['-n']), ...argv]
+
+/**
+ * Why a program root's service runs could be replaced by someone other than root: the file (links
+ * resolved) or a directory above it is owned by another user, or writable by a group other than
+ * root's (gid 0) or by everyone. A sticky directory (/tmp) lets nobody but root replace what root
+ * owns in it, so its write bits do not count for the root-owned entry below it.
+ */
+export async function posixExecutableProblem(deps: HostDeps, program: string): Promise<string | undefined> {
+  const real = await deps.realPath(program)
+  const shown = real === program ? program : `${program} (${real})`
+  for (let path = real, below = true; ; path = dirname(path), below = false) {
+    const info = await deps.fileOwner(path)
+    if (!info) return `${shown} cannot be checked: ${path} is missing`
+    const writers =
+      info.uid !== 0
+        ? `belongs to uid ${info.uid}, not root`
+        : !below && (info.mode & 0o1000) !== 0
+          ? undefined
+          : (info.mode & 0o002) !== 0
+            ? `is writable by everyone (mode ${info.mode.toString(8).padStart(4, '0')})`
+            : (info.mode & 0o020) !== 0 && info.gid !== 0
+              ? `is writable by group ${info.gid} (mode ${info.mode.toString(8).padStart(4, '0')})`
+              : undefined
+    if (writers) return `${shown} would run as root in the nebula service, but ${path === real ? 'the file' : `the directory ${path}`} ${writers}`
+    if (dirname(path) === path) return undefined
+  }
+}

@@ -33,6 +33,10 @@ export interface HostDeps {
   chmod(path: string, mode: number): Promise<void>
   /** st_mode & 0o777 of a file, undefined when it is missing. */
   fileMode(path: string): Promise<number | undefined>
+  /** Owner, group and st_mode & 0o7777 (with the sticky bit) of a file or directory, following links; undefined when it is missing. */
+  fileOwner(path: string): Promise<{uid: number; gid: number; mode: number} | undefined>
+  /** The path with every symbolic link resolved (the path itself when it cannot be resolved). */
+  realPath(path: string): Promise<string>
   /** Sends a POSIX signal (0 probes); 'gone' when no such process, 'denied' when it is another user's. */
   signal(pid: number, signal: NodeJS.Signals | 0): 'sent' | 'gone' | 'denied'
   interfaces(): NodeJS.Dict<NetworkInterfaceInfo[]>
@@ -149,6 +153,24 @@ export interface Platform {
    * 0600/0700, or on Windows an ACL of SYSTEM and Administrators only, nothing inherited.
    */
   makeSystemPrivate(path: string, directory?: boolean): Promise<void>
+  /**
+   * Why `path`, a program a system service runs as root/SYSTEM, could be replaced by someone who
+   * is not root/SYSTEM or an administrator: it, or a directory holding it, is owned or writable by
+   * another user or group (POSIX: owner and mode of the file and every directory up to /; Windows:
+   * icacls of the file and its directory). Undefined when only they can replace it.
+   */
+  executableProblem(path: string): Promise<string | undefined>
+  /**
+   * The files nebula loads from beside its executable, found there, each with its path relative
+   * to nebula's directory: wintun.dll from dist\windows\wintun\bin\<arch>\ on Windows; none on POSIX.
+   */
+  nebulaCompanions(nebulaPath: string): Promise<{path: string; relative: string}[]>
+  /**
+   * Whether the system service writes the system copy of the overlay itself before every start and
+   * reload (Linux, macOS: it runs `vidsync nebula service` as root). False on Windows: the SCM runs
+   * nebula.exe itself and only the elevated step writes the copy, so it can be older than the project's files.
+   */
+  readonly serviceRendersOverlay: boolean
   /** Why a file is readable by others, undefined when private. */
   privacyProblem(path: string): Promise<string | undefined>
   /** The identity of a running process, undefined when none runs with that PID (zombies count as gone). */

@@ -1,5 +1,5 @@
 import {createHash} from 'node:crypto'
-import {dirname, join, win32} from 'node:path'
+import {dirname, join, posix, win32} from 'node:path'
 
 import {InvalidInputError} from '../errors.js'
 
@@ -30,6 +30,29 @@ export function parseIcacls(output: string, path: string): {principal: string; r
   return entries.flatMap((entry) => {
     const match = /^(.*?):((?:\([A-Z,]+\))+)$/.exec(entry)
     return match?.[1] && match[2] ? [{principal: match[1], rights: match[2], inherited: match[2].includes('(I)')}] : []
+  })
+}
+
+/** icacls' rights that let a principal change a file or a folder's entries (icacls, Microsoft Learn: simple and specific rights). */
+const writeRights = new Set(['F', 'M', 'W', 'D', 'WD', 'AD', 'DC', 'DE', 'WDAC', 'WO', 'GA', 'GW', 'WA', 'WEA'])
+
+/**
+ * SYSTEM, Administrators, TrustedInstaller and CREATOR OWNER (which only passes rights to who
+ * creates an entry), by the English names icacls prints or a SID it could not name.
+ */
+const adminPrincipal = (principal: string) =>
+  /(^|\\)(SYSTEM|Administrators|TrustedInstaller|CREATOR OWNER)$/i.test(principal) ||
+  /^\*?S-1-5-(18|32-544|80-956008885-3418522649-1831038044-1853292631-2271478464)$|^\*?S-1-3-0$/.test(principal)
+
+/**
+ * The principals in icacls entries that may change the object itself and are not SYSTEM or an
+ * administrator; entries marked (IO) apply only to what a folder will hold, not to it.
+ */
+export function icaclsWriters(entries: {principal: string; rights: string}[]): string[] {
+  return entries.flatMap((entry) => {
+    const tokens = [...entry.rights.matchAll(/\(([A-Z,]+)\)/g)].flatMap((match) => (match[1] ?? '').split(','))
+    const writes = !tokens.includes('IO') && tokens.some((token) => writeRights.has(token))
+    return writes && !adminPrincipal(entry.principal) ? [entry.principal] : []
   })
 }
 
@@ -101,6 +124,15 @@ export function win32Platform(deps: HostDeps): Platform {
   const user = () => ({name: deps.userName(), home: deps.homedir(), viaSudo: false})
   const isSystem = (principal: string) => /(^|\\)SYSTEM$/i.test(principal)
   const isUser = (principal: string) => principal.toLowerCase().split('\\').at(-1) === deps.userName().toLowerCase()
+  // nebula loads wintun.dll from dist\windows\wintun\bin\<arch>\ beside nebula.exe (its release zip's
+  // layout; checkWinTunExists in slackhq/nebula overlay/tun_windows.go), or beside it.
+  const wintunRelative = win32.join('dist', 'windows', 'wintun', 'bin', deps.env.PROCESSOR_ARCHITECTURE?.toLowerCase() === 'arm64' ? 'arm64' : 'amd64', 'wintun.dll')
+  const wintunCandidates = (nebulaPath: string) => {
+    // A POSIX path (tests of this branch on Linux) keeps its separators.
+    const path = posix.isAbsolute(nebulaPath) ? posix : win32
+    const dir = path.dirname(nebulaPath)
+    return [path.join(dir, ...wintunRelative.split('\\')), path.join(dir, 'wintun.dll')]
+  }
   const processIdentity = async (pid: number): Promise<ProcessIdentity | undefined> => {
     const query = `Get-CimInstance Win32_Process -Filter "ProcessId=${pid}" | ForEach-Object { "{0} {1:o}" -f $_.ProcessId, $_.CreationDate }`
     const result = await run(powershell(query))
@@ -119,10 +151,7 @@ export function win32Platform(deps: HostDeps): Platform {
       return (await run(powershell(check))).stdout.trim() === 'True'
     },
     async tunProblem(nebulaPath) {
-      // nebula loads wintun.dll from dist\windows\wintun\bin\<arch>\ beside nebula.exe (its release zip's layout), or beside it.
-      const dir = win32.dirname(nebulaPath)
-      const arch = deps.env.PROCESSOR_ARCHITECTURE?.toLowerCase() === 'arm64' ? 'arm64' : 'amd64'
-      const candidates = [win32.join(dir, 'dist', 'windows', 'wintun', 'bin', arch, 'wintun.dll'), win32.join(dir, 'wintun.dll')]
+      const candidates = wintunCandidates(nebulaPath)
       for (const candidate of candidates) if (await deps.exists(candidate)) return undefined
       return `wintun.dll is missing: nebula needs it at ${candidates[0]} (from nebula's Windows release zip, or https://www.wintun.net/)`
     },
@@ -135,11 +164,39 @@ export function win32Platform(deps: HostDeps): Platform {
       if (result.exitCode !== 0) throw new Error(`icacls ${path} failed: ${result.stdout.trim() || result.stderr.trim()}`)
     },
     async makeSystemPrivate(path, directory) {
-      // SYSTEM (S-1-5-18) and Administrators (S-1-5-32-544) only, by SID; a directory passes it on to what it holds.
+      // Owned by Administrators (an owner may always change the ACL), every explicit entry dropped
+      // (/reset: a user who made the directory first keeps no entry of their own), then SYSTEM
+      // (S-1-5-18) and Administrators (S-1-5-32-544) only, by SID, nothing inherited; a directory
+      // passes it on to what it holds.
       const grant = directory ? '(OI)(CI)(F)' : '(F)'
-      const result = await run(['icacls', path, '/inheritance:r', '/grant:r', `*S-1-5-18:${grant}`, `*S-1-5-32-544:${grant}`])
-      if (result.exitCode !== 0) throw new Error(`icacls ${path} failed: ${result.stdout.trim() || result.stderr.trim()}`)
+      const steps = [
+        ['icacls', path, '/setowner', '*S-1-5-32-544'],
+        ['icacls', path, '/reset'],
+        ['icacls', path, '/inheritance:r', '/grant:r', `*S-1-5-18:${grant}`, `*S-1-5-32-544:${grant}`],
+      ]
+      for (const argv of steps) {
+        const result = await run(argv)
+        if (result.exitCode !== 0) throw new Error(`icacls ${path} failed: ${result.stdout.trim() || result.stderr.trim()}`)
+      }
     },
+    async executableProblem(path) {
+      // The file and the directory holding it: whoever may write either can replace what SYSTEM runs.
+      for (const target of [path, win32.dirname(path)]) {
+        const result = await run(['icacls', target])
+        if (result.exitCode !== 0) return `${path} cannot be checked: icacls ${target} failed: ${firstLine(result)}`
+        const writers = icaclsWriters(parseIcacls(result.stdout, target))
+        if (writers.length > 0) {
+          return `${path} would run as SYSTEM in the nebula service, but ${target === path ? 'the file' : `the folder ${target}`} is writable by ${writers.join(', ')}`
+        }
+      }
+      return undefined
+    },
+    async nebulaCompanions(nebulaPath) {
+      for (const candidate of wintunCandidates(nebulaPath)) if (await deps.exists(candidate)) return [{path: candidate, relative: wintunRelative}]
+      return []
+    },
+    // The SCM runs nebula.exe itself: only the elevated step writes the system copy.
+    serviceRendersOverlay: false,
     async privacyProblem(path) {
       const result = await run(['icacls', path])
       if (result.exitCode !== 0) return undefined // missing: nothing to protect

@@ -1,5 +1,6 @@
 import {askNebulaService, nebulaControlAddress} from '../nebula/process.js'
 import {nebulaServiceProbe} from '../nebula/service.js'
+import {systemOverlayFix, systemOverlayProblem} from '../nebula/system-overlay.js'
 import {currentPlatform, type Platform} from '../platform/index.js'
 import {JoinedProject} from '../project/joined-project.js'
 import type {Tools} from '../exec.js'
@@ -19,11 +20,16 @@ export async function serviceReports(options: {home: string; project?: string; t
   const [nebula, agent] = await Promise.all([askNebulaService(project.dir, 'status', platform), askAgent(project.dir, 'status', platform)])
   const nebulaDefinition = await nebulaServiceProbe({home: options.home, projectDir: project.dir, user, tools: options.tools, platform})
   const agentDefinition = await agentServiceDefinition({home: options.home, project, user, platform})
-  return Promise.all([
-    reportService('nebula', nebulaDefinition, {
+  const nebulaReport = async () => {
+    const report = await reportService('nebula', nebulaDefinition, {
       platform,
       supervisor: {running: nebula !== undefined, ...(nebula?.pid ? {pid: nebula.pid} : {}), address: nebulaControlAddress(project.dir, platform)},
-    }),
+    })
+    const staleOverlay = report.installed ? await systemOverlayProblem(project, platform) : undefined
+    return staleOverlay ? {...report, staleOverlay} : report
+  }
+  return Promise.all([
+    nebulaReport(),
     reportService('agent', agentDefinition, {
       platform,
       user,
@@ -51,6 +57,7 @@ export function serviceChecks(reports: ServiceReport[]): DoctorCheck[] {
       return report.running || report.role === 'agent' ? {name: `${name} (none: ${report.fallback})`, ok: true} : {name, ok: false, fix: 'not running: start it with `vidsync up`'}
     }
     if (report.stale) return {name, ok: false, fix: `${report.name} is from an older vidsync or other settings: \`sudo vidsync down --uninstall\`, then \`vidsync up\``}
+    if (report.staleOverlay) return {name, ok: false, fix: `${report.staleOverlay}: ${systemOverlayFix}`}
     if (!report.installed) return {name, ok: false, fix: `${report.name} is not installed: \`vidsync up\` installs it`}
     if (!report.running) return {name, ok: false, fix: `${report.name} is installed but ${report.state}: \`vidsync up\` starts it`}
     return {name: `${name} ${report.name} (${report.manager})`, ok: true}

@@ -33,6 +33,8 @@ export interface ServiceReport {
   fallback?: string
   /** The agent only, as the running agent says: whether the control plane pushes changes to it now. */
   push?: PushState
+  /** nebula on Windows: why the system copy of the overlay it reads is older than the project's files (`vidsync up` refreshes it). */
+  staleOverlay?: string
 }
 
 /** What an install did, in one line for the person who asked. */

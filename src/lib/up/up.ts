@@ -7,7 +7,7 @@ import {runProgram, selfCommand, startSelf, type Tools} from '../exec.js'
 import {type NebulaStatus, nebulaStatus, stopNebula} from '../nebula/process.js'
 import {syncthingPort} from '../nebula/config.js'
 import {installNebulaService, nebulaServiceProbe, uninstallNebulaService} from '../nebula/service.js'
-import {removeSystemOverlay, systemOverlayPaths} from '../nebula/system-overlay.js'
+import {removeSystemOverlay, systemBinDir, systemOverlayFix, systemOverlayPaths, systemOverlayProblem} from '../nebula/system-overlay.js'
 import {currentPlatform, type Platform, type User} from '../platform/index.js'
 import type {SyncthingClient} from '../syncthing/client.js'
 import {acceptPendingDevices, type PendingDecision, projectFolders, removeDevices, sharePeers, shareWithProjectDevices} from '../syncthing/folders.js'
@@ -400,6 +400,10 @@ export async function runAgent(options: AgentOptions): Promise<void> {
         else if (renewal?.requested && !state.renewalRequested) options.log('a third of the certificate\'s life is left: renewal requested from the signer')
         state.renewalRequested = renewal?.requested ?? false
         logWarnings(pass.certificateWarnings)
+        // Windows: a renewed certificate or a new blocklist waits for the elevated step of `vidsync up`.
+        void JoinedProject.open(dir, platform)
+          .then((current) => systemOverlayProblem(current, platform))
+          .then((problem) => logWarnings(problem ? [`${problem}: ${systemOverlayFix}`] : []), () => undefined)
         for (const id of pass.removed) options.log(`removed revoked device ${id} from Syncthing`)
         for (const device of pass.accepted) options.log(`accepted ${device.name || device.deviceId} from ${device.address}`)
         for (const name of pass.projectFolders?.accepted ?? []) options.log(`accepted folder ${name}`)
@@ -429,12 +433,18 @@ function userEnv(user: User): Record<string, string> {
 }
 
 /**
- * Makes sure the project's nebula service runs: already running, or installed now by the one
- * elevated step (this process when elevated, else `sudo vidsync nebula up --service`, which asks
- * for a password on a terminal). Returns what was installed.
+ * Makes sure the project's nebula service runs with current files: already running, or installed
+ * now by the one elevated step (this process when elevated, else `sudo vidsync nebula up
+ * --service`, which asks for a password on a terminal; UAC on Windows). On Windows the step also
+ * runs when the system copy the service reads is older than the project's files: it rewrites the
+ * copy and restarts the service. Returns what was installed.
  */
-async function ensureNebula(options: UpOptions, dir: string, projectName: string, platform: Platform): Promise<string[]> {
-  if ((await nebulaStatus({projectDir: dir, platform})).running) return []
+export async function ensureNebula(options: UpOptions, project: JoinedProject, platform: Platform): Promise<string[]> {
+  const {dir, name: projectName} = project
+  const running = (await nebulaStatus({projectDir: dir, platform})).running
+  // Windows: a service that runs on an older system copy than the project's files needs the elevated step too.
+  const stale = running ? await systemOverlayProblem(project, platform) : undefined
+  if (running && !stale) return []
   if (await platform.canCreateTun()) {
     const user = platform.invokingUser()
     const result = await installNebulaService({
@@ -453,14 +463,17 @@ async function ensureNebula(options: UpOptions, dir: string, projectName: string
     return result.installed
   }
   const elevated = platform.elevate(selfCommand(['nebula', 'up', projectName, '--service', '--home', options.home]), options.interactive ?? false)
-  if (elevated) options.onElevate?.(await elevationPlan(options, dir, platform))
+  if (elevated) options.onElevate?.(await elevationPlan(options, dir, platform, stale))
   const result = elevated ? await runProgram(elevated, {inheritStdio: options.interactive}) : undefined
   if (!result || result.exitCode !== 0) {
-    throw new PermissionError('nebula needs administrator rights once, to install its service, and none were granted', {
-      hint: 'run `sudo vidsync up` (an elevated prompt on Windows)',
-    })
+    throw new PermissionError(
+      stale
+        ? `${stale}; no administrator rights were granted`
+        : 'nebula needs administrator rights once, to install its service, and none were granted',
+      {hint: 'run `sudo vidsync up` (an elevated prompt on Windows)'},
+    )
   }
-  return ['the nebula service, installed by the elevated step']
+  return [stale ? "the system copy of the overlay, refreshed by the elevated step (the nebula service restarted to read it)" : 'the nebula service, installed by the elevated step']
 }
 
 /**
@@ -494,12 +507,15 @@ async function ensureAgent(options: UpOptions, project: JoinedProject, user: Use
 }
 
 /** What the elevated step will install, said before sudo/UAC asks. */
-async function elevationPlan(options: UpOptions, dir: string, platform: Platform): Promise<string> {
+async function elevationPlan(options: UpOptions, dir: string, platform: Platform, stale?: string): Promise<string> {
+  const {dir: overlayDir} = systemOverlayPaths(basename(dir), platform)
+  if (stale) return `${stale}: the elevated step rewrites the files in ${overlayDir} and restarts the nebula service`
   const noManager = await platform.serviceManagerProblem('system')
   if (noManager) return `nebula needs administrator rights once: the elevated step starts vidsync's nebula supervisor as root (${noManager}; it does not start at boot)`
   const definition = await nebulaServiceProbe({home: options.home, projectDir: dir, user: platform.invokingUser(), tools: options.tools, platform})
   const where = definition.path ? ` (${definition.path})` : ''
-  return `nebula needs administrator rights once: the elevated step installs the ${definition.manager} system service ${definition.name}${where}, which runs nebula as root at boot`
+  const copy = platform.os === 'win32' ? `, and copies nebula.exe and wintun.dll to ${systemBinDir(platform)} unless only administrators can replace them where they are` : ''
+  return `nebula needs administrator rights once: the elevated step installs the ${definition.manager} system service ${definition.name}${where}, which runs nebula as root at boot${copy}`
 }
 
 /** Waits (bounded) until nebula has the overlay IP and a lighthouse answers. */
@@ -559,7 +575,7 @@ async function bringUpLocked(options: UpOptions, project: JoinedProject, platfor
   const nebulaRan = (await nebulaStatus({projectDir: dir, platform})).running
   const agentRan = (await askAgent(dir, 'status', platform)) !== undefined
   if (!agentRan) await requireTools(dir, nebulaRan, options.tools)
-  const installed = [...(await ensureNebula(options, dir, project.name, platform))]
+  const installed = [...(await ensureNebula(options, project, platform))]
   const nebula = await waitForOverlay(dir, options.nebulaTimeoutMs ?? 20_000, platform)
   const {logPath} = agentPaths(dir, platform)
   installed.push(...(await ensureAgent(options, project, user, platform)))
@@ -581,7 +597,7 @@ async function bringUpLocked(options: UpOptions, project: JoinedProject, platfor
     const why = state?.lastError ?? 'no answer'
     throw new UnavailableError(`the agent did not finish its first reconcile pass within 90s (${why}): see ${logPath}`)
   }
-  const alreadyUp = nebulaRan && agentRan
+  const alreadyUp = nebulaRan && agentRan && installed.length === 0
   return {project: project.name, overlayIp: project.overlayIp, nebula, syncthing: state.syncthing, reconcile: state.lastPass, installed, user: state.user, agent: {pid: state.pid, logPath}, alreadyUp}
 }
 
