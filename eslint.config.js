@@ -46,7 +46,7 @@ export default tseslint.config(
   // Mocha loads its reporters with require().
   {
     files: ['**/*.cjs'],
-    languageOptions: {sourceType: 'commonjs', globals: {require: 'readonly', module: 'writable', console: 'readonly'}},
+    languageOptions: {sourceType: 'commonjs', globals: {require: 'readonly', module: 'writable', console: 'readonly', process: 'readonly'}},
     rules: {'@typescript-eslint/no-require-imports': 'off'},
   },
 )

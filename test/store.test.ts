@@ -1,3 +1,4 @@
+import {readFile, writeFile} from 'node:fs/promises'
 import {join} from 'node:path'
 
 import {expect} from 'chai'
@@ -12,7 +13,8 @@ import {
 } from '../src/lib/errors.js'
 import {ControlPlane, SqlRpc} from '../src/lib/store/control-plane.js'
 import {embeddedTemplatePath} from '../src/lib/store/embedded-template.js'
-import {assertSchemaCurrent, loadMigrations, migrate, schemaVersion} from '../src/lib/store/migrate.js'
+import {assertSchemaCurrent, latestMigrationVersion, loadMigrations, migrate, schemaVersion} from '../src/lib/store/migrate.js'
+import {openStore} from '../src/lib/store/open.js'
 import {EmbeddedClient, PostgresClient, type SqlClient} from '../src/lib/store/sql-client.js'
 import {createThrowawayDatabase, type ThrowawayDatabase} from './helpers/postgres.js'
 import {removeTempDirs, tempDir} from './helpers/temp.js'
@@ -65,9 +67,10 @@ for (const [backend, open] of Object.entries(backends)) {
       it('records every migration and is a no-op when run again', async () => {
         const migrations = await loadMigrations()
         expect(await schemaVersion(sql)).to.equal(migrations.at(-1)?.version)
+        expect(await latestMigrationVersion()).to.equal(migrations.at(-1)?.version)
         const again = await migrate(sql, migrations)
         expect(again.applied).to.deep.equal([])
-        await assertSchemaCurrent(sql, migrations)
+        await assertSchemaCurrent(sql, await latestMigrationVersion())
       })
 
       it('refuses a schema written by a newer vidsync', async () => {
@@ -77,7 +80,7 @@ for (const [backend, open] of Object.entries(backends)) {
           const error = await rejection(migrate(sql, migrations))
           expect(error).to.be.instanceOf(IncompatibleSchemaError)
           expect(error.message).to.match(/version 999 .* upgrade vidsync/)
-          expect(await rejection(assertSchemaCurrent(sql, migrations))).to.be.instanceOf(IncompatibleSchemaError)
+          expect(await rejection(assertSchemaCurrent(sql, await latestMigrationVersion()))).to.be.instanceOf(IncompatibleSchemaError)
         } finally {
           await sql.query('DELETE FROM vidsync.schema_migrations WHERE version = 999')
         }
@@ -309,5 +312,28 @@ describe('the embedded database template', function () {
     } finally {
       await again.close()
     }
+  })
+})
+
+describe('the embedded store', function () {
+  this.timeout(120_000)
+  after(removeTempDirs)
+
+  it('stamps its data directory with the schema version, trusts a current stamp and asks the database otherwise', async () => {
+    const home = await tempDir()
+    const stamp = join(home, 'db', 'vidsync-schema-version')
+    await (await openStore({home})).close()
+    expect(await readFile(stamp, 'utf8')).to.equal(`${await latestMigrationVersion()}\n`)
+    // A schema this build does not know, behind a stamp that says it is current: the stamp is
+    // trusted and the database not asked (only vidsync migrates this directory, and stamps it).
+    const sql = await EmbeddedClient.open(join(home, 'db'))
+    await sql.query("INSERT INTO vidsync.schema_migrations (version, name) VALUES (999, '999_future')")
+    await sql.close()
+    await (await openStore({home})).close()
+    // As a newer vidsync leaves it: the stamp differs, the database is asked, and refused.
+    await writeFile(stamp, '999\n')
+    const error = await rejection(openStore({home}))
+    expect(error).to.be.instanceOf(IncompatibleSchemaError)
+    expect(error.message).to.match(/version 999 .* upgrade vidsync/)
   })
 })

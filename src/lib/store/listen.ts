@@ -1,6 +1,7 @@
-import pg from 'pg'
+import type pg from 'pg'
 
 import type {ChangeFeed} from './control-plane.js'
+import {loadPg} from './sql-client.js'
 
 /** Waits between reconnections of a dropped LISTEN connection: doubling from the first, up to the last. */
 const reconnectDelaysMs = {first: 1000, max: 30_000}
@@ -28,7 +29,8 @@ export class PostgresChangeFeed implements ChangeFeed {
     let delay = reconnectDelaysMs.first
 
     const connect = async (reconnected: boolean): Promise<void> => {
-      const next = new pg.Client({connectionString: this.url, connectionTimeoutMillis: 10_000, keepAlive: true})
+      const {Client} = loadPg()
+      const next = new Client({connectionString: this.url, connectionTimeoutMillis: 10_000, keepAlive: true})
       const retry = () => {
         next.removeAllListeners()
         next.on('error', () => {})

@@ -19,8 +19,18 @@ export interface MigrationResult {
 /** migrations/ ships beside dist/ and src/, three levels above this module. */
 export const migrationsDir = fileURLToPath(new URL('../../../migrations', import.meta.url))
 
+async function migrationFiles(dir: string): Promise<string[]> {
+  return (await readdir(dir)).filter((file) => /^\d{3}_[\w-]+\.sql$/.test(file)).sort()
+}
+
+/** The schema version this build knows, from the migrations' file names alone (no SQL is read). */
+export async function latestMigrationVersion(dir = migrationsDir): Promise<number> {
+  const last = (await migrationFiles(dir)).at(-1)
+  return last ? Number.parseInt(last.slice(0, 3), 10) : 0
+}
+
 export async function loadMigrations(dir = migrationsDir): Promise<Migration[]> {
-  const files = (await readdir(dir)).filter((file) => /^\d{3}_[\w-]+\.sql$/.test(file)).sort()
+  const files = await migrationFiles(dir)
   return Promise.all(
     files.map(async (file) => ({
       version: Number.parseInt(file.slice(0, 3), 10),
@@ -79,13 +89,12 @@ export async function migrate(sql: SqlClient, migrations: Migration[]): Promise<
 }
 
 /** Refuses a schema that is older (needs `db migrate`) or newer (needs a newer vidsync) than this build. */
-export async function assertSchemaCurrent(sql: SqlClient, migrations: Migration[]): Promise<void> {
-  checkSchemaVersion(await schemaVersion(sql), migrations)
+export async function assertSchemaCurrent(sql: SqlClient, known: number): Promise<void> {
+  checkSchemaVersion(await schemaVersion(sql), known)
 }
 
 /** assertSchemaCurrent for a version read some other way (Supabase's API). */
-export function checkSchemaVersion(current: number, migrations: Migration[]): void {
-  const known = migrations.at(-1)?.version ?? 0
+export function checkSchemaVersion(current: number, known: number): void {
   if (current > known) throw newerSchema(current, known)
   if (current < known) {
     throw new IncompatibleSchemaError(

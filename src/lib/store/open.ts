@@ -1,11 +1,20 @@
+import {readFile} from 'node:fs/promises'
 import {join} from 'node:path'
 
 import {InvalidInputError} from '../errors.js'
-import {ensureDir} from '../files.js'
+import {ensureDir, writeFileAtomic} from '../files.js'
 import {ensureHome} from '../home.js'
 import {ControlPlane, SqlRpc} from './control-plane.js'
 import {acquireFileLock} from './file-lock.js'
-import {assertSchemaCurrent, checkSchemaVersion, loadMigrations, migrate, type MigrationResult, schemaVersion} from './migrate.js'
+import {
+  assertSchemaCurrent,
+  checkSchemaVersion,
+  latestMigrationVersion,
+  loadMigrations,
+  migrate,
+  type MigrationResult,
+  schemaVersion,
+} from './migrate.js'
 // The drivers (pg, PGlite, supabase-js) load only when their backend is chosen: a command pays
 // for the one it uses, and a command that opens no store for none.
 import type {SqlClient} from './sql-client.js'
@@ -76,11 +85,42 @@ export async function connect(options: StoreOptions): Promise<Connection> {
   }
 }
 
+/**
+ * The schema version vidsync last brought the embedded data directory to, kept in that directory
+ * (so it goes wherever the data goes). Only vidsync migrates that directory, and always under its
+ * lock, so a stamp equal to this build's version spares each command the query that asks the
+ * database (BENCHMARKS.md); any other stamp, or none, and the database is asked.
+ */
+const schemaStamp = (home: string) => join(home, 'db', 'vidsync-schema-version')
+
+async function readSchemaStamp(home: string): Promise<number | undefined> {
+  try {
+    return Number.parseInt(await readFile(schemaStamp(home), 'utf8'), 10)
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined
+    throw error
+  }
+}
+
+async function writeSchemaStamp(home: string, version: number): Promise<void> {
+  await writeFileAtomic(schemaStamp(home), `${version}\n`, 0o600)
+}
+
+/** Migrates the embedded database to this build's schema unless its stamp says it is there. */
+async function bringEmbeddedCurrent(sql: SqlClient, home: string): Promise<void> {
+  const known = await latestMigrationVersion()
+  if ((await readSchemaStamp(home)) === known) return
+  if ((await schemaVersion(sql)) !== known) await migrate(sql, await loadMigrations())
+  await writeSchemaStamp(home, known)
+}
+
 /** Applies pending migrations to the configured backend. */
 export async function migrateBackend(options: StoreOptions): Promise<MigrationResult & {backend: Backend}> {
   const connection = await connect(options)
   try {
-    return {backend: connection.backend, ...(await migrate(connection.sql, await loadMigrations()))}
+    const result = await migrate(connection.sql, await loadMigrations())
+    if (connection.backend === 'embedded') await writeSchemaStamp(options.home, result.version)
+    return {backend: connection.backend, ...result}
   } finally {
     await connection.close()
   }
@@ -94,9 +134,8 @@ export async function openStore(options: StoreOptions): Promise<Store> {
   if (!options.databaseUrl && options.supabase) return openSupabase(options.supabase)
   const connection = await connect(options)
   try {
-    const migrations = await loadMigrations()
-    if (connection.backend === 'postgres') await assertSchemaCurrent(connection.sql, migrations)
-    else if ((await schemaVersion(connection.sql)) !== migrations.at(-1)?.version) await migrate(connection.sql, migrations)
+    if (connection.backend === 'postgres') await assertSchemaCurrent(connection.sql, await latestMigrationVersion())
+    else await bringEmbeddedCurrent(connection.sql, options.home)
   } catch (error) {
     await connection.close()
     throw error
@@ -121,7 +160,7 @@ async function openSupabase(options: {url: string; key?: string}): Promise<Store
   const [{SupabaseRpc}, {RealtimeChangeFeed}] = await Promise.all([import('./supabase.js'), import('./realtime.js')])
   const rpc = new SupabaseRpc({url: options.url, key: options.key})
   const controlPlane = new ControlPlane(rpc)
-  checkSchemaVersion(await controlPlane.schemaVersion(), await loadMigrations())
+  checkSchemaVersion(await controlPlane.schemaVersion(), await latestMigrationVersion())
   controlPlane.changes = new RealtimeChangeFeed(rpc.client)
   return {backend: 'supabase', controlPlane, close: async () => {}}
 }

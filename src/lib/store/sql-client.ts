@@ -12,6 +12,23 @@ import {UnavailableError} from '../errors.js'
 // embedded database never loads pg, one on Postgres never loads PGlite (see bench/cli.ts).
 const require = createRequire(import.meta.url)
 
+/**
+ * pg, loaded on first use. On load pg asks whether it runs in a Cloudflare Worker; where
+ * `navigator` is missing (Node.js 20) it finds out by making a fetch Response, which loads Node's
+ * fetch implementation (about 20 ms of CPU and 35 ms of wall time per command, see BENCHMARKS.md)
+ * that no vidsync command on Postgres uses. A `navigator` naming Node.js stands in for the length
+ * of the load; Node.js 21 and later have their own.
+ */
+export function loadPg(): typeof pg {
+  const standIn = !('navigator' in globalThis)
+  if (standIn) Object.defineProperty(globalThis, 'navigator', {value: {userAgent: 'Node.js'}, configurable: true})
+  try {
+    return require('pg') as typeof pg
+  } finally {
+    if (standIn) Reflect.deleteProperty(globalThis, 'navigator')
+  }
+}
+
 /** The smallest SQL surface vidsync needs; PGlite and node-postgres both provide it. */
 export interface SqlClient {
   query<R>(text: string, params?: unknown[]): Promise<R[]>
@@ -83,7 +100,7 @@ export class PostgresClient implements SqlClient {
     private readonly url: string,
     maxConnections = 4,
   ) {
-    const {Pool} = require('pg') as typeof pg
+    const {Pool} = loadPg()
     this.pool = new Pool({connectionString: url, max: maxConnections, connectionTimeoutMillis: 10_000})
     // An idle connection dropped by the server must not crash the process.
     this.pool.on('error', () => {})
