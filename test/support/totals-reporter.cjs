@@ -2,7 +2,6 @@
 // With VIDSYNC_TEST_TIMINGS=FILE it also writes each file's wall time there (JSON), to see where a run's time goes.
 'use strict';
 const {writeFileSync} = require('node:fs');
-const process = require('node:process');
 const {relative} = require('node:path');
 const {reporters} = require('mocha');
 
