@@ -1,6 +1,6 @@
 import type {RealtimeChannel, SupabaseClient} from '@supabase/supabase-js'
 
-import type {ChangeFeed} from './control-plane.js'
+import type {ChangeFeed, ChangeFeedHandle} from './control-plane.js'
 
 /** A project's topic as migration 010 draws it: unguessable, so knowing it is the permission to listen. */
 const topicPattern = /^vidsync:[0-9a-f]{32}$/
@@ -14,15 +14,18 @@ const resubscribeDelaysMs = {first: 1000, max: 30_000}
  * dropped socket and rejoins the channel by itself (with its own bounded backoff); a channel the
  * server closes is subscribed again here, with a doubling delay. After each rejoin `onChange()` is
  * called without a version, since broadcasts sent meanwhile are lost. Not subscribed: not `active`,
- * and the device's slow poll carries on.
+ * and the device's slow poll carries on. move() leaves the topic for a new one (drawn when a device
+ * left the project, migration 012), and calls `onChange()` once subscribed to it, for what was
+ * broadcast on it before.
  */
 export class RealtimeChangeFeed implements ChangeFeed {
   readonly source = 'topic'
 
   constructor(private readonly client: Pick<SupabaseClient, 'channel' | 'removeChannel' | 'realtime'>) {}
 
-  async listen(topic: string, onChange: (version?: number) => void): Promise<{close(): Promise<void>; readonly active: boolean}> {
-    if (!topicPattern.test(topic)) throw new Error('invalid Realtime topic')
+  async listen(first: string, onChange: (version?: number) => void): Promise<ChangeFeedHandle> {
+    if (!topicPattern.test(first)) throw new Error('invalid Realtime topic')
+    let topic = first
     let closed = false
     let active = false
     let subscribedBefore = false
@@ -57,18 +60,34 @@ export class RealtimeChangeFeed implements ChangeFeed {
       })
     }
 
+    /** Leaves the current channel (none while a resubscription waits). */
+    const leave = async () => {
+      active = false
+      if (timer) clearTimeout(timer)
+      timer = undefined
+      const current = channel
+      channel = undefined
+      if (current) await this.client.removeChannel(current)
+    }
+
     subscribe()
     return {
       get active() {
         return active
       },
+      move: async (next: string) => {
+        if (!topicPattern.test(next)) throw new Error('invalid Realtime topic')
+        if (closed || next === topic) return
+        await leave()
+        topic = next
+        delay = resubscribeDelaysMs.first
+        // Broadcasts on the new topic before the subscription are missed: one refresh once subscribed.
+        subscribedBefore = true
+        subscribe()
+      },
       close: async () => {
         closed = true
-        active = false
-        if (timer) clearTimeout(timer)
-        const current = channel
-        channel = undefined
-        if (current) await this.client.removeChannel(current)
+        await leave()
         this.client.realtime.disconnect()
       },
     }
