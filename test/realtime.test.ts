@@ -37,7 +37,8 @@ describe('push through Supabase Realtime (migration 010): trigger, realtime.send
   const device = () => {
     const rpc = new SupabaseRpc({url: api.url, key: standInKeys.anon})
     const controlPlane = new ControlPlane(rpc)
-    controlPlane.changes = new RealtimeChangeFeed(rpc.client)
+    // The refresh after a move to a new topic at once, not within 10 s.
+    controlPlane.changes = new RealtimeChangeFeed(rpc.client, {movedRefreshSpreadMs: 0})
     return controlPlane
   }
 
