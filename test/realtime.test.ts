@@ -37,7 +37,8 @@ describe('push through Supabase Realtime (migration 010): trigger, realtime.send
   const device = () => {
     const rpc = new SupabaseRpc({url: api.url, key: standInKeys.anon})
     const controlPlane = new ControlPlane(rpc)
-    controlPlane.changes = new RealtimeChangeFeed(rpc.client)
+    // The refresh after a move to a new topic at once, not within 10 s.
+    controlPlane.changes = new RealtimeChangeFeed(rpc.client, {movedRefreshSpreadMs: 0})
     return controlPlane
   }
 
@@ -154,6 +155,49 @@ describe('push through Supabase Realtime (migration 010): trigger, realtime.send
       expect(heard).to.deep.equal([])
     } finally {
       await Promise.all([beta.push.close(), guessed.close(), alpha.push.close()])
+    }
+  })
+
+  it('draws a new topic when a device is revoked: the others wake on the old one, move, and hear later changes; the revoked one hears nothing more', async () => {
+    const stay = await joinedDevice('alpha', 'rt-stay')
+    const gone = await joinedDevice('alpha', 'rt-gone')
+    const oldTopic = stay.full.topic as string
+    expect(gone.full.topic).to.equal(oldTopic)
+    const loop = subscribedLoop(stay)
+    // The revoked device keeps listening on the topic it knows.
+    const heard: (number | undefined)[] = []
+    const revoked = await new RealtimeChangeFeed(new SupabaseRpc({url: api.url, key: standInKeys.anon}).client).listen(oldTopic, (version) => heard.push(version))
+    try {
+      await eventually(() => loop.push.push.active && revoked.active, 10_000, 'the subscriptions')
+      await operator.revokeDevice({project: 'alpha', device: gone.name})
+      // The revocation's own version goes out on the old topic: both hear it.
+      await eventually(() => loop.waker.arm().aborted && heard.length === 1, 10_000, 'the wake after the revocation')
+      const delta = await stay.controlPlane.deviceSync({token: stay.token, knownVersion: loop.cursor.version})
+      if (delta.state !== 'delta') throw new Error(`expected a delta, got ${delta.state}`)
+      expect(heard).to.deep.equal([delta.version])
+      expect(delta.removed).to.deep.equal(['rt-gone'])
+      expect(delta.topic).to.match(/^vidsync:[0-9a-f]{32}$/)
+      expect(delta.topic).not.to.equal(oldTopic)
+      const answer = await gone.controlPlane.deviceSync({token: gone.token, knownVersion: loop.cursor.version})
+      expect(answer).to.deep.equal({state: 'full', version: null, project: 'alpha', device: 'rt-gone', status: 'revoked', lighthouses: [], blocklist: [], peers: []})
+      // The loop's pass applies the delta (refreshFromControlPlane) and moves the feed to the new topic.
+      loop.waker.reset()
+      loop.cursor.version = delta.version
+      loop.cursor.topic = delta.topic
+      loop.cursor.polled()
+      loop.push.passed()
+      await eventually(() => realtime.joins.includes(`realtime:${delta.topic}`) && loop.push.push.active, 10_000, 'the move to the new topic')
+      // Once subscribed it refreshes once (a broadcast before the subscription would be missed).
+      await eventually(() => loop.waker.arm().aborted, 2000, 'the refresh after the move')
+      loop.waker.reset()
+      loop.cursor.polled()
+      await joinedDevice('alpha', 'rt-later')
+      await eventually(() => loop.waker.arm().aborted, 10_000, 'the wake on the new topic')
+      expect(realtime.sent.at(-1)?.topic).to.equal(delta.topic)
+      await new Promise((resolve) => setTimeout(resolve, 300))
+      expect(heard, 'the revoked device heard a change after its revocation').to.deep.equal([delta.version])
+    } finally {
+      await Promise.all([loop.push.close(), revoked.close()])
     }
   })
 

@@ -121,6 +121,12 @@ describe('versioned project state (migration 007)', function () {
     expect(delta.blocklistRemoved).to.deep.equal([])
     expect(delta).not.to.have.property('lighthouses')
     expect(delta.version).to.equal(await version('alpha'))
+    // A device left: its project's Realtime topic was drawn anew (migration 012).
+    expect(delta.topic).to.match(/^vidsync:[0-9a-f]{32}$/).and.not.equal(before.topic)
+    // Served from the shared delta the watcher's call kept: the same, less the device itself.
+    const own = expectState(await sync(changing.token, before.version), 'delta') as Delta
+    expect(own.peers).to.deep.equal(delta.peers.filter((peer) => peer.name !== 'delta-c'))
+    expect({...own, peers: []}).to.deep.equal({...delta, peers: []})
     // Applying it to what the device had gives the snapshot of the new version.
     const after = await full(watcher.token)
     const merged = [...before.peers.filter((peer) => !delta.removed.includes(peer.name) && !delta.peers.some((p) => p.name === peer.name)), ...delta.peers]

@@ -265,6 +265,8 @@ export type DeviceSync =
       blocklistRemoved: string[]
       /** The whole list, when it changed. */
       lighthouses?: Lighthouse[]
+      /** The project's new Realtime topic, when a device left since (migration 012). */
+      topic?: string
     }
   | {
       state: 'full'
@@ -284,6 +286,15 @@ export type DeviceSync =
       peers: Peer[]
     }
 
+/** Listening for a project's new versions on one channel or topic. */
+export interface ChangeFeedHandle {
+  close(): Promise<void>
+  /** Changes are pushed right now (false while reconnecting: the slow poll carries on). */
+  readonly active: boolean
+  /** Listens on `name` instead, the old one left: a Realtime topic drawn anew when a device left. */
+  move?(name: string): Promise<void>
+}
+
 /** Push of a project's new versions, where the backend has it (Postgres LISTEN/NOTIFY, Supabase Realtime). */
 export interface ChangeFeed {
   /** Which name from device_sync's full answer this feed listens on: the LISTEN channel or the Realtime topic. */
@@ -293,7 +304,7 @@ export interface ChangeFeed {
    * reconnection (notifications may have been missed). close() stops listening; `active` says
    * whether changes are pushed right now (false while reconnecting: the slow poll carries on).
    */
-  listen(name: string, onChange: (version?: number) => void): Promise<{close(): Promise<void>; readonly active: boolean}>
+  listen(name: string, onChange: (version?: number) => void): Promise<ChangeFeedHandle>
 }
 
 export interface StaleDevice {

@@ -147,7 +147,8 @@ export async function refreshFromControlPlane(options: {
   const unchanged = {peersChanged: false, lighthousesChanged: false, blocklistChanged: false, casChanged: false, nebulaReloaded: false, revokedSyncthingIds: []}
   if (sync.state === 'unchanged') return {status: 'active', ...unchanged}
   if (sync.state === 'full' && sync.channel) cursor.channel = sync.channel
-  if (sync.state === 'full' && sync.topic) cursor.topic = sync.topic
+  // A delta names a new topic when a device left (migration 012): the feed moves to it.
+  if (sync.topic) cursor.topic = sync.topic
   if (sync.status !== 'active') return {status: sync.status, ...unchanged}
   // Asked only when the project changed: a revocation is such a change.
   const revokedSyncthingIds = (await options.controlPlane.deviceRevokedPeers({token})).map((peer) => peer.syncthingId)

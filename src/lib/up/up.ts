@@ -12,7 +12,7 @@ import {currentPlatform, type Platform, type User} from '../platform/index.js'
 import type {SyncthingClient} from '../syncthing/client.js'
 import {acceptPendingDevices, type PendingDecision, projectFolders, removeDevices, sharePeers, shareWithProjectDevices} from '../syncthing/folders.js'
 import {connectSyncthing, type ManagedSyncthing, startManagedSyncthing, stopManagedSyncthing} from '../syncthing/managed.js'
-import type {ControlPlane} from '../store/control-plane.js'
+import type {ChangeFeedHandle, ControlPlane} from '../store/control-plane.js'
 import {acquireFileLock} from '../store/file-lock.js'
 import {toolReports} from '../versions/report.js'
 import {JoinedProject, resolveProjectDir} from '../project/joined-project.js'
@@ -222,14 +222,23 @@ export async function reconcileLoop(options: ReconcileOptions & {
  * refreshes. Without push, or while the feed reconnects, the cursor's slow poll goes on.
  */
 export function listenForChanges(options: {controlPlane?: ControlPlane; cursor: SyncCursor; waker: Waker; log: (line: string) => void}) {
-  let listening: Promise<{close(): Promise<void>; readonly active: boolean} | undefined> | undefined
+  let listening: Promise<ChangeFeedHandle | undefined> | undefined
   let feed: {readonly active: boolean} | undefined
+  let listeningOn: string | undefined
   return {
-    /** After each pass: starts listening once the channel or topic is known. */
+    /** After each pass: starts listening once the channel or topic is known, and follows a new topic. */
     passed() {
       const changes = options.controlPlane?.changes
       const name = changes && options.cursor[changes.source]
-      if (listening || !changes || !name) return
+      if (!changes || !name || name === listeningOn) return
+      listeningOn = name
+      if (listening) {
+        listening = listening.then(async (handle) => {
+          await handle?.move?.(name).catch((error: Error) => options.log(`not listening on the project's new topic (polling instead): ${error.message}`))
+          return handle
+        })
+        return
+      }
       listening = changes
         .listen(name, (version) => {
           options.cursor.notify(version)
