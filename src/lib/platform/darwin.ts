@@ -80,6 +80,9 @@ export function darwinPlatform(deps: HostDeps): Platform {
     os: 'darwin',
     cpuCount: deps.cpuCount,
     systemDir: deps.env.VIDSYNC_SYSTEM_DIR || '/Library/Application Support/vidsync',
+    // Not /usr/local (Homebrew on Intel Macs gives its directories to the user), nor below systemDir,
+    // where every name may be a project's.
+    runtimeDir: deps.env.VIDSYNC_RUNTIME_DIR || '/Library/Application Support/vidsync-runtime',
     // nebula takes the next free utunN whatever tun.dev says.
     honoursTunDev: false,
     invokingUser: () => posixInvokingUser(deps, homeOf),

@@ -123,6 +123,8 @@ export function linuxPlatform(deps: HostDeps): Platform {
     os: 'linux',
     cpuCount: deps.cpuCount,
     systemDir: deps.env.VIDSYNC_SYSTEM_DIR || '/etc/vidsync',
+    // Programs belong below /usr/local/lib (FHS 3.0, 4.9), not /etc; /usr/local is root's on every distribution.
+    runtimeDir: deps.env.VIDSYNC_RUNTIME_DIR || '/usr/local/lib/vidsync/runtime',
     honoursTunDev: true,
     invokingUser: () => posixInvokingUser(deps, homeOf),
     defaultHome: (user) => linuxHome(user, deps),

@@ -126,6 +126,13 @@ export interface Platform {
   readonly cpuCount: number
   /** Root-owned directory for overlay files and service logs: /etc/vidsync, ..., %ProgramData%\vidsync. */
   readonly systemDir: string
+  /**
+   * Root-owned directory for the protected copy of Node.js and vidsync that the POSIX nebula
+   * service runs when the user's could be replaced by someone other than root:
+   * /usr/local/lib/vidsync/runtime, /Library/Application Support/vidsync-runtime
+   * (VIDSYNC_RUNTIME_DIR overrides it). Undefined on Windows, where the SCM runs nebula.exe itself.
+   */
+  readonly runtimeDir?: string
   /** The user vidsync acts for (SUDO_USER under sudo). */
   invokingUser(): User
   /**
