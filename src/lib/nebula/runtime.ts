@@ -18,7 +18,7 @@ import {isAlive, runProgram} from '../exec.js'
 
 const manifestName = 'runtime.json'
 /** The parts of the package root that `vidsync nebula service` needs (no migrations, no embedded-db template). */
-const packageEntries = ['package.json', 'bin', 'dist', 'oclif.manifest.json']
+const packageEntries = ['package.json', join('bin', 'run.js'), 'dist', 'oclif.manifest.json']
 
 /** The directory holding vidsync's package.json, found from this module (dist/lib/nebula/ or src/lib/nebula/). */
 export async function packageRoot(): Promise<string> {
