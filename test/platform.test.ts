@@ -7,7 +7,8 @@ import {execa} from 'execa'
 import {parse as parsePlist} from 'plist'
 
 import {hostDeps, type HostDeps, platformFor} from '../src/lib/platform/index.js'
-import {hasNetAdmin, parseProcStat, parseSystemctlShow, passwdHome} from '../src/lib/platform/linux.js'
+import {parseOtoolLibraries} from '../src/lib/platform/darwin.js'
+import {hasNetAdmin, parseLdd, parseProcStat, parseSystemctlShow, passwdHome} from '../src/lib/platform/linux.js'
 import {posixExecutableProblem} from '../src/lib/platform/posix.js'
 import type {ProgramResult} from '../src/lib/platform/types.js'
 import {cmdArg, parseIcacls, sddlMask, sddlWriters, scBinaryPath, schtasksField, schtasksStatus, schtasksTaskRunLimit, windowsArg, windowsCommandLine} from '../src/lib/platform/win32.js'
@@ -170,6 +171,27 @@ describe('platform layer', () => {
       expect(await platformFor('darwin', host).executableProblem('/home/alice/.nvm/node')).to.match(/belongs to uid 1001/)
       expect(await platformFor('linux', host).nebulaCompanions('/usr/bin/nebula')).to.deep.equal([])
       expect([platformFor('linux', host).serviceRendersOverlay, platformFor('darwin', host).serviceRendersOverlay, platformFor('win32', host).serviceRendersOverlay]).to.deep.equal([true, true, false])
+    })
+
+    it("lists the shared libraries Node.js loads, for the service's check: ldd (real here, and recorded), otool -L without SIP's /usr/lib and /System", async () => {
+      expect(parseLdd(fixture('ldd-node.txt'))).to.deep.equal([
+        '/lib/x86_64-linux-gnu/libdl.so.2', '/lib/x86_64-linux-gnu/libstdc++.so.6', '/lib/x86_64-linux-gnu/libm.so.6', '/lib/x86_64-linux-gnu/libgcc_s.so.1',
+        '/lib/x86_64-linux-gnu/libpthread.so.0', '/lib/x86_64-linux-gnu/libc.so.6', '/lib64/ld-linux-x86-64.so.2',
+      ])
+      // This machine's node: every library it loads is root's.
+      const linux = platformFor('linux', hostDeps())
+      const libraries = await linux.linkedLibraries(process.execPath)
+      for (const library of libraries) expect(await linux.executableProblem(library)).to.equal(undefined)
+      expect(await linux.linkedLibraries('/bin/sh')).to.include.members(libraries.filter((path) => /\/libc\.so/.test(path)))
+      expect(parseOtoolLibraries(fixture('otool-node-nodejs-org.txt'))).to.deep.equal([])
+      const brew = fakeHost((argv) => (argv[0] === 'otool' ? ok(fixture('otool-node-homebrew.txt')) : failed(1)))
+      expect(await platformFor('darwin', brew).linkedLibraries('/opt/homebrew/opt/node/bin/node')).to.deep.equal([
+        '/opt/homebrew/opt/brotli/lib/libbrotlidec.1.dylib', '/opt/homebrew/opt/brotli/lib/libbrotlienc.1.dylib', '/opt/homebrew/opt/c-ares/lib/libcares.2.dylib',
+        '/opt/homebrew/opt/icu4c@76/lib/libicui18n.76.dylib', '/opt/homebrew/opt/icu4c@76/lib/libicuuc.76.dylib', '/opt/homebrew/opt/libnghttp2/lib/libnghttp2.14.dylib',
+        '/opt/homebrew/opt/libuv/lib/libuv.1.dylib', '/opt/homebrew/opt/openssl@3/lib/libssl.3.dylib', '/opt/homebrew/opt/openssl@3/lib/libcrypto.3.dylib',
+      ])
+      expect(brew.calls).to.deep.equal([['otool', '-L', '/opt/homebrew/opt/node/bin/node']])
+      expect(await platformFor('win32', brew).linkedLibraries('C:\\nebula.exe')).to.deep.equal([])
     })
 
     it('writes systemd units that systemd-analyze verify accepts (started only where systemd runs)', async () => {

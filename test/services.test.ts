@@ -459,6 +459,16 @@ describe('services: install, start, uninstall through the service manager', () =
       const removed = await uninstallNebulaService(options)
       expect(removed).to.deep.equal([`vidsync-nebula-studio.service (${join(unitsDir, 'vidsync-nebula-studio.service')})`, copy])
       expect(await readdir(runtimeDir)).to.deep.equal(['0.0.2'])
+      // Homebrew's node (here on Linux): the copy still loads a library alice can replace, which no copy fixes: refused, no unit written.
+      const library = join(root, 'home', 'alice', '.linuxbrew', 'lib', 'libuv.so.1')
+      await mkdir(dirname(library), {recursive: true})
+      await writeFile(library, '')
+      const brewHost: HostDeps = {...host, run: async (file, args, more) => (file === 'ldd' ? ok(`\tlibuv.so.1 => ${library} (0x00007f3a1c000000)\n`) : host.run(file, args, more))}
+      const brew = await expectRejects(installNebulaService({...options, platform: platformFor('linux', brewHost)}), PermissionError)
+      expect(brew.exitCode).to.equal(9)
+      expect(brew.message).to.equal(`refusing to install the nebula service: ${join(copy, 'bin', 'node')} loads ${library}: the directory ${join(root, 'home', 'alice')} belongs to uid 1001, not root`)
+      expect(brew.hint).to.match(/^use a Node\.js that loads only system libraries/)
+      expect(await stat(join(unitsDir, 'vidsync-nebula-studio.service')).catch(() => 'none')).to.equal('none')
       // A runtime directory below alice's home: the copy could be replaced as well, refused before any unit is written.
       const userRuntime = join(root, 'home', 'alice', 'runtime')
       const refusing = platformFor('linux', {...host, env: {...host.env, VIDSYNC_RUNTIME_DIR: userRuntime}})
@@ -472,7 +482,9 @@ describe('services: install, start, uninstall through the service manager', () =
       await writeFile(join(pkg, 'dist', 'index.js'), 'module.exports = 5\n')
       const missing = await expectRejects(installNebulaService(options), PermissionError)
       expect(missing.message).to.equal(`cannot copy vidsync into the protected runtime: its dependency dep-b is not installed (from ${join(pkg, 'node_modules', 'dep-a')})`)
-      expect(await readdir(runtimeDir)).to.deep.equal(['0.0.2'])
+      // What is there stays: the copy the refused install made, until an install or uninstall finds no service running it.
+      expect((await readdir(runtimeDir)).sort()).to.deep.equal(['0.0.2', '9.9.9'])
+      expect(await readFile(join(copy, 'vidsync', 'dist', 'index.js'), 'utf8')).to.equal('module.exports = 4\n')
     })
 
     it('Windows: the logon task gets the control-plane settings from agent.env (icacls: the user and SYSTEM only), none in its definition or argv', async () => {

@@ -97,14 +97,35 @@ const refusal = (problem: string, hint: string) => new PermissionError(`refusing
  */
 async function protectedSelf(platform: Platform, source?: RuntimeSource): Promise<{runtime: ProtectedRuntime; reason: string} | undefined> {
   const reason = await selfProblem(platform)
-  if (!reason) return undefined
+  if (!reason) {
+    await requireProtectedLibraries(platform, process.execPath)
+    return undefined
+  }
   if (!platform.runtimeDir) throw refusal(reason, 'install Node.js and vidsync where only root can write, then run `sudo vidsync up` again')
   const runtime = await installProtectedRuntime(platform.runtimeDir, source)
   for (const program of [runtime.node, runtime.entry]) {
     const problem = await platform.executableProblem(program)
     if (problem) throw refusal(problem, `make ${platform.runtimeDir} and the directories above it writable by root only (VIDSYNC_RUNTIME_DIR chooses another place), then run \`sudo vidsync up\` again`)
   }
+  await requireProtectedLibraries(platform, runtime.node)
   return {runtime, reason}
+}
+
+/**
+ * The shared libraries Node.js loads run as root too: a copy of Homebrew's node still loads
+ * /opt/homebrew/opt/icu4c/… and the like, which the user can replace. Refused (exit 9): the copy
+ * cannot fix it (nodejs.org's builds, which nvm, fnm and volta install, load system libraries only).
+ */
+async function requireProtectedLibraries(platform: Platform, node: string): Promise<void> {
+  for (const library of await platform.linkedLibraries(node)) {
+    const problem = await platform.executableProblem(library)
+    if (problem) {
+      throw refusal(
+        `${node} loads ${library}: ${problem.replace(/^.*? would run as root in the nebula service, but /, '')}`,
+        'use a Node.js that loads only system libraries (the nodejs.org installer or binaries, as nvm, fnm and volta install them), then run `sudo vidsync up` again',
+      )
+    }
+  }
 }
 
 const megabytes = (bytes: number) => (bytes / 1_048_576).toFixed(0)

@@ -168,6 +168,12 @@ export interface Platform {
    */
   executableProblem(path: string): Promise<string | undefined>
   /**
+   * The shared libraries `program` loads that a check must cover as well, by absolute path
+   * (`ldd` on Linux; `otool -L` on macOS, without /usr/lib and /System, which SIP protects and the
+   * dyld cache holds). Homebrew's node loads its libraries from /opt/homebrew. None on Windows.
+   */
+  linkedLibraries(program: string): Promise<string[]>
+  /**
    * The files nebula loads from beside its executable, found there, each with its path relative
    * to nebula's directory: wintun.dll from dist\windows\wintun\bin\<arch>\ on Windows; none on POSIX.
    */

@@ -249,6 +249,8 @@ export function win32Platform(deps: HostDeps): Platform {
       }
       return undefined
     },
+    // The SCM runs nebula.exe, whose one library of its own (wintun.dll) is a companion, checked with it.
+    linkedLibraries: async () => [],
     async nebulaCompanions(nebulaPath) {
       for (const candidate of wintunCandidates(nebulaPath)) if (await deps.exists(candidate)) return [{path: candidate, relative: wintunRelative}]
       return []
