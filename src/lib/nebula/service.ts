@@ -90,10 +90,10 @@ const refusal = (problem: string, hint: string) => new PermissionError(`refusing
 
 /**
  * The programs a POSIX system service runs as root: Node.js and vidsync's entry script. Where
- * someone other than root could replace one (Homebrew's node, nvm, a user's npm prefix), the
- * service would run their code as root at boot: a root-owned copy is made in
- * `platform.runtimeDir` and the service runs that. Refused (exit 9) only when the copy could be
- * replaced too (a runtime directory below someone else's).
+ * someone other than root could replace one (nvm, fnm, volta, a user's npm prefix), the service
+ * would run their code as root at boot: a root-owned copy is made in `platform.runtimeDir` and the
+ * service runs that. Refused (exit 9) only when the copy could be replaced too (a runtime
+ * directory below someone else's) or loads libraries someone else could replace (Homebrew's node).
  */
 async function protectedSelf(platform: Platform, source?: RuntimeSource): Promise<{runtime: ProtectedRuntime; reason: string} | undefined> {
   const reason = await selfProblem(platform)
