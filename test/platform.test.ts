@@ -7,12 +7,13 @@ import {execa} from 'execa'
 import {parse as parsePlist} from 'plist'
 
 import {hostDeps, type HostDeps, platformFor} from '../src/lib/platform/index.js'
-import {hasNetAdmin, parseProcStat, parseSystemctlShow, passwdHome} from '../src/lib/platform/linux.js'
+import {parseOtoolLibraries} from '../src/lib/platform/darwin.js'
+import {hasNetAdmin, parseLdd, parseProcStat, parseSystemctlShow, passwdHome} from '../src/lib/platform/linux.js'
 import {posixExecutableProblem} from '../src/lib/platform/posix.js'
 import type {ProgramResult} from '../src/lib/platform/types.js'
-import {cmdArg, icaclsWriters, parseIcacls, scBinaryPath, schtasksField, schtasksStatus, schtasksTaskRunLimit, windowsArg, windowsCommandLine} from '../src/lib/platform/win32.js'
+import {cmdArg, parseIcacls, sddlMask, sddlWriters, scBinaryPath, schtasksField, schtasksStatus, schtasksTaskRunLimit, windowsArg, windowsCommandLine} from '../src/lib/platform/win32.js'
 import {InvalidInputError} from '../src/lib/errors.js'
-import {fakeHost} from './helpers/host.js'
+import {fakeHost, getAclAnswer} from './helpers/host.js'
 import {expectRejects} from './helpers/rejects.js'
 import {removeTempDirs, tempDir} from './helpers/temp.js'
 
@@ -170,6 +171,27 @@ describe('platform layer', () => {
       expect(await platformFor('darwin', host).executableProblem('/home/alice/.nvm/node')).to.match(/belongs to uid 1001/)
       expect(await platformFor('linux', host).nebulaCompanions('/usr/bin/nebula')).to.deep.equal([])
       expect([platformFor('linux', host).serviceRendersOverlay, platformFor('darwin', host).serviceRendersOverlay, platformFor('win32', host).serviceRendersOverlay]).to.deep.equal([true, true, false])
+    })
+
+    it("lists the shared libraries Node.js loads, for the service's check: ldd (real here, and recorded), otool -L without SIP's /usr/lib and /System", async () => {
+      expect(parseLdd(fixture('ldd-node.txt'))).to.deep.equal([
+        '/lib/x86_64-linux-gnu/libdl.so.2', '/lib/x86_64-linux-gnu/libstdc++.so.6', '/lib/x86_64-linux-gnu/libm.so.6', '/lib/x86_64-linux-gnu/libgcc_s.so.1',
+        '/lib/x86_64-linux-gnu/libpthread.so.0', '/lib/x86_64-linux-gnu/libc.so.6', '/lib64/ld-linux-x86-64.so.2',
+      ])
+      // This machine's node: every library it loads is root's.
+      const linux = platformFor('linux', hostDeps())
+      const libraries = await linux.linkedLibraries(process.execPath)
+      for (const library of libraries) expect(await linux.executableProblem(library)).to.equal(undefined)
+      expect(await linux.linkedLibraries('/bin/sh')).to.include.members(libraries.filter((path) => /\/libc\.so/.test(path)))
+      expect(parseOtoolLibraries(fixture('otool-node-nodejs-org.txt'))).to.deep.equal([])
+      const brew = fakeHost((argv) => (argv[0] === 'otool' ? ok(fixture('otool-node-homebrew.txt')) : failed(1)))
+      expect(await platformFor('darwin', brew).linkedLibraries('/opt/homebrew/opt/node/bin/node')).to.deep.equal([
+        '/opt/homebrew/opt/brotli/lib/libbrotlidec.1.dylib', '/opt/homebrew/opt/brotli/lib/libbrotlienc.1.dylib', '/opt/homebrew/opt/c-ares/lib/libcares.2.dylib',
+        '/opt/homebrew/opt/icu4c@76/lib/libicui18n.76.dylib', '/opt/homebrew/opt/icu4c@76/lib/libicuuc.76.dylib', '/opt/homebrew/opt/libnghttp2/lib/libnghttp2.14.dylib',
+        '/opt/homebrew/opt/libuv/lib/libuv.1.dylib', '/opt/homebrew/opt/openssl@3/lib/libssl.3.dylib', '/opt/homebrew/opt/openssl@3/lib/libcrypto.3.dylib',
+      ])
+      expect(brew.calls).to.deep.equal([['otool', '-L', '/opt/homebrew/opt/node/bin/node']])
+      expect(await platformFor('win32', brew).linkedLibraries('C:\\nebula.exe')).to.deep.equal([])
     })
 
     it('writes systemd units that systemd-analyze verify accepts (started only where systemd runs)', async () => {
@@ -426,32 +448,56 @@ describe('platform layer', () => {
       expect(error.hint).to.equal('use a shorter --home')
     })
 
-    it('refuses a nebula.exe for the SYSTEM service that a non-administrator could replace (icacls of the file and its folder); finds wintun.dll to copy', async () => {
+    it('refuses a nebula.exe for the SYSTEM service that a non-administrator could replace (Get-Acl SDDL of the file and its folder, by SID, whatever the language); finds wintun.dll to copy', async () => {
       const answers: Record<string, string> = {
-        'C:\\Program Files\\nebula\\nebula.exe': fixture('icacls-program-files.txt'),
-        'C:\\Program Files\\nebula': fixture('icacls-program-files-dir.txt'),
-        'C:\\Users\\alice\\AppData\\Local\\nebula\\nebula.exe': fixture('icacls-user-program.txt'),
-        'C:\\ProgramData\\vidsync\\bin\\nebula.exe': fixture('icacls-system-private.txt'),
-        'C:\\ProgramData\\vidsync\\bin': fixture('icacls-programdata-inherited.txt'),
+        'C:\\Program Files\\nebula\\nebula.exe': fixture('getacl-sddl-program-files.txt'),
+        'C:\\Program Files\\nebula': fixture('getacl-sddl-program-files-dir.txt'),
+        'C:\\Users\\alice\\AppData\\Local\\nebula\\nebula.exe': fixture('getacl-sddl-user-program.txt'),
+        'C:\\Users\\alice\\AppData\\Local\\nebula': fixture('getacl-sddl-user-program.txt'),
+        'C:\\ProgramData\\vidsync\\bin\\nebula.exe': fixture('getacl-sddl-system-private.txt'),
+        'C:\\ProgramData\\vidsync\\bin': fixture('getacl-sddl-programdata-inherited.txt'),
       }
-      const host = fakeHost((argv) => (argv[0] === 'icacls' && argv[1] && answers[argv[1]] ? ok(answers[argv[1]] ?? '') : failed(2, 'The system cannot find the file specified.')), {
+      const host = fakeHost((argv) => getAclAnswer(argv, (path) => answers[path]) ?? (argv[0] === 'icacls' ? ok(fixture('icacls-de-program-files.txt')) : failed(1)), {
         exists: async (path) => path === 'C:\\Program Files\\nebula\\dist\\windows\\wintun\\bin\\amd64\\wintun.dll',
       })
       const win = platformFor('win32', host)
       // Unzipped into Program Files by an administrator: only TrustedInstaller, SYSTEM and Administrators may write; entries for what the folder will hold (IO) do not count.
       expect(await win.executableProblem('C:\\Program Files\\nebula\\nebula.exe')).to.equal(undefined)
-      expect(host.calls.map((argv) => argv[1])).to.deep.equal(['C:\\Program Files\\nebula\\nebula.exe', 'C:\\Program Files\\nebula'])
+      // One PowerShell for both, paths as single-quoted strings.
+      expect(host.calls).to.deep.equal([
+        ['powershell.exe', '-NoProfile', '-NonInteractive', '-Command', "'C:\\Program Files\\nebula\\nebula.exe','C:\\Program Files\\nebula' | ForEach-Object { (Get-Acl -LiteralPath $_).Sddl }"],
+      ])
+      // The same file on a German Windows: icacls names VORDEFINIERT\Administratoren and NT-AUTORITÄT\SYSTEM, Get-Acl's Sddl is the same SIDs and masks; icacls is not asked.
+      const german = fixture('getacl-format-list-de.txt')
+      expect(german).to.include('Owner  : VORDEFINIERT\\Administratoren')
+      answers['C:\\Program Files\\nebula\\nebula.exe'] = /^Sddl\s*: (.*)$/m.exec(german.replace(/\r/g, ''))?.[1] ?? ''
+      expect(answers['C:\\Program Files\\nebula\\nebula.exe']).to.equal(fixture('getacl-sddl-program-files.txt').trim())
+      expect(fixture('icacls-de-program-files.txt')).to.include('VORDEFINIERT\\Administratoren:(I)(F)')
+      expect(await win.executableProblem('C:\\Program Files\\nebula\\nebula.exe')).to.equal(undefined)
+      expect(host.calls.some((argv) => argv[0] === 'icacls')).to.equal(false)
+      // alice's own file: she owns it (and may rewrite its DACL) and has full control.
       expect(await win.executableProblem('C:\\Users\\alice\\AppData\\Local\\nebula\\nebula.exe')).to.equal(
-        'C:\\Users\\alice\\AppData\\Local\\nebula\\nebula.exe would run as SYSTEM in the nebula service, but the file is writable by DESKTOP-7Q2\\alice',
+        'C:\\Users\\alice\\AppData\\Local\\nebula\\nebula.exe would run as SYSTEM in the nebula service, but the file is writable by S-1-5-21-3623811015-3361044348-30300820-1001 (owner)',
       )
-      // %ProgramData%'s default lets Users create files in a folder: the copy's folder must not keep it.
+      // %ProgramData%'s default lets Users add files and folders (DCLCRPCR, 0x116): the copy's folder must not keep it.
       expect(await win.executableProblem('C:\\ProgramData\\vidsync\\bin\\nebula.exe')).to.equal(
-        'C:\\ProgramData\\vidsync\\bin\\nebula.exe would run as SYSTEM in the nebula service, but the folder C:\\ProgramData\\vidsync\\bin is writable by BUILTIN\\Users',
+        'C:\\ProgramData\\vidsync\\bin\\nebula.exe would run as SYSTEM in the nebula service, but the folder C:\\ProgramData\\vidsync\\bin is writable by Users (BU)',
       )
-      answers['C:\\ProgramData\\vidsync\\bin'] = fixture('icacls-system-private-dir.txt')
+      answers['C:\\ProgramData\\vidsync\\bin'] = fixture('getacl-sddl-system-private-dir.txt')
       expect(await win.executableProblem('C:\\ProgramData\\vidsync\\bin\\nebula.exe')).to.equal(undefined)
-      expect(await win.executableProblem('C:\\nowhere\\nebula.exe')).to.match(/^C:\\nowhere\\nebula\.exe cannot be checked: icacls C:\\nowhere\\nebula\.exe failed: The system cannot find the file specified\.$/)
-      expect(icaclsWriters([{principal: 'Everyone', rights: '(RX,W)'}, {principal: 'S-1-5-18', rights: '(F)'}, {principal: 'BUILTIN\\Users', rights: '(OI)(CI)(IO)(F)'}])).to.deep.equal(['Everyone'])
+      expect(await win.executableProblem('C:\\nowhere\\nebula.exe')).to.equal("C:\\nowhere\\nebula.exe cannot be checked: Get-Acl failed: Get-Acl : Cannot find path 'C:\\nowhere\\nebula.exe' because it does not exist.")
+      // Rights as masks, whichever way SDDL writes them; read-only and inherit-only entries, SYSTEM, Administrators and TrustedInstaller by SID do not count.
+      expect(sddlMask('FA')).to.equal(0x1f01ff)
+      expect(sddlMask('DCLCRPCR')).to.equal(0x116)
+      expect(sddlMask('0x1200A9')).to.equal(0x1200a9)
+      expect(sddlMask('ZZ')).to.equal(undefined)
+      expect(sddlWriters('O:S-1-5-32-544G:SYD:(A;;0x1301bf;;;S-1-5-18)(A;;GA;;;S-1-5-32-544)(A;OICIIO;GA;;;BU)(A;;0x1200a9;;;WD)(A;;FX;;;AU)')).to.deep.equal([])
+      expect(sddlWriters('O:BAG:SYD:(A;;0x1200a9;;;WD)(A;;WD;;;AU)(A;;GW;;;IU)(A;;SD;;;S-1-5-21-1-2-3-1001)(A;;0x2;;;BU)(D;;FA;;;BU)')).to.deep.equal([
+        'Authenticated Users (AU)', 'Interactive (IU)', 'S-1-5-21-1-2-3-1001', 'Users (BU)',
+      ])
+      expect(sddlWriters('O:BAG:SYD:NO_ACCESS_CONTROL')).to.deep.equal(['Everyone (no DACL)'])
+      expect(sddlWriters('O:BAG:SY')).to.deep.equal(['Everyone (no DACL)'])
+      expect(sddlWriters('O:BAG:SYD:(A;;XY;;;BU)')).to.deep.equal(['Users (BU)'])
       // wintun.dll where nebula's release zip puts it (slackhq/nebula overlay/tun_windows.go, checkWinTunExists), to copy along.
       expect(await win.nebulaCompanions('C:\\Program Files\\nebula\\nebula.exe')).to.deep.equal([
         {path: 'C:\\Program Files\\nebula\\dist\\windows\\wintun\\bin\\amd64\\wintun.dll', relative: 'dist\\windows\\wintun\\bin\\amd64\\wintun.dll'},

@@ -1,6 +1,6 @@
 import {readFileSync} from 'node:fs'
-import {chmod, mkdir, readFile, stat, writeFile} from 'node:fs/promises'
-import {join} from 'node:path'
+import {chmod, chown, mkdir, readdir, readFile, readlink, realpath, rm, stat, symlink, writeFile} from 'node:fs/promises'
+import {dirname, join} from 'node:path'
 
 import {expect} from 'chai'
 
@@ -8,7 +8,7 @@ import {ConflictError, PermissionError, ToolFailedError} from '../src/lib/errors
 import type {BundleManifest} from '../src/lib/bundle/manifest.js'
 import {resolveTools} from '../src/lib/exec.js'
 import {reloadNebula} from '../src/lib/nebula/process.js'
-import {installNebulaService} from '../src/lib/nebula/service.js'
+import {installNebulaService, uninstallNebulaService} from '../src/lib/nebula/service.js'
 import {installSystemOverlay, systemOverlayProblem, systemOverlayRecordPath} from '../src/lib/nebula/system-overlay.js'
 import {JoinedProject} from '../src/lib/project/joined-project.js'
 import {serviceChecks} from '../src/lib/up/service-status.js'
@@ -18,7 +18,7 @@ import type {OsName, ProgramResult, ServiceSpec} from '../src/lib/platform/types
 import {agentEnvPath, agentServiceDefinition, installService, readAgentSettings, reportService, uninstallService, writeAgentSettings} from '../src/lib/up/services.js'
 import {bringDown, ensureNebula} from '../src/lib/up/up.js'
 import {cli} from './helpers/cli.js'
-import {fakeHost} from './helpers/host.js'
+import {fakeHost, getAclAnswer} from './helpers/host.js'
 import {expectRejects} from './helpers/rejects.js'
 import {removeTempDirs, tempDir} from './helpers/temp.js'
 
@@ -262,16 +262,14 @@ describe('services: install, start, uninstall through the service manager', () =
       await chmod(nebula, 0o755)
       await writeFile(wintun, 'wintun dll')
       const copy = join(system, 'bin', 'nebula.exe')
-      const icacls = (target: string) => {
-        const protectedCopy = target === copy || target === join(system, 'bin')
-        const text = fixture(target === copy ? 'icacls-system-private.txt' : protectedCopy ? 'icacls-system-private-dir.txt' : 'icacls-user-program.txt')
-        return text.replace(/^\S+/, target) // the recorded path, then the entries
-      }
+      const sddl = (target: string) =>
+        fixture(target === copy ? 'getacl-sddl-system-private.txt' : target === join(system, 'bin') ? 'getacl-sddl-system-private-dir.txt' : 'getacl-sddl-user-program.txt')
       let installed = false
       const host = managedHost(
         root,
         (argv) => {
-          if (argv[0] === 'icacls' && argv.length === 2) return ok(icacls(argv[1] ?? ''))
+          const acl = getAclAnswer(argv, sddl)
+          if (acl) return acl
           if (argv[0] === 'powershell.exe' && (argv.at(-1) ?? '').includes('IsInRole')) return ok('True\r\n')
           if (argv[1] === 'create') installed = true
           if (argv[1] === 'queryex') return installed ? ok(fixture('sc-queryex-running.txt')) : failed(1060, '', fixture('sc-queryex-missing.txt'))
@@ -357,7 +355,7 @@ describe('services: install, start, uninstall through the service manager', () =
       expect(await systemOverlayProblem(project, platformFor('linux', host))).to.equal(undefined)
     })
 
-    it('the elevated step refuses (exit 9, nothing installed) a service program someone other than an administrator could replace: the nebula copy on Windows, Node.js on POSIX', async () => {
+    it('the elevated step refuses (exit 9, nothing installed) a service program someone other than an administrator could replace: the nebula copy on Windows', async () => {
       const root = await tempDir('vidsync-services-')
       const nebula = join(root, 'nebula.exe')
       await writeFile(nebula, '#!/bin/sh\nexit 0\n')
@@ -366,8 +364,10 @@ describe('services: install, start, uninstall through the service manager', () =
       const winHost = managedHost(
         root,
         (argv) => {
-          if (argv[0] === 'icacls' && argv.length === 2) return ok(fixture(argv[1] === join(root, 'system', 'bin') ? 'icacls-programdata-inherited.txt' : argv[1] === join(root, 'system', 'bin', 'nebula.exe') ? 'icacls-system-private.txt' : 'icacls-user-program.txt').replace(/^\S+/, argv[1] ?? ''))
-          return argv[0] === 'powershell.exe' ? ok('True\r\n') : ok()
+          const acl = getAclAnswer(argv, (path) =>
+            fixture(path === join(root, 'system', 'bin') ? 'getacl-sddl-programdata-inherited.txt' : path === join(root, 'system', 'bin', 'nebula.exe') ? 'getacl-sddl-system-private.txt' : 'getacl-sddl-user-program.txt'),
+          )
+          return acl ?? (argv[0] === 'powershell.exe' ? ok('True\r\n') : ok())
         },
         {env: {VIDSYNC_SYSTEM_DIR: join(root, 'system')}},
       )
@@ -377,22 +377,114 @@ describe('services: install, start, uninstall through the service manager', () =
       const error = await expectRejects(installNebulaService({...options, platform: win}), PermissionError)
       expect(error.exitCode).to.equal(9)
       const copy = join(root, 'system', 'bin', 'nebula.exe')
-      expect(error.message).to.equal(`refusing to install the nebula service: ${copy} would run as SYSTEM in the nebula service, but the folder ${join(root, 'system', 'bin')} is writable by BUILTIN\\Users`)
+      expect(error.message).to.equal(`refusing to install the nebula service: ${copy} would run as SYSTEM in the nebula service, but the folder ${join(root, 'system', 'bin')} is writable by Users (BU)`)
       expect(error.hint).to.equal(`make ${copy} and its folder writable by administrators only, then run the elevated step again`)
       expect(winHost.calls.some((argv) => argv[0] === 'sc.exe')).to.equal(false)
       expect(await stat(join(root, 'system', 'studio')).catch(() => 'none')).to.equal('none')
-      // POSIX: Node.js in alice's home (nvm) would run as root at every boot: refused before the system copy is written.
-      const linuxHost = managedHost(root, () => ok(fixture('systemctl-show-not-found.txt')), {
-        env: {VIDSYNC_SYSTEM_DIR: join(root, 'etc')},
-        fileOwner: async (path) => (path === process.execPath ? {uid: 1001, gid: 1001, mode: 0o755} : {uid: 0, gid: 0, mode: 0o755}),
-        realPath: async (path) => path,
+    })
+
+    it('POSIX: a Node.js or vidsync someone else could replace (nvm, Homebrew, a user npm prefix) runs from a root-owned copy, reused while unchanged, removed with the last service; refused (exit 9) only where the copy could be replaced too', async () => {
+      const root = await tempDir('vidsync-services-')
+      // A small vidsync package in a workspace: a dependency below it, one hoisted above it, one linked (pnpm), a dev dependency left out.
+      const workspace = join(root, 'home', 'alice', 'ws')
+      const pkg = join(workspace, 'packages', 'vidsync')
+      const files: Record<string, string> = {
+        [join(pkg, 'package.json')]: JSON.stringify({name: 'vidsync', version: '9.9.9', dependencies: {'dep-a': '1', 'dep-c': '1'}, devDependencies: {'dev-only': '1'}}),
+        [join(pkg, 'bin', 'run.js')]: "require('dep-a'); require('dep-c'); process.exit(process.argv.includes('--help') ? 0 : 3)\n",
+        [join(pkg, 'dist', 'index.js')]: 'module.exports = 1\n',
+        [join(pkg, 'migrations', '001.sql')]: 'select 1;\n',
+        [join(pkg, 'node_modules', 'dep-a', 'package.json')]: JSON.stringify({name: 'dep-a', dependencies: {'dep-b': '1'}}),
+        [join(pkg, 'node_modules', 'dep-a', 'index.js')]: "require('dep-b')\n",
+        [join(workspace, 'node_modules', 'dep-b', 'package.json')]: JSON.stringify({name: 'dep-b'}),
+        [join(workspace, 'node_modules', 'dep-b', 'index.js')]: 'module.exports = 2\n',
+        [join(pkg, 'node_modules', '.pnpm', 'dep-c@1', 'node_modules', 'dep-c', 'package.json')]: JSON.stringify({name: 'dep-c'}),
+        [join(pkg, 'node_modules', '.pnpm', 'dep-c@1', 'node_modules', 'dep-c', 'index.js')]: 'module.exports = 3\n',
+        [join(pkg, 'node_modules', 'dev-only', 'package.json')]: JSON.stringify({name: 'dev-only'}),
+        // nvm's node in alice's home: here a script that runs this Node.js, so the copy's start check runs for real.
+        [join(root, 'home', 'alice', '.nvm', 'node')]: `#!/bin/sh\nexec ${JSON.stringify(process.execPath)} "$@"\n`,
+      }
+      for (const [path, text] of Object.entries(files)) {
+        await mkdir(dirname(path), {recursive: true})
+        await writeFile(path, text, {mode: /(node|run\.js)$/.test(path) ? 0o755 : 0o644})
+      }
+      await symlink(join('.pnpm', 'dep-c@1', 'node_modules', 'dep-c'), join(pkg, 'node_modules', 'dep-c'))
+      await chown(join(root, 'home', 'alice'), 1001, 1001)
+      const runtimeSource = {node: join(root, 'home', 'alice', '.nvm', 'node'), root: pkg}
+      const runtimeDir = join(root, 'usr', 'local', 'lib', 'vidsync', 'runtime')
+      const unitsDir = join(root, 'etc', 'systemd', 'system')
+      // An older version's copy no service runs, and one another project's unit still runs.
+      await mkdir(join(runtimeDir, '0.0.1', 'bin'), {recursive: true})
+      await mkdir(join(runtimeDir, '0.0.2', 'bin'), {recursive: true})
+      await mkdir(unitsDir, {recursive: true})
+      await writeFile(join(unitsDir, 'vidsync-nebula-other.service'), `ExecStart="${join(runtimeDir, '0.0.2', 'bin', 'node')}"\n`)
+      const owners = async (path: string) => (path === process.execPath ? {uid: 1001, gid: 1001, mode: 0o755} : stat(path).then((info) => ({uid: info.uid, gid: info.gid, mode: info.mode & 0o7777}), () => undefined))
+      const host = managedHost(root, () => ok(fixture('systemctl-show-not-found.txt')), {
+        env: {VIDSYNC_SYSTEM_DIR: join(root, 'etc', 'vidsync'), VIDSYNC_RUNTIME_DIR: runtimeDir},
+        fileOwner: owners,
+        realPath: (path) => realpath(path).catch(() => path),
       })
-      const linux = platformFor('linux', linuxHost)
-      const posixError = await expectRejects(installNebulaService({...options, platform: linux}), PermissionError)
-      expect(posixError.exitCode).to.equal(9)
-      expect(posixError.message).to.equal(`refusing to install the nebula service: ${process.execPath} would run as root in the nebula service, but the file belongs to uid 1001, not root`)
-      expect(linuxHost.calls.some((argv) => argv[0] === 'systemctl')).to.equal(false)
-      expect(await stat(join(root, 'etc', 'studio')).catch(() => 'none')).to.equal('none')
+      const linux = platformFor('linux', host)
+      const project = await joinedStudio(join(root, 'home'), linux)
+      const nebula = join(root, 'nebula')
+      await writeFile(nebula, '#!/bin/sh\nexit 0\n', {mode: 0o755})
+      const options = {home: join(root, 'home'), projectDir: project.dir, user: linux.invokingUser(), tools: resolveTools({nebula}), platform: linux, runtimeSource, startDetached: () => Promise.reject(new Error('no'))}
+      const copy = join(runtimeDir, '9.9.9')
+      const first = await installNebulaService(options)
+      expect(first.installed[2]).to.match(
+        new RegExp(`^Node\\.js v[\\d.]+ and vidsync copied to ${copy.replaceAll('.', '\\.')} \\(10 files, 0 MB in [\\d.]+ s; replaceable by root only\\): the nebula service runs this copy, since ${process.execPath} would run as root in the nebula service, but the file belongs to uid 1001, not root$`),
+      )
+      expect(first.installed.slice(3)).to.deep.equal([`${join(runtimeDir, '0.0.1')} removed: no nebula service runs it`])
+      const unit = await readFile(join(unitsDir, 'vidsync-nebula-studio.service'), 'utf8')
+      expect(unit).to.include(`ExecStart="${join(copy, 'bin', 'node')}" "${join(copy, 'vidsync', 'bin', 'run.js')}" "nebula" "service" "studio" "--home" "${join(root, 'home')}"\n`)
+      // Root's, writable by nobody else; what the package needs at runtime, as Node.js resolves it; no migrations, no dev dependencies.
+      for (const [path, mode] of [[join(copy, 'bin', 'node'), 0o755], [join(copy, 'vidsync', 'dist', 'index.js'), 0o644], [join(copy, 'vidsync', 'node_modules', 'dep-b'), 0o755]] as const) {
+        expect(await stat(path).then((info) => [info.uid, info.mode & 0o777])).to.deep.equal([0, mode])
+      }
+      expect(await linux.executableProblem(join(copy, 'vidsync', 'bin', 'run.js'))).to.equal(undefined)
+      expect(await readlink(join(copy, 'vidsync', 'node_modules', 'dep-c'))).to.equal(join('.pnpm', 'dep-c@1', 'node_modules', 'dep-c'))
+      expect((await readdir(join(copy, 'vidsync'))).sort()).to.deep.equal(['bin', 'dist', 'node_modules', 'package.json'])
+      expect((await readdir(join(copy, 'vidsync', 'node_modules'))).sort()).to.deep.equal(['.pnpm', 'dep-a', 'dep-b', 'dep-c'])
+      expect((await readdir(runtimeDir)).sort()).to.deep.equal(['0.0.2', '9.9.9'])
+      // Unchanged: kept as it is (its manifest, written last, records the source's digest).
+      const manifestTime = (await stat(join(copy, 'runtime.json'))).mtimeMs
+      const again = await installNebulaService(options)
+      expect(again.installed[2]).to.equal(`the nebula service runs the protected copy of Node.js and vidsync in ${copy} (unchanged)`)
+      expect((await stat(join(copy, 'runtime.json'))).mtimeMs).to.equal(manifestTime)
+      // The same version rebuilt: copied again, replacing the older copy whole.
+      await writeFile(join(pkg, 'dist', 'index.js'), 'module.exports = 4\n')
+      expect((await installNebulaService(options)).installed[2]).to.match(/^Node\.js .* copied to /)
+      expect(await readFile(join(copy, 'vidsync', 'dist', 'index.js'), 'utf8')).to.equal('module.exports = 4\n')
+      expect((await readdir(runtimeDir)).filter((name) => name.startsWith('.'))).to.deep.equal([])
+      // down --uninstall: the unit goes, and with it the copy no service runs any more.
+      const removed = await uninstallNebulaService(options)
+      expect(removed).to.deep.equal([`vidsync-nebula-studio.service (${join(unitsDir, 'vidsync-nebula-studio.service')})`, copy])
+      expect(await readdir(runtimeDir)).to.deep.equal(['0.0.2'])
+      // Homebrew's node (here on Linux): the copy still loads a library alice can replace, which no copy fixes: refused, no unit written.
+      const library = join(root, 'home', 'alice', '.linuxbrew', 'lib', 'libuv.so.1')
+      await mkdir(dirname(library), {recursive: true})
+      await writeFile(library, '')
+      const brewHost: HostDeps = {...host, run: async (file, args, more) => (file === 'ldd' ? ok(`\tlibuv.so.1 => ${library} (0x00007f3a1c000000)\n`) : host.run(file, args, more))}
+      const brew = await expectRejects(installNebulaService({...options, platform: platformFor('linux', brewHost)}), PermissionError)
+      expect(brew.exitCode).to.equal(9)
+      expect(brew.message).to.equal(`refusing to install the nebula service: ${join(copy, 'bin', 'node')} loads ${library}: the directory ${join(root, 'home', 'alice')} belongs to uid 1001, not root`)
+      expect(brew.hint).to.match(/^use a Node\.js that loads only system libraries/)
+      expect(await stat(join(unitsDir, 'vidsync-nebula-studio.service')).catch(() => 'none')).to.equal('none')
+      // A runtime directory below alice's home: the copy could be replaced as well, refused before any unit is written.
+      const userRuntime = join(root, 'home', 'alice', 'runtime')
+      const refusing = platformFor('linux', {...host, env: {...host.env, VIDSYNC_RUNTIME_DIR: userRuntime}})
+      const error = await expectRejects(installNebulaService({...options, platform: refusing}), PermissionError)
+      expect(error.exitCode).to.equal(9)
+      expect(error.message).to.equal(`refusing to install the nebula service: ${join(userRuntime, '9.9.9', 'bin', 'node')} would run as root in the nebula service, but the directory ${join(root, 'home', 'alice')} belongs to uid 1001, not root`)
+      expect(error.hint).to.equal(`make ${userRuntime} and the directories above it writable by root only (VIDSYNC_RUNTIME_DIR chooses another place), then run \`sudo vidsync up\` again`)
+      expect(await stat(join(unitsDir, 'vidsync-nebula-studio.service')).catch(() => 'none')).to.equal('none')
+      // A missing dependency: the copy is not made.
+      await rm(join(workspace, 'node_modules', 'dep-b'), {recursive: true})
+      await writeFile(join(pkg, 'dist', 'index.js'), 'module.exports = 5\n')
+      const missing = await expectRejects(installNebulaService(options), PermissionError)
+      expect(missing.message).to.equal(`cannot copy vidsync into the protected runtime: its dependency dep-b is not installed (from ${join(pkg, 'node_modules', 'dep-a')})`)
+      // What is there stays: the copy the refused install made, until an install or uninstall finds no service running it.
+      expect((await readdir(runtimeDir)).sort()).to.deep.equal(['0.0.2', '9.9.9'])
+      expect(await readFile(join(copy, 'vidsync', 'dist', 'index.js'), 'utf8')).to.equal('module.exports = 4\n')
     })
 
     it('Windows: the logon task gets the control-plane settings from agent.env (icacls: the user and SYSTEM only), none in its definition or argv', async () => {

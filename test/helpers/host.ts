@@ -30,3 +30,20 @@ export function fakeHost(answers: (argv: string[]) => ProgramResult, overrides: 
   }
 }
 
+
+/**
+ * Answers the win32 platform's ACL check, `powershell.exe ... -Command "'<file>','<folder>' |
+ * ForEach-Object { (Get-Acl -LiteralPath $_).Sddl }"`, from recorded SDDL (one line per path, as
+ * PowerShell prints them); a path without one fails as Get-Acl does for a missing path. Undefined
+ * for any other program.
+ */
+export function getAclAnswer(argv: string[], sddlOf: (path: string) => string | undefined): ProgramResult | undefined {
+  const command = argv[0] === 'powershell.exe' ? (argv.at(-1) ?? '') : ''
+  if (!command.includes('Get-Acl')) return undefined
+  const paths = [...(command.split('|')[0] ?? '').matchAll(/'((?:[^']|'')*)'/g)].map((match) => (match[1] ?? '').replaceAll("''", "'"))
+  const lines = paths.map((path) => sddlOf(path)?.trim())
+  const missing = paths.find((_, index) => lines[index] === undefined)
+  const stdout = lines.filter((line) => line !== undefined).map((line) => `${line}\r\n`).join('')
+  if (missing !== undefined) return {stdout, stderr: `Get-Acl : Cannot find path '${missing}' because it does not exist.`, exitCode: 1, missing: false}
+  return {stdout, stderr: '', exitCode: 0, missing: false}
+}

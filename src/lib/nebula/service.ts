@@ -1,6 +1,6 @@
 import {constants} from 'node:fs'
 import {access} from 'node:fs/promises'
-import {delimiter, isAbsolute, join} from 'node:path'
+import {delimiter, dirname, isAbsolute, join} from 'node:path'
 
 import {MissingDependencyError, PermissionError, ToolFailedError} from '../errors.js'
 import {type Daemon, resolveTools, selfCommand, selfPrograms, type Tools} from '../exec.js'
@@ -12,6 +12,7 @@ import {testNebulaConfig} from './config.js'
 import {nebulaControlAddress, startNebula} from './process.js'
 import {JoinedProject, loadProject} from '../project/joined-project.js'
 import {installSystemNebula, installSystemOverlay, serviceNebulaPath, systemOverlayPaths} from './system-overlay.js'
+import {installProtectedRuntime, type ProtectedRuntime, removeUnusedRuntimes, runtimeCommand, type RuntimeSource} from './runtime.js'
 
 /** The service manager runs programs from a bare environment, so they need absolute paths. */
 export async function absoluteNebula(tools?: Tools, platform: Platform = currentPlatform()): Promise<string> {
@@ -31,6 +32,8 @@ export interface NebulaServiceOptions {
   user: User
   tools?: Tools
   platform?: Platform
+  /** What the protected runtime copies (POSIX): the running Node.js and vidsync unless given (tests give a small package). */
+  runtimeSource?: RuntimeSource
 }
 
 /**
@@ -46,7 +49,7 @@ export async function nebulaServiceDefinition(options: NebulaServiceOptions & {n
   const command =
     platform.os === 'win32'
       ? [options.nebulaPath, '-service', 'run', '-config', systemOverlayPaths(project.name, platform).configPath]
-      : selfCommand(['nebula', 'service', project.name, '--home', options.home])
+      : (await serviceSelf(platform, ['nebula', 'service', project.name, '--home', options.home], options.runtimeSource)).command
   const logPath = join(project.dir, 'nebula-service.log')
   return platform.nebulaService({project: project.name, command, logPath, description: `vidsync: Nebula overlay for project ${project.name}`})
 }
@@ -63,21 +66,69 @@ export async function nebulaServiceProbe(options: NebulaServiceOptions): Promise
   return nebulaServiceDefinition({...options, nebulaPath})
 }
 
-/**
- * The programs a POSIX system service runs as root: Node.js and vidsync's entry script. Where
- * someone other than root could replace one, the service would run their code as root at boot:
- * refused (exit 9) before anything is written.
- */
-async function requireProtectedSelf(platform: Platform): Promise<void> {
+/** Why someone other than root could replace Node.js or vidsync's entry script, the programs `selfCommand` runs; undefined when only root can. */
+export async function selfProblem(platform: Platform): Promise<string | undefined> {
   for (const program of selfPrograms()) {
     const problem = await platform.executableProblem(program)
+    if (problem) return problem
+  }
+  return undefined
+}
+
+/**
+ * What the POSIX nebula service runs: this Node.js and vidsync where only root can replace them,
+ * else their protected copy in `platform.runtimeDir` (`problem` says why). Reads file owners and
+ * modes only, so `status` as the user decides as the elevated step does.
+ */
+async function serviceSelf(platform: Platform, args: string[], source?: RuntimeSource): Promise<{command: string[]; problem?: string}> {
+  const problem = await selfProblem(platform)
+  if (!problem || !platform.runtimeDir) return {command: selfCommand(args)}
+  return {command: await runtimeCommand(platform.runtimeDir, args, source), problem}
+}
+
+const refusal = (problem: string, hint: string) => new PermissionError(`refusing to install the nebula service: ${problem}`, {hint})
+
+/**
+ * The programs a POSIX system service runs as root: Node.js and vidsync's entry script. Where
+ * someone other than root could replace one (nvm, fnm, volta, a user's npm prefix), the service
+ * would run their code as root at boot: a root-owned copy is made in `platform.runtimeDir` and the
+ * service runs that. Refused (exit 9) only when the copy could be replaced too (a runtime
+ * directory below someone else's) or loads libraries someone else could replace (Homebrew's node).
+ */
+async function protectedSelf(platform: Platform, source?: RuntimeSource): Promise<{runtime: ProtectedRuntime; reason: string} | undefined> {
+  const reason = await selfProblem(platform)
+  if (!reason) {
+    await requireProtectedLibraries(platform, process.execPath)
+    return undefined
+  }
+  if (!platform.runtimeDir) throw refusal(reason, 'install Node.js and vidsync where only root can write, then run `sudo vidsync up` again')
+  const runtime = await installProtectedRuntime(platform.runtimeDir, source)
+  for (const program of [runtime.node, runtime.entry]) {
+    const problem = await platform.executableProblem(program)
+    if (problem) throw refusal(problem, `make ${platform.runtimeDir} and the directories above it writable by root only (VIDSYNC_RUNTIME_DIR chooses another place), then run \`sudo vidsync up\` again`)
+  }
+  await requireProtectedLibraries(platform, runtime.node)
+  return {runtime, reason}
+}
+
+/**
+ * The shared libraries Node.js loads run as root too: a copy of Homebrew's node still loads
+ * /opt/homebrew/opt/icu4c/… and the like, which the user can replace. Refused (exit 9): the copy
+ * cannot fix it (nodejs.org's builds, which nvm, fnm and volta install, load system libraries only).
+ */
+async function requireProtectedLibraries(platform: Platform, node: string): Promise<void> {
+  for (const library of await platform.linkedLibraries(node)) {
+    const problem = await platform.executableProblem(library)
     if (problem) {
-      throw new PermissionError(`refusing to install the nebula service: ${problem}`, {
-        hint: 'install Node.js and vidsync where only root can write (a system package, or `sudo npm install -g` with a root-owned Node.js), then run `sudo vidsync up` again',
-      })
+      throw refusal(
+        `${node} loads ${library}: ${problem.replace(/^.*? would run as root in the nebula service, but /, '')}`,
+        'use a Node.js that loads only system libraries (the nodejs.org installer or binaries, as nvm, fnm and volta install them), then run `sudo vidsync up` again',
+      )
     }
   }
 }
+
+const megabytes = (bytes: number) => (bytes / 1_048_576).toFixed(0)
 
 export interface InstalledService {
   /** What was installed or started, one line each: shown before it happens and returned after. */
@@ -98,8 +149,8 @@ export async function installNebulaService(options: NebulaServiceOptions & {star
   }
   const project = await JoinedProject.open(options.projectDir, platform)
   const noManager = await platform.serviceManagerProblem('system')
-  // A service runs at every boot: what it runs must be replaceable by administrators only (checked before anything is written).
-  if (!noManager && platform.os !== 'win32') await requireProtectedSelf(platform)
+  // A service runs at every boot: what it runs must be replaceable by administrators only.
+  const self = !noManager && platform.os !== 'win32' ? await protectedSelf(platform, options.runtimeSource) : undefined
   const nebula = !noManager && platform.os === 'win32' ? await installSystemNebula(await absoluteNebula(options.tools, platform), platform) : undefined
   const overlay = await installSystemOverlay(project, platform)
   await testNebulaConfig({configPath: overlay.configPath, tools: options.tools})
@@ -112,6 +163,17 @@ export async function installNebulaService(options: NebulaServiceOptions & {star
   const change = await installService(definition, {platform})
   const installed = change.action === 'running' ? [] : [`${change.line}: runs nebula as root at boot`, files]
   if (nebula?.copied) installed.push(nebula.copied)
+  if (self && (self.runtime.copied || change.action !== 'running')) {
+    const {runtime} = self
+    installed.push(
+      runtime.copied
+        ? `Node.js ${process.version} and vidsync copied to ${runtime.dir} (${runtime.files} files, ${megabytes(runtime.bytes)} MB in ${(runtime.ms / 1000).toFixed(1)} s; replaceable by root only): the nebula service runs this copy, since ${self.reason}`
+        : `the nebula service runs the protected copy of Node.js and vidsync in ${runtime.dir} (unchanged)`,
+    )
+  }
+  if (platform.runtimeDir && definition.path) {
+    for (const dir of await removeUnusedRuntimes(platform.runtimeDir, dirname(definition.path), self?.runtime.dir)) installed.push(`${dir} removed: no nebula service runs it`)
+  }
   if (change.action === 'running' && overlay.changed && !platform.serviceRendersOverlay) {
     // The SCM's nebula reads the copy only when it starts: restarted to read the one just written.
     if (!(await platform.reloadNebula({service: definition.name}))) {
@@ -127,7 +189,10 @@ export async function uninstallNebulaService(options: NebulaServiceOptions): Pro
   const platform = options.platform ?? currentPlatform()
   if (await platform.serviceManagerProblem('system')) return []
   const definition = await nebulaServiceProbe(options)
-  return (await uninstallService(definition, {platform})) ? [definition.path ? `${definition.name} (${definition.path})` : definition.name] : []
+  const removed = (await uninstallService(definition, {platform})) ? [definition.path ? `${definition.name} (${definition.path})` : definition.name] : []
+  // The last project's service gone, its copy of Node.js and vidsync goes too.
+  if (platform.runtimeDir && definition.path) removed.push(...(await removeUnusedRuntimes(platform.runtimeDir, dirname(definition.path))))
+  return removed
 }
 
 /**

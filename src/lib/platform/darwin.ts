@@ -15,6 +15,21 @@ export function launchctlRunning(output: string): boolean {
   return /^\s*state = running\s*$/m.test(output)
 }
 
+/**
+ * The libraries in `otool -L PROGRAM`'s output (otool(1)): the program's path and a colon, then
+ * one indented `path (compatibility version …, current version …)` line per library. /usr/lib and
+ * /System are left out: SIP protects them (and since macOS 11 they live in the dyld cache, not as files).
+ */
+export function parseOtoolLibraries(output: string): string[] {
+  return output
+    .split('\n')
+    .slice(1)
+    .flatMap((line) => {
+      const path = /^\s+(\S.*?)\s+\(compatibility version/.exec(line)?.[1]
+      return path && !/^\/(usr\/lib|System)\//.test(path) ? [path] : []
+    })
+}
+
 /** `dscl . -read /Users/NAME NFSHomeDirectory`: "NFSHomeDirectory: /Users/alice". */
 export function dsclHome(output: string): string | undefined {
   return /^NFSHomeDirectory:\s*(\S.*?)\s*$/m.exec(output)?.[1]
@@ -80,6 +95,9 @@ export function darwinPlatform(deps: HostDeps): Platform {
     os: 'darwin',
     cpuCount: deps.cpuCount,
     systemDir: deps.env.VIDSYNC_SYSTEM_DIR || '/Library/Application Support/vidsync',
+    // Not /usr/local (Homebrew on Intel Macs gives its directories to the user), nor below systemDir,
+    // where every name may be a project's.
+    runtimeDir: deps.env.VIDSYNC_RUNTIME_DIR || '/Library/Application Support/vidsync-runtime',
     // nebula takes the next free utunN whatever tun.dev says.
     honoursTunDev: false,
     invokingUser: () => posixInvokingUser(deps, homeOf),
@@ -94,6 +112,10 @@ export function darwinPlatform(deps: HostDeps): Platform {
     makeSystemPrivate: (path, directory) => deps.chmod(path, directory ? 0o700 : 0o600),
     privacyProblem: (path) => posixPrivacyProblem(deps, path),
     executableProblem: (path) => posixExecutableProblem(deps, path),
+    async linkedLibraries(program) {
+      const result = await deps.run('otool', ['-L', program])
+      return result.exitCode === 0 ? parseOtoolLibraries(result.stdout) : []
+    },
     nebulaCompanions: async () => [],
     // The service runs `vidsync nebula service` as root, which writes the system copy before every start and reload.
     serviceRendersOverlay: true,

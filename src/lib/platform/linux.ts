@@ -23,6 +23,17 @@ export function parseProcStat(stat: string): {state: string; startTicks: string}
   return state && startTicks ? {state, startTicks} : undefined
 }
 
+/**
+ * The libraries in `ldd PROGRAM`'s output (ldd(1)): `name => /path (0x…)` and the loader's
+ * `/path (0x…)`; the vDSO has no path. A static program or a script ("not a dynamic executable") has none.
+ */
+export function parseLdd(output: string): string[] {
+  return output.split('\n').flatMap((line) => {
+    const path = /(?:=>\s*)?(\/\S+)\s+\(0x[0-9a-f]+\)\s*$/i.exec(line.trim())?.[1]
+    return path ? [path] : []
+  })
+}
+
 /** The home directory of `name` from passwd(5) text. */
 export function passwdHome(passwd: string, name: string): string | undefined {
   for (const line of passwd.split('\n')) {
@@ -123,6 +134,8 @@ export function linuxPlatform(deps: HostDeps): Platform {
     os: 'linux',
     cpuCount: deps.cpuCount,
     systemDir: deps.env.VIDSYNC_SYSTEM_DIR || '/etc/vidsync',
+    // Programs belong below /usr/local/lib (FHS 3.0, 4.9), not /etc; /usr/local is root's on every distribution.
+    runtimeDir: deps.env.VIDSYNC_RUNTIME_DIR || '/usr/local/lib/vidsync/runtime',
     honoursTunDev: true,
     invokingUser: () => posixInvokingUser(deps, homeOf),
     defaultHome: (user) => linuxHome(user, deps),
@@ -145,6 +158,10 @@ export function linuxPlatform(deps: HostDeps): Platform {
     makeSystemPrivate: (path, directory) => deps.chmod(path, directory ? 0o700 : 0o600),
     privacyProblem: (path) => posixPrivacyProblem(deps, path),
     executableProblem: (path) => posixExecutableProblem(deps, path),
+    async linkedLibraries(program) {
+      const result = await deps.run('ldd', [program])
+      return result.exitCode === 0 ? parseLdd(result.stdout) : []
+    },
     nebulaCompanions: async () => [],
     // The service runs `vidsync nebula service` as root, which writes the system copy before every start and reload.
     serviceRendersOverlay: true,

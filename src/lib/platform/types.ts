@@ -126,6 +126,13 @@ export interface Platform {
   readonly cpuCount: number
   /** Root-owned directory for overlay files and service logs: /etc/vidsync, ..., %ProgramData%\vidsync. */
   readonly systemDir: string
+  /**
+   * Root-owned directory for the protected copy of Node.js and vidsync that the POSIX nebula
+   * service runs when the user's could be replaced by someone other than root:
+   * /usr/local/lib/vidsync/runtime, /Library/Application Support/vidsync-runtime
+   * (VIDSYNC_RUNTIME_DIR overrides it). Undefined on Windows, where the SCM runs nebula.exe itself.
+   */
+  readonly runtimeDir?: string
   /** The user vidsync acts for (SUDO_USER under sudo). */
   invokingUser(): User
   /**
@@ -160,6 +167,12 @@ export interface Platform {
    * icacls of the file and its directory). Undefined when only they can replace it.
    */
   executableProblem(path: string): Promise<string | undefined>
+  /**
+   * The shared libraries `program` loads that a check must cover as well, by absolute path
+   * (`ldd` on Linux; `otool -L` on macOS, without /usr/lib and /System, which SIP protects and the
+   * dyld cache holds). Homebrew's node loads its libraries from /opt/homebrew. None on Windows.
+   */
+  linkedLibraries(program: string): Promise<string[]>
   /**
    * The files nebula loads from beside its executable, found there, each with its path relative
    * to nebula's directory: wintun.dll from dist\windows\wintun\bin\<arch>\ on Windows; none on POSIX.

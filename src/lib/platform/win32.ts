@@ -33,29 +33,84 @@ export function parseIcacls(output: string, path: string): {principal: string; r
   })
 }
 
-/** icacls' rights that let a principal change a file or a folder's entries (icacls, Microsoft Learn: simple and specific rights). */
-const writeRights = new Set(['F', 'M', 'W', 'D', 'WD', 'AD', 'DC', 'DE', 'WDAC', 'WO', 'GA', 'GW', 'WA', 'WEA'])
+/**
+ * Access mask bits that let a principal change a file or folder, or what a folder holds
+ * ("File Security and Access Rights", "Access Mask", Microsoft Learn): FILE_WRITE_DATA/ADD_FILE
+ * 0x2, FILE_APPEND_DATA/ADD_SUBDIRECTORY 0x4, FILE_WRITE_EA 0x10, FILE_DELETE_CHILD 0x40,
+ * FILE_WRITE_ATTRIBUTES 0x100, DELETE 0x10000, WRITE_DAC 0x40000, WRITE_OWNER 0x80000,
+ * GENERIC_ALL 0x10000000, GENERIC_WRITE 0x40000000.
+ */
+const writeMask = 0x2 | 0x4 | 0x10 | 0x40 | 0x100 | 0x10000 | 0x40000 | 0x80000 | 0x10000000 | 0x40000000
+
+/**
+ * SDDL's access right strings and their masks ("ACE Strings",
+ * https://learn.microsoft.com/windows/win32/secauthz/ace-strings). A file's rights
+ * print as the directory-service letters when no file string fits: %ProgramData% gives Users
+ * `DCLCRPCR` (0x116: add file, add folder, write EA and attributes).
+ */
+const sddlRights: Record<string, number> = {
+  GA: 0x10000000, GR: 0x80000000, GW: 0x40000000, GX: 0x20000000,
+  RC: 0x20000, SD: 0x10000, WD: 0x40000, WO: 0x80000,
+  FA: 0x1f01ff, FR: 0x120089, FW: 0x120116, FX: 0x1200a0,
+  CC: 0x1, DC: 0x2, LC: 0x4, SW: 0x8, RP: 0x10, WP: 0x20, DT: 0x40, LO: 0x80, CR: 0x100,
+  KA: 0xf003f, KR: 0x20019, KW: 0x20006, KX: 0x20019,
+}
+
+/** An SDDL rights field as a mask: hex (`0x1200a9`) or two-letter strings (`FA`, `DCLCRPCR`); undefined for an unknown string. */
+export function sddlMask(rights: string): number | undefined {
+  if (/^0x[0-9a-f]+$/i.test(rights)) return Number.parseInt(rights.slice(2), 16)
+  let mask = 0
+  for (let index = 0; index < rights.length; index += 2) {
+    const bits = sddlRights[rights.slice(index, index + 2).toUpperCase()]
+    if (bits === undefined) return undefined
+    mask |= bits
+  }
+  return mask
+}
 
 /**
  * SYSTEM, Administrators, TrustedInstaller and CREATOR OWNER (which only passes rights to who
- * creates an entry), by the English names icacls prints or a SID it could not name.
+ * creates an entry), as SDDL writes them: an alias (SY, BA, CO) or a SID ("SID Strings",
+ * Microsoft Learn). SIDs and aliases are the same on every Windows whatever its language.
  */
-const adminPrincipal = (principal: string) =>
-  /(^|\\)(SYSTEM|Administrators|TrustedInstaller|CREATOR OWNER)$/i.test(principal) ||
-  /^\*?S-1-5-(18|32-544|80-956008885-3418522649-1831038044-1853292631-2271478464)$|^\*?S-1-3-0$/.test(principal)
+const adminSids = new Set(['SY', 'BA', 'CO', 'S-1-5-18', 'S-1-5-32-544', 'S-1-3-0', 'S-1-5-80-956008885-3418522649-1831038044-1853292631-2271478464'])
 
-/**
- * The principals in icacls entries that may change the object itself and are not SYSTEM or an
- * administrator; entries marked (IO) apply only to what a folder will hold, not to it.
- */
-export function icaclsWriters(entries: {principal: string; rights: string}[]): string[] {
-  return entries.flatMap((entry) => {
-    const tokens = [...entry.rights.matchAll(/\(([A-Z,]+)\)/g)].flatMap((match) => (match[1] ?? '').split(','))
-    const writes = !tokens.includes('IO') && tokens.some((token) => writeRights.has(token))
-    return writes && !adminPrincipal(entry.principal) ? [entry.principal] : []
-  })
+/** Names for the aliases an SDDL string may show a writer as, for one readable line. */
+const sddlAliasNames: Record<string, string> = {
+  BU: 'Users (BU)', AU: 'Authenticated Users (AU)', WD: 'Everyone (WD)', IU: 'Interactive (IU)', PU: 'Power Users (PU)', OW: 'Owner Rights (OW)', AN: 'Anonymous (AN)',
 }
 
+/**
+ * Who other than SYSTEM and administrators may change the object a security descriptor in SDDL
+ * describes (`(Get-Acl -LiteralPath X).Sddl`; "Security Descriptor String Format", Microsoft
+ * Learn): its owner (who may always rewrite the DACL), and every allow ACE with a write right that
+ * applies to the object itself (not INHERIT_ONLY, `IO`). No DACL at all (`D:NO_ACCESS_CONTROL`, or
+ * none given) lets everyone write. Deny ACEs are not subtracted: a check that errs toward refusing.
+ */
+export function sddlWriters(sddl: string): string[] {
+  const text = sddl.trim()
+  const name = (sid: string) => sddlAliasNames[sid.toUpperCase()] ?? sid
+  const writers: string[] = []
+  const seen = new Set<string>()
+  const owner = /^O:((?:S-\d+(?:-\d+)+)|[A-Z]{2})/i.exec(text)?.[1]
+  if (owner && !adminSids.has(owner.toUpperCase())) {
+    writers.push(`${name(owner)} (owner)`)
+    seen.add(owner.toUpperCase())
+  }
+  const dacl = /D:([A-Z_]*)((?:\([^)]*\))*)/i.exec(text)
+  if (!dacl || /NO_ACCESS_CONTROL/i.test(dacl[1] ?? '')) return [...writers, 'Everyone (no DACL)']
+  for (const [, ace = ''] of (dacl[2] ?? '').matchAll(/\(([^)]*)\)/g)) {
+    const [type = '', flags = '', rights = '', , , sid = ''] = ace.split(';')
+    if (!['A', 'OA'].includes(type.toUpperCase()) || (flags.match(/../g) ?? []).some((flag) => flag.toUpperCase() === 'IO')) continue
+    const mask = sddlMask(rights)
+    // An unknown rights string counts as write: refusing is the safe side.
+    if ((mask === undefined || (mask & writeMask) !== 0) && !adminSids.has(sid.toUpperCase()) && !seen.has(sid.toUpperCase())) {
+      writers.push(name(sid))
+      seen.add(sid.toUpperCase())
+    }
+  }
+  return writers
+}
 /** `sc.exe query NAME`: the STATE line, e.g. "        STATE              : 4  RUNNING". */
 export function scState(output: string): string | undefined {
   return /^\s*STATE\s*:\s*\d+\s+(\w+)/m.exec(output)?.[1]
@@ -180,17 +235,22 @@ export function win32Platform(deps: HostDeps): Platform {
       }
     },
     async executableProblem(path) {
-      // The file and the directory holding it: whoever may write either can replace what SYSTEM runs.
-      for (const target of [path, win32.dirname(path)]) {
-        const result = await run(['icacls', target])
-        if (result.exitCode !== 0) return `${path} cannot be checked: icacls ${target} failed: ${firstLine(result)}`
-        const writers = icaclsWriters(parseIcacls(result.stdout, target))
+      // The file and the folder holding it: whoever may write either can replace what SYSTEM runs.
+      // Read as SDDL (SIDs, aliases, masks), never as icacls' names, which follow the OS's language.
+      const targets = [path, win32.dirname(path)]
+      const result = await run(powershell(`${targets.map(powershellString).join(',')} | ForEach-Object { (Get-Acl -LiteralPath $_).Sddl }`))
+      const sddls = result.stdout.replace(/\r/g, '').split('\n').map((line) => line.trim()).filter((line) => /^(O|G|D|S):/.test(line))
+      if (result.exitCode !== 0 || sddls.length !== targets.length) return `${path} cannot be checked: Get-Acl failed: ${firstLine(result)}`
+      for (const [index, target] of targets.entries()) {
+        const writers = sddlWriters(sddls[index] ?? '')
         if (writers.length > 0) {
           return `${path} would run as SYSTEM in the nebula service, but ${target === path ? 'the file' : `the folder ${target}`} is writable by ${writers.join(', ')}`
         }
       }
       return undefined
     },
+    // The SCM runs nebula.exe, whose one library of its own (wintun.dll) is a companion, checked with it.
+    linkedLibraries: async () => [],
     async nebulaCompanions(nebulaPath) {
       for (const candidate of wintunCandidates(nebulaPath)) if (await deps.exists(candidate)) return [{path: candidate, relative: wintunRelative}]
       return []

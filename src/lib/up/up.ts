@@ -6,7 +6,7 @@ import {ConflictError, InvalidInputError, MissingDependencyError, PermissionErro
 import {runProgram, selfCommand, startSelf, type Tools} from '../exec.js'
 import {type NebulaStatus, nebulaStatus, stopNebula} from '../nebula/process.js'
 import {syncthingPort} from '../nebula/config.js'
-import {installNebulaService, nebulaServiceProbe, uninstallNebulaService} from '../nebula/service.js'
+import {installNebulaService, nebulaServiceProbe, selfProblem, uninstallNebulaService} from '../nebula/service.js'
 import {removeSystemOverlay, systemBinDir, systemOverlayFix, systemOverlayPaths, systemOverlayProblem} from '../nebula/system-overlay.js'
 import {currentPlatform, type Platform, type User} from '../platform/index.js'
 import type {SyncthingClient} from '../syncthing/client.js'
@@ -523,7 +523,13 @@ async function elevationPlan(options: UpOptions, dir: string, platform: Platform
   if (noManager) return `nebula needs administrator rights once: the elevated step starts vidsync's nebula supervisor as root (${noManager}; it does not start at boot)`
   const definition = await nebulaServiceProbe({home: options.home, projectDir: dir, user: platform.invokingUser(), tools: options.tools, platform})
   const where = definition.path ? ` (${definition.path})` : ''
-  const copy = platform.os === 'win32' ? `, and copies nebula.exe and wintun.dll to ${systemBinDir(platform)} unless only administrators can replace them where they are` : ''
+  const reason = platform.os !== 'win32' && platform.runtimeDir ? await selfProblem(platform) : undefined
+  const copy =
+    platform.os === 'win32'
+      ? `, and copies nebula.exe and wintun.dll to ${systemBinDir(platform)} unless only administrators can replace them where they are`
+      : reason
+        ? `, and copies Node.js and vidsync to ${platform.runtimeDir} (root's only) for it to run, since ${reason}`
+        : ''
   return `nebula needs administrator rights once: the elevated step installs the ${definition.manager} system service ${definition.name}${where}, which runs nebula as root at boot${copy}`
 }
 
