@@ -11,6 +11,7 @@ import {readCert} from '../src/lib/pki/cert.js'
 import {ControlPlane, SqlRpc} from '../src/lib/store/control-plane.js'
 import {PostgresClient} from '../src/lib/store/sql-client.js'
 import {deviceIdFromDer} from '../src/lib/syncthing/device-id.js'
+import {SyncCursor} from '../src/lib/up/refresh.js'
 import {renewFromControlPlane} from '../src/lib/up/renew.js'
 import {reconcile} from '../src/lib/up/up.js'
 import {cli, root} from './helpers/cli.js'
@@ -152,11 +153,17 @@ describe('certificate lifecycle on Postgres: lifetimes, renewal requests, the si
     await client.putDevice({deviceID: other, name: 'elsewhere', addresses: ['dynamic']})
     const {myID} = await client.status()
     await client.putFolder({id: 'films-footage', label: 'footage', path: await tempDir(), devices: [{deviceID: myID}, {deviceID: cutterSyncthingId}, {deviceID: other}]})
-    const pass = await reconcile({client, home: peer, project: 'films', controlPlane})
+    const cursor = new SyncCursor()
+    const pass = await reconcile({client, home: peer, project: 'films', controlPlane, cursor})
     expect(pass.refresh?.revokedSyncthingIds).to.deep.equal([cutterSyncthingId])
     expect(pass.removed).to.deep.equal([cutterSyncthingId])
     expect((await client.devices()).map((d) => d.deviceID).sort()).to.deep.equal([myID, other].sort())
     expect((await client.folder('films-footage'))?.devices.map((d) => d.deviceID).sort()).to.deep.equal([myID, other].sort())
-    expect((await reconcile({client, home: peer, project: 'films', controlPlane})).removed).to.deep.equal([])
+    // Applied, not yet reported: the next pass refreshes at once to acknowledge the revocation (migration 013).
+    expect((await controlPlane.revocation({project: 'films', device: 'cutter'}))?.pendingDevices).to.deep.equal(['grader'])
+    expect([cursor.unreported, cursor.due]).to.deep.equal([cursor.version, true])
+    expect((await reconcile({client, home: peer, project: 'films', controlPlane, cursor})).removed).to.deep.equal([])
+    expect(await controlPlane.revocation({project: 'films', device: 'cutter'})).to.deep.include({acknowledged: 1, pending: 0, pendingDevices: []})
+    expect(cursor.due).to.equal(false)
   })
 })

@@ -31,6 +31,8 @@ const operatorFunctions = [
   'add_project_ca', 'project_device_certificates', 'project_trusted_cas', 'retire_project_ca',
   // 012: Realtime topic rotation, shared deltas
   'project_delta', 'rotate_topic',
+  // 013: revocation acknowledgements (device_sync_state is 010's device_sync, which device_sync calls)
+  'device_revoking', 'device_sync_state', 'revocation_acks',
 ]
 
 const fakePublicKey = () =>
@@ -463,5 +465,29 @@ describe('Supabase security model on PGlite', () => {
     expect(await operator.approveJoinRequest({requestId: request?.id ?? 0, signed})).to.include({approved: true, ip: '10.97.0.1'})
     const latest = (await loadMigrations()).at(-1)?.version
     expect((await as<{version: number}>('anon', 'SELECT * FROM vidsync.schema_version()'))[0]?.version).to.equal(latest)
+  })
+
+  it("records a device's applied version through anon's device_sync and counts the revocation's acknowledgements", async () => {
+    const operator = new ControlPlane(new SqlRpc(db))
+    await operator.createProject({name: 'lite-acks', cidr: '10.97.1.0/24'})
+    await operator.populatePool({project: 'lite-acks'})
+    const tokens: string[] = []
+    for (const name of ['keeper', 'gone']) {
+      const code = newSecret('invite')
+      const token = newSecret('device')
+      tokens.push(token)
+      await operator.createInvite({project: 'lite-acks', codeSha256: sha256Hex(code)})
+      await as('anon', 'SELECT * FROM vidsync.redeem_invite($1, $2, $3, $4)', [code, token, name, fakePublicKey()])
+      const request = (await operator.listJoinRequests({project: 'lite-acks'})).find((r) => r.device === name)
+      const candidate = await operator.approveJoinRequest({requestId: request?.id ?? 0})
+      const bundle = {'ca.crt': 'ca', 'node.crt': 'cert', 'nebula.yml': 'x', 'vidsync.json': '{}'}
+      const signed = {ip: candidate.ip, fingerprint: randomBytes(32).toString('hex'), notAfter: new Date(Date.now() + 86_400_000).toISOString(), certPem: 'cert', bundle}
+      await operator.approveJoinRequest({requestId: request?.id ?? 0, signed})
+    }
+    await operator.revokeDevice({project: 'lite-acks', device: 'gone'})
+    expect(await operator.revocation({project: 'lite-acks', device: 'gone'})).to.deep.include({acknowledged: 0, pending: 1, pendingDevices: ['keeper']})
+    const [synced] = await as<{version: string}>('anon', 'SELECT * FROM vidsync.device_sync(p_token => $1)', [tokens[0]])
+    await as('anon', 'SELECT * FROM vidsync.device_sync(p_token => $1, p_known_version => $2, p_applied_version => $2)', [tokens[0], synced?.version])
+    expect(await operator.revocation({project: 'lite-acks', device: 'gone'})).to.deep.include({acknowledged: 1, pending: 0, pendingDevices: []})
   })
 })

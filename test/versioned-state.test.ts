@@ -263,6 +263,60 @@ describe('versioned project state (migration 007)', function () {
     expect((await operator.reclaimStale({project: 'alpha', staleSeconds: 3600, dryRun: true})).map((s) => s.device)).not.to.include('beat')
   })
 
+  it("counts a revocation's acknowledgements: the active devices whose applied version reached the revocation's (migration 013)", async () => {
+    await operator.createProject({name: 'acks', cidr: '10.97.32.0/24'})
+    await operator.populatePool({project: 'acks'})
+    const [a, b, c] = [await joinedDevice('acks', 'ack-a'), await joinedDevice('acks', 'ack-b'), await joinedDevice('acks', 'ack-c')]
+    await joinedDevice('acks', 'ack-gone')
+    expect(await operator.revocation({project: 'acks', device: 'ack-a'})).to.equal(null)
+    const before = await version('acks')
+    await operator.revokeDevice({project: 'acks', device: 'ack-gone'})
+    const revoked = await version('acks')
+    const acks = () => operator.revocation({project: 'acks', device: 'ack-gone'})
+    expect(await acks()).to.deep.include({version: revoked, acknowledged: 0, pending: 3, pendingDevices: ['ack-a', 'ack-b', 'ack-c']})
+
+    // Acknowledged by what the device applied, not by what it was sent: a refresh alone counts nothing.
+    await sync(a.token, before)
+    expect((await acks())?.acknowledged).to.equal(0)
+    const row = async () => (await owner.query<{applied_version: string | null; xmin: string}>("SELECT applied_version, xmin::text FROM vidsync.devices WHERE name = 'ack-a'"))[0]
+    expect(await device.deviceSync({token: a.token, knownVersion: revoked, appliedVersion: revoked})).to.deep.equal({state: 'unchanged', version: revoked})
+    const written = await row()
+    expect(written?.applied_version).to.equal(String(revoked))
+    // The same or an older version again writes nothing (the row keeps its xmin), and never goes back.
+    await device.deviceSync({token: a.token, knownVersion: revoked, appliedVersion: revoked})
+    await device.deviceSync({token: a.token, knownVersion: revoked, appliedVersion: before})
+    expect(await row()).to.deep.equal(written)
+    // A version applied before the revocation does not acknowledge it; one beyond the project's is capped.
+    await device.deviceSync({token: b.token, knownVersion: before, appliedVersion: before})
+    await device.deviceSync({token: c.token, knownVersion: revoked, appliedVersion: revoked + 1000})
+    expect((await owner.query<{applied_version: string}>("SELECT applied_version FROM vidsync.devices WHERE name = 'ack-c'"))[0]?.applied_version).to.equal(String(revoked))
+    expect(await acks()).to.deep.include({acknowledged: 2, pending: 1, pendingDevices: ['ack-b']})
+    // A later revocation needs a later version: the devices that applied only the first are pending for it.
+    await operator.revokeDevice({project: 'acks', device: 'ack-c'})
+    expect(await operator.revocation({project: 'acks', device: 'ack-c'})).to.deep.include({acknowledged: 0, pending: 2})
+    expect(await acks()).to.deep.include({acknowledged: 1, pending: 1, pendingDevices: ['ack-b']})
+    // Devices of earlier releases call device_sync without the argument, by name, as before.
+    const [old] = await asRole(pool, 'anon').query<{state: string}>('SELECT * FROM vidsync.device_sync(p_token => $1, p_known_version => $2)', [b.token, before])
+    expect(old?.state).to.equal('delta')
+  })
+
+  it("reports a version as applied once: the cursor's next refresh carries it, later ones do not", () => {
+    const cursor = new SyncCursor(() => 0)
+    cursor.polled()
+    expect(cursor.due).to.equal(false)
+    cursor.applied()
+    expect(cursor.unreported).to.equal(undefined) // no version yet
+    cursor.version = 7
+    cursor.applied()
+    expect([cursor.unreported, cursor.due]).to.deep.equal([7, true])
+    cursor.reported(7)
+    cursor.applied()
+    expect([cursor.unreported, cursor.due]).to.deep.equal([undefined, false])
+    cursor.version = 9
+    cursor.applied()
+    expect(cursor.unreported).to.equal(9)
+  })
+
   it('drops a revoked certificate from the blocklist once it expired, as a change devices receive', async () => {
     const watcher = await joinedDevice('alpha', 'expiry-w')
     const revoked = await joinedDevice('alpha', 'expiry-r')

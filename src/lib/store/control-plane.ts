@@ -126,6 +126,17 @@ export interface DeviceRecord {
   lastSeenAt: string | null
 }
 
+/** A revocation as `device show` reports it: the active devices that applied it (acknowledged) and those that have not yet. */
+export interface RevocationAcks {
+  revokedAt: string
+  /** The project version the revocation produced: devices that applied it or a later one acknowledged it. */
+  version: number | null
+  acknowledged: number
+  pending: number
+  /** Names of the active devices that have not acknowledged it (never refreshed, or not since). */
+  pendingDevices: string[]
+}
+
 export interface Lighthouse {
   name: string
   ip: string
@@ -592,6 +603,23 @@ export class ControlPlane {
     return single(await this.listDevices(options), 'list_devices')
   }
 
+  /** A revoked device's revocation and how many active devices applied it; null for a device never revoked. */
+  async revocation(options: {project: string; device: string}): Promise<RevocationAcks | null> {
+    const rows = await this.rpc.call<{revoked_at: Timestamp; revoked_version: number | string | null; acknowledged: number; pending: number; pending_devices: string[]}>(
+      'revocation_acks',
+      {p_project: options.project, p_device: options.device},
+    )
+    const row = rows[0]
+    if (!row) return null
+    return {
+      revokedAt: iso(row.revoked_at),
+      version: row.revoked_version === null ? null : Number(row.revoked_version),
+      acknowledged: row.acknowledged,
+      pending: row.pending,
+      pendingDevices: row.pending_devices,
+    }
+  }
+
   async projectNetwork(options: {project: string}): Promise<ProjectNetwork> {
     const rows = await this.rpc.call<ProjectNetwork>('project_network', {p_project: options.project})
     return single(rows, 'project_network')
@@ -723,12 +751,16 @@ export class ControlPlane {
     return single(rows, 'device_refresh')
   }
 
-  /** The device's refresh by version: `knownVersion` is that of the state it has (undefined: none). */
-  async deviceSync(options: {token: string; knownVersion?: number | null; syncthingId?: string}): Promise<DeviceSync> {
+  /**
+   * The device's refresh by version: `knownVersion` is that of the state it has (undefined: none);
+   * `appliedVersion`, sent once per newly applied version, is recorded as its acknowledgement.
+   */
+  async deviceSync(options: {token: string; knownVersion?: number | null; syncthingId?: string; appliedVersion?: number}): Promise<DeviceSync> {
     const rows = await this.rpc.call<{state: DeviceSync['state']; version: number | string | null; body: Record<string, unknown> | null}>('device_sync', {
       p_token: options.token,
       p_known_version: options.knownVersion ?? undefined,
       p_syncthing_id: options.syncthingId,
+      p_applied_version: options.appliedVersion,
     })
     const row = single(rows, 'device_sync')
     const version = row.version === null ? null : Number(row.version)

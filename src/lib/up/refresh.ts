@@ -52,12 +52,34 @@ export class SyncCursor {
   topic?: string
   #nextPollAt = 0
   #notified = false
+  /** A version this device applied and the control plane has not been told yet. */
+  #unreported?: number
+  #reported?: number
 
   constructor(private readonly now: () => number = Date.now) {}
 
   /** A refresh is due: first pass, a notification, or the slow poll. */
   get due(): boolean {
-    return this.#notified || this.now() >= this.#nextPollAt
+    return this.#notified || this.#unreported !== undefined || this.now() >= this.#nextPollAt
+  }
+
+  /** The version applied and not yet reported, which the next refresh sends (the acknowledgement of a revocation). */
+  get unreported(): number | undefined {
+    return this.#unreported
+  }
+
+  /**
+   * The device applied the cursor's version: nebula reloaded with its blocklist, the revoked
+   * devices removed from Syncthing. The next pass reports it, unless it was reported already.
+   */
+  applied(): void {
+    if (this.version !== undefined && (this.#reported === undefined || this.version > this.#reported)) this.#unreported = this.version
+  }
+
+  /** The control plane recorded `version` as applied. */
+  reported(version: number): void {
+    this.#reported = Math.max(version, this.#reported ?? version)
+    if (this.#unreported !== undefined && this.#unreported <= this.#reported) this.#unreported = undefined
   }
 
   /** A notification (or a reconnection): refresh at the next pass unless `version` is what we have. */
@@ -142,7 +164,9 @@ export async function refreshFromControlPlane(options: {
   })
   if (token === undefined) return undefined
   const cursor = options.cursor ?? new SyncCursor()
-  const sync = await options.controlPlane.deviceSync({token, knownVersion: cursor.version, syncthingId: options.syncthingId})
+  const appliedVersion = cursor.unreported
+  const sync = await options.controlPlane.deviceSync({token, knownVersion: cursor.version, syncthingId: options.syncthingId, appliedVersion})
+  if (appliedVersion !== undefined) cursor.reported(appliedVersion)
   cursor.polled()
   const unchanged = {peersChanged: false, lighthousesChanged: false, blocklistChanged: false, casChanged: false, nebulaReloaded: false, revokedSyncthingIds: []}
   if (sync.state === 'unchanged') return {status: 'active', ...unchanged}

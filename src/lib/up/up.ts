@@ -133,6 +133,8 @@ export async function reconcile(options: ReconcileOptions): Promise<ReconcileRes
   const {warnings: certificateWarnings} = await certificateCheck({home: options.home, project})
   // First: a revoked device loses its shares and its place here before anything is shared again.
   const removed = await removeDevices({client, deviceIds: refresh?.revokedSyncthingIds ?? []})
+  // The version refreshed is now in nebula and Syncthing alike: the next refresh acknowledges it.
+  if (refresh?.status === 'active') options.cursor?.applied()
   const folders = await projectFolders({client, project: manifest.project, projectCidr: manifest.cidr})
   // Project folders follow their access rules (applyProjectFolders); the others are shared with every project device.
   const managed = syncthingFolderId(manifest.project, '')
