@@ -19,7 +19,7 @@
 
 ALTER TABLE vidsync.project_changes DROP CONSTRAINT project_changes_kind_check;
 ALTER TABLE vidsync.project_changes ADD CONSTRAINT project_changes_kind_check
-  CHECK (kind IN ('peer', 'lighthouse', 'block', 'unblock', 'folder', 'topic'));
+  CHECK (kind IN ('peer', 'lighthouse', 'block', 'unblock', 'folder', 'ca', 'topic'));
 
 -- A device left 'active': a new topic for the project, after the version of this transaction
 -- (broadcast on the old topic) was taken. Subject: the device's name (who caused it).
