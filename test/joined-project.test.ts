@@ -4,32 +4,16 @@ import {join} from 'node:path'
 import {expect} from 'chai'
 import YAML from 'yaml'
 
-import type {BundleManifest} from '../src/lib/bundle/manifest.js'
 import {InvalidInputError, NotFoundError} from '../src/lib/errors.js'
 import {installSystemOverlay, systemOverlayPaths} from '../src/lib/nebula/system-overlay.js'
 import {hostDeps, type Platform, platformFor} from '../src/lib/platform/index.js'
 import {JoinedProject, projectDir} from '../src/lib/project/joined-project.js'
+import type {BundleManifest} from '../src/lib/bundle/manifest.js'
+import {placeholderBundle, sampleManifest} from './helpers/joined.js'
 import {removeTempDirs, tempDir} from './helpers/temp.js'
 
-const manifest: BundleManifest = {
-  version: 1,
-  project: 'films',
-  cidr: '10.95.0.0/24',
-  device: 'cutter',
-  ip: '10.95.0.5',
-  groups: [],
-  lighthouse: false,
-  fingerprint: 'a'.repeat(64),
-  notAfter: '2030-01-01T00:00:00.000Z',
-  operatorGeneratedKey: false,
-  lighthouses: [{name: 'lh', ip: '10.95.0.1', endpoint: '192.0.2.1:4242', relay: true}],
-  peers: [{name: 'grader', ip: '10.95.0.6', syncthingId: null}],
-  blocklist: ['b'.repeat(64)],
-  issuedAt: '2026-11-27T00:00:00.000Z',
-}
-
-const pem = (label: string) => Buffer.from(`-----BEGIN ${label}-----\nAAAA\n-----END ${label}-----\n`)
-const files = {manifest, caPem: pem('NEBULA CERTIFICATE'), certPem: pem('NEBULA CERTIFICATE'), keyPem: pem('NEBULA X25519 PRIVATE KEY')}
+const manifest = sampleManifest({peers: [{name: 'grader', ip: '10.95.0.6', syncthingId: null}], blocklist: ['b'.repeat(64)]})
+const files = placeholderBundle(manifest)
 const platform = (os: Platform['os'], cpuCount: number): Platform => ({...platformFor(os), cpuCount})
 const readConfig = async (project: JoinedProject) => YAML.parse(await readFile(project.configPath, 'utf8'), {version: '1.1'})
 

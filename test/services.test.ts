@@ -5,7 +5,6 @@ import {dirname, join} from 'node:path'
 import {expect} from 'chai'
 
 import {ConflictError, PermissionError, ToolFailedError} from '../src/lib/errors.js'
-import type {BundleManifest} from '../src/lib/bundle/manifest.js'
 import {resolveTools} from '../src/lib/exec.js'
 import {reloadNebula} from '../src/lib/nebula/process.js'
 import {installNebulaService, uninstallNebulaService} from '../src/lib/nebula/service.js'
@@ -19,6 +18,7 @@ import {agentEnvPath, agentServiceDefinition, installService, readAgentSettings,
 import {bringDown, ensureNebula} from '../src/lib/up/up.js'
 import {cli} from './helpers/cli.js'
 import {fakeHost, getAclAnswer} from './helpers/host.js'
+import {placeholderBundle, placeholderPem, sampleManifest} from './helpers/joined.js'
 import {expectRejects} from './helpers/rejects.js'
 import {removeTempDirs, tempDir} from './helpers/temp.js'
 
@@ -43,27 +43,12 @@ function managedHost(root: string, answer: (argv: string[]) => ProgramResult, ov
   })
 }
 
-const manifest: BundleManifest = {
-  version: 1,
-  project: 'studio',
-  cidr: '10.95.0.0/24',
-  device: 'cutter',
-  ip: '10.95.0.5',
-  groups: [],
-  lighthouse: false,
-  fingerprint: 'a'.repeat(64),
-  notAfter: '2030-01-01T00:00:00.000Z',
-  operatorGeneratedKey: false,
-  lighthouses: [{name: 'lh', ip: '10.95.0.1', endpoint: '192.0.2.1:4242', relay: true}],
-  peers: [],
-  blocklist: [],
-  issuedAt: '2026-11-27T00:00:00.000Z',
-}
-const pem = (label: string, body = 'AAAA') => Buffer.from(`-----BEGIN ${label}-----\n${body}\n-----END ${label}-----\n`)
+const manifest = sampleManifest({project: 'studio'})
+const pem = placeholderPem
 
 /** A project joined below `home` on `platform` (placeholder PEMs: nothing here runs nebula for real). */
 async function joinedStudio(home: string, platform: ReturnType<typeof platformFor>): Promise<JoinedProject> {
-  const files = {manifest, caPem: pem('NEBULA CERTIFICATE'), certPem: pem('NEBULA CERTIFICATE'), keyPem: pem('NEBULA X25519 PRIVATE KEY')}
+  const files = placeholderBundle(manifest)
   return (await JoinedProject.install(home, files, platform)).project
 }
 
@@ -303,7 +288,7 @@ describe('services: install, start, uninstall through the service manager', () =
       expect((await readFile(systemOverlayRecordPath(project.dir), 'utf8')).trim()).to.match(/^[0-9a-f]{64}$/)
       expect(await systemOverlayProblem(project, win)).to.equal(undefined)
       // A blocklist change arrives in alice's project: the SYSTEM service still reads the old copy; status and doctor say so.
-      await JoinedProject.install(join(root, 'home'), {manifest: {...manifest, blocklist: ['c'.repeat(64)]}, caPem: pem('NEBULA CERTIFICATE'), certPem: pem('NEBULA CERTIFICATE'), keyPem: pem('NEBULA X25519 PRIVATE KEY')}, win)
+      await JoinedProject.install(join(root, 'home'), placeholderBundle({...manifest, blocklist: ['c'.repeat(64)]}), win)
       const current = await JoinedProject.open(project.dir, win)
       const stale = await systemOverlayProblem(current, win)
       expect(stale).to.equal(
