@@ -11,7 +11,8 @@ import {join} from 'node:path'
 import {expect} from 'chai'
 
 import type {BundleManifest, ManifestFolder} from '../src/lib/bundle/manifest.js'
-import {ConflictError, InvalidInputError, NotFoundError} from '../src/lib/errors.js'
+import {ConflictError, ExhaustedError, InvalidInputError, NotFoundError} from '../src/lib/errors.js'
+import {addFolder} from '../src/lib/syncthing/folders.js'
 import {parseRate, setBandwidth} from '../src/lib/folders/bandwidth.js'
 import {acceptFolder, applyProjectFolders, declineFolder, defaultIgnorePatterns, projectFolderStates, refreshFolders, revertLocalChanges, shareProjectFolder, syncthingFolderId} from '../src/lib/folders/device.js'
 import {JoinedProject} from '../src/lib/project/joined-project.js'
@@ -21,7 +22,7 @@ import {expectRejects} from './helpers/rejects.js'
 import {reconcile} from '../src/lib/up/up.js'
 import {deviceTokenPath} from '../src/lib/join/invite.js'
 import {newSecret, sha256Hex} from '../src/lib/invites/secrets.js'
-import {createFolder} from '../src/lib/folders/store.js'
+import {createFolder, projectFolderSettings} from '../src/lib/folders/store.js'
 import {ControlPlane, SqlRpc} from '../src/lib/store/control-plane.js'
 import {loadMigrations, migrate} from '../src/lib/store/migrate.js'
 import {PostgresClient} from '../src/lib/store/sql-client.js'
@@ -251,6 +252,32 @@ describe('project folders on devices (real Syncthing x3)', function () {
     const {folders} = await projectFolderStates({client: devices.c.client, home: devices.c.home})
     expect(folders[0]).to.include({state: 'offered'})
 
+    // Bigger than the free space (as the last device sharing it reported): refused in one line, nothing set up.
+    const huge = 2 ** 52
+    await install('c', [{...folderFor('c'), sizeBytes: huge}])
+    const into = join(devices.c.userHome, 'Elsewhere', 'footage')
+    const accept = (path?: string) => acceptFolder({client: devices.c.client, home: devices.c.home, name: 'footage', path})
+    const refused = await expectRejects(accept(into), ExhaustedError)
+    expect(refused.message).to.match(/^folder footage needs 4096\.0 TiB plus 1\.9 GiB kept free, but \/.* has .* free: nothing was set up$/)
+    expect(refused.hint).to.match(/vidsync sync accept footage DIR/)
+    expect(await stat(join(devices.c.userHome, 'Elsewhere')).catch(() => undefined)).to.equal(undefined)
+    // The loop's auto-accept (into a home where ~/vidsync/films/footage is free) refuses it the same way.
+    const otherHome = await tempDir('vidsync-user-')
+    const autoPass = await reconcile({client: devices.c.client, home: devices.c.home, project: 'films', userHome: otherHome})
+    expect(autoPass.projectFolders?.skipped[0]?.reason).to.match(/^folder footage needs 4096\.0 TiB/)
+    // Bad directories for an offer that is there: a file, inside another shared folder.
+    const aFile = join(devices.c.userHome, 'a-file')
+    await writeFile(aFile, 'x')
+    expect((await expectRejects(accept(aFile), InvalidInputError)).message).to.match(/is not a directory/)
+    const other = join(devices.c.userHome, 'other')
+    await mkdir(other)
+    await addFolder({client: devices.c.client, path: other, project: 'films', folderId: 'films-other', projectCidr: '127.0.0.0/8', peers: []})
+    expect((await expectRejects(accept(join(other, 'footage')), ConflictError)).message).to.match(/inside .* which folder .* already shares: folders must not nest/)
+    await devices.c.client.deleteFolder('films-other')
+    expect(await devices.c.client.folder(folderId)).to.equal(undefined)
+    expect(await stat(join(otherHome, 'vidsync')).catch(() => undefined)).to.equal(undefined)
+    await install('c', [folderFor('c')])
+
     // Declined: listed as such, and the loop leaves it alone even with its directory emptied.
     const declined = await declineFolder({client: devices.c.client, home: devices.c.home, name: 'footage'})
     expect(declined.declinedFrom).to.include(devices.a.deviceId)
@@ -288,9 +315,16 @@ describe('project folders on devices (real Syncthing x3)', function () {
       expect(manifest.folders?.map((folder) => folder.name)).to.include('dailies')
       // The operator adds another; the device's refresh brings the list in.
       await createFolder(controlPlane, {project: 'films', name: 'grading'})
-      const refreshed = await refreshFolders({home: devices.b.home, project: 'films', controlPlane})
+      // Once Syncthing has scanned it, b reports the size of dailies with its refresh; the list comes back with sizes.
+      await waitFor('dailies scanned on b', 30_000, async () => ((await devices.b.client.folderStatus(shared.folderId)).state === 'idle' ? true : undefined))
+      const refreshed = await refreshFolders({home: devices.b.home, project: 'films', controlPlane, client: devices.b.client})
       expect(refreshed?.map((folder) => folder.name)).to.deep.equal(['dailies', 'grading'])
-      expect((await JoinedProject.find({home: devices.b.home})).manifest.folders?.map((folder) => folder.name)).to.deep.equal(['dailies', 'grading'])
+      const ignoreSize = (await stat(join(dir, '.vidsync-ignore'))).size
+      expect(refreshed?.map((folder) => folder.sizeBytes)).to.deep.equal([ignoreSize, undefined])
+      expect((await projectFolderSettings(controlPlane, {project: 'films'})).sizes).to.deep.equal({[shared.id]: ignoreSize})
+      const {manifest: refreshedManifest} = await JoinedProject.find({home: devices.b.home})
+      expect(refreshedManifest.folders?.map((folder) => folder.name)).to.deep.equal(['dailies', 'grading'])
+      expect(refreshedManifest.syncLimits).to.deep.equal({upKiBps: null, downKiBps: null})
     } finally {
       await rm(deviceTokenPath(devices.b.home, 'films'), {force: true})
       await sql.close()

@@ -1,4 +1,5 @@
 import {BaseCommand} from '../../base-command.js'
+import {formatBytes} from '../../lib/output/status.js'
 import {renderTable} from '../../lib/output/table.js'
 import {tableFlags} from '../../flags/table.js'
 import {connectFromFlags, connectionFlags} from '../../flags/syncthing.js'
@@ -7,18 +8,6 @@ import {Flags} from '@oclif/core'
 import {InvalidInputError, NotFoundError} from '../../lib/errors.js'
 import {projectFolderStates, type ProjectFolderState} from '../../lib/folders/device.js'
 import {listFolders, type FolderState} from '../../lib/syncthing/folders.js'
-
-const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB']
-
-function formatBytes(bytes: number): string {
-  let value = bytes
-  let unit = 0
-  while (value >= 1024 && unit < units.length - 1) {
-    value /= 1024
-    unit++
-  }
-  return `${unit === 0 ? value : value.toFixed(1)} ${units[unit]}`
-}
 
 export default class SyncList extends BaseCommand<typeof SyncList> {
   static override summary = "List the project's folders (shared, offered, declined) and every Syncthing folder here."

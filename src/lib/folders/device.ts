@@ -4,13 +4,15 @@ import {homedir} from 'node:os'
 import {basename, join, resolve} from 'node:path'
 
 import type {BundleManifest, ManifestFolder} from '../bundle/manifest.js'
-import {ConflictError, InvalidInputError, NotFoundError, PermissionError} from '../errors.js'
+import {ConflictError, ExhaustedError, InvalidInputError, NotFoundError, PermissionError} from '../errors.js'
 import {readDeviceToken} from '../join/invite.js'
 import {JoinedProject} from '../project/joined-project.js'
 import type {ControlPlane} from '../store/control-plane.js'
 import type {FolderConfig, FolderType, SyncthingClient} from '../syncthing/client.js'
-import {addFolder, type AddFolderResult, checkShareableDir, type Peer, projectDeviceIds} from '../syncthing/folders.js'
-import {type AccessMode, checkFolderName, deviceCreateFolder, deviceFolders} from './store.js'
+import {formatBytes} from '../output/status.js'
+import {freeSpace} from '../platform/index.js'
+import {addFolder, type AddFolderResult, checkShareableDir, minDiskFreeBytes, type Peer, projectDeviceIds} from '../syncthing/folders.js'
+import {type AccessMode, checkFolderName, deviceCreateFolder, deviceFolderReport, deviceFolders, withSizes} from './store.js'
 
 /** Syncthing's folder ID of a project folder: the same on every device, whatever the local path. */
 export const syncthingFolderId = (project: string, id: string) => `${project}.${id}`
@@ -112,14 +114,54 @@ export async function ensureSharedIgnores(dir: string, options: {createDefaults:
 /** This device's token, when it joined with an invite (it can then ask the control plane). */
 const tokenOf = (home: string, project: string) => readDeviceToken(home, project).catch((error: unknown) => (error instanceof NotFoundError ? undefined : Promise.reject(error)))
 
-/** Replaces the manifest's folder list with the control plane's (devices that joined with an invite). */
-export async function refreshFolders(options: {home: string; project: string; controlPlane: ControlPlane}): Promise<ManifestFolder[] | undefined> {
+/** Syncthing states in which a folder's globalBytes is the cluster's size (not mid-scan, not failed). */
+const settledStates = new Set(['idle', 'syncing', 'sync-preparing', 'sync-waiting', 'cleaning', 'clean-waiting'])
+
+/** The size (Syncthing's globalBytes) of each project folder shared here, by the project's folder ID. */
+export async function sharedFolderSizes(client: SyncthingClient, manifest: BundleManifest): Promise<Record<string, number>> {
+  const configured = new Map((await client.folders()).map((folder): [string, FolderConfig] => [folder.id, folder]))
+  const sizes: Record<string, number> = {}
+  for (const folder of projectFoldersOf(manifest)) {
+    const shared = configured.get(syncthingFolderId(manifest.project, folder.id))
+    if (!shared || shared.paused) continue
+    const status = await client.folderStatus(shared.id)
+    if (settledStates.has(String(status.state)) && !status.error) sizes[folder.id] = Number(status.globalBytes ?? 0)
+  }
+  return sizes
+}
+
+/**
+ * Replaces the manifest's folder list with the control plane's (devices that joined with an
+ * invite), reporting the sizes of the folders shared here on the way: a device about to accept
+ * a folder compares the latest report with its free space. The project's default limits come too.
+ */
+export async function refreshFolders(options: {home: string; project: string; controlPlane: ControlPlane; client: SyncthingClient}): Promise<ManifestFolder[] | undefined> {
   const token = await tokenOf(options.home, options.project)
   if (token === undefined) return undefined
-  const folders = await deviceFolders(options.controlPlane, {token})
   const project = await JoinedProject.find({home: options.home, project: options.project})
-  if (JSON.stringify(project.manifest.folders ?? []) !== JSON.stringify(folders)) await project.update({...project.manifest, folders})
+  const sizes = await sharedFolderSizes(options.client, project.manifest)
+  const settings = await deviceFolderReport(options.controlPlane, {token, sizes})
+  const folders = withSizes(await deviceFolders(options.controlPlane, {token}), settings.sizes)
+  const updated = {...project.manifest, folders, syncLimits: settings.syncLimits}
+  if (JSON.stringify([project.manifest.folders ?? [], project.manifest.syncLimits]) !== JSON.stringify([folders, settings.syncLimits])) await project.update(updated)
   return folders
+}
+
+/**
+ * Refuses a folder of `sizeBytes` that would leave less than Syncthing's minDiskFree floor free
+ * where `path` goes (ExhaustedError, exit 5). An unknown size (no device reported one yet) passes:
+ * Syncthing itself stops writing at the floor.
+ */
+export async function checkFreeSpace(options: {path: string; name: string; sizeBytes?: number}): Promise<{freeBytes: number; sizeBytes: number | null}> {
+  const free = await freeSpace(options.path)
+  if (options.sizeBytes === undefined) return {freeBytes: free.bytes, sizeBytes: null}
+  if (free.bytes < options.sizeBytes + minDiskFreeBytes) {
+    throw new ExhaustedError(
+      `folder ${options.name} needs ${formatBytes(options.sizeBytes)} plus ${formatBytes(minDiskFreeBytes)} kept free, but ${free.checked} has ${formatBytes(free.bytes)} free: nothing was set up`,
+      {hint: `accept it into a directory on a larger disk (\`vidsync sync accept ${options.name} DIR\`), or free ${formatBytes(options.sizeBytes + minDiskFreeBytes - free.bytes)} there`},
+    )
+  }
+  return {freeBytes: free.bytes, sizeBytes: options.sizeBytes}
 }
 
 /** The project folder `name`: from the manifest, else created in the control plane when this device can. */
@@ -226,6 +268,10 @@ export interface AcceptResult {
   path: string
   type: FolderType
   offeredBy: string[]
+  /** The folder's size as the last device sharing it reported, null when none has yet (not checked then). */
+  sizeBytes: number | null
+  /** Free space where it went, before accepting. */
+  freeBytes: number
 }
 
 /**
@@ -256,10 +302,11 @@ async function acceptOffer(options: Omit<AcceptOptions, 'home' | 'project'> & {m
     throw new ConflictError(`${path} already exists and is not empty: pass the directory to accept ${name} into`)
   }
   await checkShareableDirOrParent(options.client, path, folderId)
+  const space = await checkFreeSpace({path, name, sizeBytes: folder.sizeBytes})
   await mkdir(path, {recursive: true})
   const result = await shareAs(options.client, manifest, folder, path, [...offeredBy, ...(await projectDeviceIds({client: options.client, projectCidr: manifest.cidr}))])
   await ensureSharedIgnores(path, {createDefaults: false})
-  return {project: manifest.project, name, id: folder.id, folderId, path: result.path, type, offeredBy}
+  return {project: manifest.project, name, id: folder.id, folderId, path: result.path, type, offeredBy, ...space}
 }
 
 /** checkShareableDir for a directory that may not exist yet: its nearest existing parent must be writable. */
@@ -344,7 +391,7 @@ export interface ProjectFolderState {
   state: ProjectFolderStateName
   /** The local directory when shared here, else null. */
   path: string | null
-  /** The folder's size (the project's latest version) once shared here, else null. */
+  /** The folder's size: the project's latest version once shared here, else as a device sharing it last reported (null: none has). */
   sizeBytes: number | null
   /** Syncthing's folder state when shared here (idle, scanning, syncing, ...), else null. */
   syncState: string | null
@@ -383,7 +430,7 @@ export async function projectFolderStates(options: {client: SyncthingClient; hom
         }
       }
       const state: ProjectFolderStateName = folder.mode === 'none' ? 'no-access' : declined.has(folderId) ? 'declined' : pending.has(folderId) ? 'offered' : 'available'
-      return {...base, state, path: null, sizeBytes: null, syncState: null, localChanges: null}
+      return {...base, state, path: null, sizeBytes: folder.sizeBytes ?? null, syncState: null, localChanges: null}
     }),
   )
   return {project: manifest.project, folders}

@@ -123,7 +123,7 @@ export async function reconcile(options: ReconcileOptions): Promise<ReconcileRes
         cursor: options.cursor,
       })
     : undefined
-  if (options.controlPlane && refresh?.status === 'active') await refreshFolders({home: options.home, project: options.project, controlPlane: options.controlPlane})
+  if (options.controlPlane && refresh?.status === 'active') await refreshFolders({home: options.home, project: options.project, controlPlane: options.controlPlane, client})
   const renewal =
     options.controlPlane && refresh?.status === 'active'
       ? await renewFromControlPlane({home: options.home, project: options.project, controlPlane: options.controlPlane})
