@@ -13,7 +13,7 @@ import {expect} from 'chai'
 import type {BundleManifest, ManifestFolder} from '../src/lib/bundle/manifest.js'
 import {ConflictError, ExhaustedError, InvalidInputError, NotFoundError} from '../src/lib/errors.js'
 import {addFolder} from '../src/lib/syncthing/folders.js'
-import {parseRate, setBandwidth} from '../src/lib/folders/bandwidth.js'
+import {parseRate, setDeviceLimits} from '../src/lib/folders/bandwidth.js'
 import {acceptFolder, applyProjectFolders, declineFolder, defaultIgnorePatterns, projectFolderStates, refreshFolders, revertLocalChanges, shareProjectFolder, syncthingFolderId} from '../src/lib/folders/device.js'
 import {JoinedProject} from '../src/lib/project/joined-project.js'
 import {SyncthingClient} from '../src/lib/syncthing/client.js'
@@ -198,18 +198,37 @@ describe('project folders on devices (real Syncthing x3)', function () {
     await install('a', [footage])
   })
 
-  it('sets bandwidth limits that hold between overlay (private) addresses, and refuses bad rates writing nothing', async () => {
+  it('sets bandwidth limits that hold between overlay (private) addresses: own limits over the project default, and refuses bad rates writing nothing', async () => {
     expect(parseRate('50mbit', 'upload')).to.equal(6104)
     expect(parseRate('200mbit', 'download')).to.equal(24_414)
     expect(parseRate('none', 'upload')).to.equal(0)
-    const limits = await setBandwidth({client: devices.a.client, up: '50mbit', down: '200mbit'})
-    expect(limits).to.deep.equal({upKiBps: 6104, downKiBps: 24_414, limitBandwidthInLan: true})
-    for (const bad of ['50', 'fast', '-3mbit', '50MB', '1e9gbit']) {
-      expect((await expectRejects(setBandwidth({client: devices.a.client, up: bad}), InvalidInputError)).message).to.match(/^invalid upload rate/)
+    const {client, home} = devices.a
+    const options = async () => {
+      const current = await client.options()
+      return {up: current.maxSendKbps, down: current.maxRecvKbps, lan: current.limitBandwidthInLan}
     }
-    expect(await devices.a.client.options()).to.include({maxSendKbps: 6104, maxRecvKbps: 24_414})
-    await setBandwidth({client: devices.a.client, up: 'none', down: 'none'})
-    const folder = await devices.a.client.folder(syncthingFolderId('films', footageId))
+    const limits = await setDeviceLimits({client, home, up: '50mbit', down: '200mbit'})
+    expect(limits).to.deep.equal({upKiBps: 6104, downKiBps: 24_414, upFrom: 'device', downFrom: 'device', limitBandwidthInLan: true})
+    for (const bad of ['50', 'fast', '-3mbit', '50MB', '1e9gbit']) {
+      expect((await expectRejects(setDeviceLimits({client, home, up: bad}), InvalidInputError)).message).to.match(/^invalid upload rate/)
+    }
+    expect(await options()).to.deep.equal({up: 6104, down: 24_414, lan: true})
+
+    // The project's default (from a refresh or a bundle) applies only where a has no limit of its own.
+    const project = await JoinedProject.find({home})
+    await project.update({...project.manifest, syncLimits: {upKiBps: 1000, downKiBps: 2000}})
+    const pass = await reconcile({client, home, project: 'films', userHome: devices.a.userHome})
+    expect(pass.bandwidth).to.include({upKiBps: 6104, upFrom: 'device', downKiBps: 24_414, downFrom: 'device'})
+    expect(await setDeviceLimits({client, home, down: 'default'})).to.include({upKiBps: 6104, upFrom: 'device', downKiBps: 2000, downFrom: 'project'})
+    expect(await options()).to.deep.equal({up: 6104, down: 2000, lan: true})
+    expect(await setDeviceLimits({client, home, reset: true})).to.include({upKiBps: 1000, upFrom: 'project', downKiBps: 2000, downFrom: 'project'})
+    // The operator clears the default: the loop lifts the limits.
+    await project.update({...project.manifest, syncLimits: {upKiBps: null, downKiBps: null}})
+    expect((await reconcile({client, home, project: 'films', userHome: devices.a.userHome})).bandwidth).to.include({upKiBps: 0, upFrom: 'none', downKiBps: 0, downFrom: 'none'})
+    expect(await options()).to.deep.equal({up: 0, down: 0, lan: true})
+    expect((await projectFolderStates({client, home})).bandwidth).to.deep.equal({upKiBps: 0, upFrom: 'none', downKiBps: 0, downFrom: 'none'})
+    await setDeviceLimits({client, home, up: 'none', down: 'none'})
+    const folder = await client.folder(syncthingFolderId('films', footageId))
     expect(folder?.minDiskFree).to.deep.equal({value: 2, unit: 'GB'})
   })
 

@@ -6,21 +6,22 @@ import {connectFromFlags, connectionFlags} from '../../flags/syncthing.js'
 import {Flags} from '@oclif/core'
 
 import {InvalidInputError, NotFoundError} from '../../lib/errors.js'
+import {type DeviceLimits, formatRate, limitFrom} from '../../lib/folders/bandwidth.js'
 import {projectFolderStates, type ProjectFolderState} from '../../lib/folders/device.js'
 import {listFolders, type FolderState} from '../../lib/syncthing/folders.js'
 
 export default class SyncList extends BaseCommand<typeof SyncList> {
   static override summary = "List the project's folders (shared, offered, declined) and every Syncthing folder here."
-  static override description = 'First the joined project\'s folders: shared here (with size and state), offered by another device (`vidsync sync accept NAME`), declined, available (no device offers it yet) or without access. A receive-only device never sends its local changes: their count shows, and `vidsync sync revert NAME` undoes them. Then every folder of this Syncthing with how complete it is.'
+  static override description = 'First the joined project\'s folders: shared here (with size and state), offered by another device (`vidsync sync accept NAME`), declined, available (no device offers it yet) or without access. A receive-only device never sends its local changes: their count shows, and `vidsync sync revert NAME` undoes them. Then this device\'s upload and download limits and where each comes from (its own `vidsync sync limit`, the project\'s default, or none), and every folder of this Syncthing with how complete it is.'
   static override examples = ['<%= config.bin %> <%= command.id %>', '<%= config.bin %> <%= command.id %> --json']
 
   static override flags = {...connectionFlags, ...tableFlags, project: Flags.string({summary: 'Joined project [default: the only one joined].'})}
 
-  async run(): Promise<{project: string | null; projectFolders: ProjectFolderState[]; folders: FolderState[]}> {
+  async run(): Promise<{project: string | null; projectFolders: ProjectFolderState[]; bandwidth: DeviceLimits | null; folders: FolderState[]}> {
     const {client} = await connectFromFlags(this.home, this.flags)
     // No project joined here (or several, and none named): no project folders to show.
     const joined = await projectFolderStates({client, home: this.home, project: this.flags.project}).catch((error: unknown) => {
-      if ((error instanceof NotFoundError || error instanceof InvalidInputError) && this.flags.project === undefined) return {project: null, folders: []}
+      if ((error instanceof NotFoundError || error instanceof InvalidInputError) && this.flags.project === undefined) return {project: null, folders: [], bandwidth: null}
       throw error
     })
     const folders = await listFolders({client})
@@ -40,6 +41,8 @@ export default class SyncList extends BaseCommand<typeof SyncList> {
         if (folder.localChanges) this.log(`${folder.name} is receive-only here: ${folder.localChanges} local change(s) are never sent; undo them with \`vidsync sync revert ${folder.name}\`.`)
       }
     }
+    const {bandwidth} = joined
+    if (bandwidth) this.log(`Bandwidth: upload ${formatRate(bandwidth.upKiBps)} (${limitFrom[bandwidth.upFrom]}), download ${formatRate(bandwidth.downKiBps)} (${limitFrom[bandwidth.downFrom]}).`)
     if (folders.length === 0) {
       this.log('No shared folders: add one with `vidsync sync add <folder>`.')
     } else {
@@ -56,6 +59,6 @@ export default class SyncList extends BaseCommand<typeof SyncList> {
         ], {columns: this.flags.columns, noHeader: this.flags['no-header']}),
       )
     }
-    return {project: joined.project, projectFolders: joined.folders, folders}
+    return {project: joined.project, projectFolders: joined.folders, bandwidth, folders}
   }
 }

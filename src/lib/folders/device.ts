@@ -10,6 +10,7 @@ import {JoinedProject} from '../project/joined-project.js'
 import type {ControlPlane} from '../store/control-plane.js'
 import type {FolderConfig, FolderType, SyncthingClient} from '../syncthing/client.js'
 import {formatBytes} from '../output/status.js'
+import {deviceLimits, type DeviceLimits} from './bandwidth.js'
 import {freeSpace} from '../platform/index.js'
 import {addFolder, type AddFolderResult, checkShareableDir, minDiskFreeBytes, type Peer, projectDeviceIds} from '../syncthing/folders.js'
 import {type AccessMode, checkFolderName, deviceCreateFolder, deviceFolderReport, deviceFolders, withSizes} from './store.js'
@@ -407,9 +408,10 @@ async function localChangesOf(client: SyncthingClient, folderId: string): Promis
 }
 
 /** Each project folder: shared here (with size and state), offered, declined, available or without access. */
-export async function projectFolderStates(options: {client: SyncthingClient; home: string; project?: string}): Promise<{project: string; folders: ProjectFolderState[]}> {
+export async function projectFolderStates(options: {client: SyncthingClient; home: string; project?: string}): Promise<{project: string; folders: ProjectFolderState[]; bandwidth: DeviceLimits}> {
   const {client} = options
-  const {manifest} = await JoinedProject.find({home: options.home, project: options.project})
+  const joined = await JoinedProject.find({home: options.home, project: options.project})
+  const {manifest} = joined
   const configured = new Map((await client.folders()).map((folder): [string, FolderConfig] => [folder.id, folder]))
   const pending = await offers(client, manifest.cidr)
   const declined = new Set((await client.devices()).flatMap((device) => ((device.ignoredFolders as {id: string}[] | undefined) ?? []).map((folder) => folder.id)))
@@ -433,7 +435,7 @@ export async function projectFolderStates(options: {client: SyncthingClient; hom
       return {...base, state, path: null, sizeBytes: folder.sizeBytes ?? null, syncState: null, localChanges: null}
     }),
   )
-  return {project: manifest.project, folders}
+  return {project: manifest.project, folders, bandwidth: await deviceLimits(joined)}
 }
 
 export interface RevertResult {

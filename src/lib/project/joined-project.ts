@@ -76,6 +76,29 @@ async function sameContent(files: Map<string, string | Buffer>): Promise<boolean
   return true
 }
 
+/** What this device's owner chose for the project, kept beside its manifest (never from the control plane). */
+export interface DeviceSettings {
+  /**
+   * This device's own limits in KiB/s (0: no limit), by direction; a direction without one follows
+   * the project's default. Absent until vidsync first manages the limits here.
+   */
+  limits?: {upKiBps?: number; downKiBps?: number}
+}
+
+const isRate = (value: unknown) => value === undefined || (Number.isSafeInteger(value) && (value as number) >= 0)
+
+/** settings.json, checked; anything unreadable counts as nothing chosen. */
+function parseSettings(raw: string | undefined): DeviceSettings {
+  try {
+    const parsed = JSON.parse(raw ?? '{}') as {limits?: {upKiBps?: unknown; downKiBps?: unknown}}
+    const {limits} = parsed
+    if (typeof limits !== 'object' || limits === null || !isRate(limits.upKiBps) || !isRate(limits.downKiBps)) return {}
+    return {limits: {...(limits.upKiBps === undefined ? {} : {upKiBps: limits.upKiBps as number}), ...(limits.downKiBps === undefined ? {} : {downKiBps: limits.downKiBps as number})}}
+  } catch {
+    return {}
+  }
+}
+
 /**
  * A project joined on this device: the only code that reads and writes its vidsync.json,
  * nebula.yml, certificates and key. The manifest is validated once, when the project is opened;
@@ -90,6 +113,7 @@ export class JoinedProject {
   readonly certPath: string
   readonly keyPath: string
   private readonly manifestPath: string
+  private readonly settingsPath: string
 
   private constructor(
     dir: string,
@@ -105,6 +129,16 @@ export class JoinedProject {
     this.certPath = paths.certPath
     this.keyPath = paths.keyPath
     this.manifestPath = paths.manifestPath
+    this.settingsPath = join(dir, 'settings.json')
+  }
+
+  /** This device's own settings for the project (settings.json; empty when none were chosen). */
+  async settings(): Promise<DeviceSettings> {
+    return parseSettings(await readFile(this.settingsPath, 'utf8').catch(() => undefined))
+  }
+
+  async saveSettings(settings: DeviceSettings): Promise<void> {
+    await writeFileAtomic(this.settingsPath, `${JSON.stringify(settings, null, 2)}\n`, 0o644)
   }
 
   get name(): string {
