@@ -14,7 +14,7 @@ import type {BundleManifest, ManifestFolder} from '../src/lib/bundle/manifest.js
 import {ConflictError, ExhaustedError, InvalidInputError, NotFoundError} from '../src/lib/errors.js'
 import {addFolder} from '../src/lib/syncthing/folders.js'
 import {parseRate, setDeviceLimits} from '../src/lib/folders/bandwidth.js'
-import {acceptFolder, applyProjectFolders, declineFolder, defaultIgnorePatterns, projectFolderStates, refreshFolders, revertLocalChanges, shareProjectFolder, syncthingFolderId} from '../src/lib/folders/device.js'
+import {acceptFolder, applyProjectFolders, declineFolder, setAutoAccept, defaultIgnorePatterns, projectFolderStates, refreshFolders, revertLocalChanges, shareProjectFolder, syncthingFolderId} from '../src/lib/folders/device.js'
 import {JoinedProject} from '../src/lib/project/joined-project.js'
 import {SyncthingClient} from '../src/lib/syncthing/client.js'
 import {startManagedSyncthing, stopManagedSyncthing, writeManagedConfig} from '../src/lib/syncthing/managed.js'
@@ -295,6 +295,21 @@ describe('project folders on devices (real Syncthing x3)', function () {
     await devices.c.client.deleteFolder('films-other')
     expect(await devices.c.client.folder(folderId)).to.equal(undefined)
     expect(await stat(join(otherHome, 'vidsync')).catch(() => undefined)).to.equal(undefined)
+
+    // A folder the project does not mark auto-accept: the loop leaves it, until the device says so (into its own root).
+    await install('c', [folderFor('c', false)])
+    expect((await reconcile({client: devices.c.client, home: devices.c.home, project: 'films', userHome: otherHome})).projectFolders?.accepted).to.deep.equal([])
+    expect((await expectRejects(setAutoAccept({home: devices.c.home, enabled: true, into: aFile}), InvalidInputError)).message).to.match(/is not a directory/)
+    const root = join(otherHome, 'media')
+    expect(await setAutoAccept({home: devices.c.home, enabled: true, into: root})).to.deep.equal({project: 'films', autoAccept: true, folderRoot: root})
+    const own = await reconcile({client: devices.c.client, home: devices.c.home, project: 'films', userHome: otherHome})
+    expect(own.projectFolders?.accepted).to.deep.equal(['footage'])
+    expect(await devices.c.client.folder(folderId)).to.include({path: join(root, 'footage')})
+    expect((await setAutoAccept({home: devices.c.home, enabled: false})).folderRoot).to.equal(root)
+    await devices.c.client.deleteFolder(folderId)
+    // A change of a's folder makes a send its folders to c again: the offer comes back at once.
+    await devices.a.client.patchFolder(folderId, {rescanIntervalS: 3601})
+    await waitFor('the offer back on c again', 60_000, async () => ((await projectFolderStates({client: devices.c.client, home: devices.c.home})).folders[0]?.state === 'offered' ? true : undefined))
     await install('c', [folderFor('c')])
 
     // Declined: listed as such, and the loop leaves it alone even with its directory emptied.

@@ -26,6 +26,10 @@ export const folderTypeOf = (mode: AccessMode): FolderType | undefined => (mode 
 /** Where a folder is accepted when no directory is given: ~/vidsync/<project>/<folder>. */
 export const defaultFolderPath = (project: string, name: string, home = homedir()) => join(home, 'vidsync', project, name)
 
+/** Where a folder accepted without a directory goes: <root>/<folder> when this device chose a root (`sync auto-accept --into`), else the default. */
+const acceptPath = (project: string, name: string, options: {folderRoot?: string; userHome?: string}) =>
+  options.folderRoot ? join(options.folderRoot, name) : defaultFolderPath(project, name, options.userHome)
+
 /** The file of shared ignore patterns in every project folder: it syncs, and .stignore includes it. */
 export const sharedIgnoreFile = '.vidsync-ignore'
 
@@ -256,10 +260,12 @@ export interface AcceptOptions {
   home: string
   project?: string
   name: string
-  /** [default: ~/vidsync/<project>/<name>, which must be missing or empty] */
+  /** [default: <folder root>/<name> (`sync auto-accept --into`) or ~/vidsync/<project>/<name>, which must be missing or empty] */
   path?: string
   userHome?: string
 }
+
+type AcceptOfferOptions = Omit<AcceptOptions, 'home' | 'project'> & {manifest: BundleManifest; folderRoot?: string}
 
 export interface AcceptResult {
   project: string
@@ -281,11 +287,11 @@ export interface AcceptResult {
  * nothing is written in Syncthing or on disk when one fails.
  */
 export async function acceptFolder(options: AcceptOptions): Promise<AcceptResult> {
-  const {manifest} = await JoinedProject.find({home: options.home, project: options.project})
-  return acceptOffer({...options, manifest})
+  const project = await JoinedProject.find({home: options.home, project: options.project})
+  return acceptOffer({...options, manifest: project.manifest, folderRoot: (await project.settings()).folderRoot})
 }
 
-async function acceptOffer(options: Omit<AcceptOptions, 'home' | 'project'> & {manifest: BundleManifest}): Promise<AcceptResult> {
+async function acceptOffer(options: AcceptOfferOptions): Promise<AcceptResult> {
   const {manifest} = options
   const folder = folderNamed(manifest, options.name)
   const {name} = folder
@@ -295,7 +301,7 @@ async function acceptOffer(options: Omit<AcceptOptions, 'home' | 'project'> & {m
   if (existing) throw new ConflictError(`folder ${name} is already shared here, in ${existing.path}`)
   const offeredBy = (await offers(options.client, manifest.cidr)).get(folderId)
   if (!offeredBy) throw new NotFoundError(`no device of ${manifest.project} offers folder ${name} now (the offer is gone, or no peer shares it yet): see \`vidsync sync list\``)
-  const path = resolve(options.path ?? defaultFolderPath(manifest.project, name, options.userHome))
+  const path = resolve(options.path ?? acceptPath(manifest.project, name, options))
   const info = await stat(path).catch(() => undefined)
   if (info && !info.isDirectory()) throw new InvalidInputError(`${path} is not a directory`)
   // The default location must be new: an existing non-empty directory there was not made for this folder.
@@ -332,10 +338,11 @@ export interface FolderPass {
 
 /**
  * The reconcile loop's part for project folders: each folder shared here gets the type and the
- * devices its access rules say; offers of auto-accept folders from the project's devices are
- * accepted into ~/vidsync/<project>/<name> when that is missing or empty (never over files).
+ * devices its access rules say; offers from the project's devices of auto-accept folders (or any,
+ * with `autoAccept`: the device says so) are accepted into ~/vidsync/<project>/<name> (or
+ * <folderRoot>/<name>) when that is missing or empty (never over files).
  */
-export async function applyProjectFolders(options: {client: SyncthingClient; manifest: BundleManifest; userHome?: string; autoAccept?: boolean}): Promise<FolderPass> {
+export async function applyProjectFolders(options: {client: SyncthingClient; manifest: BundleManifest; userHome?: string; autoAccept?: boolean; folderRoot?: string}): Promise<FolderPass> {
   const {client, manifest} = options
   const pass: FolderPass = {accepted: [], skipped: [], updated: []}
   const folders = projectFoldersOf(manifest)
@@ -365,13 +372,13 @@ export async function applyProjectFolders(options: {client: SyncthingClient; man
     if (!pending.has(folderId)) continue
     if (type === undefined) continue
     if (!(folder.autoAccept || options.autoAccept)) continue
-    const path = defaultFolderPath(manifest.project, folder.name, options.userHome)
+    const path = acceptPath(manifest.project, folder.name, options)
     if ((await isEmptyDir(path)) === false) {
       pass.skipped.push({name: folder.name, reason: `${path} exists and is not empty`})
       continue
     }
     try {
-      await acceptOffer({client, manifest, name: folder.name, userHome: options.userHome})
+      await acceptOffer({client, manifest, name: folder.name, userHome: options.userHome, folderRoot: options.folderRoot})
       pass.accepted.push(folder.name)
     } catch (error) {
       pass.skipped.push({name: folder.name, reason: (error as Error).message})
@@ -478,4 +485,19 @@ export async function declineFolder(options: {client: SyncthingClient; home: str
     await options.client.patchDevice(deviceId, {ignoredFolders: [...ignored, {id: folderId, label: name, time: new Date().toISOString()}]})
   }
   return {name, folderId, declinedFrom: offeredBy}
+}
+
+/**
+ * `sync auto-accept`: whether this device accepts every offered folder on its own (not only those
+ * the project marks auto-accept), and where folders accepted without a directory go (INTO/<folder>).
+ * INTO may not exist yet; it must not be a file.
+ */
+export async function setAutoAccept(options: {home: string; project?: string; enabled: boolean; into?: string}): Promise<{project: string; autoAccept: boolean; folderRoot: string}> {
+  const project = await JoinedProject.find({home: options.home, project: options.project})
+  const folderRoot = options.into === undefined ? undefined : resolve(options.into)
+  if (folderRoot !== undefined && (await stat(folderRoot).catch(() => undefined))?.isDirectory() === false) throw new InvalidInputError(`${folderRoot} is not a directory`)
+  const settings = await project.settings()
+  const next = {...settings, autoAccept: options.enabled, ...(folderRoot === undefined ? {} : {folderRoot})}
+  await project.saveSettings(next)
+  return {project: project.name, autoAccept: options.enabled, folderRoot: next.folderRoot ?? join(homedir(), 'vidsync', project.name)}
 }

@@ -1,5 +1,5 @@
 import {readdir, readFile, rm} from 'node:fs/promises'
-import {join} from 'node:path'
+import {isAbsolute, join} from 'node:path'
 
 import {type BundleManifest, parseManifest, serializeManifest} from '../bundle/manifest.js'
 import {InvalidInputError, NotFoundError} from '../errors.js'
@@ -83,20 +83,30 @@ export interface DeviceSettings {
    * the project's default. Absent until vidsync first manages the limits here.
    */
   limits?: {upKiBps?: number; downKiBps?: number}
+  /** Accept every offered folder on its own (`vidsync sync auto-accept on`), not only those the project marks. */
+  autoAccept?: boolean
+  /** Where folders accepted without a directory go, as <folderRoot>/<folder> [default: ~/vidsync/<project>]. */
+  folderRoot?: string
 }
 
 const isRate = (value: unknown) => value === undefined || (Number.isSafeInteger(value) && (value as number) >= 0)
+const defined = <T extends object>(entries: T) => Object.fromEntries(Object.entries(entries).filter(([, value]) => value !== undefined)) as T
 
-/** settings.json, checked; anything unreadable counts as nothing chosen. */
+/** settings.json, checked field by field; anything unreadable counts as nothing chosen. */
 function parseSettings(raw: string | undefined): DeviceSettings {
+  let parsed: {limits?: {upKiBps?: unknown; downKiBps?: unknown}; autoAccept?: unknown; folderRoot?: unknown}
   try {
-    const parsed = JSON.parse(raw ?? '{}') as {limits?: {upKiBps?: unknown; downKiBps?: unknown}}
-    const {limits} = parsed
-    if (typeof limits !== 'object' || limits === null || !isRate(limits.upKiBps) || !isRate(limits.downKiBps)) return {}
-    return {limits: {...(limits.upKiBps === undefined ? {} : {upKiBps: limits.upKiBps as number}), ...(limits.downKiBps === undefined ? {} : {downKiBps: limits.downKiBps as number})}}
+    parsed = JSON.parse(raw ?? '{}') as typeof parsed
   } catch {
     return {}
   }
+  const {limits} = parsed
+  const goodLimits = typeof limits === 'object' && limits !== null && isRate(limits.upKiBps) && isRate(limits.downKiBps)
+  return defined({
+    limits: goodLimits ? defined({upKiBps: limits.upKiBps as number | undefined, downKiBps: limits.downKiBps as number | undefined}) : undefined,
+    autoAccept: typeof parsed.autoAccept === 'boolean' ? parsed.autoAccept : undefined,
+    folderRoot: typeof parsed.folderRoot === 'string' && isAbsolute(parsed.folderRoot) ? parsed.folderRoot : undefined,
+  })
 }
 
 /**

@@ -144,7 +144,8 @@ export async function reconcile(options: ReconcileOptions): Promise<ReconcileRes
   await sharePeers({client, projectCidr: manifest.cidr, folders: legacy, peers})
   const {accepted, ignored} = await acceptPendingDevices({client, projectCidr: manifest.cidr, folders: legacy})
   await shareWithProjectDevices({client, projectCidr: manifest.cidr, folders: legacy})
-  const folderPass = await applyProjectFolders({client, manifest, userHome: options.userHome})
+  const {autoAccept, folderRoot} = await project.settings()
+  const folderPass = await applyProjectFolders({client, manifest, userHome: options.userHome, autoAccept, folderRoot})
   const bandwidth = await followProjectLimits({client, project})
   const all = await projectFolders({client, project: manifest.project, projectCidr: manifest.cidr})
   return {...(refresh ? {refresh} : {}), ...(renewal ? {renewal} : {}), folders: all, accepted, ignored, projectFolders: folderPass, ...(bandwidth ? {bandwidth} : {}), removed, certificateWarnings}
