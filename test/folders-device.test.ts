@@ -10,7 +10,7 @@ import {join} from 'node:path'
 
 import {expect} from 'chai'
 
-import type {BundleManifest, ManifestFolder} from '../src/lib/bundle/manifest.js'
+import {type BundleManifest, type ManifestFolder, parseManifest} from '../src/lib/bundle/manifest.js'
 import {ConflictError, ExhaustedError, InvalidInputError, NotFoundError} from '../src/lib/errors.js'
 import {addFolder} from '../src/lib/syncthing/folders.js'
 import {parseRate, setDeviceLimits} from '../src/lib/folders/bandwidth.js'
@@ -251,6 +251,12 @@ describe('project folders on devices (real Syncthing x3)', function () {
     expect((await expectRejects(acceptFolder({client: devices.b.client, home: devices.b.home, name: 'renders'}), NotFoundError)).message).to.match(/no device of films offers folder renders now/)
     expect(await folderCount('b')).to.equal(before)
     await install('b', [folderFor('b')])
+    // A manifest (bundle or refresh) with a bad size or limit is refused whole.
+    const manifest = (extra: object, folder: object = {}) => JSON.stringify({...manifestOf('b', [{...folderFor('b'), ...folder}]), ...extra})
+    expect(parseManifest(manifest({syncLimits: {upKiBps: 6104, downKiBps: null}}, {sizeBytes: 42}), 'test')).to.deep.include({syncLimits: {upKiBps: 6104, downKiBps: null}})
+    for (const [extra, folder] of [[{}, {sizeBytes: -1}], [{}, {sizeBytes: '42'}], [{syncLimits: {upKiBps: 'fast', downKiBps: null}}, {}], [{syncLimits: {upKiBps: 1.5}}, {}]]) {
+      expect((await expectRejects(Promise.resolve().then(() => parseManifest(manifest(extra ?? {}, folder), 'test')), InvalidInputError)).message).to.match(/size|syncLimits/)
+    }
   })
 
   it('never auto-accepts into an existing non-empty directory', async () => {
@@ -276,6 +282,7 @@ describe('project folders on devices (real Syncthing x3)', function () {
     await install('c', [{...folderFor('c'), sizeBytes: huge}])
     const into = join(devices.c.userHome, 'Elsewhere', 'footage')
     const accept = (path?: string) => acceptFolder({client: devices.c.client, home: devices.c.home, name: 'footage', path})
+    expect((await projectFolderStates({client: devices.c.client, home: devices.c.home})).folders[0]).to.include({state: 'offered', sizeBytes: huge})
     const refused = await expectRejects(accept(into), ExhaustedError)
     expect(refused.message).to.match(/^folder footage needs 4096\.0 TiB plus 1\.9 GiB kept free, but \/.* has .* free: nothing was set up$/)
     expect(refused.hint).to.match(/vidsync sync accept footage DIR/)
