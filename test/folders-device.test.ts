@@ -20,6 +20,8 @@ import {SyncthingClient} from '../src/lib/syncthing/client.js'
 import {startManagedSyncthing, stopManagedSyncthing, writeManagedConfig} from '../src/lib/syncthing/managed.js'
 import {expectRejects} from './helpers/rejects.js'
 import {reconcile} from '../src/lib/up/up.js'
+import {deviceStatus} from '../src/lib/up/status.js'
+import {renderStatus} from '../src/lib/output/status.js'
 import {deviceTokenPath} from '../src/lib/join/invite.js'
 import {newSecret, sha256Hex} from '../src/lib/invites/secrets.js'
 import {createFolder, projectFolderSettings} from '../src/lib/folders/store.js'
@@ -227,6 +229,10 @@ describe('project folders on devices (real Syncthing x3)', function () {
     expect((await reconcile({client, home, project: 'films', userHome: devices.a.userHome})).bandwidth).to.include({upKiBps: 0, upFrom: 'none', downKiBps: 0, downFrom: 'none'})
     expect(await options()).to.deep.equal({up: 0, down: 0, lan: true})
     expect((await projectFolderStates({client, home})).bandwidth).to.deep.equal({upKiBps: 0, upFrom: 'none', downKiBps: 0, downFrom: 'none'})
+    await setDeviceLimits({client, home, up: '8mbit'})
+    const status = await deviceStatus({home})
+    expect(status.bandwidth).to.deep.equal({upKiBps: 977, upFrom: 'device', downKiBps: 0, downFrom: 'none'})
+    expect(renderStatus(status, {color: false})).to.include("limits    up 8.0mbit (this device's), down none (no limit set)")
     await setDeviceLimits({client, home, up: 'none', down: 'none'})
     const folder = await client.folder(syncthingFolderId('films', footageId))
     expect(folder?.minDiskFree).to.deep.equal({value: 2, unit: 'GB'})
