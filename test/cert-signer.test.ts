@@ -85,6 +85,12 @@ describe('certificate lifecycle on Postgres: lifetimes, renewal requests, the si
     const bad = await admin('project', 'set', 'films', '--cert-lifetime', '10s')
     expect(bad.exitCode).to.equal(2)
     expect(bad.json.error.message).to.match(/between 1 minute and 50 years/)
+    // The project's default bandwidth limits (migration 014): named directions change, the others stay.
+    const limits = await admin('project', 'set', 'films', '--sync-up', '50mbit', '--sync-down', '200mbit')
+    expect(limits.json).to.deep.equal({project: 'films', syncLimits: {upKiBps: 6104, downKiBps: 24_414}})
+    expect((await admin('project', 'set', 'films', '--sync-up', 'none')).json.syncLimits).to.deep.equal({upKiBps: null, downKiBps: 24_414})
+    const nothing = await admin('project', 'set', 'films')
+    expect([nothing.exitCode, nothing.json.error.message]).to.deep.equal([2, 'nothing to set: pass --cert-lifetime, --sync-up or --sync-down'])
   })
 
   it('asks for renewal once a third of the life is left, the signer signs it, the device installs it', async () => {

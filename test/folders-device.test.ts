@@ -10,18 +10,21 @@ import {join} from 'node:path'
 
 import {expect} from 'chai'
 
-import type {BundleManifest, ManifestFolder} from '../src/lib/bundle/manifest.js'
-import {ConflictError, InvalidInputError, NotFoundError} from '../src/lib/errors.js'
-import {parseRate, setBandwidth} from '../src/lib/folders/bandwidth.js'
-import {acceptFolder, applyProjectFolders, declineFolder, defaultIgnorePatterns, projectFolderStates, refreshFolders, revertLocalChanges, shareProjectFolder, syncthingFolderId} from '../src/lib/folders/device.js'
+import {type BundleManifest, type ManifestFolder, parseManifest} from '../src/lib/bundle/manifest.js'
+import {ConflictError, ExhaustedError, InvalidInputError, NotFoundError} from '../src/lib/errors.js'
+import {addFolder} from '../src/lib/syncthing/folders.js'
+import {parseRate, setDeviceLimits} from '../src/lib/folders/bandwidth.js'
+import {acceptFolder, applyProjectFolders, declineFolder, setAutoAccept, defaultIgnorePatterns, projectFolderStates, refreshFolders, revertLocalChanges, shareProjectFolder, syncthingFolderId} from '../src/lib/folders/device.js'
 import {JoinedProject} from '../src/lib/project/joined-project.js'
 import {SyncthingClient} from '../src/lib/syncthing/client.js'
 import {startManagedSyncthing, stopManagedSyncthing, writeManagedConfig} from '../src/lib/syncthing/managed.js'
 import {expectRejects} from './helpers/rejects.js'
 import {reconcile} from '../src/lib/up/up.js'
+import {deviceStatus} from '../src/lib/up/status.js'
+import {renderStatus} from '../src/lib/output/status.js'
 import {deviceTokenPath} from '../src/lib/join/invite.js'
 import {newSecret, sha256Hex} from '../src/lib/invites/secrets.js'
-import {createFolder} from '../src/lib/folders/store.js'
+import {createFolder, projectFolderSettings} from '../src/lib/folders/store.js'
 import {ControlPlane, SqlRpc} from '../src/lib/store/control-plane.js'
 import {loadMigrations, migrate} from '../src/lib/store/migrate.js'
 import {PostgresClient} from '../src/lib/store/sql-client.js'
@@ -197,18 +200,41 @@ describe('project folders on devices (real Syncthing x3)', function () {
     await install('a', [footage])
   })
 
-  it('sets bandwidth limits that hold between overlay (private) addresses, and refuses bad rates writing nothing', async () => {
+  it('sets bandwidth limits that hold between overlay (private) addresses: own limits over the project default, and refuses bad rates writing nothing', async () => {
     expect(parseRate('50mbit', 'upload')).to.equal(6104)
     expect(parseRate('200mbit', 'download')).to.equal(24_414)
     expect(parseRate('none', 'upload')).to.equal(0)
-    const limits = await setBandwidth({client: devices.a.client, up: '50mbit', down: '200mbit'})
-    expect(limits).to.deep.equal({upKiBps: 6104, downKiBps: 24_414, limitBandwidthInLan: true})
-    for (const bad of ['50', 'fast', '-3mbit', '50MB', '1e9gbit']) {
-      expect((await expectRejects(setBandwidth({client: devices.a.client, up: bad}), InvalidInputError)).message).to.match(/^invalid upload rate/)
+    const {client, home} = devices.a
+    const options = async () => {
+      const current = await client.options()
+      return {up: current.maxSendKbps, down: current.maxRecvKbps, lan: current.limitBandwidthInLan}
     }
-    expect(await devices.a.client.options()).to.include({maxSendKbps: 6104, maxRecvKbps: 24_414})
-    await setBandwidth({client: devices.a.client, up: 'none', down: 'none'})
-    const folder = await devices.a.client.folder(syncthingFolderId('films', footageId))
+    const limits = await setDeviceLimits({client, home, up: '50mbit', down: '200mbit'})
+    expect(limits).to.deep.equal({upKiBps: 6104, downKiBps: 24_414, upFrom: 'device', downFrom: 'device', limitBandwidthInLan: true})
+    for (const bad of ['50', 'fast', '-3mbit', '50MB', '1e9gbit']) {
+      expect((await expectRejects(setDeviceLimits({client, home, up: bad}), InvalidInputError)).message).to.match(/^invalid upload rate/)
+    }
+    expect(await options()).to.deep.equal({up: 6104, down: 24_414, lan: true})
+
+    // The project's default (from a refresh or a bundle) applies only where a has no limit of its own.
+    const project = await JoinedProject.find({home})
+    await project.update({...project.manifest, syncLimits: {upKiBps: 1000, downKiBps: 2000}})
+    const pass = await reconcile({client, home, project: 'films', userHome: devices.a.userHome})
+    expect(pass.bandwidth).to.include({upKiBps: 6104, upFrom: 'device', downKiBps: 24_414, downFrom: 'device'})
+    expect(await setDeviceLimits({client, home, down: 'default'})).to.include({upKiBps: 6104, upFrom: 'device', downKiBps: 2000, downFrom: 'project'})
+    expect(await options()).to.deep.equal({up: 6104, down: 2000, lan: true})
+    expect(await setDeviceLimits({client, home, reset: true})).to.include({upKiBps: 1000, upFrom: 'project', downKiBps: 2000, downFrom: 'project'})
+    // The operator clears the default: the loop lifts the limits.
+    await project.update({...project.manifest, syncLimits: {upKiBps: null, downKiBps: null}})
+    expect((await reconcile({client, home, project: 'films', userHome: devices.a.userHome})).bandwidth).to.include({upKiBps: 0, upFrom: 'none', downKiBps: 0, downFrom: 'none'})
+    expect(await options()).to.deep.equal({up: 0, down: 0, lan: true})
+    expect((await projectFolderStates({client, home})).bandwidth).to.deep.equal({upKiBps: 0, upFrom: 'none', downKiBps: 0, downFrom: 'none'})
+    await setDeviceLimits({client, home, up: '8mbit'})
+    const status = await deviceStatus({home})
+    expect(status.bandwidth).to.deep.equal({upKiBps: 977, upFrom: 'device', downKiBps: 0, downFrom: 'none'})
+    expect(renderStatus(status, {color: false})).to.include("limits    up 8.0mbit (this device's), down none (no limit set)")
+    await setDeviceLimits({client, home, up: 'none', down: 'none'})
+    const folder = await client.folder(syncthingFolderId('films', footageId))
     expect(folder?.minDiskFree).to.deep.equal({value: 2, unit: 'GB'})
   })
 
@@ -231,6 +257,12 @@ describe('project folders on devices (real Syncthing x3)', function () {
     expect((await expectRejects(acceptFolder({client: devices.b.client, home: devices.b.home, name: 'renders'}), NotFoundError)).message).to.match(/no device of films offers folder renders now/)
     expect(await folderCount('b')).to.equal(before)
     await install('b', [folderFor('b')])
+    // A manifest (bundle or refresh) with a bad size or limit is refused whole.
+    const manifest = (extra: object, folder: object = {}) => JSON.stringify({...manifestOf('b', [{...folderFor('b'), ...folder}]), ...extra})
+    expect(parseManifest(manifest({syncLimits: {upKiBps: 6104, downKiBps: null}}, {sizeBytes: 42}), 'test')).to.deep.include({syncLimits: {upKiBps: 6104, downKiBps: null}})
+    for (const [extra, folder] of [[{}, {sizeBytes: -1}], [{}, {sizeBytes: '42'}], [{syncLimits: {upKiBps: 'fast', downKiBps: null}}, {}], [{syncLimits: {upKiBps: 1.5}}, {}]]) {
+      expect((await expectRejects(Promise.resolve().then(() => parseManifest(manifest(extra ?? {}, folder), 'test')), InvalidInputError)).message).to.match(/size|syncLimits/)
+    }
   })
 
   it('never auto-accepts into an existing non-empty directory', async () => {
@@ -250,6 +282,48 @@ describe('project folders on devices (real Syncthing x3)', function () {
     expect(await devices.c.client.folder(folderId)).to.equal(undefined)
     const {folders} = await projectFolderStates({client: devices.c.client, home: devices.c.home})
     expect(folders[0]).to.include({state: 'offered'})
+
+    // Bigger than the free space (as the last device sharing it reported): refused in one line, nothing set up.
+    const huge = 2 ** 52
+    await install('c', [{...folderFor('c'), sizeBytes: huge}])
+    const into = join(devices.c.userHome, 'Elsewhere', 'footage')
+    const accept = (path?: string) => acceptFolder({client: devices.c.client, home: devices.c.home, name: 'footage', path})
+    expect((await projectFolderStates({client: devices.c.client, home: devices.c.home})).folders[0]).to.include({state: 'offered', sizeBytes: huge})
+    const refused = await expectRejects(accept(into), ExhaustedError)
+    expect(refused.message).to.match(/^folder footage needs 4096\.0 TiB plus 1\.9 GiB kept free, but \/.* has .* free: nothing was set up$/)
+    expect(refused.hint).to.match(/vidsync sync accept footage DIR/)
+    expect(await stat(join(devices.c.userHome, 'Elsewhere')).catch(() => undefined)).to.equal(undefined)
+    // The loop's auto-accept (into a home where ~/vidsync/films/footage is free) refuses it the same way.
+    const otherHome = await tempDir('vidsync-user-')
+    const autoPass = await reconcile({client: devices.c.client, home: devices.c.home, project: 'films', userHome: otherHome})
+    expect(autoPass.projectFolders?.skipped[0]?.reason).to.match(/^folder footage needs 4096\.0 TiB/)
+    // Bad directories for an offer that is there: a file, inside another shared folder.
+    const aFile = join(devices.c.userHome, 'a-file')
+    await writeFile(aFile, 'x')
+    expect((await expectRejects(accept(aFile), InvalidInputError)).message).to.match(/is not a directory/)
+    const other = join(devices.c.userHome, 'other')
+    await mkdir(other)
+    await addFolder({client: devices.c.client, path: other, project: 'films', folderId: 'films-other', projectCidr: '127.0.0.0/8', peers: []})
+    expect((await expectRejects(accept(join(other, 'footage')), ConflictError)).message).to.match(/inside .* which folder .* already shares: folders must not nest/)
+    await devices.c.client.deleteFolder('films-other')
+    expect(await devices.c.client.folder(folderId)).to.equal(undefined)
+    expect(await stat(join(otherHome, 'vidsync')).catch(() => undefined)).to.equal(undefined)
+
+    // A folder the project does not mark auto-accept: the loop leaves it, until the device says so (into its own root).
+    await install('c', [folderFor('c', false)])
+    expect((await reconcile({client: devices.c.client, home: devices.c.home, project: 'films', userHome: otherHome})).projectFolders?.accepted).to.deep.equal([])
+    expect((await expectRejects(setAutoAccept({home: devices.c.home, enabled: true, into: aFile}), InvalidInputError)).message).to.match(/is not a directory/)
+    const root = join(otherHome, 'media')
+    expect(await setAutoAccept({home: devices.c.home, enabled: true, into: root})).to.deep.equal({project: 'films', autoAccept: true, folderRoot: root})
+    const own = await reconcile({client: devices.c.client, home: devices.c.home, project: 'films', userHome: otherHome})
+    expect(own.projectFolders?.accepted).to.deep.equal(['footage'])
+    expect(await devices.c.client.folder(folderId)).to.include({path: join(root, 'footage')})
+    expect((await setAutoAccept({home: devices.c.home, enabled: false})).folderRoot).to.equal(root)
+    await devices.c.client.deleteFolder(folderId)
+    // A change of a's folder makes a send its folders to c again: the offer comes back at once.
+    await devices.a.client.patchFolder(folderId, {rescanIntervalS: 3601})
+    await waitFor('the offer back on c again', 60_000, async () => ((await projectFolderStates({client: devices.c.client, home: devices.c.home})).folders[0]?.state === 'offered' ? true : undefined))
+    await install('c', [folderFor('c')])
 
     // Declined: listed as such, and the loop leaves it alone even with its directory emptied.
     const declined = await declineFolder({client: devices.c.client, home: devices.c.home, name: 'footage'})
@@ -288,9 +362,16 @@ describe('project folders on devices (real Syncthing x3)', function () {
       expect(manifest.folders?.map((folder) => folder.name)).to.include('dailies')
       // The operator adds another; the device's refresh brings the list in.
       await createFolder(controlPlane, {project: 'films', name: 'grading'})
-      const refreshed = await refreshFolders({home: devices.b.home, project: 'films', controlPlane})
+      // Once Syncthing has scanned it, b reports the size of dailies with its refresh; the list comes back with sizes.
+      await waitFor('dailies scanned on b', 30_000, async () => ((await devices.b.client.folderStatus(shared.folderId)).state === 'idle' ? true : undefined))
+      const refreshed = await refreshFolders({home: devices.b.home, project: 'films', controlPlane, client: devices.b.client})
       expect(refreshed?.map((folder) => folder.name)).to.deep.equal(['dailies', 'grading'])
-      expect((await JoinedProject.find({home: devices.b.home})).manifest.folders?.map((folder) => folder.name)).to.deep.equal(['dailies', 'grading'])
+      const ignoreSize = (await stat(join(dir, '.vidsync-ignore'))).size
+      expect(refreshed?.map((folder) => folder.sizeBytes)).to.deep.equal([ignoreSize, undefined])
+      expect((await projectFolderSettings(controlPlane, {project: 'films'})).sizes).to.deep.equal({[shared.id]: ignoreSize})
+      const {manifest: refreshedManifest} = await JoinedProject.find({home: devices.b.home})
+      expect(refreshedManifest.folders?.map((folder) => folder.name)).to.deep.equal(['dailies', 'grading'])
+      expect(refreshedManifest.syncLimits).to.deep.equal({upKiBps: null, downKiBps: null})
     } finally {
       await rm(deviceTokenPath(devices.b.home, 'films'), {force: true})
       await sql.close()

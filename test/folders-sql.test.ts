@@ -8,7 +8,7 @@ import {expect} from 'chai'
 import pg from 'pg'
 
 import {ConflictError, InvalidInputError, NotFoundError} from '../src/lib/errors.js'
-import {createFolder, deviceCreateFolder, deviceFolders, foldersForDevice, listProjectFolders, removeProjectFolder, setFolderAccess} from '../src/lib/folders/store.js'
+import {bundleFolders, createFolder, deviceCreateFolder, deviceFolderReport, deviceFolders, foldersForDevice, listProjectFolders, removeProjectFolder, setFolderAccess, setProjectSyncLimits} from '../src/lib/folders/store.js'
 import {newSecret, sha256Hex} from '../src/lib/invites/secrets.js'
 import {ControlPlane, SqlRpc} from '../src/lib/store/control-plane.js'
 import {loadMigrations, migrate} from '../src/lib/store/migrate.js'
@@ -141,5 +141,32 @@ describe('project folders in the control plane (migration 009) on Postgres', fun
     const denied = (await rejection(listProjectFolders(anon, {project: 'alpha'}))) as Error & {code?: string}
     expect(denied.code).to.equal('42501')
     expect(((await rejection(createFolder(anon, {project: 'alpha', name: 'evil'}))) as Error & {code?: string}).code).to.equal('42501')
+  })
+
+  it('stores the sizes devices report and the project default limits (migration 014); bad reports and anon operators are refused', async () => {
+    const footage = (await listProjectFolders(operator, {project: 'alpha'})).find((f) => f.name === 'footage')
+    expect(footage).to.not.equal(undefined)
+    const id = footage?.id ?? ''
+    // A folder the project no longer has is skipped; the answer carries the latest size of each folder.
+    const reported = await deviceFolderReport(anon, {token, sizes: {[id]: 123_456_789_012, ffffffffffff: 5}})
+    expect(reported).to.deep.equal({syncLimits: {upKiBps: null, downKiBps: null}, sizes: {[id]: 123_456_789_012}})
+    for (const sizes of [{[id]: -1}, {[id]: 1.5}, {[id]: '12'}] as unknown as Record<string, number>[]) {
+      const refused = await rejection(deviceFolderReport(anon, {token, sizes}))
+      expect(refused).to.be.instanceOf(InvalidInputError)
+      expect(refused.message).to.match(/^invalid size of folder/)
+    }
+    expect(await rejection(operator.rpc.call('device_folder_report', {p_token: token, p_sizes: '[1]'}))).to.be.instanceOf(InvalidInputError)
+    expect(await rejection(deviceFolderReport(anon, {token: newSecret('device'), sizes: {}}))).to.be.instanceOf(NotFoundError)
+
+    const limits = await setProjectSyncLimits(operator, {project: 'alpha', upKiBps: 6104, downKiBps: null})
+    expect(limits.syncLimits).to.deep.equal({upKiBps: 6104, downKiBps: null})
+    expect(await rejection(setProjectSyncLimits(operator, {project: 'alpha', upKiBps: 0, downKiBps: null}))).to.be.instanceOf(InvalidInputError)
+    expect(((await rejection(setProjectSyncLimits(anon, {project: 'alpha', upKiBps: 1, downKiBps: 1}))) as Error & {code?: string}).code).to.equal('42501')
+    // Devices read them with their report; bundles (embedded backend) carry them with the sizes.
+    expect((await deviceFolderReport(anon, {token, sizes: {}})).syncLimits).to.deep.equal({upKiBps: 6104, downKiBps: null})
+    const bundle = await bundleFolders(operator, {project: 'alpha', device: 'edit1'})
+    expect(bundle.syncLimits).to.deep.equal({upKiBps: 6104, downKiBps: null})
+    expect(bundle.folders.find((f) => f.name === 'footage')?.sizeBytes).to.equal(123_456_789_012)
+    expect(bundle.folders.find((f) => f.name === 'dailies')?.sizeBytes).to.equal(undefined)
   })
 })

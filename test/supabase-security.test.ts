@@ -12,8 +12,8 @@ import {createThrowawayDatabase, type ThrowawayDatabase} from './helpers/postgre
 import {type ApiRole, asRole as asRoleWith} from './helpers/roles.js'
 
 
-const tables = ['audit_log', 'certificates', 'devices', 'folder_access', 'folders', 'invites', 'ip_pool', 'join_requests', 'project_cas', 'project_changes', 'project_deltas', 'project_versions', 'projects', 'redeem_attempts', 'renewal_requests', 'schema_migrations', 'settings']
-const deviceFunctions = ['device_bundle', 'device_certificate', 'device_create_folder', 'device_folders', 'device_refresh', 'device_request_renewal', 'device_revoked_peers', 'device_sync', 'device_trusted_cas', 'redeem_invite', 'schema_version']
+const tables = ['audit_log', 'certificates', 'devices', 'folder_access', 'folder_sizes', 'folders', 'invites', 'ip_pool', 'join_requests', 'project_cas', 'project_changes', 'project_deltas', 'project_versions', 'projects', 'redeem_attempts', 'renewal_requests', 'schema_migrations', 'settings']
+const deviceFunctions = ['device_bundle', 'device_certificate', 'device_create_folder', 'device_folder_report', 'device_folders', 'device_refresh', 'device_request_renewal', 'device_revoked_peers', 'device_sync', 'device_trusted_cas', 'redeem_invite', 'schema_version']
 const operatorFunctions = [
   'allocate_ip', 'approve_join_request', 'audit', 'change_retention', 'check_groups', 'check_name', 'create_invite', 'create_project', 'device_changed', 'device_conflict',
   'device_heartbeat', 'discard_registration', 'expire_blocklist', 'folder_changed', 'heartbeat_seconds', 'join_request_by_token',
@@ -33,6 +33,8 @@ const operatorFunctions = [
   'project_delta', 'rotate_topic',
   // 013: revocation acknowledgements (device_sync_state is 010's device_sync, which device_sync calls)
   'device_revoking', 'device_sync_state', 'revocation_acks',
+  // 014: folder sizes and project bandwidth limits
+  'folder_settings', 'project_folder_settings', 'set_project_sync_limits',
 ]
 
 const fakePublicKey = () =>

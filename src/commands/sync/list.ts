@@ -1,37 +1,27 @@
 import {BaseCommand} from '../../base-command.js'
+import {formatBytes} from '../../lib/output/status.js'
 import {renderTable} from '../../lib/output/table.js'
 import {tableFlags} from '../../flags/table.js'
 import {connectFromFlags, connectionFlags} from '../../flags/syncthing.js'
 import {Flags} from '@oclif/core'
 
 import {InvalidInputError, NotFoundError} from '../../lib/errors.js'
+import {type DeviceLimits, formatRate, limitFrom} from '../../lib/folders/bandwidth.js'
 import {projectFolderStates, type ProjectFolderState} from '../../lib/folders/device.js'
 import {listFolders, type FolderState} from '../../lib/syncthing/folders.js'
 
-const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB']
-
-function formatBytes(bytes: number): string {
-  let value = bytes
-  let unit = 0
-  while (value >= 1024 && unit < units.length - 1) {
-    value /= 1024
-    unit++
-  }
-  return `${unit === 0 ? value : value.toFixed(1)} ${units[unit]}`
-}
-
 export default class SyncList extends BaseCommand<typeof SyncList> {
   static override summary = "List the project's folders (shared, offered, declined) and every Syncthing folder here."
-  static override description = 'First the joined project\'s folders: shared here (with size and state), offered by another device (`vidsync sync accept NAME`), declined, available (no device offers it yet) or without access. A receive-only device never sends its local changes: their count shows, and `vidsync sync revert NAME` undoes them. Then every folder of this Syncthing with how complete it is.'
+  static override description = 'First the joined project\'s folders: shared here (with size and state), offered by another device (`vidsync sync accept NAME`), declined, available (no device offers it yet) or without access. A receive-only device never sends its local changes: their count shows, and `vidsync sync revert NAME` undoes them. Then this device\'s upload and download limits and where each comes from (its own `vidsync sync limit`, the project\'s default, or none), and every folder of this Syncthing with how complete it is.'
   static override examples = ['<%= config.bin %> <%= command.id %>', '<%= config.bin %> <%= command.id %> --json']
 
   static override flags = {...connectionFlags, ...tableFlags, project: Flags.string({summary: 'Joined project [default: the only one joined].'})}
 
-  async run(): Promise<{project: string | null; projectFolders: ProjectFolderState[]; folders: FolderState[]}> {
+  async run(): Promise<{project: string | null; projectFolders: ProjectFolderState[]; bandwidth: DeviceLimits | null; folders: FolderState[]}> {
     const {client} = await connectFromFlags(this.home, this.flags)
     // No project joined here (or several, and none named): no project folders to show.
     const joined = await projectFolderStates({client, home: this.home, project: this.flags.project}).catch((error: unknown) => {
-      if ((error instanceof NotFoundError || error instanceof InvalidInputError) && this.flags.project === undefined) return {project: null, folders: []}
+      if ((error instanceof NotFoundError || error instanceof InvalidInputError) && this.flags.project === undefined) return {project: null, folders: [], bandwidth: null}
       throw error
     })
     const folders = await listFolders({client})
@@ -51,6 +41,8 @@ export default class SyncList extends BaseCommand<typeof SyncList> {
         if (folder.localChanges) this.log(`${folder.name} is receive-only here: ${folder.localChanges} local change(s) are never sent; undo them with \`vidsync sync revert ${folder.name}\`.`)
       }
     }
+    const {bandwidth} = joined
+    if (bandwidth) this.log(`Bandwidth: upload ${formatRate(bandwidth.upKiBps)} (${limitFrom[bandwidth.upFrom]}), download ${formatRate(bandwidth.downKiBps)} (${limitFrom[bandwidth.downFrom]}).`)
     if (folders.length === 0) {
       this.log('No shared folders: add one with `vidsync sync add <folder>`.')
     } else {
@@ -67,6 +59,6 @@ export default class SyncList extends BaseCommand<typeof SyncList> {
         ], {columns: this.flags.columns, noHeader: this.flags['no-header']}),
       )
     }
-    return {project: joined.project, projectFolders: joined.folders, folders}
+    return {project: joined.project, projectFolders: joined.folders, bandwidth, folders}
   }
 }

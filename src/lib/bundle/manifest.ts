@@ -30,6 +30,14 @@ export interface ManifestFolder {
   autoAccept: boolean
   mode: 'send-receive' | 'send-only' | 'receive-only' | 'none'
   devices: {name: string; mode: ManifestFolder['mode']}[]
+  /** The latest size (bytes) a device sharing it reported; absent when none has. */
+  sizeBytes?: number
+}
+
+/** The project's default bandwidth limits in KiB/s (Syncthing's unit); null: none in that direction. */
+export interface ManifestSyncLimits {
+  upKiBps: number | null
+  downKiBps: number | null
 }
 
 /**
@@ -53,6 +61,8 @@ export interface BundleManifest {
   blocklist: string[]
   /** The project's folders; absent in bundles made before vidsync had project folders. */
   folders?: ManifestFolder[]
+  /** The project's default limits, for devices that set none of their own; absent in older bundles. */
+  syncLimits?: ManifestSyncLimits
   /** During a CA rotation: each newer CA of ca.crt endorsed by its predecessor; absent otherwise. */
   caEndorsements?: CaEndorsement[]
   issuedAt: string
@@ -99,6 +109,7 @@ function check(ok: boolean, what: string): void {
 }
 
 const isString = (value: unknown): value is string => typeof value === 'string'
+const isWhole = (value: unknown): value is number => Number.isSafeInteger(value) && (value as number) >= 0
 
 function list(value: unknown, what: string): unknown[] {
   check(Array.isArray(value) && value.length <= maxListLength, `${what} is not a list`)
@@ -189,8 +200,16 @@ function validate(raw: unknown, nebulaYml: string | undefined): BundleManifest {
       check(isString(item.mode) && modes.has(item.mode), `folders[${index}].devices[${at}].mode is not an access mode`)
       return {name: name(item.name, `folders[${index}].devices[${at}].name`), mode: item.mode as ManifestFolder['mode']}
     })
-    return {id: folder.id as string, name: name(folder.name, `folders[${index}].name`), autoAccept: folder.autoAccept as boolean, mode: folder.mode as ManifestFolder['mode'], devices}
+    check(folder.sizeBytes === undefined || isWhole(folder.sizeBytes), `folders[${index}].sizeBytes is not a number of bytes`)
+    const size = folder.sizeBytes === undefined ? {} : {sizeBytes: folder.sizeBytes as number}
+    return {id: folder.id as string, name: name(folder.name, `folders[${index}].name`), autoAccept: folder.autoAccept as boolean, mode: folder.mode as ManifestFolder['mode'], devices, ...size}
   })
+  const limits = input.syncLimits === undefined ? undefined : record(input.syncLimits, 'syncLimits')
+  const limit = (value: unknown, what: string) => {
+    check(value === null || isWhole(value), `syncLimits.${what} is not a rate in KiB/s`)
+    return value as number | null
+  }
+  const syncLimits = limits === undefined ? undefined : {upKiBps: limit(limits.upKiBps, 'upKiBps'), downKiBps: limit(limits.downKiBps, 'downKiBps')}
   const caEndorsements = input.caEndorsements === undefined ? undefined : list(input.caEndorsements, 'caEndorsements').map((entry, index) => {
     check(isEndorsement(entry) && Object.keys(entry).length === 3, `caEndorsements[${index}] is not a CA endorsement`)
     const {ca, endorser, signature} = entry as CaEndorsement
@@ -213,6 +232,7 @@ function validate(raw: unknown, nebulaYml: string | undefined): BundleManifest {
     peers,
     blocklist,
     ...(folders === undefined ? {} : {folders}),
+    ...(syncLimits === undefined ? {} : {syncLimits}),
     ...(caEndorsements === undefined ? {} : {caEndorsements}),
     issuedAt: date(input.issuedAt, 'issuedAt'),
   }

@@ -1,7 +1,7 @@
 import {basename} from 'node:path'
 
 import type {BundleFiles} from '../bundle/bundle.js'
-import {type BundleManifest, type ManifestFolder, serializeManifest} from '../bundle/manifest.js'
+import {type BundleManifest, type ManifestFolder, type ManifestSyncLimits, serializeManifest} from '../bundle/manifest.js'
 import {renderBundleReadme} from '../bundle/readme.js'
 import {lighthousesFor, nebulaConfigFromManifest} from '../nebula/config.js'
 import type {ProjectTrust} from '../pki/rotation.js'
@@ -23,6 +23,8 @@ export interface BundleInput {
   outPath: string
   /** The project's folders with this device's access (absent: the manifest lists none). */
   folders?: ManifestFolder[]
+  /** The project's default bandwidth limits (absent: the manifest names none). */
+  syncLimits?: ManifestSyncLimits
 }
 
 /**
@@ -50,6 +52,7 @@ export function bundleFiles(input: BundleInput): BundleFiles {
       .map((peer) => ({name: peer.name, ip: peer.ip, syncthingId: peer.syncthingId})),
     blocklist: network.blocklist,
     ...(input.folders === undefined ? {} : {folders: input.folders}),
+    ...(input.syncLimits === undefined ? {} : {syncLimits: input.syncLimits}),
     ...(input.trust.endorsements.length === 0 ? {} : {caEndorsements: input.trust.endorsements}),
     issuedAt: new Date().toISOString(),
   }

@@ -6,7 +6,7 @@ import {writeBundle} from '../bundle/bundle.js'
 import {ConflictError} from '../errors.js'
 import type {Tools} from '../exec.js'
 import {ensureDir, publishNew, writeError, withTempDir} from '../files.js'
-import {foldersForDevice} from '../folders/store.js'
+import {bundleFolders} from '../folders/store.js'
 import {caPaths, loadCa} from '../pki/ca.js'
 import {expiresWithin} from '../pki/expiry.js'
 import {createKeyPair, validatePublicKey} from '../pki/keys.js'
@@ -120,7 +120,7 @@ async function issueBundle(options: IssueOptions): Promise<BundleResult> {
     certVersion: signed.certVersion,
     privateKeyPem: options.privateKeyPem,
     outPath: options.outPath,
-    folders: record.lighthouse ? undefined : await foldersForDevice(controlPlane, {project, device: record.name}),
+    ...(record.lighthouse ? {} : await bundleFolders(controlPlane, {project, device: record.name})),
   })
   await writeBundle({outPath: options.outPath, files})
   return {project, device: record, bundle: options.outPath, operatorGeneratedKey: options.privateKeyPem !== undefined}

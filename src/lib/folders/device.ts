@@ -4,13 +4,16 @@ import {homedir} from 'node:os'
 import {basename, join, resolve} from 'node:path'
 
 import type {BundleManifest, ManifestFolder} from '../bundle/manifest.js'
-import {ConflictError, InvalidInputError, NotFoundError, PermissionError} from '../errors.js'
+import {ConflictError, ExhaustedError, InvalidInputError, NotFoundError, PermissionError} from '../errors.js'
 import {readDeviceToken} from '../join/invite.js'
 import {JoinedProject} from '../project/joined-project.js'
 import type {ControlPlane} from '../store/control-plane.js'
 import type {FolderConfig, FolderType, SyncthingClient} from '../syncthing/client.js'
-import {addFolder, type AddFolderResult, checkShareableDir, type Peer, projectDeviceIds} from '../syncthing/folders.js'
-import {type AccessMode, checkFolderName, deviceCreateFolder, deviceFolders} from './store.js'
+import {formatBytes} from '../output/status.js'
+import {deviceLimits, type DeviceLimits} from './bandwidth.js'
+import {freeSpace} from '../platform/index.js'
+import {addFolder, type AddFolderResult, checkShareableDir, minDiskFreeBytes, type Peer, projectDeviceIds} from '../syncthing/folders.js'
+import {type AccessMode, checkFolderName, deviceCreateFolder, deviceFolderReport, deviceFolders, withSizes} from './store.js'
 
 /** Syncthing's folder ID of a project folder: the same on every device, whatever the local path. */
 export const syncthingFolderId = (project: string, id: string) => `${project}.${id}`
@@ -22,6 +25,10 @@ export const folderTypeOf = (mode: AccessMode): FolderType | undefined => (mode 
 
 /** Where a folder is accepted when no directory is given: ~/vidsync/<project>/<folder>. */
 export const defaultFolderPath = (project: string, name: string, home = homedir()) => join(home, 'vidsync', project, name)
+
+/** Where a folder accepted without a directory goes: <root>/<folder> when this device chose a root (`sync auto-accept --into`), else the default. */
+const acceptPath = (project: string, name: string, options: {folderRoot?: string; userHome?: string}) =>
+  options.folderRoot ? join(options.folderRoot, name) : defaultFolderPath(project, name, options.userHome)
 
 /** The file of shared ignore patterns in every project folder: it syncs, and .stignore includes it. */
 export const sharedIgnoreFile = '.vidsync-ignore'
@@ -112,14 +119,54 @@ export async function ensureSharedIgnores(dir: string, options: {createDefaults:
 /** This device's token, when it joined with an invite (it can then ask the control plane). */
 const tokenOf = (home: string, project: string) => readDeviceToken(home, project).catch((error: unknown) => (error instanceof NotFoundError ? undefined : Promise.reject(error)))
 
-/** Replaces the manifest's folder list with the control plane's (devices that joined with an invite). */
-export async function refreshFolders(options: {home: string; project: string; controlPlane: ControlPlane}): Promise<ManifestFolder[] | undefined> {
+/** Syncthing states in which a folder's globalBytes is the cluster's size (not mid-scan, not failed). */
+const settledStates = new Set(['idle', 'syncing', 'sync-preparing', 'sync-waiting', 'cleaning', 'clean-waiting'])
+
+/** The size (Syncthing's globalBytes) of each project folder shared here, by the project's folder ID. */
+export async function sharedFolderSizes(client: SyncthingClient, manifest: BundleManifest): Promise<Record<string, number>> {
+  const configured = new Map((await client.folders()).map((folder): [string, FolderConfig] => [folder.id, folder]))
+  const sizes: Record<string, number> = {}
+  for (const folder of projectFoldersOf(manifest)) {
+    const shared = configured.get(syncthingFolderId(manifest.project, folder.id))
+    if (!shared || shared.paused) continue
+    const status = await client.folderStatus(shared.id)
+    if (settledStates.has(String(status.state)) && !status.error) sizes[folder.id] = Number(status.globalBytes ?? 0)
+  }
+  return sizes
+}
+
+/**
+ * Replaces the manifest's folder list with the control plane's (devices that joined with an
+ * invite), reporting the sizes of the folders shared here on the way: a device about to accept
+ * a folder compares the latest report with its free space. The project's default limits come too.
+ */
+export async function refreshFolders(options: {home: string; project: string; controlPlane: ControlPlane; client: SyncthingClient}): Promise<ManifestFolder[] | undefined> {
   const token = await tokenOf(options.home, options.project)
   if (token === undefined) return undefined
-  const folders = await deviceFolders(options.controlPlane, {token})
   const project = await JoinedProject.find({home: options.home, project: options.project})
-  if (JSON.stringify(project.manifest.folders ?? []) !== JSON.stringify(folders)) await project.update({...project.manifest, folders})
+  const sizes = await sharedFolderSizes(options.client, project.manifest)
+  const settings = await deviceFolderReport(options.controlPlane, {token, sizes})
+  const folders = withSizes(await deviceFolders(options.controlPlane, {token}), settings.sizes)
+  const updated = {...project.manifest, folders, syncLimits: settings.syncLimits}
+  if (JSON.stringify([project.manifest.folders ?? [], project.manifest.syncLimits]) !== JSON.stringify([folders, settings.syncLimits])) await project.update(updated)
   return folders
+}
+
+/**
+ * Refuses a folder of `sizeBytes` that would leave less than Syncthing's minDiskFree floor free
+ * where `path` goes (ExhaustedError, exit 5). An unknown size (no device reported one yet) passes:
+ * Syncthing itself stops writing at the floor.
+ */
+export async function checkFreeSpace(options: {path: string; name: string; sizeBytes?: number}): Promise<{freeBytes: number; sizeBytes: number | null}> {
+  const free = await freeSpace(options.path)
+  if (options.sizeBytes === undefined) return {freeBytes: free.bytes, sizeBytes: null}
+  if (free.bytes < options.sizeBytes + minDiskFreeBytes) {
+    throw new ExhaustedError(
+      `folder ${options.name} needs ${formatBytes(options.sizeBytes)} plus ${formatBytes(minDiskFreeBytes)} kept free, but ${free.checked} has ${formatBytes(free.bytes)} free: nothing was set up`,
+      {hint: `accept it into a directory on a larger disk (\`vidsync sync accept ${options.name} DIR\`), or free ${formatBytes(options.sizeBytes + minDiskFreeBytes - free.bytes)} there`},
+    )
+  }
+  return {freeBytes: free.bytes, sizeBytes: options.sizeBytes}
 }
 
 /** The project folder `name`: from the manifest, else created in the control plane when this device can. */
@@ -213,10 +260,12 @@ export interface AcceptOptions {
   home: string
   project?: string
   name: string
-  /** [default: ~/vidsync/<project>/<name>, which must be missing or empty] */
+  /** [default: <folder root>/<name> (`sync auto-accept --into`) or ~/vidsync/<project>/<name>, which must be missing or empty] */
   path?: string
   userHome?: string
 }
+
+type AcceptOfferOptions = Omit<AcceptOptions, 'home' | 'project'> & {manifest: BundleManifest; folderRoot?: string}
 
 export interface AcceptResult {
   project: string
@@ -226,6 +275,10 @@ export interface AcceptResult {
   path: string
   type: FolderType
   offeredBy: string[]
+  /** The folder's size as the last device sharing it reported, null when none has yet (not checked then). */
+  sizeBytes: number | null
+  /** Free space where it went, before accepting. */
+  freeBytes: number
 }
 
 /**
@@ -234,11 +287,11 @@ export interface AcceptResult {
  * nothing is written in Syncthing or on disk when one fails.
  */
 export async function acceptFolder(options: AcceptOptions): Promise<AcceptResult> {
-  const {manifest} = await JoinedProject.find({home: options.home, project: options.project})
-  return acceptOffer({...options, manifest})
+  const project = await JoinedProject.find({home: options.home, project: options.project})
+  return acceptOffer({...options, manifest: project.manifest, folderRoot: (await project.settings()).folderRoot})
 }
 
-async function acceptOffer(options: Omit<AcceptOptions, 'home' | 'project'> & {manifest: BundleManifest}): Promise<AcceptResult> {
+async function acceptOffer(options: AcceptOfferOptions): Promise<AcceptResult> {
   const {manifest} = options
   const folder = folderNamed(manifest, options.name)
   const {name} = folder
@@ -248,7 +301,7 @@ async function acceptOffer(options: Omit<AcceptOptions, 'home' | 'project'> & {m
   if (existing) throw new ConflictError(`folder ${name} is already shared here, in ${existing.path}`)
   const offeredBy = (await offers(options.client, manifest.cidr)).get(folderId)
   if (!offeredBy) throw new NotFoundError(`no device of ${manifest.project} offers folder ${name} now (the offer is gone, or no peer shares it yet): see \`vidsync sync list\``)
-  const path = resolve(options.path ?? defaultFolderPath(manifest.project, name, options.userHome))
+  const path = resolve(options.path ?? acceptPath(manifest.project, name, options))
   const info = await stat(path).catch(() => undefined)
   if (info && !info.isDirectory()) throw new InvalidInputError(`${path} is not a directory`)
   // The default location must be new: an existing non-empty directory there was not made for this folder.
@@ -256,10 +309,11 @@ async function acceptOffer(options: Omit<AcceptOptions, 'home' | 'project'> & {m
     throw new ConflictError(`${path} already exists and is not empty: pass the directory to accept ${name} into`)
   }
   await checkShareableDirOrParent(options.client, path, folderId)
+  const space = await checkFreeSpace({path, name, sizeBytes: folder.sizeBytes})
   await mkdir(path, {recursive: true})
   const result = await shareAs(options.client, manifest, folder, path, [...offeredBy, ...(await projectDeviceIds({client: options.client, projectCidr: manifest.cidr}))])
   await ensureSharedIgnores(path, {createDefaults: false})
-  return {project: manifest.project, name, id: folder.id, folderId, path: result.path, type, offeredBy}
+  return {project: manifest.project, name, id: folder.id, folderId, path: result.path, type, offeredBy, ...space}
 }
 
 /** checkShareableDir for a directory that may not exist yet: its nearest existing parent must be writable. */
@@ -284,10 +338,11 @@ export interface FolderPass {
 
 /**
  * The reconcile loop's part for project folders: each folder shared here gets the type and the
- * devices its access rules say; offers of auto-accept folders from the project's devices are
- * accepted into ~/vidsync/<project>/<name> when that is missing or empty (never over files).
+ * devices its access rules say; offers from the project's devices of auto-accept folders (or any,
+ * with `autoAccept`: the device says so) are accepted into ~/vidsync/<project>/<name> (or
+ * <folderRoot>/<name>) when that is missing or empty (never over files).
  */
-export async function applyProjectFolders(options: {client: SyncthingClient; manifest: BundleManifest; userHome?: string; autoAccept?: boolean}): Promise<FolderPass> {
+export async function applyProjectFolders(options: {client: SyncthingClient; manifest: BundleManifest; userHome?: string; autoAccept?: boolean; folderRoot?: string}): Promise<FolderPass> {
   const {client, manifest} = options
   const pass: FolderPass = {accepted: [], skipped: [], updated: []}
   const folders = projectFoldersOf(manifest)
@@ -317,13 +372,13 @@ export async function applyProjectFolders(options: {client: SyncthingClient; man
     if (!pending.has(folderId)) continue
     if (type === undefined) continue
     if (!(folder.autoAccept || options.autoAccept)) continue
-    const path = defaultFolderPath(manifest.project, folder.name, options.userHome)
+    const path = acceptPath(manifest.project, folder.name, options)
     if ((await isEmptyDir(path)) === false) {
       pass.skipped.push({name: folder.name, reason: `${path} exists and is not empty`})
       continue
     }
     try {
-      await acceptOffer({client, manifest, name: folder.name, userHome: options.userHome})
+      await acceptOffer({client, manifest, name: folder.name, userHome: options.userHome, folderRoot: options.folderRoot})
       pass.accepted.push(folder.name)
     } catch (error) {
       pass.skipped.push({name: folder.name, reason: (error as Error).message})
@@ -344,7 +399,7 @@ export interface ProjectFolderState {
   state: ProjectFolderStateName
   /** The local directory when shared here, else null. */
   path: string | null
-  /** The folder's size (the project's latest version) once shared here, else null. */
+  /** The folder's size: the project's latest version once shared here, else as a device sharing it last reported (null: none has). */
   sizeBytes: number | null
   /** Syncthing's folder state when shared here (idle, scanning, syncing, ...), else null. */
   syncState: string | null
@@ -360,9 +415,10 @@ async function localChangesOf(client: SyncthingClient, folderId: string): Promis
 }
 
 /** Each project folder: shared here (with size and state), offered, declined, available or without access. */
-export async function projectFolderStates(options: {client: SyncthingClient; home: string; project?: string}): Promise<{project: string; folders: ProjectFolderState[]}> {
+export async function projectFolderStates(options: {client: SyncthingClient; home: string; project?: string}): Promise<{project: string; folders: ProjectFolderState[]; bandwidth: DeviceLimits}> {
   const {client} = options
-  const {manifest} = await JoinedProject.find({home: options.home, project: options.project})
+  const joined = await JoinedProject.find({home: options.home, project: options.project})
+  const {manifest} = joined
   const configured = new Map((await client.folders()).map((folder): [string, FolderConfig] => [folder.id, folder]))
   const pending = await offers(client, manifest.cidr)
   const declined = new Set((await client.devices()).flatMap((device) => ((device.ignoredFolders as {id: string}[] | undefined) ?? []).map((folder) => folder.id)))
@@ -383,10 +439,10 @@ export async function projectFolderStates(options: {client: SyncthingClient; hom
         }
       }
       const state: ProjectFolderStateName = folder.mode === 'none' ? 'no-access' : declined.has(folderId) ? 'declined' : pending.has(folderId) ? 'offered' : 'available'
-      return {...base, state, path: null, sizeBytes: null, syncState: null, localChanges: null}
+      return {...base, state, path: null, sizeBytes: folder.sizeBytes ?? null, syncState: null, localChanges: null}
     }),
   )
-  return {project: manifest.project, folders}
+  return {project: manifest.project, folders, bandwidth: await deviceLimits(joined)}
 }
 
 export interface RevertResult {
@@ -429,4 +485,19 @@ export async function declineFolder(options: {client: SyncthingClient; home: str
     await options.client.patchDevice(deviceId, {ignoredFolders: [...ignored, {id: folderId, label: name, time: new Date().toISOString()}]})
   }
   return {name, folderId, declinedFrom: offeredBy}
+}
+
+/**
+ * `sync auto-accept`: whether this device accepts every offered folder on its own (not only those
+ * the project marks auto-accept), and where folders accepted without a directory go (INTO/<folder>).
+ * INTO may not exist yet; it must not be a file.
+ */
+export async function setAutoAccept(options: {home: string; project?: string; enabled: boolean; into?: string}): Promise<{project: string; autoAccept: boolean; folderRoot: string}> {
+  const project = await JoinedProject.find({home: options.home, project: options.project})
+  const folderRoot = options.into === undefined ? undefined : resolve(options.into)
+  if (folderRoot !== undefined && (await stat(folderRoot).catch(() => undefined))?.isDirectory() === false) throw new InvalidInputError(`${folderRoot} is not a directory`)
+  const settings = await project.settings()
+  const next = {...settings, autoAccept: options.enabled, ...(folderRoot === undefined ? {} : {folderRoot})}
+  await project.saveSettings(next)
+  return {project: project.name, autoAccept: options.enabled, folderRoot: next.folderRoot ?? join(homedir(), 'vidsync', project.name)}
 }

@@ -49,6 +49,8 @@ export interface DeviceFolder {
   autoAccept: boolean
   mode: AccessMode
   devices: {name: string; mode: AccessMode}[]
+  /** The latest size (bytes) a device sharing it reported; absent when none has. */
+  sizeBytes?: number
 }
 
 interface FolderRow {
@@ -144,4 +146,49 @@ export async function deviceFolders(controlPlane: ControlPlane, options: {token:
 export async function deviceCreateFolder(controlPlane: ControlPlane, options: {token: string; name: string}): Promise<DeviceFolder> {
   checkFolderName(options.name)
   return toDeviceFolder(one(await controlPlane.rpc.call<DeviceFolderRow>('device_create_folder', {p_token: options.token, p_name: options.name}), 'device_create_folder'))
+}
+
+/** What the control plane tells a project's devices about its folders: default limits and latest sizes. */
+export interface FolderSettings {
+  /** The project's default limits in KiB/s (Syncthing's unit); null: no default in that direction. */
+  syncLimits: {upKiBps: number | null; downKiBps: number | null}
+  /** The latest size (bytes) a device sharing each folder reported, by folder ID. */
+  sizes: Record<string, number>
+}
+
+interface FolderSettingsRow {
+  sync_up_kibps: number | null
+  sync_down_kibps: number | null
+  sizes: Record<string, number | string>
+}
+
+const toFolderSettings = (row: FolderSettingsRow): FolderSettings => ({
+  syncLimits: {upKiBps: row.sync_up_kibps, downKiBps: row.sync_down_kibps},
+  sizes: Object.fromEntries(Object.entries(row.sizes).map(([id, bytes]) => [id, Number(bytes)])),
+})
+
+/** Operator side: the project's default limits and folder sizes (for bundles and `project set`). */
+export async function projectFolderSettings(controlPlane: ControlPlane, options: {project: string}): Promise<FolderSettings> {
+  return toFolderSettings(one(await controlPlane.rpc.call<FolderSettingsRow>('project_folder_settings', {p_project: options.project}), 'project_folder_settings'))
+}
+
+/** Operator side: sets both default limits (KiB/s; null: none in that direction). */
+export async function setProjectSyncLimits(controlPlane: ControlPlane, options: {project: string; upKiBps: number | null; downKiBps: number | null}): Promise<FolderSettings> {
+  const rows = await controlPlane.rpc.call<FolderSettingsRow>('set_project_sync_limits', {p_project: options.project, p_up: options.upKiBps, p_down: options.downKiBps})
+  return toFolderSettings(one(rows, 'set_project_sync_limits'))
+}
+
+/** Device side, by its token: reports the sizes of the folders it shares (by folder ID) and reads the project's settings. */
+export async function deviceFolderReport(controlPlane: ControlPlane, options: {token: string; sizes: Record<string, number>}): Promise<FolderSettings> {
+  return toFolderSettings(one(await controlPlane.rpc.call<FolderSettingsRow>('device_folder_report', {p_token: options.token, p_sizes: options.sizes}), 'device_folder_report'))
+}
+
+/** The folders with the latest size reported for each (where one was). */
+export const withSizes = (folders: DeviceFolder[], sizes: Record<string, number>): DeviceFolder[] =>
+  folders.map((folder) => (sizes[folder.id] === undefined ? folder : {...folder, sizeBytes: sizes[folder.id]}))
+
+/** What a device's bundle says about folders (embedded backend): its folders with their sizes, and the project's default limits. */
+export async function bundleFolders(controlPlane: ControlPlane, options: {project: string; device: string}): Promise<{folders: DeviceFolder[]; syncLimits: FolderSettings['syncLimits']}> {
+  const settings = await projectFolderSettings(controlPlane, {project: options.project})
+  return {folders: withSizes(await foldersForDevice(controlPlane, options), settings.sizes), syncLimits: settings.syncLimits}
 }

@@ -1,5 +1,6 @@
 import {Chalk} from 'chalk'
 
+import {formatRate, limitFrom} from '../folders/bandwidth.js'
 import type {DeviceStatus} from '../up/status.js'
 import {formatWhen} from './time.js'
 
@@ -47,6 +48,8 @@ export function renderStatus(status: DeviceStatus, options: {color: boolean}): s
   if (status.rate) {
     lines.push(`rate      in ${formatBytes(status.rate.inBytesPerSecond)}/s, out ${formatBytes(status.rate.outBytesPerSecond)}/s`)
   }
+  const {bandwidth} = status
+  lines.push(`limits    up ${formatRate(bandwidth.upKiBps)} (${limitFrom[bandwidth.upFrom]}), down ${formatRate(bandwidth.downKiBps)} (${limitFrom[bandwidth.downFrom]})`)
   lines.push(`folders   ${syncthing.folders.length}`)
   for (const folder of syncthing.folders) {
     const done = folder.globalBytes - folder.needBytes

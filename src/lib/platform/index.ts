@@ -4,6 +4,7 @@ import {linuxPlatform} from './linux.js'
 import type {HostDeps, OsName, Platform} from './types.js'
 import {win32Platform} from './win32.js'
 
+export {freeSpace} from './disk.js'
 export {hostDeps} from './host.js'
 export type {HostDeps, OsName, Platform, ProcessIdentity, ServiceDefinition, ServiceManagerName, ServiceScope, ServiceSpec, ServiceState, User} from './types.js'
 

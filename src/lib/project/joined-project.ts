@@ -1,5 +1,5 @@
 import {readdir, readFile, rm} from 'node:fs/promises'
-import {join} from 'node:path'
+import {isAbsolute, join} from 'node:path'
 
 import {type BundleManifest, parseManifest, serializeManifest} from '../bundle/manifest.js'
 import {InvalidInputError, NotFoundError} from '../errors.js'
@@ -76,6 +76,39 @@ async function sameContent(files: Map<string, string | Buffer>): Promise<boolean
   return true
 }
 
+/** What this device's owner chose for the project, kept beside its manifest (never from the control plane). */
+export interface DeviceSettings {
+  /**
+   * This device's own limits in KiB/s (0: no limit), by direction; a direction without one follows
+   * the project's default. Absent until vidsync first manages the limits here.
+   */
+  limits?: {upKiBps?: number; downKiBps?: number}
+  /** Accept every offered folder on its own (`vidsync sync auto-accept on`), not only those the project marks. */
+  autoAccept?: boolean
+  /** Where folders accepted without a directory go, as <folderRoot>/<folder> [default: ~/vidsync/<project>]. */
+  folderRoot?: string
+}
+
+const isRate = (value: unknown) => value === undefined || (Number.isSafeInteger(value) && (value as number) >= 0)
+const defined = <T extends object>(entries: T) => Object.fromEntries(Object.entries(entries).filter(([, value]) => value !== undefined)) as T
+
+/** settings.json, checked field by field; anything unreadable counts as nothing chosen. */
+function parseSettings(raw: string | undefined): DeviceSettings {
+  let parsed: {limits?: {upKiBps?: unknown; downKiBps?: unknown}; autoAccept?: unknown; folderRoot?: unknown}
+  try {
+    parsed = JSON.parse(raw ?? '{}') as typeof parsed
+  } catch {
+    return {}
+  }
+  const {limits} = parsed
+  const goodLimits = typeof limits === 'object' && limits !== null && isRate(limits.upKiBps) && isRate(limits.downKiBps)
+  return defined({
+    limits: goodLimits ? defined({upKiBps: limits.upKiBps as number | undefined, downKiBps: limits.downKiBps as number | undefined}) : undefined,
+    autoAccept: typeof parsed.autoAccept === 'boolean' ? parsed.autoAccept : undefined,
+    folderRoot: typeof parsed.folderRoot === 'string' && isAbsolute(parsed.folderRoot) ? parsed.folderRoot : undefined,
+  })
+}
+
 /**
  * A project joined on this device: the only code that reads and writes its vidsync.json,
  * nebula.yml, certificates and key. The manifest is validated once, when the project is opened;
@@ -90,6 +123,7 @@ export class JoinedProject {
   readonly certPath: string
   readonly keyPath: string
   private readonly manifestPath: string
+  private readonly settingsPath: string
 
   private constructor(
     dir: string,
@@ -105,6 +139,16 @@ export class JoinedProject {
     this.certPath = paths.certPath
     this.keyPath = paths.keyPath
     this.manifestPath = paths.manifestPath
+    this.settingsPath = join(dir, 'settings.json')
+  }
+
+  /** This device's own settings for the project (settings.json; empty when none were chosen). */
+  async settings(): Promise<DeviceSettings> {
+    return parseSettings(await readFile(this.settingsPath, 'utf8').catch(() => undefined))
+  }
+
+  async saveSettings(settings: DeviceSettings): Promise<void> {
+    await writeFileAtomic(this.settingsPath, `${JSON.stringify(settings, null, 2)}\n`, 0o644)
   }
 
   get name(): string {

@@ -22,6 +22,8 @@ export const defaultVersioning = {type: 'simple', params: {keep: '5'}}
  * volume, is 40 GB on a 4 TB media drive but 100 MB on a 10 GB one, too little for one clip.
  */
 export const defaultMinDiskFree = {value: 2, unit: 'GB'}
+/** The same floor in bytes (Syncthing's GB is 10^9 bytes): accepting a folder keeps it free too. */
+export const minDiskFreeBytes = defaultMinDiskFree.value * 1e9
 
 /**
  * Seconds Syncthing's file watcher waits before scanning a change: 1 instead of its 10. A 32 MiB

@@ -1,6 +1,7 @@
 import {readFile} from 'node:fs/promises'
 
 import {cidrContains} from '../bundle/manifest.js'
+import {deviceLimits, type DeviceLimits} from '../folders/bandwidth.js'
 import {handshakeTunnels, type LoggedTunnel, type TunnelPath} from '../nebula/log.js'
 import {answersOverOverlay, type NebulaStatus, nebulaStatus, preflight} from '../nebula/process.js'
 import {JoinedProject} from '../project/joined-project.js'
@@ -37,6 +38,8 @@ export interface DeviceStatus {
   certificates: CertificateCheck
   /** Bytes per second in and out over all peers since the previous sample (absent on the first). */
   rate?: {inBytesPerSecond: number; outBytesPerSecond: number}
+  /** The upload and download limits this device applies, and where each comes from. */
+  bandwidth: DeviceLimits
 }
 
 /**
@@ -72,6 +75,7 @@ export async function deviceStatus(options: {home: string; project?: string; pre
   const overlayPeers = await overlayPeersOf(project, overlay)
   const versions = await toolReports({projectDir: dir})
   const certificates = await certificateCheck({home: options.home, project})
+  const bandwidth = await deviceLimits(project)
   let syncthing: DeviceStatus['syncthing']
   try {
     const {client} = await connectSyncthing({vidsyncHome: options.home})
@@ -81,14 +85,14 @@ export async function deviceStatus(options: {home: string; project?: string; pre
     syncthing = {reachable: false, problem: error.message}
   }
   const before = options.previous?.syncthing
-  if (!before?.reachable || !syncthing.reachable) return {overlay, overlayPeers, syncthing, versions, certificates}
+  if (!before?.reachable || !syncthing.reachable) return {overlay, overlayPeers, syncthing, versions, certificates, bandwidth}
   const seconds = (Date.parse(syncthing.total.at) - Date.parse(before.total.at)) / 1000
-  if (seconds <= 0) return {overlay, overlayPeers, syncthing, versions, certificates}
+  if (seconds <= 0) return {overlay, overlayPeers, syncthing, versions, certificates, bandwidth}
   const rate = {
     inBytesPerSecond: Math.max(0, (syncthing.total.inBytesTotal - before.total.inBytesTotal) / seconds),
     outBytesPerSecond: Math.max(0, (syncthing.total.outBytesTotal - before.total.outBytesTotal) / seconds),
   }
-  return {overlay, overlayPeers, syncthing, versions, certificates, rate}
+  return {overlay, overlayPeers, syncthing, versions, certificates, rate, bandwidth}
 }
 
 export interface DoctorCheck {

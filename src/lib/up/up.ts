@@ -16,6 +16,7 @@ import type {ChangeFeedHandle, ControlPlane} from '../store/control-plane.js'
 import {acquireFileLock} from '../store/file-lock.js'
 import {toolReports} from '../versions/report.js'
 import {JoinedProject, resolveProjectDir} from '../project/joined-project.js'
+import {type EffectiveLimits, followProjectLimits} from '../folders/bandwidth.js'
 import {applyProjectFolders, type FolderPass, refreshFolders, syncthingFolderId} from '../folders/device.js'
 import {askControl, serveControl} from './control.js'
 import {certificateCheck, renewRemedy} from './expiry.js'
@@ -52,6 +53,8 @@ export interface ReconcileResult {
   ignored: PendingDecision[]
   /** Project folders: accepted on their own, offers left alone and why, shares changed to follow the access rules. */
   projectFolders?: FolderPass
+  /** The upload and download limits applied (this device's own, else the project's default); absent when neither exists. */
+  bandwidth?: EffectiveLimits
   /** Revoked devices removed from Syncthing in this pass (their Syncthing IDs). */
   removed: string[]
   /** Automatic renewal, for devices that joined with an invite. */
@@ -123,7 +126,7 @@ export async function reconcile(options: ReconcileOptions): Promise<ReconcileRes
         cursor: options.cursor,
       })
     : undefined
-  if (options.controlPlane && refresh?.status === 'active') await refreshFolders({home: options.home, project: options.project, controlPlane: options.controlPlane})
+  if (options.controlPlane && refresh?.status === 'active') await refreshFolders({home: options.home, project: options.project, controlPlane: options.controlPlane, client})
   const renewal =
     options.controlPlane && refresh?.status === 'active'
       ? await renewFromControlPlane({home: options.home, project: options.project, controlPlane: options.controlPlane})
@@ -143,9 +146,11 @@ export async function reconcile(options: ReconcileOptions): Promise<ReconcileRes
   await sharePeers({client, projectCidr: manifest.cidr, folders: legacy, peers})
   const {accepted, ignored} = await acceptPendingDevices({client, projectCidr: manifest.cidr, folders: legacy})
   await shareWithProjectDevices({client, projectCidr: manifest.cidr, folders: legacy})
-  const folderPass = await applyProjectFolders({client, manifest, userHome: options.userHome})
+  const {autoAccept, folderRoot} = await project.settings()
+  const folderPass = await applyProjectFolders({client, manifest, userHome: options.userHome, autoAccept, folderRoot})
+  const bandwidth = await followProjectLimits({client, project})
   const all = await projectFolders({client, project: manifest.project, projectCidr: manifest.cidr})
-  return {...(refresh ? {refresh} : {}), ...(renewal ? {renewal} : {}), folders: all, accepted, ignored, projectFolders: folderPass, removed, certificateWarnings}
+  return {...(refresh ? {refresh} : {}), ...(renewal ? {renewal} : {}), folders: all, accepted, ignored, projectFolders: folderPass, ...(bandwidth ? {bandwidth} : {}), removed, certificateWarnings}
 }
 
 /** Syncthing's events for a device that connected and waits to be accepted, and for a folder a device offers. */
