@@ -51,6 +51,9 @@ BEGIN
     RAISE EXCEPTION 'a bandwidth limit must be between 1 and 200000000 KiB/s' USING ERRCODE = 'VS400';
   END IF;
   UPDATE vidsync.projects p SET sync_up_kibps = p_up, sync_down_kibps = p_down WHERE p.id = v_id;
+  -- A new project version wakes the devices (LISTEN, Realtime), whose refresh reads the limits:
+  -- a 'folder' change of no one folder.
+  PERFORM vidsync.record_change(v_id, 'folder', '');
   PERFORM vidsync.audit('project.sync_limits', v_id, NULL, NULL, jsonb_build_object('up_kibps', p_up, 'down_kibps', p_down));
   RETURN QUERY SELECT * FROM vidsync.folder_settings(v_id);
 END $$;

@@ -158,7 +158,10 @@ describe('project folders in the control plane (migration 009) on Postgres', fun
     expect(await rejection(operator.rpc.call('device_folder_report', {p_token: token, p_sizes: '[1]'}))).to.be.instanceOf(InvalidInputError)
     expect(await rejection(deviceFolderReport(anon, {token: newSecret('device'), sizes: {}}))).to.be.instanceOf(NotFoundError)
 
+    const before = (await anon.deviceSync({token})).version
     const limits = await setProjectSyncLimits(operator, {project: 'alpha', upKiBps: 6104, downKiBps: null})
+    // A new version, so that devices woken by it read the new limits at once.
+    expect((await anon.deviceSync({token, knownVersion: before})).version).to.be.greaterThan(Number(before))
     expect(limits.syncLimits).to.deep.equal({upKiBps: 6104, downKiBps: null})
     expect(await rejection(setProjectSyncLimits(operator, {project: 'alpha', upKiBps: 0, downKiBps: null}))).to.be.instanceOf(InvalidInputError)
     expect(((await rejection(setProjectSyncLimits(anon, {project: 'alpha', upKiBps: 1, downKiBps: 1}))) as Error & {code?: string}).code).to.equal('42501')
