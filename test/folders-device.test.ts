@@ -1,6 +1,6 @@
 /**
  * Project folders on devices (issue 13) with three real Syncthings on loopback addresses
- * (127.0.5.1-3 stand in for overlay addresses, 127.0.0.0/8 for the project network): devices with
+ * (three 127.x.y.1-3 addresses stand in for overlay addresses, 127.0.0.0/8 for the project network): devices with
  * differently named directories share one folder, a receive-only device accepts an offer on its
  * own and never sends its changes, and bad input changes nothing in Syncthing.
  */
@@ -34,7 +34,8 @@ import {removeTempDirs, tempDir} from './helpers/temp.js'
 
 const names = ['a', 'b', 'c'] as const
 type Node = (typeof names)[number]
-const ipOf = (node: Node) => `127.0.5.${names.indexOf(node) + 1}`
+// Addresses of this process's own (from its PID): the suite may run in several processes at once.
+const ipOf = (node: Node) => `127.${(process.pid >> 8) % 256}.${process.pid % 256}.${names.indexOf(node) + 1}`
 const footageId = '0123456789ab'
 const pem = (label: string) => Buffer.from(`-----BEGIN ${label}-----\nAAAA\n-----END ${label}-----\n`)
 const sha256 = async (path: string) => createHash('sha256').update(await readFile(path).catch(() => Buffer.alloc(0))).digest('hex')
