@@ -11,7 +11,7 @@ export default class ProjectSet extends ControlPlaneCommand<typeof ProjectSet> {
   static override summary = "Change a project's settings: the lifetime of its device certificates, its default bandwidth limits."
   static override description = `New certificates (register, renew, approve, the signer) get this lifetime; certificates already issued keep theirs. "default" goes back to the default: one year, or 30 days once \`vidsync signer\` serves the project and renews them automatically. A certificate never outlives the CA.
 
---sync-up and --sync-down set the project's default upload and download limits (kbit, mbit or gbit per second; none: no default), which every device applies unless it set its own with \`vidsync sync limit\`. Devices that joined with an invite pick them up within about a minute; with the embedded backend they travel in bundles (\`vidsync device renew\`).`
+--sync-up and --sync-down set the project's default upload and download limits (kbit, mbit or gbit per second; none: no default), which every device applies unless it set its own with \`vidsync sync limit\`. Devices that joined with an invite apply them within seconds (at their next poll, within about a minute, where the control plane cannot push); with the embedded backend they travel in bundles (\`vidsync device renew\`).`
   static override examples = [
     '<%= config.bin %> <%= command.id %> studio --cert-lifetime 90d',
     '<%= config.bin %> <%= command.id %> studio --cert-lifetime default',
