@@ -1,5 +1,7 @@
-// Mocha's spec reporter, closing with a plain "N passed, N failed" line that CI recognises as a test summary.
-// With VIDSYNC_TEST_TIMINGS=FILE it also writes each file's wall time there (JSON), to see where a run's time goes.
+// Mocha's spec reporter, closing with a plain "N passed, N failed, N skipped" line that CI recognises as a
+// test summary. With VIDSYNC_TEST_TOTALS=FILE the totals go to that file (JSON) instead: scripts/test sums
+// its runs into one closing line. With VIDSYNC_TEST_TIMINGS=FILE it also writes each file's wall time
+// there (JSON), to see where a run's time goes.
 'use strict';
 const {writeFileSync} = require('node:fs');
 const {relative} = require('node:path');
@@ -26,7 +28,9 @@ class SpecWithTotals extends reporters.Spec {
     runner.once('end', () => {
       const {passes, failures, pending} = this.stats;
       if (timingsFile) writeFileSync(timingsFile, JSON.stringify(fileSeconds, null, 2));
-      console.log(`mocha: ${passes} passed, ${failures} failed, ${pending} skipped`);
+      const totalsFile = process.env.VIDSYNC_TEST_TOTALS;
+      if (totalsFile) writeFileSync(totalsFile, JSON.stringify({passed: passes, failed: failures, skipped: pending}));
+      else console.log(`${passes} passed, ${failures} failed, ${pending} skipped`);
     });
   }
 }
