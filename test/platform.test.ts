@@ -87,6 +87,22 @@ describe('platform layer', () => {
       expect(['SIGTERM', 'SIGINT', 'SIGHUP'].map((signal) => process.listenerCount(signal))).to.deep.equal(before)
     })
 
+    it('hands a foreground command Ctrl-C and the stop, but leaves SIGHUP alone when it takes no reloads; Ctrl-Break on Windows', () => {
+      const signals: NodeJS.Signals[] = ['SIGTERM', 'SIGINT', 'SIGHUP', 'SIGBREAK']
+      const before = signals.map((signal) => process.listenerCount(signal))
+      const calls: string[] = []
+      const stopListening = linux.onServiceRequests({stop: () => calls.push('stop')})
+      expect(signals.map((signal) => process.listenerCount(signal))).to.deep.equal([before[0]! + 1, before[1]! + 1, before[2], before[3]])
+      process.emit('SIGINT', 'SIGINT')
+      stopListening()
+      const windows = platformFor('win32', fakeHost(() => ok('')))
+      const stopWindows = windows.onServiceRequests({stop: () => calls.push('stop on windows')})
+      process.emit('SIGBREAK', 'SIGBREAK')
+      stopWindows()
+      expect(calls).to.deep.equal(['stop', 'stop on windows'])
+      expect(signals.map((signal) => process.listenerCount(signal))).to.deep.equal(before)
+    })
+
     it('identifies a process by PID and start time from /proc, and tells a recycled PID apart', async () => {
       const me = await linux.processIdentity(process.pid)
       expect(me?.pid).to.equal(process.pid)

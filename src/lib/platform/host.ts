@@ -3,7 +3,7 @@ import {existsSync, readFileSync} from 'node:fs'
 import {access, chmod, readFile, realpath, stat} from 'node:fs/promises'
 import {availableParallelism, homedir, networkInterfaces, userInfo} from 'node:os'
 
-import type {HostDeps, ProcessIdentity, ProgramResult} from './types.js'
+import type {HostDeps, ProcessIdentity, ProgramResult, ServiceRequestHandlers} from './types.js'
 
 /** The real machine: processes, files, signals and environment of this host. */
 export function hostDeps(): HostDeps {
@@ -70,18 +70,18 @@ export const firstLine = (result: {stdout: string; stderr: string; exitCode: num
 export const manageWith = (deps: HostDeps) => (argv: string[]) => deps.run(argv[0] ?? '', argv.slice(1), {timeoutMs: 60_000})
 
 /**
- * Hands a service process the stop (SIGINT, SIGTERM) and, where the OS has one, the reload signal
- * of its service manager. Returns the function that stops listening.
+ * Hands a process the requests to end (`stopSignals`: Ctrl-C and the service manager's stop) and,
+ * when it takes reloads and the OS has a signal for them, the reload. Returns the function that
+ * stops listening.
  */
-export function listenForServiceRequests(handlers: {stop(): void; reload(): void}, reloadSignal?: NodeJS.Signals): () => void {
+export function listenForServiceRequests(handlers: ServiceRequestHandlers, stopSignals: NodeJS.Signals[], reloadSignal?: NodeJS.Signals): () => void {
   const stop = () => handlers.stop()
-  const reload = () => handlers.reload()
-  process.once('SIGINT', stop)
-  process.once('SIGTERM', stop)
-  if (reloadSignal) process.on(reloadSignal, reload)
+  const reload = () => handlers.reload?.()
+  for (const signal of stopSignals) process.once(signal, stop)
+  const reloads = handlers.reload !== undefined && reloadSignal !== undefined
+  if (reloads) process.on(reloadSignal, reload)
   return () => {
-    process.off('SIGINT', stop)
-    process.off('SIGTERM', stop)
-    if (reloadSignal) process.off(reloadSignal, reload)
+    for (const signal of stopSignals) process.off(signal, stop)
+    if (reloads) process.off(reloadSignal, reload)
   }
 }

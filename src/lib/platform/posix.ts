@@ -1,7 +1,7 @@
 import {dirname, join} from 'node:path'
 
 import {listenForServiceRequests} from './host.js'
-import type {HostDeps, User} from './types.js'
+import type {HostDeps, ServiceRequestHandlers, User} from './types.js'
 
 /** What Linux and macOS share: signals, chmod, Unix sockets, sudo. */
 
@@ -28,7 +28,7 @@ export async function posixTerminate(deps: HostDeps, pid: number, force: boolean
 }
 
 // `systemctl reload` and launchd send SIGHUP.
-export const posixServiceRequests = (handlers: {stop(): void; reload(): void}) => listenForServiceRequests(handlers, 'SIGHUP')
+export const posixServiceRequests = (handlers: ServiceRequestHandlers) => listenForServiceRequests(handlers, ['SIGINT', 'SIGTERM'], 'SIGHUP')
 
 export const posixControlAddress = (dir: string, name: string) => join(dir, `${name}.sock`)
 

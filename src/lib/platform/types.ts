@@ -120,6 +120,12 @@ export interface ServiceSpec {
   stateDir?: string
 }
 
+/** What a long-running process does when asked to end, and to reload (only processes that can). */
+export interface ServiceRequestHandlers {
+  stop(): void
+  reload?(): void
+}
+
 export interface Platform {
   readonly os: OsName
   /** CPUs this process may use, for per-device tuning (nebula routines). */
@@ -197,11 +203,12 @@ export interface Platform {
   /** Makes nebula reload its config: SIGHUP on POSIX, a service restart on Windows. False when it could not. */
   reloadNebula(target: {pid?: number; service?: string}): Promise<boolean>
   /**
-   * Lets a long-running service process (`vidsync nebula service`) end on the service manager's
-   * stop and reload on its reload request (SIGHUP on POSIX, as `systemctl reload` sends; Windows
-   * reloads by restarting the service, so it has none). Returns the function that stops listening.
+   * Lets a long-running process end on Ctrl-C or its service manager's stop (SIGINT, SIGTERM;
+   * Ctrl-Break too on Windows), and, when it takes reloads, reload on the service manager's reload
+   * request (SIGHUP on POSIX, as `systemctl reload` sends; Windows reloads by restarting the
+   * service, so it has none). Returns the function that stops listening.
    */
-  onServiceRequests(handlers: {stop(): void; reload(): void}): () => void
+  onServiceRequests(handlers: ServiceRequestHandlers): () => void
   /** Where a control socket lives: a Unix socket in `dir`, a named pipe on Windows. */
   controlAddress(dir: string, name: string): string
   /** The command that runs `argv` elevated (sudo; -n when nobody can answer a prompt); undefined where vidsync cannot ask (Windows: UAC needs an elevated prompt). */

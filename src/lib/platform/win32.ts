@@ -276,7 +276,8 @@ export function win32Platform(deps: HostDeps): Platform {
       return (await run(powershell(`Restart-Service -Name '${target.service}'`))).exitCode === 0
     },
     // No reload signal on Windows: a reload restarts the service (reloadNebula).
-    onServiceRequests: (handlers) => listenForServiceRequests(handlers),
+    // Node.js emits SIGBREAK for Ctrl-Break, and SIGINT for Ctrl-C, in a console.
+    onServiceRequests: (handlers) => listenForServiceRequests(handlers, ['SIGINT', 'SIGTERM', 'SIGBREAK']),
     controlAddress: (dir, name) => `\\\\.\\pipe\\vidsync-${name}-${createHash('sha256').update(dir).digest('hex').slice(0, 12)}`,
     elevate(argv, interactive) {
       // UAC: Start-Process -Verb RunAs shows the consent prompt; declined, it throws and PowerShell exits 1.
