@@ -17,6 +17,7 @@ import {tmpdir} from 'node:os'
 import {join} from 'node:path'
 
 import {labDown, type LabNode, type LabState, labUp, vidsyncCli} from '../src/lib/lab/lab.js'
+import {pollUntil} from '../src/lib/poll.js'
 import {root, runIn, waitFor} from './dataplane/lab.js'
 import {median, MiB} from './dataplane/measure.js'
 import {type BenchRun, result, type Result} from './harness.js'
@@ -52,19 +53,22 @@ async function waitIndexed(node: LabNode): Promise<void> {
  * file, so its size says nothing) and until the seed is there whole. Times in ms since the epoch.
  */
 function watchArrival(folder: string, timeoutMs: number): Promise<{firstByteAt: number; completeAt: number}> {
-  return (async () => {
-    const deadline = Date.now() + timeoutMs
-    let firstByteAt: number | undefined
-    while (Date.now() < deadline) {
-      const names = (await readdir(folder).catch(() => [] as string[])).filter((name) => !name.startsWith('.st'))
-      const infos = await Promise.all(names.map(async (name) => ({name, info: await stat(join(folder, name)).catch(() => undefined)})))
-      const now = Date.now()
-      if (firstByteAt === undefined && infos.some(({info}) => info?.isFile() && info.blocks > 0)) firstByteAt = now
-      if (firstByteAt !== undefined && infos.some(({name, info}) => name === fileName && info?.size === fileMiB * MiB)) return {firstByteAt, completeAt: now}
-      await new Promise((resolve) => setTimeout(resolve, pollMs))
-    }
-    throw new Error(`${fileName} did not arrive in ${folder} within ${timeoutMs / 1000}s`)
-  })()
+  let firstByteAt: number | undefined
+  const arrived = async () => {
+    const names = (await readdir(folder).catch(() => [] as string[])).filter((name) => !name.startsWith('.st'))
+    const infos = await Promise.all(names.map(async (name) => ({name, info: await stat(join(folder, name)).catch(() => undefined)})))
+    const now = Date.now()
+    if (firstByteAt === undefined && infos.some(({info}) => info?.isFile() && info.blocks > 0)) firstByteAt = now
+    if (firstByteAt !== undefined && infos.some(({name, info}) => name === fileName && info?.size === fileMiB * MiB)) return {firstByteAt, completeAt: now}
+    return undefined
+  }
+  return pollUntil(arrived, {
+    timeoutMs,
+    intervalMs: pollMs,
+    onTimeout: () => {
+      throw new Error(`${fileName} did not arrive in ${folder} within ${timeoutMs / 1000}s`)
+    },
+  })
 }
 
 const stepMs = (state: LabState, step: string) => state.timings.find((timing) => timing.step === step)

@@ -23,6 +23,7 @@ import {request} from 'node:http'
 import pg from 'pg'
 
 import {refreshPollMs} from '../src/lib/up/refresh.js'
+import {pollUntil} from '../src/lib/poll.js'
 import {loadMigrations, migrate} from '../src/lib/store/migrate.js'
 import {PostgresClient} from '../src/lib/store/sql-client.js'
 import {standInKeys, startPostgrestStandIn} from '../test/helpers/postgrest.js'
@@ -199,8 +200,7 @@ export const run: BenchRun = async ({log}) => {
             for (const client of listeners) client.on('notification', () => heard.push(performance.now() - revokedAt))
             revokedAt = performance.now()
             await owner.query("SELECT * FROM vidsync.revoke_device($1, 'd' || ($2::int - 1))", [project, fleet])
-            const deadline = Date.now() + 10_000
-            while (heard.length < listeners.length && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 5))
+            await pollUntil(() => heard.length === listeners.length, {timeoutMs: 10_000, intervalMs: 5, onTimeout: () => false})
             const notified = heard.length === listeners.length ? Math.max(...heard) : Number.NaN
             const fetches = await herd(sample, CONCURRENCY, (token) => sync(token, added.version))
             const fetched = performance.now() - revokedAt - notified

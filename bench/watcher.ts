@@ -10,24 +10,29 @@
 import {createHash, randomBytes} from 'node:crypto'
 import {open, readFile, rm, stat} from 'node:fs/promises'
 import {join} from 'node:path'
+import {setTimeout as sleep} from 'node:timers/promises'
 
 import {SyncthingClient} from '../src/lib/syncthing/client.js'
 import {startManagedSyncthing, stopManagedSyncthing, writeManagedConfig} from '../src/lib/syncthing/managed.js'
+import {pollUntil} from '../src/lib/poll.js'
 import {removeTempDirs, tempDir} from '../test/helpers/temp.js'
 import {freePort} from '../test/helpers/syncthing.js'
 import {type BenchContext, percentile, result, type Result} from './harness.js'
 
 const MiB = 1024 * 1024
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
 
 async function complete(path: string, size: number, hash: string, timeoutMs: number): Promise<number> {
-  const deadline = Date.now() + timeoutMs
-  while (Date.now() < deadline) {
+  const arrived = async () => {
     const info = await stat(path).catch(() => undefined)
-    if (info?.size === size && createHash('sha256').update(await readFile(path)).digest('hex') === hash) return Date.now()
-    await sleep(info?.size === size ? 20 : 50)
+    return info?.size === size && createHash('sha256').update(await readFile(path)).digest('hex') === hash && Date.now()
   }
-  throw new Error(`${path} not complete within ${timeoutMs / 1000}s`)
+  return pollUntil(arrived, {
+    timeoutMs,
+    intervalMs: 20,
+    onTimeout: () => {
+      throw new Error(`${path} not complete within ${timeoutMs / 1000}s`)
+    },
+  })
 }
 
 /** Writes `size` bytes in `chunks` pieces spread over `overMs`; returns the data's hash and the close time. */
@@ -67,8 +72,8 @@ export async function run({log}: BenchContext): Promise<Result[]> {
         await self.client.putFolder({id, label: id, path: join(self.dir, id), type: 'sendreceive', devices: [{deviceID: other.deviceId}], fsWatcherEnabled: true, fsWatcherDelayS: delay, rescanIntervalS: 3600, markerName: '.', versioning: {type: '', params: {}}})
       }
       // Let both finish their first scan and connect.
-      const deadline = Date.now() + 60_000
-      while (Date.now() < deadline && ((await a.client.folderStatus(id)).state !== 'idle' || !(await a.client.connections()).connections[b.deviceId]?.connected)) await sleep(200)
+      const ready = async () => (await a.client.folderStatus(id)).state === 'idle' && (await a.client.connections()).connections[b.deviceId]?.connected
+      await pollUntil(ready, {timeoutMs: 60_000, intervalMs: 200, onTimeout: () => false})
       await sleep(2000)
       const latencies: number[] = []
       for (let rep = 0; rep < 3; rep++) {

@@ -3,7 +3,6 @@ import {join} from 'node:path'
 
 import {expect} from 'chai'
 import {execa} from 'execa'
-import {setTimeout} from 'node:timers/promises'
 
 import {readBundle} from '../src/lib/bundle/bundle.js'
 import {parseManifest} from '../src/lib/bundle/manifest.js'
@@ -17,6 +16,7 @@ import {createInvite} from '../src/lib/invites/invites.js'
 import {testNebulaConfig} from '../src/lib/nebula/config.js'
 import {initCa} from '../src/lib/pki/ca.js'
 import {readCert} from '../src/lib/pki/cert.js'
+import {pollUntil} from '../src/lib/poll.js'
 import {endorsementValid} from '../src/lib/pki/endorse.js'
 import {retireOldCas, rotateCa} from '../src/lib/pki/rotation.js'
 import {createKeyPair} from '../src/lib/pki/keys.js'
@@ -72,8 +72,11 @@ describe('CA rotation on Postgres', function () {
     // A device joined with an invite (it refreshes from the control plane), approved once it asks.
     const {code} = await createInvite({controlPlane, project: 'films'})
     const joining = joinWithInvite({home: invited, controlPlane, code, name: 'cutter', waitMs: 60_000, pollIntervalMs: 100})
-    let requests = await controlPlane.listJoinRequests({project: 'films'})
-    while (requests.length === 0) requests = await setTimeout(50).then(() => controlPlane.listJoinRequests({project: 'films'}))
+    const asked = async () => {
+      const requests = await controlPlane.listJoinRequests({project: 'films'})
+      return requests.length > 0 && requests
+    }
+    const requests = await pollUntil(asked, {timeoutMs: 30_000, intervalMs: 50, what: "cutter's join request"})
     expect((await approveJoinRequests({home: operator, controlPlane, requests})).approved).to.have.length(1)
     await joining
   })

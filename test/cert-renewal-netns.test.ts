@@ -4,6 +4,7 @@ import {join} from 'node:path'
 import {expect} from 'chai'
 
 import {readCert} from '../src/lib/pki/cert.js'
+import {pollUntil} from '../src/lib/poll.js'
 import {cli, root} from './helpers/cli.js'
 import {createLab, type Lab, removeLab, runIn, spawnIn} from './helpers/netns.js'
 import {removeTempDirs, tempDir} from './helpers/temp.js'
@@ -93,9 +94,9 @@ describe('renewal while running (real nebula between network namespaces)', funct
       expect(installed.fingerprint).to.not.equal(installedBefore.fingerprint)
       expect(installed.publicKey).to.equal(installedBefore.publicKey)
       // nebula 1.6.1 logs this when a SIGHUP made it take the new certificate (interface.go reloadCertKey).
-      const deadline = Date.now() + 10_000
       let log = ''
-      while (Date.now() < deadline && !/Client cert refreshed from disk/.test(log)) log = await readFile(join(homes[node] ?? '', 'projects', 'films', 'nebula.log'), 'utf8')
+      const refreshed = async () => /Client cert refreshed from disk/.test((log = await readFile(join(homes[node] ?? '', 'projects', 'films', 'nebula.log'), 'utf8')))
+      await pollUntil(refreshed, {timeoutMs: 10_000, intervalMs: 50, onTimeout: () => false})
       expect(log).to.match(/Client cert refreshed from disk/)
       const status = await inNode(node, ['nebula', 'status'])
       expect(status.json).to.include({running: true, tunUp: true, pid: before[node]})

@@ -4,7 +4,8 @@ import {join} from 'node:path'
 
 import {expect} from 'chai'
 
-import {Mesh, sha256, sleep} from './e2e/helpers.js'
+import {pollUntil} from '../src/lib/poll.js'
+import {Mesh, type RunResult, sha256} from './e2e/helpers.js'
 
 /**
  * The end user's whole path with real nebula and syncthing: two devices joined from bundles,
@@ -36,23 +37,22 @@ describe('end user: join, up, sync a folder over the overlay, status, doctor', f
   it('syncs a file from a to b over the overlay with an identical sha256', async () => {
     const data = randomBytes(4 * 1024 * 1024)
     await writeFile(join(folders.a ?? '', 'footage.bin'), data)
-    const deadline = Date.now() + 120_000
     let received: Buffer | undefined
-    while (Date.now() < deadline) {
+    const arrived = async () => {
       received = await readFile(join(folders.b ?? '', 'footage.bin')).catch(() => undefined)
-      if (received?.length === data.length && sha256(received) === sha256(data)) break
-      await sleep(500)
+      return received?.length === data.length && sha256(received) === sha256(data)
     }
+    await pollUntil(arrived, {timeoutMs: 120_000, intervalMs: 500, onTimeout: () => false})
     expect(received && sha256(received)).to.equal(sha256(data))
   })
 
   it('shows both ends connected over overlay addresses and the folder complete', async () => {
-    const deadline = Date.now() + 60_000
-    let status = (await on('b', ['status'])).json
-    while (Date.now() < deadline && status.syncthing.folders[0]?.completion !== 100) {
-      await sleep(500)
+    let status: RunResult['json']
+    const complete = async () => {
       status = (await on('b', ['status'])).json
+      return status.syncthing.folders[0]?.completion === 100
     }
+    await pollUntil(complete, {timeoutMs: 60_000, intervalMs: 500, onTimeout: () => false})
     expect(status.overlay).to.include({running: true, tunUp: true})
     const peer = status.syncthing.peers.find((candidate: {connected: boolean}) => candidate.connected)
     expect(peer?.address).to.match(/^10\.99\.8\.\d+:\d+$/)

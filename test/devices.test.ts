@@ -1,5 +1,6 @@
 import {chmod, readdir, readFile, stat, writeFile} from 'node:fs/promises'
 import {join} from 'node:path'
+import {setTimeout as sleep} from 'node:timers/promises'
 
 import {expect} from 'chai'
 import YAML from 'yaml'
@@ -252,7 +253,7 @@ describe('an expired CA', function () {
     expect((await cli(['ca', 'init', '--duration', '2s', '--json'], env)).exitCode).to.equal(0)
     await cli(['project', 'create', 'p', '--cidr', '10.98.0.0/24'], env)
     await cli(['pool', 'populate', 'p'], env)
-    await new Promise((resolve) => setTimeout(resolve, 2500))
+    await sleep(2500)
     const result = await cli(['device', 'register', 'p', '--name', 'd', '--generate-key', '--out', join(home, 'd.zip'), '--json'], env)
     expect(result.exitCode).to.equal(2)
     expect(result.json.error.message).to.match(/CA .*expired/i)

@@ -7,6 +7,7 @@
 import {createHash, randomBytes} from 'node:crypto'
 import {mkdir, readFile, rm, stat, writeFile} from 'node:fs/promises'
 import {join} from 'node:path'
+import {setTimeout as sleep} from 'node:timers/promises'
 
 import {expect} from 'chai'
 
@@ -145,7 +146,7 @@ describe('project folders on devices (real Syncthing x3)', function () {
     await scan('b')
     // marker.txt, written after the proxies, arrives; the proxies do not.
     await waitFor('marker.txt on b', 60_000, async () => ((await stat(join(dirB, 'marker.txt')).catch(() => undefined)) ? true : undefined))
-    await new Promise((resolve) => setTimeout(resolve, 2000))
+    await sleep(2000)
     expect(await stat(join(dirB, 'take2.proxy')).catch(() => undefined)).to.equal(undefined)
     expect(await stat(join(dirA, 'take1.proxy')).catch(() => undefined)).to.equal(undefined)
   })
@@ -173,7 +174,7 @@ describe('project folders on devices (real Syncthing x3)', function () {
       return (folders[0]?.localChanges ?? 0) > 0 ? folders : undefined
     })
     expect(states[0]).to.include({name: 'footage', state: 'shared', mode: 'receive-only', path: target})
-    await new Promise((resolve) => setTimeout(resolve, 3000))
+    await sleep(3000)
     expect(await sha256(join(dirA, 'clip.mov'))).to.equal(original)
     const reverted = await revertLocalChanges({client: devices.c.client, home: devices.c.home, name: 'footage'})
     expect(reverted.localChanges).to.be.greaterThan(0)

@@ -1,5 +1,6 @@
 import {chmod, readdir, readFile, stat, writeFile} from 'node:fs/promises'
 import {join} from 'node:path'
+import {setTimeout as sleep} from 'node:timers/promises'
 
 import {expect} from 'chai'
 import YAML from 'yaml'
@@ -118,7 +119,7 @@ describe('join BUNDLE.zip', function () {
     const key = await onDevice('key', 'create', '--name', 'short')
     const short = join(out, 'short.zip')
     expect((await admin('device', 'register', 'films', '--name', 'short', '--public-key', key.json.publicKeyPath, '--duration', '2s', '--out', short)).exitCode).to.equal(0)
-    await new Promise((resolve) => setTimeout(resolve, 2500))
+    await sleep(2500)
     const result = await onDevice('join', short, '--key', key.json.privateKeyPath)
     expect(result.exitCode).to.equal(2)
     expect(result.json.error.message).to.match(/expired at .*`vidsync device renew`/)

@@ -3,6 +3,7 @@ import {createHash} from 'node:crypto'
 import {existsSync, readdirSync, readFileSync} from 'node:fs'
 import {readFile, rm, writeFile} from 'node:fs/promises'
 import {join} from 'node:path'
+import {setTimeout as sleep} from 'node:timers/promises'
 
 import {expect} from 'chai'
 import {execa} from 'execa'
@@ -15,7 +16,6 @@ import {cli, root} from './helpers/cli.js'
 import {runIn, spawnIn} from './helpers/netns.js'
 import {removeTempDirs, tempDir} from './helpers/temp.js'
 
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
 /** The host namespace's links and addresses, to check that a lab leaves them alone. */
 const hostNetwork = () => execFileSync('ip', ['-br', 'addr', 'show'], {encoding: 'utf8'})
 

@@ -1,6 +1,7 @@
 import {execFileSync} from 'node:child_process'
 import {mkdir, readFile, stat, writeFile} from 'node:fs/promises'
 import {join} from 'node:path'
+import {setTimeout as sleep} from 'node:timers/promises'
 
 import {expect} from 'chai'
 import {execa} from 'execa'
@@ -233,7 +234,7 @@ describe('nebula process (real nebula between network namespaces)', function () 
     void foreground.then(() => (ended = true))
     let status
     for (let tries = 0; tries < 100 && !ended && !status?.lighthouseReachable; tries++) {
-      await new Promise((resolve) => setTimeout(resolve, 200))
+      await sleep(200)
       status = (await vidsync('c', home, ['nebula', 'status'])).json
     }
     expect(status, ended ? (await foreground).stderr : 'still starting').to.include({running: true, tunUp: true, lighthouseReachable: true})

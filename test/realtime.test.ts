@@ -1,4 +1,5 @@
 import {randomBytes} from 'node:crypto'
+import {setTimeout as sleep} from 'node:timers/promises'
 
 import {expect} from 'chai'
 
@@ -11,22 +12,13 @@ import {SupabaseRpc} from '../src/lib/store/supabase.js'
 import {SyncCursor} from '../src/lib/up/refresh.js'
 import {listenForChanges, Waker} from '../src/lib/up/up.js'
 import {createThrowawayDatabase, type ThrowawayDatabase} from './helpers/postgres.js'
+import {eventually} from './helpers/eventually.js'
 import {startPostgrestStandIn, type StandIn, standInKeys} from './helpers/postgrest.js'
 import {realtimeSendStandIn, type RealtimeStandIn, startRealtimeStandIn} from './helpers/realtime.js'
 
 type Full = Extract<DeviceSync, {state: 'full'}>
 
 const fakePublicKey = () => `-----BEGIN NEBULA X25519 PUBLIC KEY-----\n${randomBytes(32).toString('base64')}\n-----END NEBULA X25519 PUBLIC KEY-----\n`
-
-/** Waits (bounded) until `check` holds; answers how long it took. */
-async function eventually(check: () => boolean, timeoutMs: number, what: string): Promise<number> {
-  const started = Date.now()
-  while (!check()) {
-    if (Date.now() - started > timeoutMs) throw new Error(`${what} did not happen within ${timeoutMs} ms`)
-    await new Promise((resolve) => setTimeout(resolve, 20))
-  }
-  return Date.now() - started
-}
 
 describe('push through Supabase Realtime (migration 010): trigger, realtime.send, socket, device loop', function () {
   this.timeout(60_000)
@@ -150,7 +142,7 @@ describe('push through Supabase Realtime (migration 010): trigger, realtime.send
       await eventually(() => beta.push.push.active && guessed.active && alpha.push.push.active, 10_000, 'the subscriptions')
       await operator.revokeDevice({project: 'alpha', device: victim.name})
       await eventually(() => alpha.waker.arm().aborted, 10_000, "alpha's wake")
-      await new Promise((resolve) => setTimeout(resolve, 300))
+      await sleep(300)
       expect(beta.waker.arm().aborted, "beta's loop woke for alpha's change").to.equal(false)
       expect(heard).to.deep.equal([])
     } finally {
@@ -194,7 +186,7 @@ describe('push through Supabase Realtime (migration 010): trigger, realtime.send
       await joinedDevice('alpha', 'rt-later')
       await eventually(() => loop.waker.arm().aborted, 10_000, 'the wake on the new topic')
       expect(realtime.sent.at(-1)?.topic).to.equal(delta.topic)
-      await new Promise((resolve) => setTimeout(resolve, 300))
+      await sleep(300)
       expect(heard, 'the revoked device heard a change after its revocation').to.deep.equal([delta.version])
     } finally {
       await Promise.all([loop.push.close(), revoked.close()])

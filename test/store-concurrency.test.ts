@@ -1,3 +1,5 @@
+import {setTimeout as sleep} from 'node:timers/promises'
+
 import {expect} from 'chai'
 
 import {ExhaustedError} from '../src/lib/errors.js'
@@ -109,7 +111,7 @@ describe('allocation under concurrency on real Postgres', function () {
     if (first !== 'held') throw first
     // The address is locked by the holder: SKIP LOCKED finds nothing and the re-check waits.
     const waiter = cp.allocateIp({project: 'wide', device: 'waiter'})
-    await new Promise((resolve) => setTimeout(resolve, 300))
+    await sleep(300)
     finish()
     expect(await holder).to.equal(rollback)
     expect(await waiter).to.include({device: 'waiter', ip: '10.80.0.1'})

@@ -1,4 +1,5 @@
 import {randomBytes} from 'node:crypto'
+import {setTimeout as sleep} from 'node:timers/promises'
 
 import {expect} from 'chai'
 import pg from 'pg'
@@ -11,6 +12,7 @@ import {PostgresClient} from '../src/lib/store/sql-client.js'
 import {SyncCursor} from '../src/lib/up/refresh.js'
 import {listenForChanges, Waker} from '../src/lib/up/up.js'
 import {createThrowawayDatabase, type ThrowawayDatabase} from './helpers/postgres.js'
+import {eventually} from './helpers/eventually.js'
 import {asRole} from './helpers/roles.js'
 
 const fakePublicKey = () =>
@@ -23,16 +25,6 @@ type Delta = Extract<DeviceSync, {state: 'delta'}>
 function expectState<S extends DeviceSync['state']>(sync: DeviceSync, state: S): Extract<DeviceSync, {state: S}> {
   expect(sync.state, JSON.stringify(sync)).to.equal(state)
   return sync as Extract<DeviceSync, {state: S}>
-}
-
-/** Waits (bounded) until `check` holds. */
-async function eventually(check: () => boolean, timeoutMs: number, what: string): Promise<number> {
-  const started = Date.now()
-  while (!check()) {
-    if (Date.now() - started > timeoutMs) throw new Error(`${what} did not happen within ${timeoutMs} ms`)
-    await new Promise((resolve) => setTimeout(resolve, 20))
-  }
-  return Date.now() - started
 }
 
 describe('versioned project state (migration 007)', function () {
@@ -353,7 +345,7 @@ describe('versioned project state (migration 007)', function () {
     push.passed()
     try {
       // LISTEN is set up asynchronously; a change notified before it would not be heard.
-      await new Promise((resolve) => setTimeout(resolve, 500))
+      await sleep(500)
       const victim = await joinedDevice('alpha', 'push-v')
       await eventually(() => waker.arm().aborted, 10_000, 'the wake after a registration')
       waker.reset()

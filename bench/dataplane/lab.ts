@@ -18,6 +18,7 @@ import YAML from 'yaml'
 import {isAlive, runTool, startDaemon, stopPid, type Daemon} from '../../src/lib/exec.js'
 import {createNetns, removeNetns, type Shaping} from '../../src/lib/lab/netns.js'
 import {renderNebulaConfig} from '../../src/lib/nebula/config.js'
+import {pollUntil} from '../../src/lib/poll.js'
 
 export const root = fileURLToPath(new URL('../..', import.meta.url))
 const agentScript = fileURLToPath(new URL('agent.ts', import.meta.url))
@@ -29,8 +30,6 @@ export const nebulaPort = 4242
 /** Ports the bench opens on the overlay besides Syncthing's 22000: the raw TCP test and rsync. */
 export const tcpTestPort = 5201
 export const rsyncPort = 873
-
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
 
 /** Keys of nebula.yml the bench varies; `undefined` removes the key (Nebula's default). */
 export interface NebulaVariant {
@@ -115,8 +114,7 @@ export class Agent {
 
   async close(): Promise<void> {
     this.#child.stdin?.end()
-    const deadline = Date.now() + 3000
-    while (isAlive(this.pid) && Date.now() < deadline) await sleep(50)
+    await pollUntil(() => !isAlive(this.pid), {timeoutMs: 3000, intervalMs: 50, onTimeout: () => false})
     if (isAlive(this.pid)) await stopPid(this.pid, 3000)
   }
 }
@@ -326,13 +324,6 @@ export class BenchLab {
   }
 }
 
-/** Bounded polling: `check` every `everyMs` until it returns a value, at most `timeoutMs`. */
-export async function waitFor<T>(what: string, timeoutMs: number, everyMs: number, check: () => Promise<T | undefined>): Promise<T> {
-  const deadline = Date.now() + timeoutMs
-  for (;;) {
-    const value = await check()
-    if (value !== undefined) return value
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs / 1000}s waiting for ${what}`)
-    await sleep(everyMs)
-  }
-}
+/** pollUntil with the benches' argument order: `check` every `everyMs` until it returns a value, at most `timeoutMs`. */
+export const waitFor = <T>(what: string, timeoutMs: number, everyMs: number, check: () => Promise<T | undefined>): Promise<T> =>
+  pollUntil(check, {timeoutMs, intervalMs: everyMs, what})

@@ -3,10 +3,12 @@ import {createHash, randomFillSync} from 'node:crypto'
 import {createReadStream} from 'node:fs'
 import {mkdir, open, readFile, writeFile} from 'node:fs/promises'
 import {join} from 'node:path'
+import {setTimeout as sleep} from 'node:timers/promises'
 
 import {execa} from 'execa'
 
 import type {FolderConfig, FolderStatus} from '../../src/lib/syncthing/client.js'
+import {pollUntil} from '../../src/lib/poll.js'
 import {percentile} from '../harness.js'
 import {type BenchLab, cidr, type NebulaVariant, overlayIps, rsyncPort, runIn, tcpTestPort, tunDev} from './lab.js'
 
@@ -222,7 +224,7 @@ export async function tuneFolder(lab: BenchLab, folder: Partial<FolderConfig>): 
   ] as const) {
     await agent.request('stPatchFolder', {home, folderId, folder})
   }
-  await new Promise((resolve) => setTimeout(resolve, 1000)) // the restart begins after the PATCH returns
+  await sleep(1000) // the restart begins after the PATCH returns
   for (const [agent, home] of [
     [lab.a, lab.nodes.a.home],
     [lab.b, lab.nodes.b.home],
@@ -290,9 +292,7 @@ export async function rsyncRound(lab: BenchLab, source: string, timeoutMs: numbe
   const {stdout} = await runIn(lab.nodes.a.ns, 'sh', ['-c', script, 'sh', source, target], timeoutMs)
   const ms = now() - start
   // The daemon's child for this connection counts once the daemon has reaped it.
-  for (const deadline = Date.now() + 5000; (await pidsOf(lab.nodes.b.ns, 'rsync')).length > 1 && Date.now() < deadline; ) {
-    await new Promise((resolve) => setTimeout(resolve, 50))
-  }
+  await pollUntil(async () => (await pidsOf(lab.nodes.b.ns, 'rsync')).length <= 1, {timeoutMs: 5000, intervalMs: 50, onTimeout: () => false})
   const stat = (name: string) => Number(new RegExp(`${name}: ([\\d,]+)`).exec(stdout)?.[1]?.replaceAll(',', '') ?? Number.NaN)
   return {
     ms,

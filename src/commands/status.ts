@@ -1,3 +1,5 @@
+import {setTimeout as sleep} from 'node:timers/promises'
+
 import {Args, Flags} from '@oclif/core'
 
 import {BaseCommand} from '../base-command.js'
@@ -36,7 +38,7 @@ export default class Status extends BaseCommand<typeof Status> {
       // Clear and redraw on a terminal; elsewhere append one snapshot per interval.
       if (this.interactive) process.stdout.write('\u001B[2J\u001B[H')
       this.log(`${renderStatus(status, {color: this.color})}\n${renderServices(status.services)}`)
-      await new Promise((resolve) => setTimeout(resolve, intervalMs))
+      await sleep(intervalMs)
       if (!stop.signal.aborted) status = await statusWithServices({...options, previous: status})
     }
     return status

@@ -1,3 +1,5 @@
+import {setTimeout as sleep} from 'node:timers/promises'
+
 import {Args, Flags} from '@oclif/core'
 
 import {ControlPlaneCommand} from '../base-command.js'
@@ -14,7 +16,7 @@ async function untilStopped(gone: () => Promise<boolean>): Promise<void> {
   process.once('SIGINT', abort)
   process.once('SIGTERM', abort)
   try {
-    while (!stop.signal.aborted && !(await gone())) await new Promise((resolve) => setTimeout(resolve, 1000))
+    while (!stop.signal.aborted && !(await gone())) await sleep(1000)
   } finally {
     process.off('SIGINT', abort)
     process.off('SIGTERM', abort)

@@ -1,10 +1,10 @@
 import {closeSync, fchownSync, openSync} from 'node:fs'
 import {readFile} from 'node:fs/promises'
 
-import {setTimeout as sleep} from 'node:timers/promises'
 
 import {MissingDependencyError, ToolFailedError} from './errors.js'
 import {currentPlatform, type Platform, type ProcessIdentity} from './platform/index.js'
+import {pollUntil} from './poll.js'
 
 export type ToolName = 'nebula-cert' | 'nebula' | 'syncthing' | 'ip' | 'tc'
 
@@ -128,13 +128,11 @@ export function isAlive(pid: number, platform: Platform = currentPlatform()): bo
 
 /** Ends one process: asked first, forced after `timeoutMs`. Resolves once it is gone. */
 export async function stopPid(pid: number, timeoutMs = 10_000, platform: Platform = currentPlatform()): Promise<void> {
+  const gone = () => !isAlive(pid, platform)
   await platform.terminate(pid, false)
-  const deadline = Date.now() + timeoutMs
-  while (isAlive(pid, platform) && Date.now() < deadline) await sleep(50)
-  if (!isAlive(pid, platform)) return
+  if (await pollUntil(gone, {timeoutMs, intervalMs: 50, onTimeout: () => false})) return
   await platform.terminate(pid, true)
-  const killDeadline = Date.now() + 5000
-  while (isAlive(pid, platform) && Date.now() < killDeadline) await sleep(50)
+  await pollUntil(gone, {timeoutMs: 5000, intervalMs: 50, onTimeout: () => false})
 }
 
 /** Stops the process recorded as `identity`, only if it still is that process (not a recycled PID). */

@@ -1,10 +1,11 @@
 import {randomBytes} from 'node:crypto'
 import {mkdir, writeFile} from 'node:fs/promises'
 import {join} from 'node:path'
+import {setTimeout as sleep} from 'node:timers/promises'
 
 import {expect} from 'chai'
 
-import {fileHash, Mesh, sha256, sleep, waitFor} from './helpers.js'
+import {fileHash, Mesh, sha256, waitFor} from './helpers.js'
 
 const note = (text: string) => process.stdout.write(`      · ${text}\n`)
 

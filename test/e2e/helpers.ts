@@ -4,30 +4,34 @@ import {join} from 'node:path'
 
 import {expect} from 'chai'
 
+import {pollUntil} from '../../src/lib/poll.js'
 import {cli, root} from '../helpers/cli.js'
 import {createLab, type Lab, removeLab, runIn} from '../helpers/netns.js'
 import {removeTempDirs, tempDir} from '../helpers/temp.js'
 
-export const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
 export const sha256 = (data: Buffer) => createHash('sha256').update(data).digest('hex')
 
-/** Polls `check` every `intervalMs` until it returns something other than undefined, for at most `timeoutMs`. */
+/** pollUntil for the e2e tests: a check that throws counts as not yet, and its last error ends the timeout message. */
 export async function waitFor<T>(what: string, check: () => Promise<T | undefined>, options: {timeoutMs?: number; intervalMs?: number} = {}): Promise<T> {
   const timeoutMs = options.timeoutMs ?? 60_000
-  const deadline = Date.now() + timeoutMs
-  let lastError: unknown
-  for (let attempt = 0; attempt < 100_000; attempt++) {
+  let lastError: Error | undefined
+  const attempt = async () => {
     try {
       const value = await check()
-      if (value !== undefined) return value
       lastError = undefined
+      return value
     } catch (error) {
-      lastError = error
+      lastError = error as Error
+      return undefined
     }
-    if (Date.now() >= deadline) break
-    await sleep(options.intervalMs ?? 300)
   }
-  throw new Error(`timed out after ${timeoutMs / 1000}s waiting for ${what}${lastError ? `: ${(lastError as Error).message}` : ''}`)
+  return pollUntil(attempt, {
+    timeoutMs,
+    intervalMs: options.intervalMs ?? 300,
+    onTimeout: () => {
+      throw new Error(`timed out after ${timeoutMs / 1000}s waiting for ${what}${lastError ? `: ${lastError.message}` : ''}`)
+    },
+  })
 }
 
 /** Children of a process, over all its threads (Syncthing 1.19's monitor runs the worker as its child). */

@@ -1,11 +1,12 @@
 import {randomBytes} from 'node:crypto'
 import {open, readdir, readFile, rm, stat, writeFile} from 'node:fs/promises'
 import {join} from 'node:path'
+import {setTimeout as sleep} from 'node:timers/promises'
 
 import {expect} from 'chai'
 
 import {isAlive} from '../../src/lib/exec.js'
-import {childPids, fileHash, Mesh, note, sha256, sleep, waitFor} from './helpers.js'
+import {childPids, fileHash, Mesh, note, sha256, waitFor} from './helpers.js'
 
 const MiB = 1024 * 1024
 const KiB = 1024

@@ -1,6 +1,7 @@
 import {createServer} from 'node:net'
 
 import {isAlive, stopPid} from '../../src/lib/exec.js'
+import {pollUntil} from '../../src/lib/poll.js'
 import {SyncthingClient} from '../../src/lib/syncthing/client.js'
 import {startManagedSyncthing, stopManagedSyncthing, writeManagedConfig, type ManagedSyncthing} from '../../src/lib/syncthing/managed.js'
 import {tempDir} from './temp.js'
@@ -18,16 +19,9 @@ export async function freePort(): Promise<number> {
   return address.port
 }
 
-/** Polls `check` every 250 ms until it returns a value, at most `timeoutMs`. */
-export async function waitFor<T>(what: string, timeoutMs: number, check: () => Promise<T | undefined>): Promise<T> {
-  const deadline = Date.now() + timeoutMs
-  for (;;) {
-    const value = await check().catch(() => undefined)
-    if (value !== undefined) return value
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs / 1000}s waiting for ${what}`)
-    await new Promise((resolve) => setTimeout(resolve, 250))
-  }
-}
+/** pollUntil every 250 ms, a check that throws counting as not yet. */
+export const waitFor = <T>(what: string, timeoutMs: number, check: () => Promise<T | undefined>): Promise<T> =>
+  pollUntil(() => check().catch(() => undefined), {timeoutMs, intervalMs: 250, what})
 
 export interface TestSyncthing extends ManagedSyncthing {
   home: string

@@ -1,11 +1,10 @@
-import {setTimeout as sleep} from 'node:timers/promises'
-
 import {bundleFiles} from '../devices/bundle-files.js'
 import {certDuration} from '../devices/lifetime.js'
 import {ConflictError, UnavailableError, VidsyncError} from '../errors.js'
 import type {Tools} from '../exec.js'
 import {formatDuration} from '../duration.js'
 import {loadCa} from '../pki/ca.js'
+import {pollUntil} from '../poll.js'
 import {projectTrust} from '../pki/rotation.js'
 import {signDevice} from '../pki/sign.js'
 import type {ControlPlane, DeviceRecord, JoinRequest} from '../store/control-plane.js'
@@ -134,10 +133,9 @@ export interface WatchOptions extends ApproveOptions {
  * unattended mode for CI. A request that failed is not tried again in the same run.
  */
 export async function watchJoinRequests(options: WatchOptions): Promise<ApproveResult> {
-  const deadline = Date.now() + options.timeoutMs
   const result: ApproveResult = {approved: [], failed: []}
   const failedIds = new Set<number>()
-  for (;;) {
+  const approveArrived = async () => {
     const remaining = options.count === undefined ? Infinity : options.count - result.approved.length
     const requests = (await options.controlPlane.listJoinRequests({project: options.project}))
       .filter((request) => !failedIds.has(request.id))
@@ -152,15 +150,16 @@ export async function watchJoinRequests(options: WatchOptions): Promise<ApproveR
       result.approved.push(...round.approved)
       result.failed.push(...round.failed)
     }
-    if (options.count !== undefined && result.approved.length >= options.count) return result
-    const left = deadline - Date.now()
-    if (left <= 0) break
-    await sleep(Math.min(options.intervalMs ?? 2000, left))
+    return options.count !== undefined && result.approved.length >= options.count
   }
-  if (options.count !== undefined) {
-    throw new UnavailableError(
-      `approved ${result.approved.length} of ${options.count} devices within ${formatDuration(Math.round(options.timeoutMs / 1000))}`,
-    )
-  }
+  // Without a count, the timeout is the end of the watch, not a failure.
+  await pollUntil(approveArrived, {
+    timeoutMs: options.timeoutMs,
+    intervalMs: options.intervalMs ?? 2000,
+    onTimeout: () => {
+      if (options.count === undefined) return
+      throw new UnavailableError(`approved ${result.approved.length} of ${options.count} devices within ${formatDuration(Math.round(options.timeoutMs / 1000))}`)
+    },
+  })
   return result
 }

@@ -1,13 +1,13 @@
 import {readdir, readFile, rm, stat} from 'node:fs/promises'
 import {hostname} from 'node:os'
 import {join} from 'node:path'
-import {setTimeout as sleep} from 'node:timers/promises'
 
 import {formatDuration} from '../duration.js'
 import {ConflictError, InvalidInputError, NotFoundError, RateLimitedError, UnavailableError, VidsyncError} from '../errors.js'
 import type {Tools} from '../exec.js'
 import {ensureDir, writeFileAtomic} from '../files.js'
 import {newSecret, parseInviteCode, sha256Hex} from '../invites/secrets.js'
+import {pollUntil} from '../poll.js'
 import {createKeyPair, publicKeyHexOfPrivateKey, validatePublicKey} from '../pki/keys.js'
 import type {ControlPlane} from '../store/control-plane.js'
 import {projectDir} from '../project/joined-project.js'
@@ -136,31 +136,34 @@ async function redeem(options: InviteJoinOptions, code: string, publicKeyPem: st
 export async function joinWithInvite(options: InviteJoinOptions): Promise<JoinResult> {
   const {keyPath, publicKeyPem} = await devicePublicKey(options)
   const pending = options.code ? await redeem(options, parseInviteCode(options.code), publicKeyPem) : await resumablePending(options.home)
-  const deadline = Date.now() + options.waitMs
-  for (;;) {
+  let waiting: {project: string; device: string} | undefined
+  const approved = async () => {
     const answer = await options.controlPlane.deviceBundle({token: pending.token})
-    if (answer.status === 'active' && answer.bundle) {
-      const files = new Map(Object.entries(answer.bundle).map(([name, content]) => [name, Buffer.from(content)]))
-      const origin = `the bundle of ${answer.device} in ${answer.project}`
-      // The control plane answered this device's own token: its CA is the one to pin.
-      const result = await installBundle({home: options.home, files, origin, keyPath, tools: options.tools, caFromControlPlane: true, replaceKey: options.replaceKey, force: options.force})
-      await writeFileAtomic(deviceTokenPath(options.home, result.project), `${pending.token}\n`, 0o600)
-      await rm(pending.file, {force: true})
-      return result
-    }
+    if (answer.status === 'active' && answer.bundle) return {...answer, bundle: answer.bundle}
     if (answer.status !== 'pending') {
       await rm(pending.file, {force: true})
       const what = answer.status === 'rejected' ? 'was rejected (its invite was revoked)' : `is ${answer.status}`
       throw new ConflictError(`device ${answer.device} ${what} in ${answer.project}: ask the operator for a new invite`)
     }
-    const left = deadline - Date.now()
-    if (left <= 0) {
-      throw new UnavailableError(
-        `${answer.device} is still waiting for approval in ${answer.project} after ${formatDuration(Math.round(options.waitMs / 1000))}: ` +
-          `ask the operator to run \`vidsync device approve ${answer.project}\`, then run \`vidsync join --resume\``,
-      )
-    }
-    options.onWaiting?.({project: answer.project, device: answer.device})
-    await sleep(Math.min(options.pollIntervalMs ?? 2000, left))
+    waiting = {project: answer.project, device: answer.device}
+    options.onWaiting?.(waiting)
+    return undefined
   }
+  const answer = await pollUntil(approved, {
+    timeoutMs: options.waitMs,
+    intervalMs: options.pollIntervalMs ?? 2000,
+    onTimeout: () => {
+      throw new UnavailableError(
+        `${waiting?.device} is still waiting for approval in ${waiting?.project} after ${formatDuration(Math.round(options.waitMs / 1000))}: ` +
+          `ask the operator to run \`vidsync device approve ${waiting?.project}\`, then run \`vidsync join --resume\``,
+      )
+    },
+  })
+  const files = new Map(Object.entries(answer.bundle).map(([name, content]) => [name, Buffer.from(content)]))
+  const origin = `the bundle of ${answer.device} in ${answer.project}`
+  // The control plane answered this device's own token: its CA is the one to pin.
+  const result = await installBundle({home: options.home, files, origin, keyPath, tools: options.tools, caFromControlPlane: true, replaceKey: options.replaceKey, force: options.force})
+  await writeFileAtomic(deviceTokenPath(options.home, result.project), `${pending.token}\n`, 0o600)
+  await rm(pending.file, {force: true})
+  return result
 }

@@ -3,6 +3,7 @@ import {mkdir, readdir, readFile, stat, writeFile} from 'node:fs/promises'
 import {join} from 'node:path'
 
 import {UnavailableError} from '../errors.js'
+import {pollUntil} from '../poll.js'
 import {type LabCli, labDown, type LabDownResult, type LabState, labUp} from './lab.js'
 
 export interface DemoOptions {
@@ -44,7 +45,6 @@ export interface DemoResult {
   down: LabDownResult
 }
 
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
 const sha256 = (data: Buffer) => createHash('sha256').update(data).digest('hex')
 
 /** Bytes of `names` present under `dir` at their full size (Syncthing writes temp files elsewhere, then renames). */
@@ -78,9 +78,8 @@ export async function labDemo(options: DemoOptions): Promise<DemoResult> {
     const started = Date.now()
     const firstByte = new Map<string, number>()
     const done = new Map<string, number>()
-    const deadline = started + (options.timeoutMs ?? 300_000)
-    while (done.size < targets.length) {
-      if (Date.now() > deadline) throw new UnavailableError(`the sample data did not reach every device within ${(deadline - started) / 1000}s`)
+    const timeoutMs = options.timeoutMs ?? 300_000
+    const arrived = async () => {
       const progress = await Promise.all(
         targets.map(async (target) => ({device: target.name, bytes: await receivedBytes(target.folder ?? '', sizes), totalBytes})),
       )
@@ -90,8 +89,15 @@ export async function labDemo(options: DemoOptions): Promise<DemoResult> {
         if (bytes === totalBytes && !done.has(device)) done.set(device, now)
       }
       options.onProgress?.(progress)
-      if (done.size < targets.length) await sleep(250)
+      return done.size === targets.length
     }
+    await pollUntil(arrived, {
+      timeoutMs,
+      intervalMs: 250,
+      onTimeout: () => {
+        throw new UnavailableError(`the sample data did not reach every device within ${timeoutMs / 1000}s`)
+      },
+    })
 
     const devices = await Promise.all(
       targets.map(async (target): Promise<DemoDevice> => {

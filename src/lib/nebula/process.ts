@@ -1,7 +1,6 @@
 import {readFile, rename, rm, writeFile} from 'node:fs/promises'
 import {networkInterfaces} from 'node:os'
 import {basename, join} from 'node:path'
-import {setTimeout as sleep} from 'node:timers/promises'
 
 import {ConflictError, MissingDependencyError, PermissionError, ToolFailedError, UnavailableError, VidsyncError} from '../errors.js'
 import {type Daemon, identityText, readIdentity, resolveTools, runProgram, startDaemon, stopProcess, type Tools} from '../exec.js'
@@ -10,6 +9,7 @@ import {askControl} from '../up/control.js'
 import {publishNew, withTempDir} from '../files.js'
 import {testNebulaConfig} from './config.js'
 import {failureReason} from './log.js'
+import {pollUntil} from '../poll.js'
 import {requireCertSupport} from '../pki/cert.js'
 import {JoinedProject, loadProject, projectPaths} from '../project/joined-project.js'
 import {systemOverlayProblem} from './system-overlay.js'
@@ -156,26 +156,29 @@ export async function exitReason(logPath: string, exit: DaemonExit): Promise<str
 async function waitUntilUp(project: JoinedProject, daemon: Daemon, timeoutMs: number, platform: Platform, needLighthouse: boolean): Promise<NebulaStatus> {
   let exit: DaemonExit | undefined
   void daemon.exited.then((result) => (exit = result))
-  const deadline = Date.now() + timeoutMs
-  for (;;) {
-    const status = await statusOf(project, daemon.pid, platform)
-    if (exit) {
-      const reason = await exitReason(project.logPath, exit)
-      throw new ToolFailedError(`nebula exited while starting: ${reason}`, reason)
-    }
-    if (status.tunUp && (status.lighthouseReachable !== false || !needLighthouse)) return status
-    if (Date.now() >= deadline) {
-      const seconds = timeoutMs / 1000
-      if (!status.tunUp) {
-        throw new UnavailableError(`${project.tunDev ?? 'the tun device'} did not come up with ${project.overlayIp} within ${seconds}s: see ${project.logPath}`)
+  let status: NebulaStatus | undefined
+  return pollUntil(
+    async () => {
+      status = await statusOf(project, daemon.pid, platform)
+      if (exit) {
+        const reason = await exitReason(project.logPath, exit)
+        throw new ToolFailedError(`nebula exited while starting: ${reason}`, reason)
       }
-      throw new UnavailableError(
-        `no lighthouse (${project.lighthouseIps.join(', ')}) answered within ${seconds}s: check that it runs and that UDP reaches ` +
-          `its address in static_host_map of ${project.configPath}; log: ${project.logPath}`,
-      )
-    }
-    await sleep(20) // on a LAN, nebula is up and through its handshake in about 30 ms
-  }
+      return status.tunUp && (status.lighthouseReachable !== false || !needLighthouse) && status
+    },
+    {
+      timeoutMs,
+      intervalMs: 20, // on a LAN, nebula is up and through its handshake in about 30 ms
+      onTimeout: () => {
+        const seconds = timeoutMs / 1000
+        if (!status?.tunUp) throw new UnavailableError(`${project.tunDev ?? 'the tun device'} did not come up with ${project.overlayIp} within ${seconds}s: see ${project.logPath}`)
+        throw new UnavailableError(
+          `no lighthouse (${project.lighthouseIps.join(', ')}) answered within ${seconds}s: check that it runs and that UDP reaches ` +
+            `its address in static_host_map of ${project.configPath}; log: ${project.logPath}`,
+        )
+      },
+    },
+  )
 }
 
 /** Publishes the pid file atomically and never over another one, so two concurrent starts cannot both win. */

@@ -2,6 +2,7 @@ import {existsSync} from 'node:fs'
 import {readFile} from 'node:fs/promises'
 import {createRequire} from 'node:module'
 import {join} from 'node:path'
+import {setTimeout as sleep} from 'node:timers/promises'
 
 import type {PGlite} from '@electric-sql/pglite'
 import type pg from 'pg'
@@ -118,7 +119,7 @@ export class PostgresClient implements SqlClient {
       } catch (error) {
         const atLimit = (error as {code?: string}).code === tooManyConnections
         if (!atLimit || Date.now() > deadline) throw unreachable(this.url, error) ?? error
-        await new Promise((resolve) => setTimeout(resolve, 50 + Math.random() * 200))
+        await sleep(50 + Math.random() * 200)
       }
     }
   }

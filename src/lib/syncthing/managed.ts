@@ -2,12 +2,14 @@ import {randomBytes} from 'node:crypto'
 import {open, readFile, rm, stat} from 'node:fs/promises'
 import {createServer} from 'node:net'
 import {join} from 'node:path'
+import {setTimeout as sleep} from 'node:timers/promises'
 
 import {ConflictError, InvalidInputError, NotFoundError, ToolFailedError, UnavailableError} from '../errors.js'
 import {identityText, isAlive, readIdentity, runTool, startDaemon, stopProcess, type Tools} from '../exec.js'
 import {currentPlatform} from '../platform/index.js'
 import {ensureDir, writeFileAtomic} from '../files.js'
 import {syncthingPort} from '../nebula/config.js'
+import {pollUntil} from '../poll.js'
 import {SyncthingClient, SyncthingMigratingError} from './client.js'
 import {deviceIdFromCertPem} from './device-id.js'
 import {syncthingCapabilities} from '../versions/detect.js'
@@ -201,8 +203,6 @@ async function runningPid(vidsyncHome: string): Promise<number | undefined> {
   return undefined
 }
 
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
-
 /** The lines Syncthing logged since `offset`. */
 async function logSince(logPath: string, offset: number): Promise<string[]> {
   const handle = await open(logPath, 'r').catch(() => undefined)
@@ -287,17 +287,16 @@ function stillMigrating(pid: number, logPath: string): UnavailableError {
 
 /** Syncthing keeps running when it cannot listen for peers, and says why in its status. */
 async function listenErrors(client: SyncthingClient, listenAddresses: string[], timeoutMs = 5000): Promise<string[]> {
-  const deadline = Date.now() + timeoutMs
-  for (;;) {
-    const services = (await client.status()).connectionServiceStatus
-    if (listenAddresses.every((address) => services[address]) || Date.now() > deadline) {
-      return listenAddresses.flatMap((address) => {
-        const error = services[address]?.error
-        return error ? [`${address}: ${error}`] : []
-      })
-    }
-    await sleep(200)
+  let services: Awaited<ReturnType<SyncthingClient['status']>>['connectionServiceStatus'] = {}
+  const listening = async () => {
+    services = (await client.status()).connectionServiceStatus
+    return listenAddresses.every((address) => services[address])
   }
+  await pollUntil(listening, {timeoutMs, intervalMs: 200, onTimeout: () => false})
+  return listenAddresses.flatMap((address) => {
+    const error = services[address]?.error
+    return error ? [`${address}: ${error}`] : []
+  })
 }
 
 /**
@@ -434,18 +433,15 @@ export async function stopManagedSyncthing(options: {vidsyncHome: string; timeou
   const asked = client ? await client.shutdown().then(() => true, () => false) : false
   if (!asked && pid === undefined) return {stopped: false}
   const timeoutMs = options.timeoutMs ?? 20_000
-  const deadline = Date.now() + timeoutMs
   // Gone when the API no longer answers and the recorded process has exited.
-  for (;;) {
+  const gone = async () => {
     const apiUp = client ? await client.ping().then(() => true, () => false) : false
     const processUp = identity ? await currentPlatform().isRunning(identity) : false
-    if (!apiUp && !processUp) break
-    if (Date.now() > deadline) {
-      if (identity) await stopProcess(identity, 5000)
-      break
-    }
-    await sleep(100)
+    return !apiUp && !processUp
   }
+  await pollUntil(gone, {timeoutMs, onTimeout: async () => {
+      if (identity) await stopProcess(identity, 5000)
+    }})
   await rm(paths.pid, {force: true})
   return {stopped: true, ...(pid === undefined ? {} : {pid})}
 }

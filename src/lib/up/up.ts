@@ -14,6 +14,7 @@ import {acceptPendingDevices, type PendingDecision, projectFolders, removeDevice
 import {connectSyncthing, type ManagedSyncthing, startManagedSyncthing, stopManagedSyncthing} from '../syncthing/managed.js'
 import type {ChangeFeedHandle, ControlPlane} from '../store/control-plane.js'
 import {acquireFileLock} from '../store/file-lock.js'
+import {pollUntil} from '../poll.js'
 import {toolReports} from '../versions/report.js'
 import {JoinedProject, resolveProjectDir} from '../project/joined-project.js'
 import {type EffectiveLimits, followProjectLimits} from '../folders/bandwidth.js'
@@ -161,18 +162,7 @@ const maxPollSeconds = 60
 const minPassSpacingMs = 1000
 
 /** Resolves after `ms`, or at once when `signal` aborts. */
-function pause(ms: number, signal: AbortSignal): Promise<void> {
-  return new Promise<void>((resolve) => {
-    if (signal.aborted || ms <= 0) return resolve()
-    const done = () => {
-      clearTimeout(timer)
-      signal.removeEventListener('abort', done)
-      resolve()
-    }
-    const timer = setTimeout(done, ms)
-    signal.addEventListener('abort', done, {once: true})
-  })
-}
+const pause = (ms: number, signal: AbortSignal): Promise<void> => sleep(Math.max(0, ms), undefined, {signal}).catch(() => {})
 
 /**
  * Reconciles every `intervalMs` until `signal` aborts, and at once when Syncthing reports a
@@ -542,17 +532,21 @@ async function elevationPlan(options: UpOptions, dir: string, platform: Platform
 
 /** Waits (bounded) until nebula has the overlay IP and a lighthouse answers. */
 async function waitForOverlay(dir: string, timeoutMs: number, platform: Platform): Promise<NebulaStatus> {
-  const deadline = Date.now() + timeoutMs
-  for (;;) {
-    const status = await nebulaStatus({projectDir: dir, platform})
-    if (status.running && status.tunUp && status.lighthouseReachable !== false) return status
-    if (Date.now() >= deadline) {
-      const seconds = timeoutMs / 1000
-      if (!status.tunUp) throw new UnavailableError(`${status.tunDev ?? 'the overlay interface'} did not come up with ${status.overlayIp} within ${seconds}s: see ${status.logPath}`)
-      throw new UnavailableError(`no lighthouse answered within ${seconds}s: check that it runs and that UDP reaches it; log: ${status.logPath}`)
-    }
-    await sleep(100)
-  }
+  let status: NebulaStatus | undefined
+  return pollUntil(
+    async () => {
+      status = await nebulaStatus({projectDir: dir, platform})
+      return status.running && status.tunUp && status.lighthouseReachable !== false && status
+    },
+    {
+      timeoutMs,
+      onTimeout: () => {
+        const seconds = timeoutMs / 1000
+        if (!status?.tunUp) throw new UnavailableError(`${status?.tunDev ?? 'the overlay interface'} did not come up with ${status?.overlayIp} within ${seconds}s: see ${status?.logPath}`)
+        throw new UnavailableError(`no lighthouse answered within ${seconds}s: check that it runs and that UDP reaches it; log: ${status.logPath}`)
+      },
+    },
+  )
 }
 
 /**
