@@ -30,6 +30,10 @@ export default tseslint.config(
         'error',
         {selector: "Literal[value=/^\\/proc(\\/|$)/]", message: '/proc belongs in src/lib/platform/linux.ts.'},
         {selector: "TemplateElement[value.raw=/^\\/proc(\\/|$)/]", message: '/proc belongs in src/lib/platform/linux.ts.'},
+        {
+          selector: "CallExpression[callee.object.name='process'][callee.property.name=/^(on|once|off|addListener|removeListener|prependListener)$/] > Literal:first-child[value=/^SIG/]",
+          message: 'signals belong in src/lib/platform/: use stopOnRequest() or currentPlatform().onServiceRequests().',
+        },
       ],
     },
   },

@@ -4,6 +4,7 @@ import {ControlPlaneCommand} from '../base-command.js'
 import {parseDuration} from '../lib/duration.js'
 import {runSigner, signPendingRenewals, type SignerPass} from '../lib/devices/signer.js'
 import {formatWhen} from '../lib/output/time.js'
+import {stopOnRequest} from '../lib/platform/index.js'
 
 export default class Signer extends ControlPlaneCommand<typeof Signer> {
   static override summary = "Sign the devices' renewal requests with the local CA, automatically."
@@ -32,16 +33,18 @@ export default class Signer extends ControlPlaneCommand<typeof Signer> {
       report(pass)
       return pass
     }
-    const stop = new AbortController()
-    process.once('SIGINT', () => stop.abort())
-    process.once('SIGTERM', () => stop.abort())
+    const stop = stopOnRequest()
     let last: SignerPass = {project: this.args.project, signed: [], refused: []}
-    await this.withControlPlane((controlPlane) =>
-      runSigner({home: this.home, controlPlane, project: this.args.project, intervalMs, signal: stop.signal, onPass: (pass) => {
-        if (!(pass instanceof Error)) last = pass
-        report(pass)
-      }}),
-    )
+    try {
+      await this.withControlPlane((controlPlane) =>
+        runSigner({home: this.home, controlPlane, project: this.args.project, intervalMs, signal: stop.signal, onPass: (pass) => {
+          if (!(pass instanceof Error)) last = pass
+          report(pass)
+        }}),
+      )
+    } finally {
+      stop.dispose()
+    }
     return last
   }
 }

@@ -8,6 +8,7 @@ import {InvalidInputError} from '../lib/errors.js'
 import {renderStatus} from '../lib/output/status.js'
 import {renderServices} from '../lib/output/services.js'
 import {type StatusWithServices, statusWithServices} from '../lib/up/service-status.js'
+import {stopOnRequest} from '../lib/platform/index.js'
 
 export default class Status extends BaseCommand<typeof Status> {
   static override summary = "Show this device's overlay, peers and sync progress."
@@ -32,14 +33,17 @@ export default class Status extends BaseCommand<typeof Status> {
       return status
     }
     const intervalMs = parseDuration(this.flags.interval, 'interval') * 1000
-    const stop = new AbortController()
-    process.once('SIGINT', () => stop.abort())
-    while (!stop.signal.aborted) {
-      // Clear and redraw on a terminal; elsewhere append one snapshot per interval.
-      if (this.interactive) process.stdout.write('\u001B[2J\u001B[H')
-      this.log(`${renderStatus(status, {color: this.color})}\n${renderServices(status.services)}`)
-      await sleep(intervalMs)
-      if (!stop.signal.aborted) status = await statusWithServices({...options, previous: status})
+    const stop = stopOnRequest()
+    try {
+      while (!stop.signal.aborted) {
+        // Clear and redraw on a terminal; elsewhere append one snapshot per interval.
+        if (this.interactive) process.stdout.write('\u001B[2J\u001B[H')
+        this.log(`${renderStatus(status, {color: this.color})}\n${renderServices(status.services)}`)
+        await sleep(intervalMs, undefined, {signal: stop.signal}).catch(() => {})
+        if (!stop.signal.aborted) status = await statusWithServices({...options, previous: status})
+      }
+    } finally {
+      stop.dispose()
     }
     return status
   }

@@ -8,18 +8,15 @@ import type {ControlPlane} from '../lib/store/control-plane.js'
 import {askAgent, bringDown, bringUp, runAgent, type UpResult} from '../lib/up/up.js'
 import {resolveProjectDir} from '../lib/project/joined-project.js'
 import {readAgentSettings} from '../lib/up/services.js'
+import {stopOnRequest} from '../lib/platform/index.js'
 
-/** Resolves on Ctrl-C or SIGTERM, or when `gone()` says the agent ended (stopped by `vidsync down`). */
+/** Resolves on Ctrl-C or a request to end, or when `gone()` says the agent ended (stopped by `vidsync down`). */
 async function untilStopped(gone: () => Promise<boolean>): Promise<void> {
-  const stop = new AbortController()
-  const abort = () => stop.abort()
-  process.once('SIGINT', abort)
-  process.once('SIGTERM', abort)
+  const stop = stopOnRequest()
   try {
-    while (!stop.signal.aborted && !(await gone())) await sleep(1000)
+    while (!stop.signal.aborted && !(await gone())) await sleep(1000, undefined, {signal: stop.signal}).catch(() => {})
   } finally {
-    process.off('SIGINT', abort)
-    process.off('SIGTERM', abort)
+    stop.dispose()
   }
 }
 
@@ -79,10 +76,7 @@ export default class Up extends ControlPlaneCommand<typeof Up> {
   }
 
   private async runAgent(intervalSeconds: number, controlPlane?: ControlPlane): Promise<{agent: true}> {
-    const stop = new AbortController()
-    const abort = () => stop.abort()
-    process.once('SIGINT', abort)
-    process.once('SIGTERM', abort)
+    const stop = stopOnRequest()
     try {
       await runAgent({
         home: this.home,
@@ -95,8 +89,7 @@ export default class Up extends ControlPlaneCommand<typeof Up> {
         onReady: () => this.log(`${new Date().toISOString()} first reconcile pass done`),
       })
     } finally {
-      process.off('SIGINT', abort)
-      process.off('SIGTERM', abort)
+      stop.dispose()
     }
     return {agent: true}
   }

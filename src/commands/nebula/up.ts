@@ -13,17 +13,14 @@ import {currentPlatform} from '../../lib/platform/index.js'
 
 export type NebulaUpResult = (NebulaStatus & {startupMs: number; detached: boolean}) | {service: InstalledService}
 
-/** Resolves on Ctrl-C or SIGTERM, or when nebula ends by itself (stopped elsewhere, or crashed). */
+/** Resolves on Ctrl-C or a request to end, or when nebula ends by itself (stopped elsewhere, or crashed). */
 function untilStopped(daemon: Daemon): Promise<{exit?: DaemonExit}> {
   return new Promise((resolve) => {
     const finish = (result: {exit?: DaemonExit}) => {
-      process.off('SIGINT', onSignal)
-      process.off('SIGTERM', onSignal)
+      stopListening()
       resolve(result)
     }
-    const onSignal = () => finish({})
-    process.on('SIGINT', onSignal)
-    process.on('SIGTERM', onSignal)
+    const stopListening = currentPlatform().onServiceRequests({stop: () => finish({})})
     void daemon.exited.then((exit) => finish({exit}))
   })
 }

@@ -3,6 +3,7 @@ import {Flags} from '@oclif/core'
 import {BaseCommand} from '../../base-command.js'
 import {connectFromFlags, connectionFlags} from '../../flags/syncthing.js'
 import {startManagedSyncthing, stopManagedSyncthing} from '../../lib/syncthing/managed.js'
+import {currentPlatform} from '../../lib/platform/index.js'
 
 export interface SyncUpResult {
   managed: boolean
@@ -68,15 +69,13 @@ export default class SyncUp extends BaseCommand<typeof SyncUp> {
     this.log('Press Ctrl-C to stop it.')
     // Stop Syncthing by its PID whichever way this process is asked to end, then report how it ended.
     const stop = () => void stopManagedSyncthing({vidsyncHome: this.home})
-    process.once('SIGINT', stop)
-    process.once('SIGTERM', stop)
+    const stopListening = currentPlatform().onServiceRequests({stop})
     try {
       const end = await started.exited
       this.log(`Syncthing stopped${end.signal ? ` (${end.signal})` : ''}.`)
       return {...result, exitCode: end.exitCode}
     } finally {
-      process.off('SIGINT', stop)
-      process.off('SIGTERM', stop)
+      stopListening()
     }
   }
 }

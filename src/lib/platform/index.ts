@@ -31,3 +31,10 @@ export function currentPlatform(): Platform {
   chosen ??= platformFor(osName())
   return chosen
 }
+
+/** A signal that aborts on Ctrl-C or a request to end this process; `dispose` stops listening. */
+export function stopOnRequest(platform: Platform = currentPlatform()): {signal: AbortSignal; dispose: () => void} {
+  const controller = new AbortController()
+  const dispose = platform.onServiceRequests({stop: () => controller.abort()})
+  return {signal: controller.signal, dispose}
+}
