@@ -2,15 +2,18 @@ import {Args, Flags} from '@oclif/core'
 
 import {ControlPlaneCommand} from '../../base-command.js'
 import {formatDuration, parseDuration} from '../../lib/duration.js'
+import {InvalidInputError} from '../../lib/errors.js'
+import type {KeyChangeApproval} from '../../lib/store/control-plane.js'
 import {type ApprovalFailure, type Approved, approveJoinRequests, type ApproveResult, watchJoinRequests} from '../../lib/invites/approve.js'
 import {formatWhen, relativeTime} from '../../lib/output/time.js'
 
 export default class DeviceApprove extends ControlPlaneCommand<typeof DeviceApprove> {
-  static override summary = 'Sign the keys of devices that joined with an invite code.'
-  static override description = `Every device waiting for approval (redeemed an invite with \`vidsync join CODE\`) gets an address, a certificate signed here with the local CA (nebula-cert) and a bundle that the control plane keeps for the device to fetch with its token. The bundle never holds a private key. With --watch it keeps approving devices as they arrive until --timeout (or until --count devices are approved): the unattended mode for CI.`
+  static override summary = 'Sign the keys of devices that joined with an invite code, or approve a new key.'
+  static override description = `Every device waiting for approval (redeemed an invite with \`vidsync join CODE\`) gets an address, a certificate signed here with the local CA (nebula-cert) and a bundle that the control plane keeps for the device to fetch with its token. The bundle never holds a private key. With --watch it keeps approving devices as they arrive until --timeout (or until --count devices are approved): the unattended mode for CI. With --key-change DEVICE it approves the new key that DEVICE asked a certificate for (\`vidsync key rotate\` on the device printed its sha256); \`vidsync signer\` signs no new key before that.`
   static override examples = [
     '<%= config.bin %> <%= command.id %> studio',
     '<%= config.bin %> <%= command.id %> studio --watch --count 1 --timeout 10m --yes --json',
+    '<%= config.bin %> <%= command.id %> studio --key-change laptop',
   ]
 
   static override args = {
@@ -22,11 +25,19 @@ export default class DeviceApprove extends ControlPlaneCommand<typeof DeviceAppr
     timeout: Flags.string({summary: 'With --watch: how long to keep watching.', default: '10m'}),
     count: Flags.integer({summary: 'With --watch: stop after this many approvals; fewer by the timeout is an error.', min: 1, dependsOn: ['watch']}),
     yes: Flags.boolean({char: 'y', summary: 'Do not ask for confirmation.'}),
+    'key-change': Flags.string({summary: 'Approve the new key this device asked a certificate for (needs PROJECT).', exclusive: ['watch']}),
   }
 
-  async run(): Promise<ApproveResult> {
+  async run(): Promise<ApproveResult | {project: string; keyChange: KeyChangeApproval}> {
     const {flags} = this
     const project = this.args.project
+    const device = flags['key-change']
+    if (device !== undefined) {
+      if (project === undefined) throw new InvalidInputError('--key-change needs the project', {hint: `vidsync device approve PROJECT --key-change ${device}`})
+      const keyChange = await this.withControlPlane((controlPlane) => controlPlane.approveKeyChange({project, device}))
+      this.log(`Approved the new key of ${device} in ${project} (public key sha256 ${keyChange.publicKeySha256}): the signer signs it next.`)
+      return {project, keyChange}
+    }
     const scope = project ?? 'every project'
     const onApproved = (a: Approved) => this.log(`Approved ${a.device.name} in ${a.project} at ${a.device.ip}; certificate valid until ${formatWhen(a.device.notAfter)}.`)
     const onFailed = (f: ApprovalFailure) => this.warn(`could not approve ${f.device.name} in ${f.project}: ${f.message}`)

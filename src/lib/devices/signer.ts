@@ -11,6 +11,8 @@ export interface SignedRenewal {
   device: string
   fingerprint: string
   notAfter: string
+  /** The certificate is for the device's new key (a key change the operator approved). */
+  newKey: boolean
 }
 
 export interface RefusedRenewal {
@@ -32,17 +34,27 @@ export interface SignerOptions {
   tools?: Tools
 }
 
+/** Why the signer leaves a key change alone until the operator approves it. */
+export const unapprovedKeyChange = (project: string, device: string) =>
+  `asked for a certificate for a new key, which the operator has not approved: not signed (approve it with \`vidsync device approve ${project} --key-change ${device}\`)`
+
 /**
  * One pass of the signer: signs the registered key of every active, non-revoked device of the
- * project that asked for renewal (the control plane lists no other), for the project's lifetime,
- * and records each certificate. A device revoked between the listing and the record is refused
- * by the control plane: revocation wins. Also tells the control plane that a signer serves the project.
+ * project that asked for renewal (the control plane lists no other), or its new key once the
+ * operator approved the key change, for the project's lifetime, and records each certificate. An
+ * unapproved key change is refused (and stays open for approval). A device revoked between the
+ * listing and the record is refused by the control plane: revocation wins. Also tells the control
+ * plane that a signer serves the project.
  */
 export async function signPendingRenewals(options: SignerOptions): Promise<SignerPass> {
   const ca = await loadCa({home: options.home, tools: options.tools})
   const pending = await options.controlPlane.signerPending({project: options.project})
   const pass: SignerPass = {project: options.project, signed: [], refused: []}
   for (const request of pending) {
+    if (request.keyChange === 'pending') {
+      pass.refused.push({requestId: request.requestId, device: request.device, message: unapprovedKeyChange(options.project, request.device)})
+      continue
+    }
     try {
       const signed = await signDevice({
         home: options.home,
@@ -54,8 +66,8 @@ export async function signPendingRenewals(options: SignerOptions): Promise<Signe
         durationSeconds: request.lifetimeSeconds < maxCertDurationSeconds(ca.cert.notAfter) ? request.lifetimeSeconds : undefined,
         tools: options.tools,
       })
-      await options.controlPlane.completeRenewal({requestId: request.requestId, fingerprint: signed.fingerprint, notAfter: signed.notAfter, pem: signed.certPem})
-      pass.signed.push({requestId: request.requestId, device: request.device, fingerprint: signed.fingerprint, notAfter: signed.notAfter})
+      await options.controlPlane.completeRenewal({requestId: request.requestId, fingerprint: signed.fingerprint, notAfter: signed.notAfter, pem: signed.certPem, publicKey: request.publicKey})
+      pass.signed.push({requestId: request.requestId, device: request.device, fingerprint: signed.fingerprint, notAfter: signed.notAfter, newKey: request.keyChange === 'approved'})
     } catch (error) {
       if (!(error instanceof ConflictError)) throw error
       pass.refused.push({requestId: request.requestId, device: request.device, message: error.message})

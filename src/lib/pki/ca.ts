@@ -46,7 +46,8 @@ const exists = (path: string) =>
     () => false,
   )
 
-const toInfo = ({name, fingerprint, notBefore, notAfter, groups, ips, version}: CertInfo): CaInfo => ({
+/** A CA certificate as vidsync reports it. */
+export const toInfo = ({name, fingerprint, notBefore, notAfter, groups, ips, version}: CertInfo): CaInfo => ({
   name,
   fingerprint,
   notBefore,

@@ -1,11 +1,11 @@
-import {readFile, rename, writeFile} from 'node:fs/promises'
+import {readdir, readFile, rename, rm, writeFile} from 'node:fs/promises'
 import {join} from 'node:path'
 
 import {ConflictError} from '../errors.js'
 import type {Tools} from '../exec.js'
 import {ensureDir, publishNew, withTempDir} from '../files.js'
 import type {ControlPlane} from '../store/control-plane.js'
-import {caVersionArgs, checkCaOptions, defaultCaDurationSeconds, generateCa, loadCa} from './ca.js'
+import {type CaInfo, caExpiryWarning, caInfo, caPaths, caVersionArgs, checkCaOptions, defaultCaDurationSeconds, generateCa, loadCa, toInfo} from './ca.js'
 import {type CertInfo, readCert} from './cert.js'
 import {type CaEndorsement, endorseCa} from './endorse.js'
 
@@ -37,7 +37,8 @@ export const previousCaDir = (caDir: string) => join(caDir, 'previous')
  * Creates the next CA: the current one endorses it (its key signs the new fingerprint), every
  * project of the control plane trusts both, and the new CA signs from now on (registrations,
  * renewals, the signer). The old CA and key move to <home>/ca/previous. All or nothing: the
- * control plane's changes commit only once the new CA is in place.
+ * control plane's change is one call (one transaction on every backend), made once the old pair is
+ * kept and before the new pair takes the current names.
  */
 export async function rotateCa(options: {home: string; controlPlane: ControlPlane; name?: string; durationSeconds?: number; tools?: Tools}): Promise<RotatedCa> {
   const old = await loadCa({home: options.home, tools: options.tools})
@@ -53,28 +54,23 @@ export async function rotateCa(options: {home: string; controlPlane: ControlPlan
     const endorsement = endorseCa({caKeyPem: oldKey, endorser: old.cert, fingerprint: cert.fingerprint})
     const pem = await readFile(fresh.certPath, 'utf8')
     const previous = previousCaDir(old.dir)
-    const projects = await options.controlPlane.transaction(async (controlPlane) => {
-      const names = (await controlPlane.listProjects()).map((project) => project.name)
-      for (const project of names) {
-        if ((await controlPlane.projectTrustedCas({project})).length === 0) {
-          await controlPlane.addProjectCa({project, fingerprint: old.cert.fingerprint, pem: oldPem, endorsement: null})
-        }
-        await controlPlane.addProjectCa({project, fingerprint: cert.fingerprint, pem, endorsement})
-      }
-      // The old pair stays as it was (a link each), then the new pair replaces the current names.
-      await ensureDir(previous, {private: true})
-      const kept = {crt: join(previous, `${old.cert.fingerprint}.crt`), key: join(previous, `${old.cert.fingerprint}.key`)}
-      await publishNew(
-        [
-          {from: old.keyPath, to: kept.key},
-          {from: old.certPath, to: kept.crt},
-        ],
-        (path) => new ConflictError(`${path} already exists: this CA was rotated before; move it away and try again`),
-      )
-      await rename(fresh.keyPath, old.keyPath)
-      await rename(fresh.certPath, old.certPath)
-      return names
+    // The old pair stays as it was (a link each), then one control-plane call, then the new pair
+    // replaces the current names: a failed call leaves the links only, which are removed.
+    await ensureDir(previous, {private: true})
+    const kept = {crt: join(previous, `${old.cert.fingerprint}.crt`), key: join(previous, `${old.cert.fingerprint}.key`)}
+    await publishNew(
+      [
+        {from: old.keyPath, to: kept.key},
+        {from: old.certPath, to: kept.crt},
+      ],
+      (path) => new ConflictError(`${path} already exists: this CA was rotated before; move it away and try again`),
+    )
+    const projects = await options.controlPlane.rotateProjectCas({old: {fingerprint: old.cert.fingerprint, pem: oldPem}, fingerprint: cert.fingerprint, pem, endorsement}).catch(async (error: unknown) => {
+      await Promise.all([rm(kept.key, {force: true}), rm(kept.crt, {force: true})])
+      throw error
     })
+    await rename(fresh.keyPath, old.keyPath)
+    await rename(fresh.certPath, old.certPath)
     return {
       previous: {name: old.cert.name, fingerprint: old.cert.fingerprint, path: join(previous, `${old.cert.fingerprint}.crt`)},
       ca: {name: cert.name, fingerprint: cert.fingerprint, notAfter: cert.notAfter},
@@ -82,6 +78,35 @@ export async function rotateCa(options: {home: string; controlPlane: ControlPlan
       projects,
     }
   })
+}
+
+/** Where a CA of the operator stands: signing now, still trusted by a project, or retired everywhere. */
+export type CaState = 'current' | 'trusted' | 'retired'
+
+export type ListedCa = CaInfo & {state: CaState; warning: string | null}
+
+/**
+ * The operator's CA and those `ca rotate` replaced (<home>/ca/previous), newest first. A previous
+ * CA is `trusted` while a project of the control plane still lists it and `retired` once none does;
+ * the control plane is opened (`withControlPlane`) only when there is a previous CA.
+ */
+export async function listCas(options: {home: string; withControlPlane: <R>(work: (controlPlane: ControlPlane) => Promise<R>) => Promise<R>; tools?: Tools; now?: Date}): Promise<{current: ListedCa; previous: ListedCa[]}> {
+  const current = await caInfo({home: options.home, tools: options.tools, now: options.now})
+  const dir = previousCaDir(caPaths(options.home).dir)
+  const files = (await readdir(dir).catch(() => [])).filter((name) => name.endsWith('.crt')).sort()
+  const previous = await Promise.all(files.map(async (name) => toInfo(await readCert(join(dir, name), options.tools))))
+  const trusted = previous.length === 0 ? new Set<string>() : await options.withControlPlane(async (controlPlane) => {
+    const fingerprints = new Set<string>()
+    for (const {name: project} of await controlPlane.listProjects()) {
+      for (const ca of await controlPlane.projectTrustedCas({project})) fingerprints.add(ca.fingerprint)
+    }
+    return fingerprints
+  })
+  const older = previous
+    .filter((ca) => ca.fingerprint !== current.fingerprint)
+    .sort((a, b) => Date.parse(b.notBefore) - Date.parse(a.notBefore))
+    .map((ca): ListedCa => (trusted.has(ca.fingerprint) ? {...ca, state: 'trusted', warning: caExpiryWarning(ca, options.now)} : {...ca, state: 'retired', warning: null}))
+  return {current: {...current, state: 'current'}, previous: older}
 }
 
 export interface RetiredCas {

@@ -1,4 +1,4 @@
-import {readdir, readFile, rm} from 'node:fs/promises'
+import {readdir, readFile, rename, rm} from 'node:fs/promises'
 import {isAbsolute, join} from 'node:path'
 
 import {type BundleManifest, parseManifest, serializeManifest} from '../bundle/manifest.js'
@@ -46,6 +46,9 @@ export function projectPaths(dir: string) {
     certPath: join(dir, 'node.crt'),
     keyPath: join(dir, 'node.key'),
     manifestPath: join(dir, 'vidsync.json'),
+    /** A new key pair made for a key change (`vidsync key rotate`), beside node.key until its certificate is installed. */
+    nextKeyPath: join(dir, 'node.next.key'),
+    nextPublicKeyPath: join(dir, 'node.next.pub'),
   }
 }
 
@@ -110,6 +113,33 @@ function parseSettings(raw: string | undefined): DeviceSettings {
 }
 
 /**
+ * What the `up` loop last learned from the control plane about this device's certificate
+ * (renewal.json), for `status` and `doctor`, which do not ask the control plane.
+ */
+export interface RenewalState {
+  /** When the open renewal was asked for (the control plane's clock); absent without one. */
+  requestedAt?: string
+  /** The open renewal asks for a new key: waiting for the operator's approval, or approved. */
+  keyChange?: 'pending' | 'approved'
+  /** The control plane's clock minus this device's, in seconds, when last asked. */
+  clockOffsetSeconds?: number
+}
+
+function parseRenewalState(raw: string | undefined): RenewalState {
+  let parsed: Record<string, unknown>
+  try {
+    parsed = JSON.parse(raw ?? '{}') as Record<string, unknown>
+  } catch {
+    return {}
+  }
+  return defined({
+    requestedAt: typeof parsed.requestedAt === 'string' && !Number.isNaN(Date.parse(parsed.requestedAt)) ? parsed.requestedAt : undefined,
+    keyChange: parsed.keyChange === 'pending' || parsed.keyChange === 'approved' ? parsed.keyChange : undefined,
+    clockOffsetSeconds: Number.isSafeInteger(parsed.clockOffsetSeconds) ? (parsed.clockOffsetSeconds as number) : undefined,
+  })
+}
+
+/**
  * A project joined on this device: the only code that reads and writes its vidsync.json,
  * nebula.yml, certificates and key. The manifest is validated once, when the project is opened;
  * nebula.yml is always rendered here from the manifest and this device's platform.
@@ -122,8 +152,11 @@ export class JoinedProject {
   readonly caPath: string
   readonly certPath: string
   readonly keyPath: string
+  readonly nextKeyPath: string
+  readonly nextPublicKeyPath: string
   private readonly manifestPath: string
   private readonly settingsPath: string
+  private readonly renewalPath: string
 
   private constructor(
     dir: string,
@@ -138,8 +171,31 @@ export class JoinedProject {
     this.caPath = paths.caPath
     this.certPath = paths.certPath
     this.keyPath = paths.keyPath
+    this.nextKeyPath = paths.nextKeyPath
+    this.nextPublicKeyPath = paths.nextPublicKeyPath
     this.manifestPath = paths.manifestPath
     this.settingsPath = join(dir, 'settings.json')
+    this.renewalPath = join(dir, 'renewal.json')
+  }
+
+  /** What the `up` loop last learned about this device's renewal (empty when never asked). */
+  async renewalState(): Promise<RenewalState> {
+    return parseRenewalState(await readFile(this.renewalPath, 'utf8').catch(() => undefined))
+  }
+
+  /** Records the renewal state; no write when it is unchanged. */
+  async saveRenewalState(state: RenewalState): Promise<void> {
+    const text = `${JSON.stringify(defined(state), null, 2)}\n`
+    if ((await readFile(this.renewalPath, 'utf8').catch(() => undefined)) === text) return
+    await writeFileAtomic(this.renewalPath, text, 0o644)
+  }
+
+  /** The public key PEM of the key pair waiting for its certificate (a key change), undefined without one. */
+  async nextPublicKey(): Promise<string | undefined> {
+    return readFile(this.nextPublicKeyPath, 'utf8').catch((error: NodeJS.ErrnoException) => {
+      if (error.code === 'ENOENT') return undefined
+      throw error
+    })
   }
 
   /** This device's own settings for the project (settings.json; empty when none were chosen). */
@@ -272,9 +328,18 @@ export async function replaceTrustedCas(project: JoinedProject, caPem: Buffer): 
   return true
 }
 
-/** Installs a renewed certificate (checked by the caller) and records it in the manifest; nebula.yml is rendered again. */
-export async function replaceCertificate(project: JoinedProject, certPem: string, cert: {fingerprint: string; notAfter: string}): Promise<JoinedProject> {
+/**
+ * Installs a renewed certificate (checked by the caller) and records it in the manifest; nebula.yml
+ * is rendered again. With `newKey`, the certificate is for the waiting key pair (node.next.key),
+ * which then replaces node.key: the certificate first, so that a crash in between leaves the
+ * waiting key in place and the next call (the certificate already matches it) finishes the move.
+ */
+export async function replaceCertificate(project: JoinedProject, certPem: string, cert: {fingerprint: string; notAfter: string}, options: {newKey?: boolean} = {}): Promise<JoinedProject> {
   await writeFileAtomic(project.certPath, certPem, 0o644)
+  if (options.newKey) {
+    await rename(project.nextKeyPath, project.keyPath)
+    await rm(project.nextPublicKeyPath, {force: true})
+  }
   return project.update({...project.manifest, fingerprint: cert.fingerprint, notAfter: cert.notAfter})
 }
 

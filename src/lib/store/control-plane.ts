@@ -352,11 +352,28 @@ interface CertLifetimeRow {
 
 const toCertLifetime = (row: CertLifetimeRow): CertLifetime => ({deviceCertSeconds: row.device_cert_seconds, configured: row.configured, signer: row.signer})
 
+/** Where a renewal's new key stands: none asked for, waiting for the operator's approval, approved. */
+export type KeyChange = 'none' | 'pending' | 'approved'
+
 export interface DeviceCertificate {
   fingerprint: string | null
   notAfter: string | null
   pem: string | null
   renewalPending: boolean
+  /** When the open renewal was asked for (the control plane's clock), null without one. */
+  renewalRequestedAt: string | null
+  /** The open renewal's key change, null without one. */
+  keyChange: KeyChange | null
+  /** The control plane's clock when it answered. */
+  serverNow: string
+}
+
+export interface KeyChangeApproval {
+  device: string
+  /** sha256 of the new public key's raw bytes (as `vidsync key create` prints it). */
+  publicKeySha256: string
+  requestedAt: string
+  approvedAt: string
 }
 
 export interface PendingRenewal {
@@ -368,6 +385,8 @@ export interface PendingRenewal {
   publicKey: string
   lifetimeSeconds: number
   requestedAt: string
+  /** A new key (publicKey): signed only once the operator approved it. */
+  keyChange: KeyChange
 }
 
 const iso = (value: Timestamp): string => new Date(value).toISOString()
@@ -784,18 +803,51 @@ export class ControlPlane {
     return toCertLifetime(single(rows, 'set_cert_lifetime'))
   }
 
-  /** Device: asks for a new certificate for its registered key (one open request at a time). */
-  async deviceRequestRenewal(options: {token: string; fingerprint?: string}): Promise<{requestId: number; status: string}> {
-    const rows = await this.rpc.call<{request_id: number | string; status: string}>('device_request_renewal', {p_token: options.token, p_fingerprint: options.fingerprint})
+  /**
+   * Device: asks for a new certificate (one open request at a time), for its registered key or,
+   * with `publicKey`, for a new one, which waits for the operator's approval.
+   */
+  async deviceRequestRenewal(options: {token: string; fingerprint?: string; publicKey?: string}): Promise<{requestId: number; status: string; requestedAt: string; keyChange: KeyChange}> {
+    const rows = await this.rpc.call<{request_id: number | string; status: string; requested_at: Timestamp; key_change: KeyChange}>('device_request_renewal', {
+      p_token: options.token,
+      p_fingerprint: options.fingerprint,
+      p_public_key: options.publicKey,
+    })
     const row = single(rows, 'device_request_renewal')
-    return {requestId: Number(row.request_id), status: row.status}
+    return {requestId: Number(row.request_id), status: row.status, requestedAt: iso(row.requested_at), keyChange: row.key_change}
   }
 
-  /** Device: its newest certificate, and whether its renewal is still waiting for the signer. */
+  /** Device: its newest certificate, its open renewal if any, and the control plane's clock. */
   async deviceCertificate(options: {token: string}): Promise<DeviceCertificate> {
-    const rows = await this.rpc.call<{fingerprint: string | null; not_after: Timestamp | null; pem: string | null; renewal_pending: boolean}>('device_certificate', {p_token: options.token})
+    const rows = await this.rpc.call<{
+      fingerprint: string | null
+      not_after: Timestamp | null
+      pem: string | null
+      renewal_pending: boolean
+      renewal_requested_at: Timestamp | null
+      key_change: KeyChange | null
+      server_now: Timestamp
+    }>('device_certificate', {p_token: options.token})
     const row = single(rows, 'device_certificate')
-    return {fingerprint: row.fingerprint, notAfter: isoOrNull(row.not_after), pem: row.pem, renewalPending: row.renewal_pending}
+    return {
+      fingerprint: row.fingerprint,
+      notAfter: isoOrNull(row.not_after),
+      pem: row.pem,
+      renewalPending: row.renewal_pending,
+      renewalRequestedAt: isoOrNull(row.renewal_requested_at),
+      keyChange: row.key_change,
+      serverNow: iso(row.server_now),
+    }
+  }
+
+  /** Operator: approves the new key that an active device asked a certificate for; the signer then signs it. */
+  async approveKeyChange(options: {project: string; device: string}): Promise<KeyChangeApproval> {
+    const rows = await this.rpc.call<{device: string; public_key_sha256: string; requested_at: Timestamp; approved_at: Timestamp}>('approve_key_change', {
+      p_project: options.project,
+      p_device: options.device,
+    })
+    const row = single(rows, 'approve_key_change')
+    return {device: row.device, publicKeySha256: row.public_key_sha256, requestedAt: iso(row.requested_at), approvedAt: iso(row.approved_at)}
   }
 
   /** Device: the Syncthing IDs of its project's revoked devices, to remove from its Syncthing. */
@@ -815,6 +867,7 @@ export class ControlPlane {
       public_key: string
       lifetime_seconds: number
       requested_at: Timestamp
+      key_change: KeyChange
     }>('signer_pending', {p_project: options.project})
     return rows.map((row) => ({
       requestId: Number(row.request_id),
@@ -825,16 +878,21 @@ export class ControlPlane {
       publicKey: row.public_key,
       lifetimeSeconds: row.lifetime_seconds,
       requestedAt: iso(row.requested_at),
+      keyChange: row.key_change,
     }))
   }
 
-  /** Signer: records the certificate signed for a renewal; refused (conflict) when the device was revoked meanwhile. */
-  async completeRenewal(options: {requestId: number; fingerprint: string; notAfter: string; pem: string}): Promise<void> {
+  /**
+   * Signer: records the certificate signed for a renewal, for `publicKey` (the key it signed);
+   * refused (conflict) when the device was revoked meanwhile, or for a key change not approved.
+   */
+  async completeRenewal(options: {requestId: number; fingerprint: string; notAfter: string; pem: string; publicKey?: string}): Promise<void> {
     const rows = await this.rpc.call<{device: string; fingerprint: string | null}>('complete_renewal', {
       p_request_id: options.requestId,
       p_fingerprint: options.fingerprint,
       p_not_after: options.notAfter,
       p_pem: options.pem,
+      p_public_key: options.publicKey,
     })
     const row = single(rows, 'complete_renewal')
     if (row.fingerprint === null) throw new ConflictError(`device "${row.device}" was revoked or released meanwhile: its renewal is refused`)
@@ -849,6 +907,22 @@ export class ControlPlane {
       p_endorser: options.endorsement?.endorser,
       p_signature: options.endorsement?.signature,
     })
+  }
+
+  /**
+   * `ca rotate`'s one write: every project trusts the new CA (endorsed by the old one), a project
+   * that never rotated recording the old CA first. One call, so one transaction on every backend.
+   */
+  async rotateProjectCas(options: {old: {fingerprint: string; pem: string}; fingerprint: string; pem: string; endorsement: CaEndorsement}): Promise<string[]> {
+    const rows = await this.rpc.call<{project: string}>('rotate_project_cas', {
+      p_old_fingerprint: options.old.fingerprint,
+      p_old_pem: options.old.pem,
+      p_fingerprint: options.fingerprint,
+      p_pem: options.pem,
+      p_endorser: options.endorsement.endorser,
+      p_signature: options.endorsement.signature,
+    })
+    return rows.map((row) => row.project)
   }
 
   /** The CAs the project trusts, oldest first; empty when it never rotated (it trusts the operator's CA). */

@@ -3,7 +3,7 @@ import type {Tools} from '../exec.js'
 import {readDeviceToken} from '../join/invite.js'
 import {readCert, readCerts} from '../pki/cert.js'
 import {caWarnSeconds, deviceWarnSeconds, type Expiry, expiryOf, expiryPhrase} from '../pki/expiry.js'
-import type {JoinedProject} from '../project/joined-project.js'
+import type {JoinedProject, RenewalState} from '../project/joined-project.js'
 
 /** This device's certificates for a project against their warning windows (device 7 days, CA 90 days). */
 export interface CertificateCheck {
@@ -13,8 +13,44 @@ export interface CertificateCheck {
   cas: (Expiry & {name: string; fingerprint: string})[]
   /** How the device gets a new certificate: `bundle` (a file from the operator) or `control-plane` (joined with an invite). */
   backend: 'bundle' | 'control-plane'
-  /** One line per certificate that is expiring or expired, saying what to do. */
+  /** The open renewal and the control plane's clock, as the `up` loop last learned them (control-plane backend). */
+  renewal: RenewalState
+  /** The renewal problems among `warnings` (last): no signer answering, a key change waiting, a clock that is off. */
+  renewalWarnings: string[]
+  /** One line per certificate that is expiring or expired, then per renewal problem, saying what to do. */
   warnings: string[]
+}
+
+/** A renewal open this long with no certificate means that no signer is answering. */
+export const signerSilentSeconds = 5 * 60
+
+/** A device clock further than this from the control plane's is reported (nebula checks certificate times). */
+export const clockSkewSeconds = 5 * 60
+
+/** The warnings about the renewal state the `up` loop recorded: a signer that does not answer, a clock that is off. */
+export function renewalWarnings(options: {project: string; device: string; renewal: RenewalState; notAfter: string | undefined; now: Date}): string[] {
+  const {renewal, project, device} = options
+  const warnings: string[] = []
+  const offset = renewal.clockOffsetSeconds ?? 0
+  if (Math.abs(offset) > clockSkewSeconds) {
+    const minutes = Math.round(Math.abs(offset) / 60)
+    warnings.push(
+      offset > 0
+        ? `this device's clock is ${minutes} minutes behind the control plane's: nebula refuses a certificate before it is valid (its notBefore), so a renewed certificate fails here until the clock is right; fix the clock (NTP)`
+        : `this device's clock is ${minutes} minutes ahead of the control plane's: certificates look closer to expiry here than they are, and peers with correct clocks refuse this device's certificates early; fix the clock (NTP)`,
+    )
+  }
+  if (renewal.requestedAt !== undefined) {
+    const controlPlaneNow = options.now.getTime() + offset * 1000
+    const waited = (controlPlaneNow - Date.parse(renewal.requestedAt)) / 1000
+    const expires = options.notAfter ? `the certificate expires at ${options.notAfter}` : 'the certificate expires'
+    if (renewal.keyChange === 'pending') {
+      warnings.push(`a certificate for a new key of ${device} was requested at ${renewal.requestedAt} and waits for the operator's approval: \`vidsync device approve ${project} --key-change ${device}\` on the operator's machine; the current key and certificate stay in use`)
+    } else if (waited > signerSilentSeconds) {
+      warnings.push(`renewal requested at ${renewal.requestedAt}, no signer has answered; ${expires}; run \`vidsync signer ${project}\` on the operator's machine`)
+    }
+  }
+  return warnings
 }
 
 /** What to do on this device's backend for a new certificate. */
@@ -45,6 +81,7 @@ export async function certificateCheck(options: {home: string; project: JoinedPr
     name: ca.name,
     fingerprint: ca.fingerprint,
   }))
+  const renewal = backend === 'control-plane' ? await project.renewalState() : {}
   const warnings: string[] = []
   if (certificate?.expiring) {
     const remedy = renewRemedy(project.name, project.manifest.device, backend)
@@ -59,5 +96,6 @@ export async function certificateCheck(options: {home: string; project: JoinedPr
       )
     }
   }
-  return {certificate, cas, backend, warnings}
+  const renewalProblems = renewalWarnings({project: project.name, device: project.manifest.device, renewal, notAfter, now})
+  return {certificate, cas, backend, renewal, renewalWarnings: renewalProblems, warnings: [...warnings, ...renewalProblems]}
 }

@@ -1,4 +1,4 @@
-import {writeFile} from 'node:fs/promises'
+import {readFile, writeFile} from 'node:fs/promises'
 import {join} from 'node:path'
 
 import {InvalidInputError, NotFoundError} from '../errors.js'
@@ -7,8 +7,9 @@ import {withTempDir} from '../files.js'
 import {readDeviceToken} from '../join/invite.js'
 import {reloadNebula} from '../nebula/process.js'
 import {readCert, verifyCert} from '../pki/cert.js'
+import {validatePublicKey} from '../pki/keys.js'
 import {JoinedProject, replaceCertificate} from '../project/joined-project.js'
-import type {ControlPlane} from '../store/control-plane.js'
+import type {ControlPlane, KeyChange} from '../store/control-plane.js'
 
 export interface RenewalResult {
   /** A third or less of the certificate's life is left. */
@@ -20,6 +21,12 @@ export interface RenewalResult {
   nebulaReloaded: boolean
   fingerprint: string
   notAfter: string
+  /** When the open renewal was asked for (the control plane's clock), null without one. */
+  requestedAt: string | null
+  /** The open renewal asks for a new key (`vidsync key rotate`): waiting for the operator's approval, or approved. */
+  keyChange: KeyChange | null
+  /** The control plane's clock minus this device's, in seconds. */
+  clockOffsetSeconds: number
 }
 
 /** Renewal starts when this fraction of the certificate's life is left. */
@@ -27,12 +34,14 @@ export const renewWhenLeft = 1 / 3
 
 /**
  * The certificate half of the `up` loop for a device that joined with an invite: when a third of
- * its certificate's life is left it asks the control plane for renewal, and once the operator's
- * signer has signed, installs the new certificate (same key, name and address, signed by the
- * pinned CA, later than the one installed) and tells nebula to reload it. Undefined for a device
- * joined from a bundle file (nothing to ask).
+ * its certificate's life is left by the control plane's clock (`now` overrides it; `clock` is this
+ * device's) it asks the control plane for renewal, and once the operator's signer has signed,
+ * installs the new certificate (same key, name and address, signed by the pinned CA, later than the
+ * one installed) and tells nebula to reload it. With a key pair waiting (`vidsync key rotate`) it
+ * asks at once for a certificate for that key and installs it with the key. Records what it
+ * learned for `status` (renewal.json). Undefined for a device joined from a bundle file (nothing to ask).
  */
-export async function renewFromControlPlane(options: {home: string; project: string; controlPlane: ControlPlane; now?: Date; tools?: Tools}): Promise<RenewalResult | undefined> {
+export async function renewFromControlPlane(options: {home: string; project: string; controlPlane: ControlPlane; now?: Date; clock?: () => Date; tools?: Tools}): Promise<RenewalResult | undefined> {
   const token = await readDeviceToken(options.home, options.project).catch((error: unknown) => {
     if (error instanceof NotFoundError) return undefined
     throw error
@@ -40,27 +49,53 @@ export async function renewFromControlPlane(options: {home: string; project: str
   if (token === undefined) return undefined
   const project = await JoinedProject.find({home: options.home, project: options.project})
   const cert = await readCert(project.certPath, options.tools)
-  const now = (options.now ?? new Date()).getTime()
-  const life = Date.parse(cert.notAfter) - Date.parse(cert.notBefore)
-  const due = Date.parse(cert.notAfter) - now <= life * renewWhenLeft
-  const unchanged = {due, requested: false, installed: false, nebulaReloaded: false, fingerprint: cert.fingerprint, notAfter: cert.notAfter}
-  if (!due) return unchanged
+  const nextKey = await project.nextPublicKey()
+  const nextKeyHex = nextKey === undefined ? undefined : validatePublicKey(nextKey).hex
   const newest = await options.controlPlane.deviceCertificate({token})
+  const clockOffsetSeconds = Math.round((Date.parse(newest.serverNow) - (options.clock ?? (() => new Date()))().getTime()) / 1000)
+  const now = (options.now ?? new Date(newest.serverNow)).getTime()
+  const life = Date.parse(cert.notAfter) - Date.parse(cert.notBefore)
+  const due = nextKey !== undefined || Date.parse(cert.notAfter) - now <= life * renewWhenLeft
+  const open = {requestedAt: newest.renewalRequestedAt, keyChange: newest.keyChange}
+  const unchanged = {due, requested: false, installed: false, nebulaReloaded: false, fingerprint: cert.fingerprint, notAfter: cert.notAfter, ...open, clockOffsetSeconds}
+  const record = (state: {requestedAt: string | null; keyChange: KeyChange | null}) =>
+    project.saveRenewalState({
+      ...(state.requestedAt ? {requestedAt: state.requestedAt} : {}),
+      ...(state.keyChange === 'pending' || state.keyChange === 'approved' ? {keyChange: state.keyChange} : {}),
+      clockOffsetSeconds,
+    })
+  if (!due) {
+    await record(open)
+    return unchanged
+  }
+  if (nextKeyHex !== undefined && cert.publicKey === nextKeyHex) {
+    // The certificate for the new key went in, the key did not (interrupted): finish the move.
+    const updated = await replaceCertificate(project, await readFile(project.certPath, 'utf8'), cert, {newKey: true})
+    await record(open)
+    return {...unchanged, installed: true, nebulaReloaded: await reloadNebula({projectDir: updated.dir})}
+  }
   if (newest.pem && newest.fingerprint !== cert.fingerprint && Date.parse(newest.notAfter ?? '') > Date.parse(cert.notAfter)) {
     const renewed = await withTempDir(project.dir, async (temp) => {
       const path = join(temp, 'node.crt')
       await writeFile(path, newest.pem ?? '', {mode: 0o600})
       const candidate = await readCert(path, options.tools)
       await verifyCert({caCertPath: project.caPath, certPath: path, tools: options.tools})
-      if (candidate.publicKey !== cert.publicKey || candidate.name !== cert.name || candidate.ips.join() !== cert.ips.join()) {
+      const key = candidate.publicKey === cert.publicKey || candidate.publicKey === nextKeyHex
+      if (!key || candidate.name !== cert.name || candidate.ips.join() !== cert.ips.join()) {
         throw new InvalidInputError(`the control plane's certificate for ${project.manifest.device} is not for this device's key, name and address: not installed`)
       }
       return candidate
     })
-    const updated = await replaceCertificate(project, newest.pem, renewed)
+    const updated = await replaceCertificate(project, newest.pem, renewed, {newKey: renewed.publicKey === nextKeyHex})
+    await record({requestedAt: null, keyChange: null})
     const nebulaReloaded = await reloadNebula({projectDir: updated.dir})
-    return {due, requested: false, installed: true, nebulaReloaded, fingerprint: renewed.fingerprint, notAfter: renewed.notAfter}
+    return {...unchanged, installed: true, nebulaReloaded, fingerprint: renewed.fingerprint, notAfter: renewed.notAfter, requestedAt: null, keyChange: null}
   }
-  if (!newest.renewalPending) await options.controlPlane.deviceRequestRenewal({token, fingerprint: cert.fingerprint})
-  return {...unchanged, requested: true}
+  // Ask once; again with the new key when the open request does not carry it yet.
+  const asked = !newest.renewalPending || (nextKey !== undefined && newest.keyChange === 'none')
+    ? await options.controlPlane.deviceRequestRenewal({token, fingerprint: cert.fingerprint, publicKey: nextKey})
+    : open
+  const state = {requestedAt: asked.requestedAt, keyChange: asked.keyChange}
+  await record(state)
+  return {...unchanged, ...state, requested: true}
 }

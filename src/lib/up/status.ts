@@ -118,7 +118,8 @@ export async function doctor(options: {home: string; project?: string; tools?: T
   }
   const dir = project.dir
   const certificates = await certificateCheck({home: options.home, project, tools: options.tools})
-  const [certificateWarning, ...caWarnings] = certificates.certificate?.expiring ? certificates.warnings : [undefined, ...certificates.warnings]
+  const expiryWarnings = certificates.warnings.slice(0, certificates.warnings.length - certificates.renewalWarnings.length)
+  const [certificateWarning, ...caWarnings] = certificates.certificate?.expiring ? expiryWarnings : [undefined, ...expiryWarnings]
   const certificate = certificates.certificate
   if (certificate === null) check('certificate valid', `${project.certPath} is not a readable certificate: run \`vidsync join <bundle>\` again`)
   else if (certificate.expired) check('certificate valid', certificateWarning)
@@ -126,6 +127,7 @@ export async function doctor(options: {home: string; project?: string; tools?: T
   const caExpired = certificates.cas.length > 0 && certificates.cas.every((ca) => ca.expired)
   if (caExpired) check('CA valid', caWarnings.join('; '))
   else checks.push({name: 'CA valid', ok: true, ...(caWarnings.length > 0 ? {warning: caWarnings.join('; ')} : {})})
+  if (certificates.renewalWarnings.length > 0) checks.push({name: 'certificate renewal', ok: true, warning: certificates.renewalWarnings.join('; ')})
   for (const step of await preflight({projectDir: dir, tools: options.tools})) check(`nebula ${step.name}`, step.problem?.message)
   const overlay = await nebulaStatus({projectDir: dir})
   check('nebula running', overlay.running ? undefined : 'nebula is not running: start it with `vidsync up` or `vidsync nebula up`')

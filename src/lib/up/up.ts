@@ -403,7 +403,9 @@ export async function runAgent(options: AgentOptions): Promise<void> {
         delete state.lastError
         const {renewal} = pass
         if (renewal?.installed) options.log(`certificate renewed: ${renewal.fingerprint} valid until ${renewal.notAfter}${renewal.nebulaReloaded ? '; nebula reloaded' : ''}`)
-        else if (renewal?.requested && !state.renewalRequested) options.log('a third of the certificate\'s life is left: renewal requested from the signer')
+        else if (renewal?.requested && !state.renewalRequested) {
+          options.log(renewal.keyChange === null || renewal.keyChange === 'none' ? 'a third of the certificate\'s life is left: renewal requested from the signer' : 'a certificate for the new key requested: it waits for the operator\'s approval, then the signer')
+        }
         state.renewalRequested = renewal?.requested ?? false
         logWarnings(pass.certificateWarnings)
         // Windows: a renewed certificate or a new blocklist waits for the elevated step of `vidsync up`.
