@@ -97,6 +97,12 @@ describe('CA rotation on Postgres', function () {
     expect(await caFingerprints(join(operator, 'ca', 'ca.crt'))).to.deep.equal([newCa])
     expect(await caFingerprints(join(operator, 'ca', 'previous', `${oldCa.fingerprint}.crt`))).to.deep.equal([oldCa.fingerprint])
     expect((await controlPlane.projectTrustedCas({project: 'films'})).map((ca) => ca.fingerprint)).to.deep.equal([oldCa.fingerprint, newCa])
+    // ca show lists the CA it replaced, in the same shape, still trusted.
+    const shown = await admin('ca', 'show')
+    expect(shown.json).to.include({fingerprint: newCa, state: 'current', warning: null})
+    expect(shown.json.previous).to.have.length(1)
+    expect(shown.json.previous[0]).to.include({fingerprint: oldCa.fingerprint, name: 'films-ca', state: 'trusted', warning: null})
+    expect(Object.keys(shown.json.previous[0]).sort()).to.deep.equal(Object.keys(shown.json).filter((key) => key !== 'previous').sort())
     const refused = await admin('ca', 'retire-old')
     expect(refused.exitCode).to.equal(4)
     expect(refused.json.error.message).to.contain('films/cutter, films/edit')
@@ -152,6 +158,7 @@ describe('CA rotation on Postgres', function () {
 
   it('ca retire-old, once no active device holds an old-CA certificate, makes refreshes and bundles drop the old CA', async () => {
     expect(await retireOldCas({home: operator, controlPlane})).to.deep.equal([{project: 'films', retired: [oldCa.fingerprint], holders: []}])
+    expect((await admin('ca', 'show')).json.previous.map((ca: {fingerprint: string; state: string}) => [ca.fingerprint, ca.state])).to.deep.equal([[oldCa.fingerprint, 'retired']])
     expect((await refreshFromControlPlane({home: invited, project: 'films', controlPlane}))?.casChanged).to.equal(true)
     expect(await caFingerprints(caPath(invited))).to.deep.equal([newCa])
     const bundle = join(filed, 'after.zip')
@@ -170,6 +177,9 @@ describe('CA rotation on Postgres', function () {
     expect((await controlPlane.projectTrustedCas({project: 'films'})).map((ca) => ca.fingerprint)).to.deep.equal([third])
     expect((await refreshFromControlPlane({home: invited, project: 'films', controlPlane}))?.casChanged).to.equal(true)
     expect(await caFingerprints(caPath(invited))).to.deep.equal([third])
+    const shown = await cli(['ca', 'show'], {VIDSYNC_HOME: operator, VIDSYNC_DATABASE_URL: database.url})
+    expect(shown.stdout).to.contain(`previous     ${newCa} "films-ca" retired`)
+    expect(shown.stdout).to.contain(`previous     ${oldCa.fingerprint} "films-ca" retired`)
   })
 
   it('the up refresh refuses a CA the control plane lists with a forged endorsement, and keeps its CAs', async () => {

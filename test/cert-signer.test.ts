@@ -1,16 +1,21 @@
 import {randomBytes} from 'node:crypto'
-import {readFile} from 'node:fs/promises'
+import {readdir, readFile, stat} from 'node:fs/promises'
 import {join} from 'node:path'
 
 import {expect} from 'chai'
 import {execa} from 'execa'
 
-import {ConflictError} from '../src/lib/errors.js'
+import {ConflictError, NotFoundError} from '../src/lib/errors.js'
 import {readDeviceToken} from '../src/lib/join/invite.js'
+import {signPendingRenewals, unapprovedKeyChange} from '../src/lib/devices/signer.js'
 import {readCert} from '../src/lib/pki/cert.js'
+import {publicKeyHexOfPrivateKey, validatePublicKey} from '../src/lib/pki/keys.js'
+import {JoinedProject} from '../src/lib/project/joined-project.js'
 import {ControlPlane, SqlRpc} from '../src/lib/store/control-plane.js'
 import {PostgresClient} from '../src/lib/store/sql-client.js'
 import {deviceIdFromDer} from '../src/lib/syncthing/device-id.js'
+import {certificateCheck} from '../src/lib/up/expiry.js'
+import {rotateDeviceKey} from '../src/lib/up/key-change.js'
 import {SyncCursor} from '../src/lib/up/refresh.js'
 import {renewFromControlPlane} from '../src/lib/up/renew.js'
 import {reconcile} from '../src/lib/up/up.js'
@@ -119,6 +124,79 @@ describe('certificate lifecycle on Postgres: lifetimes, renewal requests, the si
     const manifest = JSON.parse(await readFile(join(projectDir(), 'vidsync.json'), 'utf8'))
     expect(manifest).to.include({fingerprint: after.fingerprint, notAfter: after.notAfter})
     expect((await admin('signer', 'films', '--once')).json.signed).to.deep.equal([])
+  })
+
+  it('a new key: key rotate asks, the signer refuses it until the operator approves, then key and certificate go in together', async () => {
+    const before = await installed()
+    const oldKey = await readFile(join(projectDir(), 'node.key'), 'utf8')
+    const onDevice = (...args: string[]) => cli([...args, '--json'], {VIDSYNC_HOME: device, VIDSYNC_DATABASE_URL: database.url})
+    const asked = await onDevice('key', 'rotate', 'films')
+    expect(asked.exitCode, asked.stdout).to.equal(0)
+    expect(asked.json).to.include({project: 'films', device: 'cutter', created: true, requested: true, installed: false, keyChange: 'pending', fingerprint: before.fingerprint})
+    const nextPub = await readFile(join(projectDir(), 'node.next.pub'), 'utf8')
+    expect(asked.json.publicKeySha256).to.equal(validatePublicKey(nextPub).fingerprint)
+    expect((await stat(join(projectDir(), 'node.next.key'))).mode & 0o777).to.equal(0o600)
+    expect(await readFile(join(projectDir(), 'node.key'), 'utf8')).to.equal(oldKey)
+    expect(await rotateDeviceKey({home: device, project: 'films', controlPlane})).to.include({created: false, keyChange: 'pending', publicKeySha256: asked.json.publicKeySha256})
+
+    // Unapproved: the signer refuses and says why; the control plane would not record it either.
+    const refused = await admin('signer', 'films', '--once')
+    expect(refused.json.signed).to.deep.equal([])
+    expect(refused.json.refused.map((r: {device: string; message: string}) => [r.device, r.message])).to.deep.equal([['cutter', unapprovedKeyChange('films', 'cutter')]])
+    const [pending] = await controlPlane.signerPending({project: 'films'})
+    expect(pending).to.include({device: 'cutter', keyChange: 'pending', publicKey: nextPub})
+    const forced = await controlPlane.completeRenewal({requestId: pending?.requestId ?? 0, fingerprint: 'e'.repeat(64), notAfter: before.notAfter, pem: 'x', publicKey: nextPub}).then(
+      () => undefined,
+      (failure: unknown) => failure,
+    )
+    expect(forced).to.be.instanceOf(ConflictError)
+    expect((forced as Error).message).to.equal('device "cutter" asked for a certificate for a new key, which the operator has not approved: not recorded')
+    expect(await sql.query("SELECT status FROM vidsync.renewal_requests WHERE id = $1", [pending?.requestId])).to.deep.equal([{status: 'pending'}])
+    expect((await renewFromControlPlane({home: device, project: 'films', controlPlane}))).to.include({installed: false, keyChange: 'pending'})
+    expect((await certificateCheck({home: device, project: await JoinedProject.find({home: device, project: 'films'})})).renewalWarnings).to.deep.equal([
+      `a certificate for a new key of cutter was requested at ${asked.json.requestedAt} and waits for the operator's approval: \`vidsync device approve films --key-change cutter\` on the operator's machine; the current key and certificate stay in use`,
+    ])
+
+    const approved = await admin('device', 'approve', 'films', '--key-change', 'cutter')
+    expect(approved.exitCode, approved.stdout).to.equal(0)
+    expect(approved.json.keyChange).to.include({device: 'cutter', publicKeySha256: asked.json.publicKeySha256})
+    expect(await controlPlane.approveKeyChange({project: 'films', device: 'cutter'}).catch((error: unknown) => error)).to.include({device: 'cutter'}) // again: no change
+    expect(await controlPlane.approveKeyChange({project: 'films', device: 'grader'}).catch((error: unknown) => error)).to.be.instanceOf(NotFoundError)
+    const signed = await signPendingRenewals({home: operator, controlPlane, project: 'films'})
+    expect(signed.signed.map((s) => [s.device, s.newKey])).to.deep.equal([['cutter', true]])
+
+    const done = await rotateDeviceKey({home: device, project: 'films', controlPlane})
+    expect(done).to.include({installed: true, fingerprint: signed.signed[0]?.fingerprint, requestedAt: null})
+    const after = await installed()
+    expect(after.publicKey).to.equal(validatePublicKey(nextPub).hex).and.not.equal(before.publicKey)
+    expect(publicKeyHexOfPrivateKey(await readFile(join(projectDir(), 'node.key')))).to.equal(after.publicKey)
+    expect((await stat(join(projectDir(), 'node.key'))).mode & 0o777).to.equal(0o600)
+    expect((await readdir(projectDir())).filter((name) => name.startsWith('node.next'))).to.deep.equal([])
+    expect(await sql.query("SELECT public_key FROM vidsync.devices WHERE name = 'cutter'")).to.deep.equal([{public_key: nextPub}])
+  })
+
+  it('decides renewal by the control plane\'s clock, says when its own is off, and when no signer answers', async () => {
+    const cert = await installed()
+    const project = () => JoinedProject.find({home: device, project: 'films'})
+    // This device's clock 10 days ahead: by it, a third of the 30 days would be left; by the control plane's, not.
+    const ahead = await renewFromControlPlane({home: device, project: 'films', controlPlane, clock: () => new Date(Date.now() + 10 * 86_400_000)})
+    expect(ahead).to.include({due: false, requested: false})
+    expect(ahead?.clockOffsetSeconds).to.be.within(-864_010, -863_990)
+    expect((await certificateCheck({home: device, project: await project()})).renewalWarnings).to.deep.equal([
+      "this device's clock is 10d ahead of the control plane's: certificates look closer to expiry here than they are, and peers with correct clocks refuse this device's certificates early; fix the clock (NTP)",
+    ])
+    const behind = await renewFromControlPlane({home: device, project: 'films', controlPlane, clock: () => new Date(Date.now() - 600_000)})
+    expect(behind?.clockOffsetSeconds).to.be.within(595, 605)
+    expect((await certificateCheck({home: device, project: await project()})).renewalWarnings[0]).to.match(/^this device's clock is 10m behind the control plane's: nebula refuses a certificate before it is valid/)
+
+    // The signer is down: the device asked, keeps its certificate, and says so once no signer answered for 5 minutes.
+    const asked = await renewFromControlPlane({home: device, project: 'films', controlPlane, now: new Date(Date.parse(cert.notAfter) - 86_400_000)})
+    expect(asked).to.include({requested: true, installed: false, keyChange: 'none'})
+    const check = async (minutes: number) => certificateCheck({home: device, project: await project(), now: new Date(Date.now() + minutes * 60_000)})
+    expect((await check(1)).renewalWarnings).to.deep.equal([])
+    expect((await check(6)).renewalWarnings).to.deep.equal([
+      `renewal requested at ${asked?.requestedAt}, no signer has answered; the certificate expires at ${cert.notAfter}; run \`vidsync signer films\` on the operator's machine`,
+    ])
   })
 
   it('revocation wins over a renewal in flight, and a revoked device can no longer ask', async () => {

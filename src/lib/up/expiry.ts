@@ -1,3 +1,4 @@
+import {formatDuration} from '../duration.js'
 import {NotFoundError} from '../errors.js'
 import type {Tools} from '../exec.js'
 import {readDeviceToken} from '../join/invite.js'
@@ -33,11 +34,11 @@ export function renewalWarnings(options: {project: string; device: string; renew
   const warnings: string[] = []
   const offset = renewal.clockOffsetSeconds ?? 0
   if (Math.abs(offset) > clockSkewSeconds) {
-    const minutes = Math.round(Math.abs(offset) / 60)
+    const by = formatDuration(Math.round(Math.abs(offset) / 60) * 60)
     warnings.push(
       offset > 0
-        ? `this device's clock is ${minutes} minutes behind the control plane's: nebula refuses a certificate before it is valid (its notBefore), so a renewed certificate fails here until the clock is right; fix the clock (NTP)`
-        : `this device's clock is ${minutes} minutes ahead of the control plane's: certificates look closer to expiry here than they are, and peers with correct clocks refuse this device's certificates early; fix the clock (NTP)`,
+        ? `this device's clock is ${by} behind the control plane's: nebula refuses a certificate before it is valid (its notBefore), so a renewed certificate fails here until the clock is right; fix the clock (NTP)`
+        : `this device's clock is ${by} ahead of the control plane's: certificates look closer to expiry here than they are, and peers with correct clocks refuse this device's certificates early; fix the clock (NTP)`,
     )
   }
   if (renewal.requestedAt !== undefined) {
