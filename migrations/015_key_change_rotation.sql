@@ -179,8 +179,9 @@ END $$;
 
 -- Operator: `ca rotate`'s one write. Every project trusts the new CA, endorsed by the old one; a
 -- project that never rotated first records the old CA it trusted. One call, one transaction.
+-- Answers each project with the number of CAs it trusts now.
 CREATE FUNCTION vidsync.rotate_project_cas(p_old_fingerprint text, p_old_pem text, p_fingerprint text, p_pem text, p_endorser text, p_signature text)
-RETURNS TABLE (project text)
+RETURNS TABLE (project text, trusted integer)
 LANGUAGE plpgsql SET search_path = '' AS $$
 #variable_conflict use_column
 DECLARE
@@ -192,6 +193,7 @@ BEGIN
     END IF;
     PERFORM vidsync.add_project_ca(v_project.name, p_fingerprint, p_pem, p_endorser, p_signature);
     project := v_project.name;
+    trusted := (SELECT count(*) FROM vidsync.project_cas c WHERE c.project_id = v_project.id AND c.retired_at IS NULL);
     RETURN NEXT;
   END LOOP;
 END $$;

@@ -35,6 +35,8 @@ const operatorFunctions = [
   'device_revoking', 'device_sync_state', 'revocation_acks',
   // 014: folder sizes and project bandwidth limits
   'folder_settings', 'project_folder_settings', 'set_project_sync_limits',
+  // 015: new keys on renewal, CA rotation in one call
+  'approve_key_change', 'key_change_state', 'rotate_project_cas',
 ]
 
 const fakePublicKey = () =>

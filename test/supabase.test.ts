@@ -15,6 +15,7 @@ import {loadMigrations, migrate} from '../src/lib/store/migrate.js'
 import {migrateBackend, openStore} from '../src/lib/store/open.js'
 import {PostgresClient} from '../src/lib/store/sql-client.js'
 import {SupabaseRpc} from '../src/lib/store/supabase.js'
+import {rotateDeviceKey} from '../src/lib/up/key-change.js'
 import {refreshFromControlPlane} from '../src/lib/up/refresh.js'
 import {resolveTools} from '../src/lib/exec.js'
 import {cli, type CliResult, root} from './helpers/cli.js'
@@ -467,6 +468,24 @@ describe('invite flow through the built CLI over the stand-in', function () {
     expect(Object.values(now.static_host_map)).to.deep.include(['192.0.2.3:4242'])
   })
 
+  it('a new key through the anon key: key rotate asks, the operator approves, the signer signs, the device installs it', async () => {
+    const home = deviceHomes.desktop ?? ''
+    const asked = await device('desktop', 'key', 'rotate', 'studio')
+    expect(asked.exitCode, asked.stdout).to.equal(0)
+    expect(asked.json).to.include({device: 'desktop', requested: true, installed: false, keyChange: 'pending'})
+    // The control plane's clock came with the answer: this machine's agrees with it.
+    expect(Math.abs(asked.json.clockOffsetSeconds)).to.be.below(5)
+    expect((await operator('signer', 'studio', '--once')).json.refused.map((r: {device: string}) => r.device)).to.deep.equal(['desktop'])
+    const approved = await operator('device', 'approve', 'studio', '--key-change', 'desktop')
+    expect(approved.json.keyChange.publicKeySha256).to.equal(asked.json.publicKeySha256)
+    const signed = await operator('signer', 'studio', '--once')
+    expect(signed.json.signed).to.have.length(1)
+    expect(signed.json.signed[0]).to.include({device: 'desktop', newKey: true})
+    const desktop = new ControlPlane(new SupabaseRpc({url: standIn.url, key: standInKeys.anon}))
+    expect(await rotateDeviceKey({home, project: 'studio', controlPlane: desktop})).to.include({installed: true, fingerprint: signed.json.signed[0].fingerprint})
+    for (const fn of ['device_request_renewal', 'device_certificate']) expect(standIn.calls.filter((call) => call.fn === fn).map((call) => call.role)).to.include('anon')
+  })
+
   it('revokes the invite, and reclaims stale devices only with --yes in scripts', async () => {
     const revoked = await operator('invite', 'revoke', 'studio', String(inviteId), '--yes')
     expect(revoked.exitCode).to.equal(0)
@@ -496,6 +515,39 @@ describe('invite flow through the built CLI over the stand-in', function () {
         expect(output.stdout).not.to.contain(key)
         expect(output.stderr).not.to.contain(key)
       }
+    }
+  })
+
+  it('rotates the CA in one call: a failure halfway leaves no CA row and the CA files as they were', async () => {
+    const sql = new PostgresClient(database.url)
+    try {
+      expect((await operator('project', 'create', 'zeta', '--cidr', '10.99.2.0/24')).exitCode).to.equal(0)
+      // Injected failure, labelled: the second project's row fails inside rotate_project_cas, after studio's went in.
+      const [zeta] = await sql.query<{id: string}>("SELECT id::text FROM vidsync.projects WHERE name = 'zeta'")
+      await sql.query(`CREATE FUNCTION public.test_fail_zeta() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN IF NEW.project_id = ${Number(zeta?.id)} THEN RAISE EXCEPTION 'injected failure for zeta'; END IF; RETURN NEW; END $$`)
+      await sql.query('CREATE TRIGGER test_fail_zeta BEFORE INSERT ON vidsync.project_cas FOR EACH ROW EXECUTE FUNCTION public.test_fail_zeta()')
+      const caDir = join(operatorHome, 'ca')
+      const before = await readFile(join(caDir, 'ca.crt'))
+      const failed = await operator('ca', 'rotate')
+      expect(failed.exitCode).to.equal(1)
+      expect(failed.json.error.message).to.contain('injected failure for zeta')
+      expect(standIn.calls.filter((call) => call.fn === 'rotate_project_cas').map((call) => call.status)).to.deep.equal([400])
+      expect(await sql.query('SELECT count(*)::int AS n FROM vidsync.project_cas')).to.deep.equal([{n: 0}])
+      expect(await readFile(join(caDir, 'ca.crt'))).to.deep.equal(before)
+      expect(await readdir(join(caDir, 'previous'))).to.deep.equal([])
+
+      await sql.query('DROP TRIGGER test_fail_zeta ON vidsync.project_cas')
+      await sql.query('DROP FUNCTION public.test_fail_zeta()')
+      const rotated = await operator('ca', 'rotate')
+      expect(rotated.exitCode, rotated.stdout).to.equal(0)
+      expect(rotated.json.projects).to.deep.equal(['studio', 'zeta'])
+      expect(await sql.query("SELECT p.name, count(*)::int AS n FROM vidsync.project_cas c JOIN vidsync.projects p ON p.id = c.project_id GROUP BY p.name ORDER BY p.name")).to.deep.equal([
+        {name: 'studio', n: 2},
+        {name: 'zeta', n: 2},
+      ])
+    } finally {
+      await sql.close()
     }
   })
 })

@@ -219,7 +219,7 @@ export const lints: Lint[] = [
 export const intendedFindings: Record<string, string> = Object.fromEntries(
   ['device_bundle_p_token text', 'device_refresh_p_token text, p_syncthing_id text', 'device_sync_p_token text, p_known_version bigint, p_syncthing_id text, p_applied_version bigint', 'redeem_invite_p_code text, p_token text, p_device text, p_public_key text', 'schema_version_',
     'device_folders_p_token text', 'device_create_folder_p_token text, p_name text', 'device_folder_report_p_token text, p_sizes jsonb',
-    'device_request_renewal_p_token text, p_fingerprint text', 'device_certificate_p_token text', 'device_revoked_peers_p_token text',
+    'device_request_renewal_p_token text, p_fingerprint text, p_public_key text', 'device_certificate_p_token text', 'device_revoked_peers_p_token text',
     'device_trusted_cas_p_token text'].map(
     (suffix) => [`anon_security_definer_function_executable_vidsync_${suffix}`, 'a device function: takes an invite code or device token'],
   ),

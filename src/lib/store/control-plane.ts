@@ -914,7 +914,7 @@ export class ControlPlane {
    * that never rotated recording the old CA first. One call, so one transaction on every backend.
    */
   async rotateProjectCas(options: {old: {fingerprint: string; pem: string}; fingerprint: string; pem: string; endorsement: CaEndorsement}): Promise<string[]> {
-    const rows = await this.rpc.call<{project: string}>('rotate_project_cas', {
+    const rows = await this.rpc.call<{project: string; trusted: number}>('rotate_project_cas', {
       p_old_fingerprint: options.old.fingerprint,
       p_old_pem: options.old.pem,
       p_fingerprint: options.fingerprint,

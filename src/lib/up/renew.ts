@@ -74,8 +74,10 @@ export async function renewFromControlPlane(options: {home: string; project: str
     await record(open)
     return {...unchanged, installed: true, nebulaReloaded: await reloadNebula({projectDir: updated.dir})}
   }
-  if (newest.pem && newest.fingerprint !== cert.fingerprint && Date.parse(newest.notAfter ?? '') > Date.parse(cert.notAfter)) {
-    const renewed = await withTempDir(project.dir, async (temp) => {
+  const later = Date.parse(newest.notAfter ?? '') > Date.parse(cert.notAfter)
+  // A certificate for the new key may end when the installed one does (both cut at the CA's end).
+  const renewed = newest.pem && newest.fingerprint !== cert.fingerprint && (later || (nextKeyHex !== undefined && !newest.renewalPending))
+    ? await withTempDir(project.dir, async (temp) => {
       const path = join(temp, 'node.crt')
       await writeFile(path, newest.pem ?? '', {mode: 0o600})
       const candidate = await readCert(path, options.tools)
@@ -84,8 +86,10 @@ export async function renewFromControlPlane(options: {home: string; project: str
       if (!key || candidate.name !== cert.name || candidate.ips.join() !== cert.ips.join()) {
         throw new InvalidInputError(`the control plane's certificate for ${project.manifest.device} is not for this device's key, name and address: not installed`)
       }
-      return candidate
+      return later || candidate.publicKey === nextKeyHex ? candidate : undefined
     })
+    : undefined
+  if (newest.pem && renewed) {
     const updated = await replaceCertificate(project, newest.pem, renewed, {newKey: renewed.publicKey === nextKeyHex})
     await record({requestedAt: null, keyChange: null})
     const nebulaReloaded = await reloadNebula({projectDir: updated.dir})
