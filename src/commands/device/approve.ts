@@ -25,7 +25,7 @@ export default class DeviceApprove extends ControlPlaneCommand<typeof DeviceAppr
     timeout: Flags.string({summary: 'With --watch: how long to keep watching.', default: '10m'}),
     count: Flags.integer({summary: 'With --watch: stop after this many approvals; fewer by the timeout is an error.', min: 1, dependsOn: ['watch']}),
     yes: Flags.boolean({char: 'y', summary: 'Do not ask for confirmation.'}),
-    'key-change': Flags.string({summary: 'Approve the new key this device asked a certificate for (needs PROJECT).', exclusive: ['watch']}),
+    'key-change': Flags.string({summary: 'Approve the new key this device asked a certificate for (needs PROJECT).'}),
   }
 
   async run(): Promise<ApproveResult | {project: string; keyChange: KeyChangeApproval}> {
@@ -33,7 +33,9 @@ export default class DeviceApprove extends ControlPlaneCommand<typeof DeviceAppr
     const project = this.args.project
     const device = flags['key-change']
     if (device !== undefined) {
-      if (project === undefined) throw new InvalidInputError('--key-change needs the project', {hint: `vidsync device approve PROJECT --key-change ${device}`})
+      if (project === undefined || flags.watch) {
+        throw new InvalidInputError('--key-change approves one device of one project: name the project, without --watch', {hint: `vidsync device approve PROJECT --key-change ${device}`})
+      }
       const keyChange = await this.withControlPlane((controlPlane) => controlPlane.approveKeyChange({project, device}))
       this.log(`Approved the new key of ${device} in ${project} (public key sha256 ${keyChange.publicKeySha256}): the signer signs it next.`)
       return {project, keyChange}
