@@ -22,7 +22,8 @@ import {retireOldCas, rotateCa} from '../src/lib/pki/rotation.js'
 import {createKeyPair} from '../src/lib/pki/keys.js'
 import {ControlPlane, SqlRpc} from '../src/lib/store/control-plane.js'
 import {loadMigrations, migrate} from '../src/lib/store/migrate.js'
-import {PostgresClient} from '../src/lib/store/sql-client.js'
+import {embeddedTemplatePath} from '../src/lib/store/embedded-template.js'
+import {EmbeddedClient, PostgresClient} from '../src/lib/store/sql-client.js'
 import {refreshFromControlPlane} from '../src/lib/up/refresh.js'
 import {renewFromControlPlane} from '../src/lib/up/renew.js'
 import {cli} from './helpers/cli.js'
@@ -192,5 +193,40 @@ describe('CA rotation on Postgres', function () {
     expect(refreshed).to.include({casChanged: false, nebulaReloaded: false})
     expect(refreshed?.casRefused).to.contain(`adds the CA ${rogue.fingerprint}`)
     expect(await readFile(caPath(invited))).to.deep.equal(before)
+  })
+})
+
+/** The same contract on PGlite: `ca rotate`'s one call takes effect for every project or for none. */
+describe('CA rotation on PGlite: rotate_project_cas is all or nothing', function () {
+  this.timeout(60_000)
+
+  it('a failure at the second project leaves the first without the new CA; the retry lists both CAs everywhere', async () => {
+    const sql = await EmbeddedClient.open(await tempDir(), embeddedTemplatePath)
+    try {
+      const controlPlane = new ControlPlane(new SqlRpc(sql))
+      await controlPlane.createProject({name: 'alpha', cidr: '10.92.1.0/24'})
+      await controlPlane.createProject({name: 'beta', cidr: '10.92.2.0/24'})
+      const [oldCa, newCa] = await Promise.all([initCa({home: await tempDir(), name: 'one'}), initCa({home: await tempDir(), name: 'two'})])
+      const rotation = {
+        old: {fingerprint: oldCa.fingerprint, pem: await readFile(oldCa.certPath, 'utf8')},
+        fingerprint: newCa.fingerprint,
+        pem: await readFile(newCa.certPath, 'utf8'),
+        endorsement: {ca: newCa.fingerprint, endorser: oldCa.fingerprint, signature: Buffer.alloc(64, 2).toString('base64')},
+      }
+      // Injected failure, labelled: beta's rows fail after alpha's went in.
+      await sql.query(`CREATE FUNCTION public.test_fail_beta() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN IF NEW.project_id = (SELECT id FROM vidsync.projects WHERE name = 'beta') THEN RAISE EXCEPTION 'injected failure for beta'; END IF; RETURN NEW; END $$`)
+      await sql.query('CREATE TRIGGER test_fail_beta BEFORE INSERT ON vidsync.project_cas FOR EACH ROW EXECUTE FUNCTION public.test_fail_beta()')
+      const failure = await controlPlane.rotateProjectCas(rotation).then(() => undefined, (error: unknown) => error as Error)
+      expect(failure?.message).to.contain('injected failure for beta')
+      expect(await controlPlane.projectTrustedCas({project: 'alpha'})).to.deep.equal([])
+      await sql.query('DROP TRIGGER test_fail_beta ON vidsync.project_cas')
+      expect(await controlPlane.rotateProjectCas(rotation)).to.deep.equal(['alpha', 'beta'])
+      for (const project of ['alpha', 'beta']) {
+        expect((await controlPlane.projectTrustedCas({project})).map((ca) => ca.fingerprint)).to.deep.equal([oldCa.fingerprint, newCa.fingerprint])
+      }
+    } finally {
+      await sql.close()
+    }
   })
 })
