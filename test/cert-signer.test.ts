@@ -221,6 +221,8 @@ describe('certificate lifecycle on Postgres: lifetimes, renewal requests, the si
     expect(await sql.query('SELECT status, reason FROM vidsync.renewal_requests WHERE id = $1', [pending?.requestId])).to.deep.equal([{status: 'refused', reason: 'device revoked'}])
     expect(await sql.query("SELECT count(*)::int AS n FROM vidsync.certificates WHERE fingerprint = $1", ['f'.repeat(64)])).to.deep.equal([{n: 0}])
     expect((await admin('signer', 'films', '--once')).json).to.deep.include({signed: [], refused: []})
+    // Nor can a new key of a revoked device be approved.
+    expect(await controlPlane.approveKeyChange({project: 'films', device: 'cutter'}).catch((failure: unknown) => failure)).to.be.instanceOf(NotFoundError)
     const refusedAsk = await controlPlane.deviceRequestRenewal({token}).then(
       () => undefined,
       (failure: unknown) => failure,
