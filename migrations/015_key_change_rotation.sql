@@ -152,8 +152,9 @@ BEGIN
   RETURN QUERY SELECT v_device.name, p_fingerprint, p_not_after;
 END $$;
 
--- Operator: approves the new key an active device asked to be signed for.
-CREATE FUNCTION vidsync.approve_key_change(p_project text, p_device text)
+-- Operator: approves the new key an active device asked to be signed for; with p_public_key_sha256
+-- (what the device printed) only that key.
+CREATE FUNCTION vidsync.approve_key_change(p_project text, p_device text, p_public_key_sha256 text DEFAULT NULL)
 RETURNS TABLE (device text, public_key_sha256 text, requested_at timestamptz, approved_at timestamptz)
 LANGUAGE plpgsql SET search_path = '' AS $$
 #variable_conflict use_column
@@ -168,6 +169,9 @@ BEGIN
   END IF;
   IF v_request.id IS NULL THEN
     RAISE EXCEPTION 'device "%" of project "%" has no new key waiting for approval', p_device, p_project USING ERRCODE = 'VS404';
+  END IF;
+  IF p_public_key_sha256 IS NOT NULL AND p_public_key_sha256 IS DISTINCT FROM v_request.public_key_sha256 THEN
+    RAISE EXCEPTION 'the new key of device "%" has sha256 %, not %: not approved', p_device, v_request.public_key_sha256, p_public_key_sha256 USING ERRCODE = 'VS409';
   END IF;
   IF v_request.key_approved_at IS NULL THEN
     UPDATE vidsync.renewal_requests r SET key_approved_at = now() WHERE r.id = v_request.id RETURNING * INTO v_request;
@@ -200,9 +204,9 @@ END $$;
 
 -- Grants as in 008: operator functions for service_role only, the device-facing ones for anon.
 REVOKE ALL ON FUNCTION vidsync.key_change_state(vidsync.renewal_requests), vidsync.device_request_renewal(text, text, text), vidsync.device_certificate(text),
-  vidsync.signer_pending(text), vidsync.complete_renewal(bigint, text, timestamptz, text, text), vidsync.approve_key_change(text, text),
+  vidsync.signer_pending(text), vidsync.complete_renewal(bigint, text, timestamptz, text, text), vidsync.approve_key_change(text, text, text),
   vidsync.rotate_project_cas(text, text, text, text, text, text) FROM PUBLIC, anon, authenticated;
 GRANT EXECUTE ON FUNCTION vidsync.key_change_state(vidsync.renewal_requests), vidsync.device_request_renewal(text, text, text), vidsync.device_certificate(text),
-  vidsync.signer_pending(text), vidsync.complete_renewal(bigint, text, timestamptz, text, text), vidsync.approve_key_change(text, text),
+  vidsync.signer_pending(text), vidsync.complete_renewal(bigint, text, timestamptz, text, text), vidsync.approve_key_change(text, text, text),
   vidsync.rotate_project_cas(text, text, text, text, text, text) TO service_role;
 GRANT EXECUTE ON FUNCTION vidsync.device_request_renewal(text, text, text), vidsync.device_certificate(text) TO anon;

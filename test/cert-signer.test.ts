@@ -157,7 +157,10 @@ describe('certificate lifecycle on Postgres: lifetimes, renewal requests, the si
       `a certificate for a new key of cutter was requested at ${asked.json.requestedAt} and waits for the operator's approval: \`vidsync device approve films --key-change cutter\` on the operator's machine; the current key and certificate stay in use`,
     ])
 
-    const approved = await admin('device', 'approve', 'films', '--key-change', 'cutter')
+    const wrongKey = await controlPlane.approveKeyChange({project: 'films', device: 'cutter', publicKeySha256: 'a'.repeat(64)}).catch((error: unknown) => error)
+    expect(wrongKey).to.be.instanceOf(ConflictError)
+    expect((wrongKey as Error).message).to.equal(`the new key of device "cutter" has sha256 ${asked.json.publicKeySha256}, not ${'a'.repeat(64)}: not approved`)
+    const approved = await admin('device', 'approve', 'films', '--key-change', 'cutter', '--key-sha256', asked.json.publicKeySha256)
     expect(approved.exitCode, approved.stdout).to.equal(0)
     expect(approved.json.keyChange).to.include({device: 'cutter', publicKeySha256: asked.json.publicKeySha256})
     expect(await controlPlane.approveKeyChange({project: 'films', device: 'cutter'}).catch((error: unknown) => error)).to.include({device: 'cutter'}) // again: no change

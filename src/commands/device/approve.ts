@@ -9,11 +9,11 @@ import {formatWhen, relativeTime} from '../../lib/output/time.js'
 
 export default class DeviceApprove extends ControlPlaneCommand<typeof DeviceApprove> {
   static override summary = 'Sign the keys of devices that joined with an invite code, or approve a new key.'
-  static override description = `Every device waiting for approval (redeemed an invite with \`vidsync join CODE\`) gets an address, a certificate signed here with the local CA (nebula-cert) and a bundle that the control plane keeps for the device to fetch with its token. The bundle never holds a private key. With --watch it keeps approving devices as they arrive until --timeout (or until --count devices are approved): the unattended mode for CI. With --key-change DEVICE it approves the new key that DEVICE asked a certificate for (\`vidsync key rotate\` on the device printed its sha256); \`vidsync signer\` signs no new key before that.`
+  static override description = `Every device waiting for approval (redeemed an invite with \`vidsync join CODE\`) gets an address, a certificate signed here with the local CA (nebula-cert) and a bundle that the control plane keeps for the device to fetch with its token. The bundle never holds a private key. With --watch it keeps approving devices as they arrive until --timeout (or until --count devices are approved): the unattended mode for CI. With --key-change DEVICE it approves the new key that DEVICE asked a certificate for (\`vidsync key rotate\` on the device printed its sha256: pass it with --key-sha256 to approve only that key); \`vidsync signer\` signs no new key before that.`
   static override examples = [
     '<%= config.bin %> <%= command.id %> studio',
     '<%= config.bin %> <%= command.id %> studio --watch --count 1 --timeout 10m --yes --json',
-    '<%= config.bin %> <%= command.id %> studio --key-change laptop',
+    '<%= config.bin %> <%= command.id %> studio --key-change laptop --key-sha256 3f1c...e9',
   ]
 
   static override args = {
@@ -26,6 +26,7 @@ export default class DeviceApprove extends ControlPlaneCommand<typeof DeviceAppr
     count: Flags.integer({summary: 'With --watch: stop after this many approvals; fewer by the timeout is an error.', min: 1, dependsOn: ['watch']}),
     yes: Flags.boolean({char: 'y', summary: 'Do not ask for confirmation.'}),
     'key-change': Flags.string({summary: 'Approve the new key this device asked a certificate for (needs PROJECT).'}),
+    'key-sha256': Flags.string({summary: 'With --key-change: approve only the key with this sha256 (what `vidsync key rotate` printed on the device).', dependsOn: ['key-change']}),
   }
 
   async run(): Promise<ApproveResult | {project: string; keyChange: KeyChangeApproval}> {
@@ -36,7 +37,9 @@ export default class DeviceApprove extends ControlPlaneCommand<typeof DeviceAppr
       if (project === undefined || flags.watch) {
         throw new InvalidInputError('--key-change approves one device of one project: name the project, without --watch', {hint: `vidsync device approve PROJECT --key-change ${device}`})
       }
-      const keyChange = await this.withControlPlane((controlPlane) => controlPlane.approveKeyChange({project, device}))
+      const publicKeySha256 = flags['key-sha256']?.toLowerCase()
+      if (publicKeySha256 !== undefined && !/^[0-9a-f]{64}$/.test(publicKeySha256)) throw new InvalidInputError('--key-sha256 takes the 64 hex digits `vidsync key rotate` printed')
+      const keyChange = await this.withControlPlane((controlPlane) => controlPlane.approveKeyChange({project, device, publicKeySha256}))
       this.log(`Approved the new key of ${device} in ${project} (public key sha256 ${keyChange.publicKeySha256}): the signer signs it next.`)
       return {project, keyChange}
     }

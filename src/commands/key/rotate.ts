@@ -9,7 +9,7 @@ import {formatWhen} from '../../lib/output/time.js'
 
 export default class KeyRotate extends ControlPlaneCommand<typeof KeyRotate> {
   static override summary = "Give this device a new key: a certificate for it once the operator approves."
-  static override description = `For a device that joined with an invite (Postgres or Supabase control plane). Makes a new key pair beside the current one (node.next.key, mode 0600: the private key never leaves this device) and asks for a certificate for its public key. The operator approves the new key with \`vidsync device approve PROJECT --key-change DEVICE\` (compare the sha256 printed here), and \`vidsync signer PROJECT\` signs it; an unapproved new key is never signed. The certificate and the key are installed together, and nebula reloads them, by the \`up\` loop or by running this command again. Until then the current key and certificate stay in use.`
+  static override description = `For a device that joined with an invite (Postgres or Supabase control plane). Makes a new key pair beside the current one (node.next.key, mode 0600: the private key never leaves this device) and asks for a certificate for its public key. The operator approves the new key with \`vidsync device approve PROJECT --key-change DEVICE --key-sha256 SHA256\` (the sha256 printed here, passed on over another channel), and \`vidsync signer PROJECT\` signs it; an unapproved new key is never signed. The certificate and the key are installed together, and nebula reloads them, by the \`up\` loop or by running this command again. Until then the current key and certificate stay in use.`
   static override examples = ['<%= config.bin %> <%= command.id %>', '<%= config.bin %> <%= command.id %> studio --json']
 
   static override args = {
@@ -35,7 +35,7 @@ export default class KeyRotate extends ControlPlaneCommand<typeof KeyRotate> {
     this.log(`${rotation.created ? 'Made a new key' : 'The new key is waiting'} for ${device} in ${project}: public key sha256 ${rotation.publicKeySha256}.`)
     this.log(rotation.keyChange === 'approved'
       ? 'The operator approved it: the signer signs it next, and `vidsync up` (or this command again) installs it.'
-      : `Next: the operator compares that sha256 and runs \`vidsync device approve ${project} --key-change ${device}\`; the signer then signs it.`)
+      : `Next: the operator compares that sha256 and runs \`vidsync device approve ${project} --key-change ${device} --key-sha256 ${rotation.publicKeySha256}\`; the signer then signs it.`)
     return rotation
   }
 }

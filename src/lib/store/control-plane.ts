@@ -840,11 +840,15 @@ export class ControlPlane {
     }
   }
 
-  /** Operator: approves the new key that an active device asked a certificate for; the signer then signs it. */
-  async approveKeyChange(options: {project: string; device: string}): Promise<KeyChangeApproval> {
+  /**
+   * Operator: approves the new key that an active device asked a certificate for (with
+   * `publicKeySha256`, only that key); the signer then signs it.
+   */
+  async approveKeyChange(options: {project: string; device: string; publicKeySha256?: string}): Promise<KeyChangeApproval> {
     const rows = await this.rpc.call<{device: string; public_key_sha256: string; requested_at: Timestamp; approved_at: Timestamp}>('approve_key_change', {
       p_project: options.project,
       p_device: options.device,
+      p_public_key_sha256: options.publicKeySha256,
     })
     const row = single(rows, 'approve_key_change')
     return {device: row.device, publicKeySha256: row.public_key_sha256, requestedAt: iso(row.requested_at), approvedAt: iso(row.approved_at)}
