@@ -7,7 +7,7 @@ import {expect} from 'chai'
 import {parse as parsePlist} from 'plist'
 
 import {runSigner} from '../src/lib/devices/signer.js'
-import {installSignerService, savedSignerSettings, signerEnvPath, uninstallSignerService} from '../src/lib/devices/signer-service.js'
+import {installSignerService, savedSignerSettings, signerEnvPath, signerServiceStatus, uninstallSignerService} from '../src/lib/devices/signer-service.js'
 import {ConflictError, InvalidInputError, NotFoundError, PermissionError, ToolFailedError, UnavailableError} from '../src/lib/errors.js'
 import {resolveTools, selfCommand} from '../src/lib/exec.js'
 import {initCa} from '../src/lib/pki/ca.js'
@@ -624,8 +624,25 @@ describe('signer service: `vidsync signer PROJECT --install` / `--uninstall`', (
     expect([again.action, again.line]).to.deep.equal(['running', 'vidsync-signer.studio.service is installed and runs already (systemd): nothing changed'])
     expect(host.calls.map((argv) => argv.at(-2))).to.deep.equal(['LoadState,ActiveState,SubState,MainPID,Result'])
 
+    const status = () => signerServiceStatus({home, project: 'studio', platform: linux, intervalSeconds: 15})
+    expect(await status()).to.deep.equal({
+      project: 'studio',
+      name: 'vidsync-signer.studio.service',
+      manager: 'systemd',
+      installed: true,
+      running: true,
+      pid: 4242,
+      state: 'active (running)',
+      stale: false,
+      settingsPath: envPath,
+      line: 'vidsync-signer.studio.service (systemd): active (running), pid 4242',
+    })
+
     // Another vidsync's unit under the same name: left as it is, and so are the settings.
     await writeFile(unitPath, unit.replace('--interval" "15s', '--interval" "1m'))
+    expect((await status()).line).to.equal(
+      'vidsync-signer.studio.service (systemd): active (running), pid 4242; installed from another vidsync or with other settings: `vidsync signer studio --uninstall`, then `--install`',
+    )
     const stale = await expectRejects(installSignerService({home, project: 'studio', platform: linux, intervalSeconds: 15, settings: {VIDSYNC_DATABASE_URL: 'postgres://other@cp/x'}, checkProject: async () => 0}), ConflictError)
     expect(stale.exitCode).to.equal(4)
     expect(stale.message).to.equal(
@@ -735,5 +752,9 @@ describe('signer service: `vidsync signer PROJECT --install` / `--uninstall`', (
       message: `cannot install the signer as a service: systemd is not the init system here (PID 1 is ${init}); run \`vidsync signer studio\` in the foreground instead, or under your own supervisor`,
     })
     expect(await readdir(home)).to.deep.equal([])
+    const status = await cli(['signer', 'studio', '--status', '--home', home, '--json'])
+    expect(status.exitCode).to.equal(0)
+    expect(status.json).to.deep.include({manager: null, installed: false, running: false, stale: false, settingsPath: null})
+    expect(status.json.line).to.equal(`no signer service for studio: systemd is not the init system here (PID 1 is ${init}); run \`vidsync signer studio\` in the foreground instead, or under your own supervisor`)
   })
 })

@@ -3,7 +3,14 @@ import {Args, Flags} from '@oclif/core'
 import {ControlPlaneCommand} from '../base-command.js'
 import {parseDuration} from '../lib/duration.js'
 import {runSigner, signPendingRenewals, type SignerPass} from '../lib/devices/signer.js'
-import {installSignerService, savedSignerSettings, type SignerServiceResult, uninstallSignerService} from '../lib/devices/signer-service.js'
+import {
+  installSignerService,
+  savedSignerSettings,
+  type SignerServiceResult,
+  type SignerServiceStatus,
+  signerServiceStatus,
+  uninstallSignerService,
+} from '../lib/devices/signer-service.js'
 import {formatWhen} from '../lib/output/time.js'
 import {currentPlatform, stopOnRequest} from '../lib/platform/index.js'
 
@@ -21,28 +28,20 @@ export default class Signer extends ControlPlaneCommand<typeof Signer> {
   }
 
   static override flags = {
-    once: Flags.boolean({summary: 'Sign what is pending now and exit.', exclusive: ['install', 'uninstall']}),
+    once: Flags.boolean({summary: 'Sign what is pending now and exit.', exclusive: ['install', 'uninstall', 'status']}),
     interval: Flags.string({summary: 'How often to look for renewal requests.', default: '15s'}),
-    install: Flags.boolean({summary: 'Install the signer as your service, started at login and after a failure.', exclusive: ['uninstall']}),
-    uninstall: Flags.boolean({summary: 'Stop and remove the signer service and its saved settings.'}),
+    install: Flags.boolean({summary: 'Install the signer as your service, started at login and after a failure.', exclusive: ['uninstall', 'status']}),
+    uninstall: Flags.boolean({summary: 'Stop and remove the signer service and its saved settings.', exclusive: ['status']}),
+    status: Flags.boolean({summary: 'Say whether the signer service is installed, runs, and is the one --install writes.'}),
   }
 
-  async run(): Promise<SignerPass | SignerServiceResult> {
+  async run(): Promise<SignerPass | SignerServiceResult | SignerServiceStatus> {
     const {project} = this.args
     const intervalSeconds = parseDuration(this.flags.interval, 'interval')
     // The service starts without environment: its control plane is in the private signer.env (also what a second --install reuses).
     this.savedSettings = await savedSignerSettings(this.home, project)
-    if (this.flags.install || this.flags.uninstall) {
-      const options = {home: this.home, project, platform: currentPlatform()}
-      const {databaseUrl, supabase} = this.storeOptions
-      const result = this.flags.uninstall
-        ? await uninstallSignerService(options)
-        : await installSignerService({
-            ...options,
-            intervalSeconds,
-            settings: {VIDSYNC_DATABASE_URL: databaseUrl, VIDSYNC_SUPABASE_URL: supabase?.url, VIDSYNC_SUPABASE_KEY: supabase?.key},
-            checkProject: () => this.withControlPlane((controlPlane) => controlPlane.certLifetime({project})),
-          })
+    if (this.flags.install || this.flags.uninstall || this.flags.status) {
+      const result = await this.service(intervalSeconds)
       this.log(result.line)
       return result
     }
@@ -70,5 +69,19 @@ export default class Signer extends ControlPlaneCommand<typeof Signer> {
       stop.dispose()
     }
     return last
+  }
+
+  private async service(intervalSeconds: number): Promise<SignerServiceResult | SignerServiceStatus> {
+    const {project} = this.args
+    const options = {home: this.home, project, platform: currentPlatform()}
+    if (this.flags.status) return signerServiceStatus({...options, intervalSeconds})
+    if (this.flags.uninstall) return uninstallSignerService(options)
+    const {databaseUrl, supabase} = this.storeOptions
+    return installSignerService({
+      ...options,
+      intervalSeconds,
+      settings: {VIDSYNC_DATABASE_URL: databaseUrl, VIDSYNC_SUPABASE_URL: supabase?.url, VIDSYNC_SUPABASE_KEY: supabase?.key},
+      checkProject: () => this.withControlPlane((controlPlane) => controlPlane.certLifetime({project})),
+    })
   }
 }

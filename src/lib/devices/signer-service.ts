@@ -7,7 +7,7 @@ import {InvalidInputError, MissingDependencyError, UnavailableError} from '../er
 import {resolveTools, selfCommand, type Tools} from '../exec.js'
 import {loadCa} from '../pki/ca.js'
 import type {Platform, ServiceDefinition, ServiceManagerName, User} from '../platform/index.js'
-import {installService, readServiceSettings, uninstallService, writeServiceSettings, type ServiceSettings} from '../up/services.js'
+import {installService, isStale, readServiceSettings, uninstallService, writeServiceSettings, type ServiceSettings} from '../up/services.js'
 
 /**
  * `vidsync signer PROJECT` as a per-user service on the operator's machine, where the CA key is:
@@ -54,6 +54,14 @@ async function noServiceManager(options: SignerServiceOptions, user: User): Prom
   return `cannot install the signer as a service: ${reason}; run \`vidsync signer ${options.project}\` in the foreground instead, or under your own supervisor`
 }
 
+/** nebula-cert's absolute path as this shell finds it, for the service, which starts with the manager's PATH. */
+async function nebulaCertPath(tools?: Tools): Promise<string> {
+  const name = (tools ?? resolveTools()).nebulaCert
+  const path = isAbsolute(name) ? name : await which(name, {nothrow: true})
+  if (!path) throw new MissingDependencyError(`${name} is not on PATH: the signer signs with it`)
+  return path
+}
+
 async function signerServiceDefinition(options: SignerServiceOptions & {intervalSeconds: number; user: User; nebulaCert: string}): Promise<ServiceDefinition> {
   const home = resolve(options.home)
   const dir = signerDir(home, options.project)
@@ -95,11 +103,8 @@ export async function installSignerService(
     throw new InvalidInputError('--supabase-url needs the service-role key in $VIDSYNC_SUPABASE_KEY (or a file named by $VIDSYNC_SUPABASE_KEY_FILE)')
   }
   await options.checkProject()
-  const nebulaCertName = (options.tools ?? resolveTools()).nebulaCert
-  const nebulaCert = isAbsolute(nebulaCertName) ? nebulaCertName : await which(nebulaCertName, {nothrow: true})
-  if (!nebulaCert) throw new MissingDependencyError(`${nebulaCertName} is not on PATH: the signer signs with it`)
   const owner = user.viaSudo ? user : undefined
-  const definition = await signerServiceDefinition({...options, user, nebulaCert})
+  const definition = await signerServiceDefinition({...options, user, nebulaCert: await nebulaCertPath(options.tools)})
   const settingsPath = signerEnvPath(options.home, project)
   // Only the control plane's settings: the database URL or the Supabase URL with its key.
   const saved: ServiceSettings = settings.VIDSYNC_DATABASE_URL
@@ -151,4 +156,43 @@ export async function uninstallSignerService(options: SignerServiceOptions): Pro
     settingsPath: null,
     line: removed.length > 0 ? `removed ${removed.join(' and ')}` : `no signer service for ${project} is installed here: nothing to remove`,
   }
+}
+
+/** What `signer --status` says (`--json`). */
+export interface SignerServiceStatus {
+  project: string
+  name: string
+  /** null where no service manager takes user services (then `fallback` says why). */
+  manager: ServiceManagerName | null
+  installed: boolean
+  running: boolean
+  pid: number | null
+  /** The manager's word for its state, or "not installed". */
+  state: string
+  /** Installed from another vidsync or with other settings (another --interval): `--install` would refuse. */
+  stale: boolean
+  settingsPath: string | null
+  fallback?: string
+  line: string
+}
+
+/** Whether the signer service of `project` is installed and runs, and whether it is the one `--install` with these options writes. */
+export async function signerServiceStatus(options: SignerServiceOptions & {intervalSeconds: number}): Promise<SignerServiceStatus> {
+  const {platform, project} = options
+  const user = platform.invokingUser()
+  const definition = await signerServiceDefinition({...options, user, nebulaCert: await nebulaCertPath(options.tools)})
+  const settingsPath = signerEnvPath(options.home, project)
+  const saved = Object.keys(await readServiceSettings(settingsPath)).length > 0 ? settingsPath : null
+  const fallback = await noServiceManager(options, user)
+  if (fallback) {
+    const line = `no signer service for ${project}: ${fallback.replace(/^cannot install the signer as a service: /, '')}`
+    return {project, name: definition.name, manager: null, installed: false, running: false, pid: null, state: 'not installed', stale: false, settingsPath: saved, fallback, line}
+  }
+  const state = await platform.serviceState(definition, user)
+  const stale = isStale(definition, state)
+  const shown = state.installed ? state.state : 'not installed'
+  const line = `${definition.name} (${definition.manager}): ${shown}${state.pid ? `, pid ${state.pid}` : ''}${
+    stale ? `; installed from another vidsync or with other settings: \`vidsync signer ${project} --uninstall\`, then \`--install\`` : ''
+  }`
+  return {project, name: definition.name, manager: definition.manager, installed: state.installed, running: state.running, pid: state.pid ?? null, state: shown, stale, settingsPath: saved, line}
 }
