@@ -737,6 +737,17 @@ describe('signer service: `vidsync signer PROJECT --install` / `--uninstall`', (
     expect([error.exitCode, passes]).to.deep.equal([3, 0])
   })
 
+  it("the service's command line (no environment) takes the control plane from signer.env", async () => {
+    const home = await tempDir('vidsync-signer-service-')
+    await initCa({home, name: 'ops'})
+    // Nothing listens on port 1: the signer fails opening the control plane that only signer.env names.
+    await writeServiceSettings(signerEnvPath(home, 'studio'), {VIDSYNC_DATABASE_URL: 'postgres://operator:s3cret@127.0.0.1:1/cp'}, platformFor('linux', fakeHost(() => ok())))
+    const result = await cli(['signer', 'studio', '--home', home, '--interval', '15s'], {VIDSYNC_SUPABASE_URL: ''})
+    expect(result.stderr).to.contain('cannot reach the database at postgres://operator:***@127.0.0.1:1/cp')
+    expect(result.stderr).not.to.contain('s3cret')
+    expect(result.exitCode).to.equal(6)
+  })
+
   it('on this machine (no systemd as PID 1, as in CI): one line, exit 6, nothing written', async () => {
     const home = await tempDir('vidsync-signer-service-')
     const init = (readFileSync('/proc/1/comm', 'utf8') || '?').trim()
