@@ -8,6 +8,7 @@ import {resolveHome} from './lib/home.js'
 import {colorEnabled, type Progress, progressShown, withProgress} from './lib/output/progress.js'
 import type {ControlPlane} from './lib/store/control-plane.js'
 import {openStore, selectedBackend, type StoreOptions} from './lib/store/open.js'
+import type {ServiceSettings} from './lib/up/services.js'
 
 export type CommandFlags<T extends typeof Command> = Interfaces.InferredFlags<(typeof BaseCommand)['baseFlags'] & T['flags']>
 export type ControlPlaneFlags<T extends typeof Command> = Interfaces.InferredFlags<(typeof ControlPlaneCommand)['baseFlags'] & T['flags']>
@@ -170,8 +171,8 @@ export abstract class ControlPlaneCommand<T extends typeof Command> extends Base
 
   protected declare flags: ControlPlaneFlags<T>
 
-  /** Settings saved for this command (the agent's agent.env), used where flags and environment give none. */
-  protected savedSettings: Partial<Record<'VIDSYNC_DATABASE_URL' | 'VIDSYNC_SUPABASE_URL' | 'VIDSYNC_SUPABASE_KEY', string>> = {}
+  /** Settings saved for this command (the agent's agent.env, the signer's signer.env), used where flags and environment give none. */
+  protected savedSettings: ServiceSettings = {}
 
   protected get storeOptions(): StoreOptions {
     const saved = this.savedSettings

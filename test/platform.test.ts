@@ -214,7 +214,7 @@ describe('platform layer', () => {
       const dir = await tempDir('vidsync-platform-')
       const command = [process.execPath, '/opt/vidsync/bin/run.js', 'nebula', 'service', 'studio', '--home', '/home/alice/.vidsync 100%']
       const nebula = await linux.nebulaService({project: 'studio', command, logPath: '/dev/null', description: 'vidsync: Nebula overlay for project studio'})
-      const agent = await linux.agentService({project: 'studio', command, logPath: '/dev/null', description: 'vidsync: Syncthing and reconcile loop for studio', user: {name: 'alice', home: '/home/alice', uid: 1001, gid: 1001, viaSudo: false}})
+      const agent = await linux.userService({role: 'agent', project: 'studio', command, logPath: '/dev/null', description: 'vidsync: Syncthing and reconcile loop for studio', user: {name: 'alice', home: '/home/alice', uid: 1001, gid: 1001, viaSudo: false}})
       expect(nebula).to.include({name: 'vidsync-nebula-studio.service', path: '/etc/systemd/system/vidsync-nebula-studio.service'})
       expect(nebula.install).to.deep.equal([['systemctl', 'daemon-reload'], ['systemctl', 'enable', '--now', 'vidsync-nebula-studio.service']])
       expect(nebula.uninstall).to.deep.equal([['systemctl', 'disable', '--now', 'vidsync-nebula-studio.service']])
@@ -230,7 +230,12 @@ describe('platform layer', () => {
       // The agent reads agent.env itself: the unit passes no environment.
       expect(agent.content).not.to.match(/Environment/)
       expect(agent.content).to.contain('WantedBy=default.target\n')
-      for (const unit of [nebula, agent]) {
+      // The signer's unit: its own name (no project's agent unit has a dot), and nebula-cert's path, which is no secret.
+      const signer = await linux.userService({role: 'signer', project: 'studio', command, logPath: '/dev/null', description: 'x', environment: {VIDSYNC_NEBULA_CERT: '/opt/nebula "1" 100%/nebula-cert'}})
+      expect(signer.name).to.equal('vidsync-signer.studio.service')
+      expect(signer.content).to.contain('removed by `vidsync signer studio --uninstall`.\n')
+      expect(signer.content).to.contain('Environment="VIDSYNC_NEBULA_CERT=/opt/nebula \\"1\\" 100%%/nebula-cert"\n')
+      for (const unit of [nebula, agent, signer]) {
         const path = join(dir, unit.name)
         await writeFile(path, unit.content ?? '')
         const verify = await execa('systemd-analyze', ['verify', path], {reject: false})
@@ -327,7 +332,7 @@ describe('platform layer', () => {
         StandardErrorPath: '/Users/alice/Library/Application Support/vidsync/projects/studio/nebula-service.log',
       })
       const user = {name: 'alice', home: '/Users/alice', uid: 501, gid: 20, viaSudo: true}
-      const agent = await mac.agentService({project: 'studio', command: [...command.slice(0, 2), 'up', 'studio', '--agent'], logPath: '/tmp/a.log', description: 'x', user})
+      const agent = await mac.userService({role: 'agent', project: 'studio', command: [...command.slice(0, 2), 'up', 'studio', '--agent'], logPath: '/tmp/a.log', description: 'x', user})
       expect(agent.path).to.equal('/Users/alice/Library/LaunchAgents/com.vidsync.agent.studio.plist')
       expect(agent.install).to.deep.equal([['launchctl', 'bootstrap', 'gui/501', agent.path]])
       expect(agent.scope).to.equal('user')
@@ -427,7 +432,7 @@ describe('platform layer', () => {
       const deep = `C:\\Users\\alice\\${'a very deep folder\\'.repeat(12)}nodejs\\node.exe`
       const command = [deep, 'C:\\Users\\alice\\AppData\\Roaming\\npm\\node_modules\\vidsync\\bin\\run.js', 'up', 'studio', '--agent', '--home', 'C:\\Users\\al & 100%\\vidsync\\', '']
       expect(windowsCommandLine(command).length).to.be.above(schtasksTaskRunLimit)
-      const task = await win.agentService({project: 'studio', command, logPath: 'x', description: 'x', user: win.invokingUser(), stateDir: dir})
+      const task = await win.userService({role: 'agent', project: 'studio', command, logPath: 'x', description: 'x', user: win.invokingUser(), stateDir: dir})
       const create = task.install[0] ?? []
       expect(create.slice(0, 5)).to.deep.equal(['schtasks', '/Create', '/TN', 'vidsync\\studio', '/TR'])
       // /TR runs the wrapper in the project directory, whatever the length of node's and vidsync's paths.
@@ -456,9 +461,18 @@ describe('platform layer', () => {
       answer = {...failed(1), stderr: fixture('schtasks-query-missing.txt')}
       expect(await win.serviceState(task)).to.deep.equal({installed: false, running: false, state: 'ERROR: The system cannot find the file specified.'})
       expect(commandLineToArgv(windowsCommandLine(['a b', 'c\\', 'd"e', '']))).to.deep.equal(['a b', 'c\\', 'd"e', ''])
+      // The signer's task: a name of its own (no project's agent task has a dot), its wrapper in its own directory, nebula-cert's path set first.
+      const signerDir = join(dir, 'signer')
+      const signer = await win.userService({role: 'signer', project: 'studio', command: command.slice(0, 3), logPath: 'x', description: 'x', stateDir: signerDir, environment: {VIDSYNC_NEBULA_CERT: 'C:\\nebula 100%\\nebula-cert.exe'}})
+      expect([signer.name, signer.path]).to.deep.equal(['vidsync\\signer.studio', join(signerDir, 'signer-task.cmd')])
+      expect((signer.content ?? '').split('\r\n').slice(1, 3)).to.deep.equal([
+        'rem x: written by vidsync signer --install, run at logon by the task vidsync\\signer.studio',
+        'set "VIDSYNC_NEBULA_CERT=C:\\nebula 100%%\\nebula-cert.exe"',
+      ])
+      expect(signer.install[1]?.at(-1)).to.contain("-TaskName 'signer.studio' ")
       // A home so deep that even the wrapper's path passes 261 characters: exit 2, naming --home.
       const tooDeep = `C:\\Users\\alice\\${'x'.repeat(260)}\\projects\\studio`
-      const error = await expectRejects(win.agentService({project: 'studio', command, logPath: 'x', description: 'x', stateDir: tooDeep}), InvalidInputError)
+      const error = await expectRejects(win.userService({role: 'agent', project: 'studio', command, logPath: 'x', description: 'x', stateDir: tooDeep}), InvalidInputError)
       expect(error.exitCode).to.equal(2)
       expect(error.message).to.match(/^the logon task would run .*agent-task\.cmd, 3\d\d characters: schtasks takes at most 261$/)
       expect(error.hint).to.equal('use a shorter --home')

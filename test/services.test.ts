@@ -4,8 +4,15 @@ import {dirname, join} from 'node:path'
 
 import {expect} from 'chai'
 
-import {ConflictError, PermissionError, ToolFailedError} from '../src/lib/errors.js'
-import {resolveTools} from '../src/lib/exec.js'
+import {parse as parsePlist} from 'plist'
+
+import {runSigner} from '../src/lib/devices/signer.js'
+import {installSignerService, savedSignerSettings, signerEnvPath, signerServiceStatus, uninstallSignerService} from '../src/lib/devices/signer-service.js'
+import {ConflictError, InvalidInputError, NotFoundError, PermissionError, ToolFailedError, UnavailableError} from '../src/lib/errors.js'
+import {resolveTools, selfCommand} from '../src/lib/exec.js'
+import {initCa} from '../src/lib/pki/ca.js'
+import {systemdArg} from '../src/lib/platform/linux.js'
+import type {ControlPlane} from '../src/lib/store/control-plane.js'
 import {reloadNebula} from '../src/lib/nebula/process.js'
 import {installNebulaService, uninstallNebulaService} from '../src/lib/nebula/service.js'
 import {installSystemOverlay, systemOverlayProblem, systemOverlayRecordPath} from '../src/lib/nebula/system-overlay.js'
@@ -14,7 +21,7 @@ import {serviceChecks} from '../src/lib/up/service-status.js'
 import {renderServices} from '../src/lib/output/services.js'
 import {type HostDeps, platformFor} from '../src/lib/platform/index.js'
 import type {OsName, ProgramResult, ServiceSpec} from '../src/lib/platform/types.js'
-import {agentEnvPath, agentServiceDefinition, installService, readAgentSettings, reportService, uninstallService, writeAgentSettings} from '../src/lib/up/services.js'
+import {agentEnvPath, agentServiceDefinition, installService, readServiceSettings, reportService, uninstallService, writeServiceSettings} from '../src/lib/up/services.js'
 import {bringDown, ensureNebula} from '../src/lib/up/up.js'
 import {cli} from './helpers/cli.js'
 import {fakeHost, getAclAnswer} from './helpers/host.js'
@@ -167,13 +174,13 @@ describe('services: install, start, uninstall through the service manager', () =
         ['systemctl', '--user', '--machine=alice@', 'enable', '--now', 'vidsync-studio.service'],
       ])
       const settings = {VIDSYNC_DATABASE_URL: 'postgres://device:s3cret@cp.example/vidsync', VIDSYNC_SUPABASE_URL: 'https://x.supabase.co', VIDSYNC_SUPABASE_KEY: 'anon-key'}
-      await writeAgentSettings(project.dir, settings, linux, alice)
+      await writeServiceSettings(agentEnvPath(project.dir), settings, linux, alice)
       const file = await stat(agentEnvPath(project.dir))
       expect([file.uid, file.mode & 0o777]).to.deep.equal([1001, 0o600])
-      expect(await readAgentSettings(project.dir)).to.deep.equal(settings)
+      expect(await readServiceSettings(agentEnvPath(project.dir))).to.deep.equal(settings)
       expect(definition.content).not.to.match(/Environment|s3cret|anon-key/)
-      await writeAgentSettings(project.dir, {}, linux, alice)
-      expect(await readAgentSettings(project.dir)).to.deep.equal({})
+      await writeServiceSettings(agentEnvPath(project.dir), {}, linux, alice)
+      expect(await readServiceSettings(agentEnvPath(project.dir))).to.deep.equal({})
       expect(definition.content).to.match(/ExecStart=.* "up" "studio" "--agent" "--home" ".*\/\.vidsync" "--interval" "10s"\n/)
     })
   })
@@ -479,7 +486,7 @@ describe('services: install, start, uninstall through the service manager', () =
       const user = win.invokingUser()
       const project = {name: 'studio', dir: join(root, 'home', 'alice', 'vidsync', 'projects', 'studio')}
       const settings = {VIDSYNC_DATABASE_URL: 'postgres://device:s3cret@cp.example/vidsync', VIDSYNC_SUPABASE_KEY: 'anon-key', VIDSYNC_SUPABASE_URL: 'https://x.supabase.co'}
-      await writeAgentSettings(project.dir, settings, win)
+      await writeServiceSettings(agentEnvPath(project.dir), settings, win)
       const env = agentEnvPath(project.dir)
       expect(host.calls).to.deep.include(['icacls', env, '/inheritance:r', '/grant:r', 'alice:(F)', '*S-1-5-18:(F)'])
       const definition = await agentServiceDefinition({home: join(root, 'home', 'alice', 'vidsync'), project, user, platform: win})
@@ -491,7 +498,7 @@ describe('services: install, start, uninstall through the service manager', () =
       expect(wrapper).to.match(/ up studio --agent --home .* --interval 10s\r\n$/)
       expect(wrapper).not.to.match(/s3cret|anon-key|supabase\.co/)
       // What the agent reads at start (`vidsync up --agent`), on every OS.
-      expect(await readAgentSettings(project.dir)).to.deep.equal(settings)
+      expect(await readServiceSettings(agentEnvPath(project.dir))).to.deep.equal(settings)
     })
   })
 
@@ -501,7 +508,7 @@ describe('services: install, start, uninstall through the service manager', () =
       const dir = join(home, 'projects', 'studio')
       await mkdir(dir, {recursive: true})
       // Nothing listens on port 1: the agent fails opening the control plane that only agent.env names.
-      await writeAgentSettings(dir, {VIDSYNC_DATABASE_URL: 'postgres://device:s3cret@127.0.0.1:1/cp'}, platformFor('linux', fakeHost(() => ok())))
+      await writeServiceSettings(agentEnvPath(dir), {VIDSYNC_DATABASE_URL: 'postgres://device:s3cret@127.0.0.1:1/cp'}, platformFor('linux', fakeHost(() => ok())))
       const result = await cli(['up', 'studio', '--agent', '--home', home], {VIDSYNC_SUPABASE_URL: ''})
       expect(result.stderr).to.contain('cannot reach the database at postgres://device:***@127.0.0.1:1/cp')
       expect(result.stderr).not.to.contain('s3cret')
@@ -543,5 +550,222 @@ describe('services: install, start, uninstall through the service manager', () =
         expect(host.calls, os).to.deep.equal([])
       }
     })
+  })
+})
+
+describe('signer service: `vidsync signer PROJECT --install` / `--uninstall`', () => {
+  after(removeTempDirs)
+  const databaseUrl = 'postgres://operator:s3cret@cp.example/vidsync'
+  const nebulaCert = '/usr/bin/nebula-cert'
+
+  /** An operator's home below `root` with a real CA (real nebula-cert). */
+  async function operatorHome(root: string): Promise<string> {
+    const home = join(root, 'home', 'alice', '.local', 'state', 'vidsync')
+    await initCa({home, name: 'ops'})
+    return home
+  }
+
+  it('systemd --user: settings file 0600 first, then the unit (ExecStart = this vidsync signer, Restart=on-failure), daemon-reload, enable --now; idempotent; uninstall removes both', async () => {
+    const root = await tempDir('vidsync-signer-service-')
+    const home = await operatorHome(root)
+    const envPath = signerEnvPath(home, 'studio')
+    let installed = false
+    let settingsAtEnable: string | undefined
+    const host = managedHost(
+      root,
+      (argv) => {
+        if (argv.includes('enable')) {
+          installed = true
+          settingsAtEnable = readFileSync(envPath, 'utf8')
+        }
+        if (argv.includes('disable')) installed = false
+        return argv.includes('show') ? ok(fixture(installed ? 'systemctl-show-running.txt' : 'systemctl-show-not-found.txt')) : ok()
+      },
+      {uid: 1001, gid: 1001},
+    )
+    const linux = platformFor('linux', host)
+    let checked = 0
+    const install = () =>
+      installSignerService({home, project: 'studio', platform: linux, intervalSeconds: 15, settings: {VIDSYNC_DATABASE_URL: databaseUrl}, checkProject: async () => checked++})
+    const result = await install()
+    const unitPath = join(root, 'home', 'alice', '.config', 'systemd', 'user', 'vidsync-signer.studio.service')
+    expect(result).to.deep.equal({
+      project: 'studio',
+      action: 'installed',
+      name: 'vidsync-signer.studio.service',
+      manager: 'systemd',
+      path: unitPath,
+      settingsPath: envPath,
+      line: `systemd user service vidsync-signer.studio.service (${unitPath}): signs studio's renewal requests as alice, from login, restarted after a failure (settings in ${envPath})`,
+    })
+    expect(checked).to.equal(1)
+    expect(host.calls.filter((argv) => !argv.includes('show'))).to.deep.equal([
+      ['systemctl', '--user', 'daemon-reload'],
+      ['systemctl', '--user', 'enable', '--now', 'vidsync-signer.studio.service'],
+    ])
+    // The settings were in place when systemd started it: private, the database URL only.
+    expect(settingsAtEnable).to.equal(`VIDSYNC_DATABASE_URL=${databaseUrl}\n`)
+    expect((await stat(envPath)).mode & 0o777).to.equal(0o600)
+    expect(await savedSignerSettings(home, 'studio')).to.deep.equal({VIDSYNC_DATABASE_URL: databaseUrl})
+    const unit = await readFile(unitPath, 'utf8')
+    expect((await stat(unitPath)).mode & 0o777).to.equal(0o600)
+    expect(unit).to.contain('# Written by vidsync for project studio; removed by `vidsync signer studio --uninstall`.\n')
+    expect(unit).to.contain(`ExecStart=${selfCommand(['signer', 'studio', '--home', home, '--interval', '15s']).map(systemdArg).join(' ')}\n`)
+    expect(unit).to.contain('Restart=on-failure\nRestartSec=2\n')
+    expect(unit).to.contain(`Environment="VIDSYNC_NEBULA_CERT=${nebulaCert}"\n`)
+    expect(unit).to.contain(`StandardOutput=append:${join(home, 'signer', 'studio', 'signer.log')}\n`)
+    expect(unit).to.contain('WantedBy=default.target\n')
+    expect(unit).not.to.match(/s3cret|DATABASE_URL/)
+    expect(JSON.stringify(host.calls)).not.to.contain('s3cret')
+
+    // A second install finds it running: nothing written, nothing started.
+    host.calls.length = 0
+    const again = await install()
+    expect([again.action, again.line]).to.deep.equal(['running', 'vidsync-signer.studio.service is installed and runs already (systemd): nothing changed'])
+    expect(host.calls.map((argv) => argv.at(-2))).to.deep.equal(['LoadState,ActiveState,SubState,MainPID,Result'])
+
+    const status = () => signerServiceStatus({home, project: 'studio', platform: linux, intervalSeconds: 15})
+    expect(await status()).to.deep.equal({
+      project: 'studio',
+      name: 'vidsync-signer.studio.service',
+      manager: 'systemd',
+      installed: true,
+      running: true,
+      pid: 4242,
+      state: 'active (running)',
+      stale: false,
+      settingsPath: envPath,
+      line: 'vidsync-signer.studio.service (systemd): active (running), pid 4242',
+    })
+
+    // Another vidsync's unit under the same name: left as it is, and so are the settings.
+    await writeFile(unitPath, unit.replace('--interval" "15s', '--interval" "1m'))
+    expect((await status()).line).to.equal(
+      'vidsync-signer.studio.service (systemd): active (running), pid 4242; installed from another vidsync or with other settings: `vidsync signer studio --uninstall`, then `--install`',
+    )
+    const stale = await expectRejects(installSignerService({home, project: 'studio', platform: linux, intervalSeconds: 15, settings: {VIDSYNC_DATABASE_URL: 'postgres://other@cp/x'}, checkProject: async () => 0}), ConflictError)
+    expect(stale.exitCode).to.equal(4)
+    expect(stale.message).to.equal(
+      `vidsync-signer.studio.service (${unitPath}) is installed from an older vidsync or with other settings and was left as it is: remove it with \`vidsync signer studio --uninstall\`, then run \`vidsync signer studio --install\` again`,
+    )
+    expect(await readFile(envPath, 'utf8')).to.equal(`VIDSYNC_DATABASE_URL=${databaseUrl}\n`)
+
+    host.calls.length = 0
+    const removed = await uninstallSignerService({home, project: 'studio', platform: linux})
+    expect([removed.action, removed.line]).to.deep.equal(['uninstalled', `removed vidsync-signer.studio.service (${unitPath}) and ${envPath}`])
+    expect(host.calls.filter((argv) => !argv.includes('show'))).to.deep.equal([
+      ['systemctl', '--user', 'disable', '--now', 'vidsync-signer.studio.service'],
+      ['systemctl', '--user', 'daemon-reload'],
+    ])
+    for (const path of [unitPath, envPath]) expect(await stat(path).then(() => 'there', () => 'removed'), path).to.equal('removed')
+    expect((await uninstallSignerService({home, project: 'studio', platform: linux})).action).to.equal('absent')
+  })
+
+  it("launchd: a LaunchAgent of its own (KeepAlive on failure, RunAtLoad), bootstrapped in alice's gui domain; Supabase URL and key only in signer.env", async () => {
+    const root = await tempDir('vidsync-signer-service-')
+    const home = await operatorHome(root)
+    let print = failed(113, '', fixture('launchctl-print-not-found.txt'))
+    const host = managedHost(root, (argv) => (argv[1] !== 'print' ? ok() : argv[2] === 'gui/501' ? ok() : print), {uid: 501, gid: 20})
+    const mac = platformFor('darwin', host)
+    const settings = {VIDSYNC_SUPABASE_URL: 'https://x.supabase.co', VIDSYNC_SUPABASE_KEY: 'service-role-key'}
+    const install = () => installSignerService({home, project: 'studio', platform: mac, intervalSeconds: 30, settings, checkProject: async () => 0})
+    const result = await install()
+    const plistPath = join(root, 'home', 'alice', 'Library', 'LaunchAgents', 'com.vidsync.signer.studio.plist')
+    expect(result).to.include({action: 'installed', name: 'com.vidsync.signer.studio', manager: 'launchd', path: plistPath})
+    expect(host.calls.filter((argv) => argv[1] !== 'print')).to.deep.equal([['launchctl', 'bootstrap', 'gui/501', plistPath]])
+    const log = join(home, 'signer', 'studio', 'signer.log')
+    expect(parsePlist(await readFile(plistPath, 'utf8'))).to.deep.equal({
+      Label: 'com.vidsync.signer.studio',
+      ProgramArguments: selfCommand(['signer', 'studio', '--home', home, '--interval', '30s']),
+      EnvironmentVariables: {VIDSYNC_NEBULA_CERT: nebulaCert},
+      RunAtLoad: true,
+      KeepAlive: {SuccessfulExit: false},
+      ThrottleInterval: 10,
+      StandardOutPath: log,
+      StandardErrorPath: log,
+      ProcessType: 'Background',
+    })
+    expect(await readFile(plistPath, 'utf8')).not.to.match(/service-role-key|supabase\.co/)
+    const envPath = signerEnvPath(home, 'studio')
+    expect(await readFile(envPath, 'utf8')).to.equal('VIDSYNC_SUPABASE_URL=https://x.supabase.co\nVIDSYNC_SUPABASE_KEY=service-role-key\n')
+    expect((await stat(envPath)).mode & 0o777).to.equal(0o600)
+
+    print = ok(fixture('launchctl-print-running.txt'))
+    expect((await install()).action).to.equal('running')
+    print = ok(fixture('launchctl-print-stopped.txt'))
+    expect((await install()).action).to.equal('started')
+    expect(host.calls.at(-1)).to.deep.equal(['launchctl', 'kickstart', 'gui/501/com.vidsync.signer.studio'])
+
+    print = ok(fixture('launchctl-print-running.txt'))
+    expect((await uninstallSignerService({home, project: 'studio', platform: mac})).action).to.equal('uninstalled')
+    expect(host.calls.at(-1)).to.deep.equal(['launchctl', 'bootout', 'gui/501/com.vidsync.signer.studio'])
+    for (const path of [plistPath, envPath]) expect(await stat(path).then(() => 'there', () => 'removed'), path).to.equal('removed')
+  })
+
+  it('refuses before writing anything: no user manager (exit 6), no CA key here (exit 3), no shared control plane (exit 2)', async () => {
+    const root = await tempDir('vidsync-signer-service-')
+    const home = join(root, 'home', 'alice', '.local', 'state', 'vidsync')
+    let userManager = false
+    const host = managedHost(root, () => ok(), {uid: 1001, gid: 1001, exists: async (path) => path === '/run/systemd/system' || (userManager && path.startsWith('/run/user/'))})
+    const linux = platformFor('linux', host)
+    const options = {home, project: 'studio', platform: linux, intervalSeconds: 15, checkProject: async () => 0}
+    const noManager = await expectRejects(installSignerService({...options, settings: {VIDSYNC_DATABASE_URL: databaseUrl}}), UnavailableError)
+    expect([noManager.exitCode, noManager.message]).to.deep.equal([
+      6,
+      'cannot install the signer as a service: no systemd user manager runs for alice (log in, or `loginctl enable-linger alice`); run `vidsync signer studio` in the foreground instead, or under your own supervisor',
+    ])
+    userManager = true
+    const noCa = await expectRejects(installSignerService({...options, settings: {VIDSYNC_DATABASE_URL: databaseUrl}}), NotFoundError)
+    expect(noCa.exitCode).to.equal(3)
+    expect(await readdir(root)).to.deep.equal([])
+    await initCa({home, name: 'ops'})
+    const embedded = await expectRejects(installSignerService({...options, settings: {}}), InvalidInputError)
+    expect([embedded.exitCode, embedded.hint]).to.deep.equal([2, 'pass --database-url, or --supabase-url with the key in $VIDSYNC_SUPABASE_KEY'])
+    expect(await readdir(home)).to.deep.equal(['ca'])
+    expect(host.calls.filter((argv) => !argv.includes('show'))).to.deep.equal([])
+  })
+
+  it('the foreground signer refuses to start where the CA key is not (exit 3), before any pass', async () => {
+    const home = await tempDir('vidsync-signer-service-')
+    let passes = 0
+    // The control plane is never reached: the CA is checked first.
+    const controlPlane = undefined as unknown as ControlPlane
+    const error = await expectRejects(
+      runSigner({home, controlPlane, project: 'studio', intervalMs: 10, signal: new AbortController().signal, onPass: () => passes++}),
+      NotFoundError,
+    )
+    expect([error.exitCode, passes]).to.deep.equal([3, 0])
+  })
+
+  it("the service's command line (no environment) takes the control plane from signer.env", async () => {
+    const home = await tempDir('vidsync-signer-service-')
+    await initCa({home, name: 'ops'})
+    // Nothing listens on port 1: the signer fails opening the control plane that only signer.env names.
+    await writeServiceSettings(signerEnvPath(home, 'studio'), {VIDSYNC_DATABASE_URL: 'postgres://operator:s3cret@127.0.0.1:1/cp'}, platformFor('linux', fakeHost(() => ok())))
+    const result = await cli(['signer', 'studio', '--home', home, '--interval', '15s'], {VIDSYNC_SUPABASE_URL: ''})
+    expect(result.stderr).to.contain('cannot reach the database at postgres://operator:***@127.0.0.1:1/cp')
+    expect(result.stderr).not.to.contain('s3cret')
+    expect(result.exitCode).to.equal(6)
+  })
+
+  it('on this machine (no systemd as PID 1, as in CI): one line, exit 6, nothing written', async () => {
+    const home = await tempDir('vidsync-signer-service-')
+    const init = (readFileSync('/proc/1/comm', 'utf8') || '?').trim()
+    const result = await cli(['signer', 'studio', '--install', '--home', home, '--database-url', databaseUrl, '--json'])
+    if (init === 'systemd') {
+      process.stdout.write('      · systemd runs here: the refusal is covered by the injected test above\n')
+      return
+    }
+    expect(result.exitCode).to.equal(6)
+    expect(result.json.error).to.deep.equal({
+      code: 'unavailable',
+      exitCode: 6,
+      message: `cannot install the signer as a service: systemd is not the init system here (PID 1 is ${init}); run \`vidsync signer studio\` in the foreground instead, or under your own supervisor`,
+    })
+    expect(await readdir(home)).to.deep.equal([])
+    const status = await cli(['signer', 'studio', '--status', '--home', home, '--json'])
+    expect(status.exitCode).to.equal(0)
+    expect(status.json).to.deep.include({manager: null, installed: false, running: false, stale: false, settingsPath: null})
+    expect(status.json.line).to.equal(`no signer service for studio: systemd is not the init system here (PID 1 is ${init}); run \`vidsync signer studio\` in the foreground instead, or under your own supervisor`)
   })
 })

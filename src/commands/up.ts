@@ -7,7 +7,7 @@ import {parseDuration} from '../lib/duration.js'
 import type {ControlPlane} from '../lib/store/control-plane.js'
 import {askAgent, bringDown, bringUp, runAgent, type UpResult} from '../lib/up/up.js'
 import {resolveProjectDir} from '../lib/project/joined-project.js'
-import {readAgentSettings} from '../lib/up/services.js'
+import {agentEnvPath, readServiceSettings} from '../lib/up/services.js'
 import {stopOnRequest} from '../lib/platform/index.js'
 
 /** Resolves on Ctrl-C or a request to end, or when `gone()` says the agent ended (stopped by `vidsync down`). */
@@ -42,7 +42,7 @@ export default class Up extends ControlPlaneCommand<typeof Up> {
     if (this.flags.agent) {
       // Devices that joined with an invite refresh from a shared control plane; a service manager
       // starts the agent without environment, so it reads its settings from the private agent.env.
-      this.savedSettings = await readAgentSettings(await resolveProjectDir({home: this.home, project: this.args.project}))
+      this.savedSettings = await readServiceSettings(agentEnvPath(await resolveProjectDir({home: this.home, project: this.args.project})))
       return this.withDeviceControlPlane((controlPlane) => this.runAgent(intervalSeconds, controlPlane))
     }
     const {databaseUrl, supabase} = this.storeOptions

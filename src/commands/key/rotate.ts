@@ -4,7 +4,7 @@ import {ControlPlaneCommand} from '../../base-command.js'
 import {InvalidInputError} from '../../lib/errors.js'
 import {resolveProjectDir} from '../../lib/project/joined-project.js'
 import {type KeyRotation, rotateDeviceKey} from '../../lib/up/key-change.js'
-import {readAgentSettings} from '../../lib/up/services.js'
+import {agentEnvPath, readServiceSettings} from '../../lib/up/services.js'
 import {formatWhen} from '../../lib/output/time.js'
 
 export default class KeyRotate extends ControlPlaneCommand<typeof KeyRotate> {
@@ -18,7 +18,7 @@ export default class KeyRotate extends ControlPlaneCommand<typeof KeyRotate> {
 
   async run(): Promise<KeyRotation> {
     // The control plane the `up` agent uses, where flags and environment name none.
-    this.savedSettings = await readAgentSettings(await resolveProjectDir({home: this.home, project: this.args.project}))
+    this.savedSettings = await readServiceSettings(agentEnvPath(await resolveProjectDir({home: this.home, project: this.args.project})))
     const rotation = await this.withDeviceControlPlane((controlPlane) => {
       if (!controlPlane) {
         throw new InvalidInputError('no shared control plane is configured: a new key needs the Postgres or Supabase control plane this device joined with', {

@@ -76,8 +76,10 @@ export async function signPendingRenewals(options: SignerOptions): Promise<Signe
   return pass
 }
 
-/** Runs signer passes every `intervalMs` until `signal` aborts; a failed pass is reported and retried. */
+/** Runs signer passes every `intervalMs` until `signal` aborts; a failed pass is reported and retried. Refuses where the CA key is not. */
 export async function runSigner(options: SignerOptions & {intervalMs: number; signal: AbortSignal; onPass: (pass: SignerPass | Error) => void}): Promise<void> {
+  // Without the CA key on this machine there is nothing to sign with: refuse at once (exit 3 or 9) instead of failing every pass.
+  await loadCa({home: options.home, tools: options.tools})
   while (!options.signal.aborted) {
     options.onPass(await signPendingRenewals(options).catch((error: unknown) => error as Error))
     await sleep(options.intervalMs, undefined, {signal: options.signal}).catch(() => undefined)

@@ -52,6 +52,7 @@ async function launchdPlist(label: string, spec: ServiceSpec, user?: User): Prom
   return build({
     Label: label,
     ProgramArguments: spec.command,
+    ...(spec.environment ? {EnvironmentVariables: spec.environment} : {}),
     RunAtLoad: true,
     KeepAlive: {SuccessfulExit: false},
     ThrottleInterval: 10,
@@ -90,7 +91,7 @@ export function darwinPlatform(deps: HostDeps): Platform {
       cleanup: [],
     }
   }
-  const names = (project: string) => ({nebula: `com.vidsync.nebula.${project}`, agent: `com.vidsync.agent.${project}`})
+  const names = (project: string) => ({nebula: `com.vidsync.nebula.${project}`, agent: `com.vidsync.agent.${project}`, signer: `com.vidsync.signer.${project}`})
   return {
     os: 'darwin',
     cpuCount: deps.cpuCount,
@@ -139,8 +140,8 @@ export function darwinPlatform(deps: HostDeps): Platform {
       const label = names(spec.project).nebula
       return definition(label, join(deps.serviceRoot ?? '/', 'Library', 'LaunchDaemons', `${label}.plist`), spec)
     },
-    async agentService(spec) {
-      const label = names(spec.project).agent
+    async userService(spec) {
+      const label = names(spec.project)[spec.role]
       const user = spec.user ?? posixInvokingUser(deps, homeOf)
       return definition(label, join(user.home, 'Library', 'LaunchAgents', `${label}.plist`), spec, user)
     },

@@ -6,7 +6,7 @@ import {win32Platform} from './win32.js'
 
 export {freeSpace} from './disk.js'
 export {hostDeps} from './host.js'
-export type {HostDeps, OsName, Platform, ProcessIdentity, ServiceDefinition, ServiceManagerName, ServiceRequestHandlers, ServiceScope, ServiceSpec, ServiceState, User} from './types.js'
+export type {HostDeps, OsName, Platform, ProcessIdentity, ServiceDefinition, ServiceManagerName, ServiceRequestHandlers, ServiceScope, ServiceSpec, ServiceState, User, UserServiceRole, UserServiceSpec} from './types.js'
 
 /**
  * Everything that differs by OS lives behind `Platform` (see DESIGN.md, "Devices on every OS").

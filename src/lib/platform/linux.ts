@@ -46,6 +46,9 @@ export function passwdHome(passwd: string, name: string): string | undefined {
 /** One systemd ExecStart argument: quoted, with its specifier (%) and variable ($) characters escaped. */
 export const systemdArg = (arg: string) => `"${arg.replace(/[\\"]/g, '\\$&').replaceAll('%', '%%').replaceAll('$', '$$$$')}"`
 
+/** One Environment= assignment (systemd.exec(5)): quoted, specifiers escaped; no variables are expanded there. */
+const systemdEnvironment = (assignment: string) => `"${assignment.replace(/[\\"]/g, '\\$&').replaceAll('%', '%%')}"`
+
 /** A path in a unit setting that takes no quotes (StandardOutput=append:, EnvironmentFile=): specifiers escaped. */
 const systemdPath = (path: string) => path.replaceAll('%', '%%')
 
@@ -71,9 +74,9 @@ const startLimitIntervalSec = 120
  * RestartMaxDelaySec= would grow the delay; 252, Debian 12's, has neither, so the delay is fixed;
  * the backoff that grows is the supervisor's own, inside `vidsync nebula service` and the agent.)
  */
-function systemdUnit(spec: ServiceSpec, extra: string[], wantedBy: string): string {
+function systemdUnit(spec: ServiceSpec, extra: string[], wantedBy: string, removedBy = 'vidsync down --uninstall'): string {
   return [
-    `# Written by vidsync for project ${spec.project}; removed by \`vidsync down --uninstall\`.`,
+    `# Written by vidsync for project ${spec.project}; removed by \`${removedBy}\`.`,
     '[Unit]',
     `Description=${spec.description}`,
     'Wants=network-online.target',
@@ -82,6 +85,7 @@ function systemdUnit(spec: ServiceSpec, extra: string[], wantedBy: string): stri
     `StartLimitBurst=${startLimitBurst}`,
     '',
     '[Service]',
+    ...Object.entries(spec.environment ?? {}).map(([key, value]) => `Environment=${systemdEnvironment(`${key}=${value}`)}`),
     `ExecStart=${spec.command.map(systemdArg).join(' ')}`,
     'Restart=on-failure',
     'RestartSec=2',
@@ -110,6 +114,13 @@ export function linuxHome(user: User, deps: Pick<HostDeps, 'env' | 'existsSync'>
   const xdg = deps.env.XDG_STATE_HOME
   return join(xdg && isAbsolute(xdg) ? xdg : join(user.home, '.local', 'state'), 'vidsync')
 }
+
+/** Project names have no dot: the signer's name never meets the agent's of another project (`vidsync-signer-x`). */
+const names = (project: string) => ({
+  nebula: `vidsync-nebula-${project}.service`,
+  agent: `vidsync-${project}.service`,
+  signer: `vidsync-signer.${project}.service`,
+})
 
 export function linuxPlatform(deps: HostDeps): Platform {
   const procStat = async (pid: number) => {
@@ -189,17 +200,18 @@ export function linuxPlatform(deps: HostDeps): Platform {
       if (await deps.exists(`/run/user/${who.uid}/systemd/private`)) return undefined
       return `no systemd user manager runs for ${who.name} (log in, or \`loginctl enable-linger ${who.name}\`): vidsync starts the agent itself`
     },
-    serviceNames: (project) => ({nebula: `vidsync-nebula-${project}.service`, agent: `vidsync-${project}.service`}),
+    serviceNames: names,
     async nebulaService(spec): Promise<ServiceDefinition> {
       const name = `vidsync-nebula-${spec.project}.service`
       // SIGHUP makes `vidsync nebula service` reload nebula; KillMode=mixed: SIGTERM to it, SIGKILL to what is left after the timeout.
       const content = systemdUnit(spec, ['ExecReload=/bin/kill -HUP $MAINPID', 'KillMode=mixed'], 'multi-user.target')
       return unitDefinition(name, join(deps.serviceRoot ?? '/', 'etc', 'systemd', 'system', name), content, 'system', ['systemctl'])
     },
-    async agentService(spec): Promise<ServiceDefinition> {
-      const name = `vidsync-${spec.project}.service`
+    async userService(spec): Promise<ServiceDefinition> {
+      const name = names(spec.project)[spec.role]
       const path = join(spec.user?.home ?? deps.homedir(), '.config', 'systemd', 'user', name)
-      return unitDefinition(name, path, systemdUnit(spec, [], 'default.target'), 'user', systemctl(spec.user))
+      const removedBy = spec.role === 'agent' ? undefined : `vidsync signer ${spec.project} --uninstall`
+      return unitDefinition(name, path, systemdUnit(spec, [], 'default.target', removedBy), 'user', systemctl(spec.user))
     },
     async serviceState(definition, user) {
       const [file = 'systemctl', ...args] = definition.scope === 'user' ? systemctl(user) : ['systemctl']

@@ -118,6 +118,15 @@ export interface ServiceSpec {
   description: string
   /** The service's own directory (the project directory): Windows' logon task runs a wrapper written there. */
   stateDir?: string
+  /** Environment the service starts with, never secrets (they go in a private file): a program's absolute path. */
+  environment?: Record<string, string>
+}
+
+/** vidsync's per-user services: a device's agent (Syncthing and the reconcile loop), the operator's signer. */
+export type UserServiceRole = 'agent' | 'signer'
+
+export interface UserServiceSpec extends ServiceSpec {
+  role: UserServiceRole
 }
 
 /** What a long-running process does when asked to end, and to reload (only processes that can). */
@@ -221,10 +230,13 @@ export interface Platform {
   serviceManagerProblem(scope: ServiceScope, user?: User): Promise<string | undefined>
   /** The per-project system service that runs nebula as root/SYSTEM (async: macOS loads its plist builder only here). */
   nebulaService(spec: ServiceSpec): Promise<ServiceDefinition>
-  /** The per-user service that runs Syncthing and the reconcile loop at login. */
-  agentService(spec: ServiceSpec): Promise<ServiceDefinition>
-  /** The names the two services get for `project`, without building them. */
-  serviceNames(project: string): {nebula: string; agent: string}
+  /**
+   * A per-user service that starts at login and again after a failure: the agent (Syncthing and
+   * the reconcile loop) or the signer, each with a name of its own per project.
+   */
+  userService(spec: UserServiceSpec): Promise<ServiceDefinition>
+  /** The names the services get for `project`, without building them. */
+  serviceNames(project: string): {nebula: string} & Record<UserServiceRole, string>
   /** What the service manager says about `definition` now (systemctl show, launchctl print, sc.exe queryex/qc, schtasks /Query /V). */
   serviceState(definition: ServiceDefinition, user?: User): Promise<ServiceState>
   /** Runs a service manager's program (systemctl, launchctl, sc.exe, schtasks) as `install`/`uninstall` name them. */

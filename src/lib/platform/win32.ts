@@ -4,7 +4,7 @@ import {dirname, join, posix, win32} from 'node:path'
 import {InvalidInputError} from '../errors.js'
 
 import {firstLine, interfaceHolding, listenForServiceRequests, manageWith, sameProcessRunning} from './host.js'
-import type {HostDeps, Platform, ProcessIdentity, ServiceDefinition, ServiceSpec} from './types.js'
+import type {HostDeps, Platform, ProcessIdentity, ServiceDefinition, ServiceSpec, UserServiceSpec} from './types.js'
 
 const powershell = (command: string) => ['powershell.exe', '-NoProfile', '-NonInteractive', '-Command', command]
 
@@ -155,9 +155,21 @@ export function cmdArg(arg: string): string {
   return quoted.replaceAll('%', '%%')
 }
 
-/** The logon task's wrapper: Task Scheduler runs it, it runs the agent (so /TR stays short whatever the paths). */
-export const taskWrapper = (spec: ServiceSpec) =>
-  ['@echo off', `rem ${spec.description}: written by vidsync up, run at logon by the task vidsync\\${spec.project}`, spec.command.map(cmdArg).join(' '), ''].join('\r\n')
+/** A .cmd line setting a variable: quoted whole (`set "K=V"`, so & | < > ^ stay literal), % doubled. */
+function cmdSet(key: string, value: string): string {
+  if (/["\r\n]/.test(value)) throw new InvalidInputError(`cannot put ${JSON.stringify(value)} on a .cmd line: it holds a quote or a line break`)
+  return `set "${key}=${value.replaceAll('%', '%%')}"`
+}
+
+/** The logon task's wrapper: Task Scheduler runs it, it runs the agent or the signer (so /TR stays short whatever the paths). */
+export const taskWrapper = (spec: UserServiceSpec, task: string) =>
+  [
+    '@echo off',
+    `rem ${spec.description}: written by vidsync ${spec.role === 'agent' ? 'up' : 'signer --install'}, run at logon by the task ${task}`,
+    ...Object.entries(spec.environment ?? {}).map(([key, value]) => cmdSet(key, value)),
+    spec.command.map(cmdArg).join(' '),
+    '',
+  ].join('\r\n')
 
 /** A PowerShell single-quoted string: only ' is special, doubled. */
 export const powershellString = (text: string) => `'${text.replaceAll("'", "''")}'`
@@ -170,6 +182,9 @@ export const powershellString = (text: string) => `'${text.replaceAll("'", "''")
  */
 export const serviceSddl = (sid: string) =>
   `D:(A;;CCLCSWRPWPDTLOCRRC;;;SY)(A;;CCDCLCSWRPWPDTLOCRSDRCWDWO;;;BA)(A;;CCLCSWLOCRRC;;;IU)(A;;RPWPLCRC;;;${sid})`
+
+/** The signer's task is `signer.<project>`: project names have no dot, so no project's agent task has its name. */
+const names = (project: string) => ({nebula: `vidsync-nebula-${project}`, agent: `vidsync\\${project}`, signer: `vidsync\\signer.${project}`})
 
 export function win32Platform(deps: HostDeps): Platform {
   const run = async (argv: string[]) => {
@@ -287,7 +302,7 @@ export function win32Platform(deps: HostDeps): Platform {
       return powershell(start)
     },
     serviceManagerProblem: async () => undefined,
-    serviceNames: (project) => ({nebula: `vidsync-nebula-${project}`, agent: `vidsync\\${project}`}),
+    serviceNames: names,
     async nebulaService(spec: ServiceSpec): Promise<ServiceDefinition> {
       // A service of its own per project (not nebula's fixed "Nebula"), run by the SCM as LocalSystem.
       // nebula's -service run hands itself to the SCM; the name it passes is ignored for an
@@ -315,18 +330,19 @@ export function win32Platform(deps: HostDeps): Platform {
         cleanup: [],
       }
     },
-    async agentService(spec: ServiceSpec): Promise<ServiceDefinition> {
-      const name = `vidsync\\${spec.project}`
-      // The task runs a short wrapper in the project directory, not node.exe with its arguments: a
+    async userService(spec: UserServiceSpec): Promise<ServiceDefinition> {
+      const name = names(spec.project)[spec.role]
+      const taskName = name.slice('vidsync\\'.length)
+      // The task runs a short wrapper in its state directory, not node.exe with its arguments: a
       // deep Node.js or home path would pass /TR's 261 characters.
-      const path = join(spec.stateDir ?? dirname(spec.logPath), 'agent-task.cmd')
+      const path = join(spec.stateDir ?? dirname(spec.logPath), `${spec.role}-task.cmd`)
       const command = windowsArg(path)
       if (command.length > schtasksTaskRunLimit) {
         throw new InvalidInputError(`the logon task would run ${command}, ${command.length} characters: schtasks takes at most ${schtasksTaskRunLimit}`, {
           hint: 'use a shorter --home',
         })
       }
-      const content = taskWrapper(spec)
+      const content = taskWrapper(spec, name)
       return {
         name,
         manager: 'task-scheduler',
@@ -340,7 +356,7 @@ export function win32Platform(deps: HostDeps): Platform {
           // schtasks /Create stops a task after 72 hours and never restarts it: no time limit, and
           // started again a minute after it fails (New-ScheduledTaskSettingsSet, Microsoft Learn).
           powershell(
-            `Set-ScheduledTask -TaskPath '\\vidsync\\' -TaskName ${powershellString(spec.project)} -Settings ` +
+            `Set-ScheduledTask -TaskPath '\\vidsync\\' -TaskName ${powershellString(taskName)} -Settings ` +
               '(New-ScheduledTaskSettingsSet -ExecutionTimeLimit ([TimeSpan]::Zero) -RestartCount 999 -RestartInterval (New-TimeSpan -Minutes 1)) | Out-Null',
           ),
           ['schtasks', '/Run', '/TN', name],

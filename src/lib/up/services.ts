@@ -81,19 +81,20 @@ async function runAll(platform: Platform, steps: string[][]): Promise<{argv: str
 /**
  * Makes `definition` installed and running: installs it when the manager does not know it yet,
  * starts it when installed but stopped, leaves it when it runs. An older install (another
- * definition under the same name) is left as it is: exit 4 and how to remove it. When the manager
+ * definition under the same name) is left as it is: exit 4 and how to remove it (`staleHint`,
+ * by default `down --uninstall` and `up`). When the manager
  * refuses a step, what this call wrote is removed again (exit 1 with the manager's reason).
  */
 export async function installService(
   definition: ServiceDefinition,
-  options: {platform: Platform; user?: User; owner?: User; mode?: number},
+  options: {platform: Platform; user?: User; owner?: User; mode?: number; staleHint?: string},
 ): Promise<ServiceChange> {
   const {platform} = options
   const where = definition.path ? ` (${definition.path})` : ''
   const state = await platform.serviceState(definition, options.user)
   if (isStale(definition, state)) {
     throw new ConflictError(
-      `${definition.name}${where} is installed from an older vidsync or with other settings and was left as it is: remove it as root with \`vidsync down --uninstall\`, then run \`vidsync up\` again`,
+      `${definition.name}${where} is installed from an older vidsync or with other settings and was left as it is: ${options.staleHint ?? 'remove it as root with `vidsync down --uninstall`, then run `vidsync up` again'}`,
     )
   }
   if (state.installed && state.running) return {name: definition.name, action: 'running', line: `${definition.name} runs already (${definition.manager})`}
@@ -193,43 +194,43 @@ export interface AgentServiceOptions {
 }
 
 /**
- * The agent's control-plane settings (database URL, Supabase URL and key): KEY=value lines in a
- * file private to the user, which the agent reads itself at start (`readAgentSettings`) on every
- * OS, so no service manager passes environment and no secret is in argv or a service definition.
+ * The control-plane settings of a service (database URL, Supabase URL and key): KEY=value lines in
+ * a file private to the user, which the agent (agent.env) and the signer (signer.env) read
+ * themselves at start (`readServiceSettings`) on every OS, so no service manager passes
+ * environment and no secret is in argv or a service definition.
  */
 export const agentEnvPath = (dir: string) => join(dir, 'agent.env')
 
-/** The settings the agent takes from agent.env; anything else in the file is ignored. */
-export const agentSettingKeys = ['VIDSYNC_DATABASE_URL', 'VIDSYNC_SUPABASE_URL', 'VIDSYNC_SUPABASE_KEY'] as const
-export type AgentSettings = Partial<Record<(typeof agentSettingKeys)[number], string>>
+/** The settings a service takes from its settings file; anything else in the file is ignored. */
+export const serviceSettingKeys = ['VIDSYNC_DATABASE_URL', 'VIDSYNC_SUPABASE_URL', 'VIDSYNC_SUPABASE_KEY'] as const
+export type ServiceSettings = Partial<Record<(typeof serviceSettingKeys)[number], string>>
 
-/** Writes agent.env (0600, then the platform's private ACL: icacls on Windows), or removes it when there is nothing to say. */
-export async function writeAgentSettings(dir: string, settings: AgentSettings, platform: Platform, owner?: User): Promise<void> {
-  const lines = agentSettingKeys.flatMap((key) => {
+/** Writes a settings file at `path` (0600, then the platform's private ACL: icacls on Windows), or removes it when there is nothing to say. */
+export async function writeServiceSettings(path: string, settings: ServiceSettings, platform: Platform, owner?: User): Promise<void> {
+  const lines = serviceSettingKeys.flatMap((key) => {
     const value = settings[key]
     if (value && /[\r\n]/.test(value)) throw new InvalidInputError(`${key} holds a line break`)
     return value ? [`${key}=${value}\n`] : []
   })
-  const path = agentEnvPath(dir)
   if (lines.length === 0) return rm(path, {force: true})
   await writeServiceFile(path, lines.join(''), 0o600, owner)
   await platform.makePrivate(path)
 }
 
-/** agent.env's settings, empty when the file is missing. */
-export async function readAgentSettings(dir: string): Promise<AgentSettings> {
+/** The settings in the file at `path`, empty when the file is missing. */
+export async function readServiceSettings(path: string): Promise<ServiceSettings> {
   let text: string
   try {
-    text = await readFile(agentEnvPath(dir), 'utf8')
+    text = await readFile(path, 'utf8')
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') return {}
     throw error
   }
-  const settings: AgentSettings = {}
+  const settings: ServiceSettings = {}
   for (const line of text.split(/\r?\n/)) {
     const at = line.indexOf('=')
-    const key = line.slice(0, at) as (typeof agentSettingKeys)[number]
-    if (at > 0 && agentSettingKeys.includes(key)) settings[key] = line.slice(at + 1)
+    const key = line.slice(0, at) as (typeof serviceSettingKeys)[number]
+    if (at > 0 && serviceSettingKeys.includes(key)) settings[key] = line.slice(at + 1)
   }
   return settings
 }
@@ -239,7 +240,8 @@ export async function agentServiceDefinition(options: AgentServiceOptions): Prom
   const {project} = options
   const args = ['up', project.name, '--agent', '--home', options.home, '--interval', `${options.intervalSeconds ?? 10}s`]
   if (options.guiPort !== undefined) args.push('--gui-port', String(options.guiPort))
-  return options.platform.agentService({
+  return options.platform.userService({
+    role: 'agent',
     project: project.name,
     command: selfCommand(args),
     logPath: join(project.dir, 'agent.log'),

@@ -24,7 +24,7 @@ import {certificateCheck, renewRemedy} from './expiry.js'
 import {type PushState, refreshFromControlPlane, type RefreshResult, SyncCursor} from './refresh.js'
 import {renewFromControlPlane, type RenewalResult} from './renew.js'
 import {supervise} from './supervise.js'
-import {agentEnvPath, agentServiceDefinition, installService, stopService, uninstallService, writeAgentSettings, type AgentSettings} from './services.js'
+import {agentEnvPath, agentServiceDefinition, installService, stopService, uninstallService, writeServiceSettings, type ServiceSettings} from './services.js'
 
 export interface UpOptions {
   home: string
@@ -33,7 +33,7 @@ export interface UpOptions {
   nebulaTimeoutMs?: number
   intervalSeconds: number
   /** Control-plane settings for the agent, written to its private agent.env (never on its command line or in its environment). */
-  env?: AgentSettings
+  env?: ServiceSettings
   /** A person can answer sudo's password prompt. */
   interactive?: boolean
   tools?: Tools
@@ -494,7 +494,7 @@ async function ensureAgent(options: UpOptions, project: JoinedProject, user: Use
   const owner = user.viaSudo ? user : undefined
   const noManager = await platform.serviceManagerProblem('user', user)
   // The agent reads its control-plane settings from this private file itself, however it starts.
-  await writeAgentSettings(project.dir, options.env ?? {}, platform, owner)
+  await writeServiceSettings(agentEnvPath(project.dir), options.env ?? {}, platform, owner)
   if (!noManager) {
     const definition = await agentServiceDefinition({...options, project, user, platform})
     const change = await installService(definition, {platform, user, owner, mode: 0o600})
