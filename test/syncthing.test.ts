@@ -10,7 +10,7 @@ import {execa} from 'execa'
 import {ConflictError, InvalidInputError, NotFoundError, PermissionError, ToolFailedError, UnavailableError} from '../src/lib/errors.js'
 import {resolveTools} from '../src/lib/exec.js'
 import {SyncthingClient} from '../src/lib/syncthing/client.js'
-import {acceptPendingDevices, addFolder, defaultFolderId, isCaseSensitive, listFolders, projectDeviceIds, removeFolder, syncStatus} from '../src/lib/syncthing/folders.js'
+import {acceptPendingDevices, addFolder, defaultFolderId, defaultWatcherDelayS, isCaseSensitive, listFolders, projectDeviceIds, removeFolder, syncStatus} from '../src/lib/syncthing/folders.js'
 import {
   connectSyncthing,
   managedPaths,
@@ -216,6 +216,7 @@ describe('syncthing (real syncthing on 127.0.0.1)', function () {
       expect(folder?.versioning).to.include({type: 'simple'})
       expect(folder?.versioning.params).to.deep.equal({keep: '5'})
       expect(folder?.caseSensitiveFS).to.equal(true)
+      expect(folder?.fsWatcherDelayS).to.equal(defaultWatcherDelayS) // not Syncthing's 10 s (bench/watcher.ts)
       // Syncthing, not vidsync, creates the marker.
       await waitFor('.stfolder', 10_000, async () => (await stat(join(path, '.stfolder'))).isDirectory() || undefined)
     })

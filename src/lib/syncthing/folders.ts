@@ -27,9 +27,12 @@ export const minDiskFreeBytes = defaultMinDiskFree.value * 1e9
 
 /**
  * Seconds Syncthing's file watcher waits before scanning a change: 1 instead of its 10. A 32 MiB
- * file was complete on the peer 2.7 s (median) after its close with 1 s, 2.8 s with 2 s, 3.8 s
- * with 5 s and 9.4 s with 10 s; a file growing for 5 s was announced once at every delay
- * (BENCHMARKS.md, bench/watcher.ts).
+ * save was complete on the peer a median 1.0 to 1.1 s after its close with 1 s, 2.2 s with 2 s,
+ * 5.2 s with 5 s and 10.1 s with 10 s (target: under 3 s). A 1 GiB file written over 5 s was
+ * scanned, announced and pulled once with 1 s, as with 5 and 10 s. The cost: Syncthing also scans
+ * a file still changing 6x the delay after its first change (and drops that hash), so a file that
+ * grows for over 6 s is hashed more often, never announced more often (BENCHMARKS.md "Latency
+ * after a save", bench/watcher.ts).
  */
 export const defaultWatcherDelayS = 1
 
