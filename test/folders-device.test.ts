@@ -212,7 +212,7 @@ describe('project folders on devices (real Syncthing x3)', function () {
       return {up: current.maxSendKbps, down: current.maxRecvKbps, lan: current.limitBandwidthInLan}
     }
     const limits = await setDeviceLimits({client, home, up: '50mbit', down: '200mbit'})
-    expect(limits).to.deep.equal({upKiBps: 6104, downKiBps: 24_414, upFrom: 'device', downFrom: 'device', limitBandwidthInLan: true})
+    expect(limits).to.deep.equal({upKiBps: 6104, downKiBps: 24_414, upFrom: 'device', downFrom: 'device', upProject: 'films', downProject: 'films', limitBandwidthInLan: true})
     for (const bad of ['50', 'fast', '-3mbit', '50MB', '1e9gbit']) {
       expect((await expectRejects(setDeviceLimits({client, home, up: bad}), InvalidInputError)).message).to.match(/^invalid upload rate/)
     }
@@ -230,14 +230,47 @@ describe('project folders on devices (real Syncthing x3)', function () {
     await project.update({...project.manifest, syncLimits: {upKiBps: null, downKiBps: null}})
     expect((await reconcile({client, home, project: 'films', userHome: devices.a.userHome})).bandwidth).to.include({upKiBps: 0, upFrom: 'none', downKiBps: 0, downFrom: 'none'})
     expect(await options()).to.deep.equal({up: 0, down: 0, lan: true})
-    expect((await projectFolderStates({client, home})).bandwidth).to.deep.equal({upKiBps: 0, upFrom: 'none', downKiBps: 0, downFrom: 'none'})
+    expect((await projectFolderStates({client, home})).bandwidth).to.deep.equal({upKiBps: 0, upFrom: 'none', downKiBps: 0, downFrom: 'none', upProject: null, downProject: null})
     await setDeviceLimits({client, home, up: '8mbit'})
     const status = await deviceStatus({home})
-    expect(status.bandwidth).to.deep.equal({upKiBps: 977, upFrom: 'device', downKiBps: 0, downFrom: 'none'})
-    expect(renderStatus(status, {color: false})).to.include("limits    up 8.0mbit (this device's), down none (no limit set)")
+    expect(status.bandwidth).to.deep.equal({upKiBps: 977, upFrom: 'device', downKiBps: 0, downFrom: 'none', upProject: 'films', downProject: null})
+    expect(renderStatus(status, {color: false})).to.include("limits    up 8.0mbit (this device's for project films), down none (no limit set)")
     await setDeviceLimits({client, home, up: 'none', down: 'none'})
     const folder = await client.folder(syncthingFolderId('films', footageId))
     expect(folder?.minDiskFree).to.deep.equal({value: 2, unit: 'GB'})
+  })
+
+  it('several joined projects share one Syncthing: per direction the smallest of their limits holds, whichever project reconciles last', async () => {
+    const {client, home, userHome} = devices.a
+    const series = (await JoinedProject.install(home, {
+      manifest: {...manifestOf('a', []), project: 'series', syncLimits: {upKiBps: 500, downKiBps: 3000}},
+      caPem: pem('NEBULA CERTIFICATE'),
+      certPem: pem('NEBULA CERTIFICATE'),
+      keyPem: pem('NEBULA X25519 PRIVATE KEY'),
+    })).project
+    try {
+      await setDeviceLimits({client, home, project: 'films', up: '8mbit', down: 'none'})
+      const options = async () => {
+        const current = await client.options()
+        return {up: current.maxSendKbps, down: current.maxRecvKbps}
+      }
+      // series's defaults are its own: films's limits in Syncthing are not taken as series's the first time.
+      const smallest = {upKiBps: 500, upFrom: 'project', upProject: 'series', downKiBps: 3000, downFrom: 'project', downProject: 'series'}
+      for (const project of ['series', 'films', 'series']) {
+        expect((await reconcile({client, home, project, userHome})).bandwidth, project).to.include(smallest)
+        expect(await options()).to.deep.equal({up: 500, down: 3000})
+      }
+      expect(await series.settings()).to.deep.equal({limits: {}})
+      expect((await projectFolderStates({client, home, project: 'films'})).bandwidth).to.deep.equal(smallest)
+      // films's own 2 mbit is now the smaller upload limit: it holds, and status says whose it is.
+      expect(await setDeviceLimits({client, home, project: 'films', up: '2mbit'})).to.include({upKiBps: 244, upFrom: 'device', upProject: 'films', downKiBps: 3000, downProject: 'series'})
+      expect(await options()).to.deep.equal({up: 244, down: 3000})
+      expect(renderStatus(await deviceStatus({home, project: 'films'}), {color: false})).to.include("limits    up 2.0mbit (this device's for project films), down 24.6mbit (project series's default)")
+    } finally {
+      await rm(series.dir, {recursive: true, force: true})
+      await setDeviceLimits({client, home, up: 'none', down: 'none'})
+    }
+    expect(await client.options()).to.include({maxSendKbps: 0, maxRecvKbps: 0})
   })
 
   it('refuses bad input in one line with nothing configured in Syncthing', async () => {

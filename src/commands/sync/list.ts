@@ -6,13 +6,13 @@ import {connectFromFlags, connectionFlags} from '../../flags/syncthing.js'
 import {Flags} from '@oclif/core'
 
 import {InvalidInputError, NotFoundError} from '../../lib/errors.js'
-import {type DeviceLimits, formatRate, limitFrom} from '../../lib/folders/bandwidth.js'
+import {describeLimit, type DeviceLimits} from '../../lib/folders/bandwidth.js'
 import {projectFolderStates, type ProjectFolderState} from '../../lib/folders/device.js'
 import {listFolders, type FolderState} from '../../lib/syncthing/folders.js'
 
 export default class SyncList extends BaseCommand<typeof SyncList> {
   static override summary = "List the project's folders (shared, offered, declined) and every Syncthing folder here."
-  static override description = 'First the joined project\'s folders: shared here (with size and state), offered by another device (`vidsync sync accept NAME`), declined, available (no device offers it yet) or without access. A receive-only device never sends its local changes: their count shows, and `vidsync sync revert NAME` undoes them. Then this device\'s upload and download limits and where each comes from (its own `vidsync sync limit`, the project\'s default, or none), and every folder of this Syncthing with how complete it is.'
+  static override description = 'First the joined project\'s folders: shared here (with size and state), offered by another device (`vidsync sync accept NAME`), declined, available (no device offers it yet) or without access. A receive-only device never sends its local changes: their count shows, and `vidsync sync revert NAME` undoes them. Then this device\'s upload and download limits and where each comes from (its own `vidsync sync limit`, the project\'s default, or none; with several projects joined, the smallest of their limits and the project it belongs to), and every folder of this Syncthing with how complete it is.'
   static override examples = ['<%= config.bin %> <%= command.id %>', '<%= config.bin %> <%= command.id %> --json']
 
   static override flags = {...connectionFlags, ...tableFlags, project: Flags.string({summary: 'Joined project [default: the only one joined].'})}
@@ -42,7 +42,7 @@ export default class SyncList extends BaseCommand<typeof SyncList> {
       }
     }
     const {bandwidth} = joined
-    if (bandwidth) this.log(`Bandwidth: upload ${formatRate(bandwidth.upKiBps)} (${limitFrom[bandwidth.upFrom]}), download ${formatRate(bandwidth.downKiBps)} (${limitFrom[bandwidth.downFrom]}).`)
+    if (bandwidth) this.log(`Bandwidth: upload ${describeLimit(bandwidth, 'up')}, download ${describeLimit(bandwidth, 'down')}.`)
     if (folders.length === 0) {
       this.log('No shared folders: add one with `vidsync sync add <folder>`.')
     } else {

@@ -1,8 +1,8 @@
 import type {ManifestSyncLimits} from '../bundle/manifest.js'
 import {InvalidInputError, NotFoundError} from '../errors.js'
-import {type DeviceSettings, JoinedProject} from '../project/joined-project.js'
+import {type DeviceSettings, JoinedProject, joinedProjectNames, projectDir} from '../project/joined-project.js'
 import type {ControlPlane} from '../store/control-plane.js'
-import type {SyncthingClient} from '../syncthing/client.js'
+import type {OptionsConfig, SyncthingClient} from '../syncthing/client.js'
 import {projectFolderSettings, setProjectSyncLimits} from './store.js'
 
 const bitUnits: Record<string, number> = {kbit: 1e3, mbit: 1e6, gbit: 1e9}
@@ -40,18 +40,30 @@ export interface BandwidthLimits {
 /** Where a limit comes from: this device's own, the project's default, or neither (no limit). */
 export type LimitSource = 'device' | 'project' | 'none'
 
-/** A limit's source as people read it. */
-export const limitFrom: Record<LimitSource, string> = {device: "this device's", project: "the project's default", none: 'no limit set'}
-
-export interface EffectiveLimits extends BandwidthLimits {
+/** One project's limits on this device (KiB/s, 0: none) and where each comes from. */
+export interface ProjectLimits {
+  upKiBps: number
+  downKiBps: number
   upFrom: LimitSource
   downFrom: LimitSource
 }
 
+/**
+ * The limits Syncthing applies. They are Syncthing-wide, and one Syncthing serves every project
+ * joined here: per direction the smallest of the joined projects' limits holds (a project without
+ * one constrains nothing), and `upProject`/`downProject` name the project it comes from (null: none).
+ */
+export interface DeviceLimits extends ProjectLimits {
+  upProject: string | null
+  downProject: string | null
+}
+
+export interface EffectiveLimits extends DeviceLimits, BandwidthLimits {}
+
 type OwnLimits = NonNullable<DeviceSettings['limits']>
 
 /** Per direction: this device's own limit, else the project's default, else none. */
-export function effectiveLimits(own: OwnLimits, project: ManifestSyncLimits | undefined): DeviceLimits {
+export function effectiveLimits(own: OwnLimits, project: ManifestSyncLimits | undefined): ProjectLimits {
   const pick = (mine: number | undefined, theirs: number | null | undefined): [number, LimitSource] =>
     mine === undefined ? (theirs ? [theirs, 'project'] : [0, 'none']) : [mine, 'device']
   const [upKiBps, upFrom] = pick(own.upKiBps, project?.upKiBps)
@@ -59,9 +71,33 @@ export function effectiveLimits(own: OwnLimits, project: ManifestSyncLimits | un
   return {upKiBps, downKiBps, upFrom, downFrom}
 }
 
-/** Sets Syncthing's limits to `own` over the project's defaults (only what differs is written). */
-async function applyLimits(client: SyncthingClient, own: OwnLimits, project: ManifestSyncLimits | undefined): Promise<EffectiveLimits> {
-  const wanted = effectiveLimits(own, project)
+/** Every project joined in `home` that opens (a broken one is skipped: it cannot be synced either). */
+async function joinedProjects(home: string): Promise<JoinedProject[]> {
+  const opened = await Promise.all((await joinedProjectNames(home)).map((name) => JoinedProject.open(projectDir(home, name)).catch(() => undefined)))
+  return opened.filter((project) => project !== undefined)
+}
+
+/** Per direction the smallest limit of the joined projects (names sorted: a tie goes to the first), as Syncthing must apply it. */
+export async function deviceLimits(home: string): Promise<DeviceLimits> {
+  const result: DeviceLimits = {upKiBps: 0, downKiBps: 0, upFrom: 'none', downFrom: 'none', upProject: null, downProject: null}
+  for (const project of await joinedProjects(home)) {
+    const limits = effectiveLimits((await project.settings()).limits ?? {}, project.manifest.syncLimits)
+    if (limits.upKiBps > 0 && (result.upKiBps === 0 || limits.upKiBps < result.upKiBps)) Object.assign(result, {upKiBps: limits.upKiBps, upFrom: limits.upFrom, upProject: project.name})
+    if (limits.downKiBps > 0 && (result.downKiBps === 0 || limits.downKiBps < result.downKiBps)) Object.assign(result, {downKiBps: limits.downKiBps, downFrom: limits.downFrom, downProject: project.name})
+  }
+  return result
+}
+
+/** One direction as people read it: "8.0mbit (project films's default)". */
+export function describeLimit(limits: DeviceLimits, direction: 'up' | 'down'): string {
+  const [rate, from, project] = direction === 'up' ? [limits.upKiBps, limits.upFrom, limits.upProject] : [limits.downKiBps, limits.downFrom, limits.downProject]
+  const source = from === 'none' || project === null ? 'no limit set' : from === 'device' ? `this device's for project ${project}` : `project ${project}'s default`
+  return `${formatRate(rate)} (${source})`
+}
+
+/** Sets Syncthing's limits to what the joined projects' settings and defaults make them (only what differs is written). */
+async function applyLimits(client: SyncthingClient, home: string): Promise<EffectiveLimits> {
+  const wanted = await deviceLimits(home)
   const current = await client.options()
   if (Number(current.maxSendKbps ?? 0) !== wanted.upKiBps || Number(current.maxRecvKbps ?? 0) !== wanted.downKiBps || current.limitBandwidthInLan !== true) {
     await client.patchOptions({maxSendKbps: wanted.upKiBps, maxRecvKbps: wanted.downKiBps, limitBandwidthInLan: true})
@@ -71,22 +107,25 @@ async function applyLimits(client: SyncthingClient, own: OwnLimits, project: Man
 
 /**
  * The reconcile loop's part: the project's default limits apply where this device set none of its
- * own. The first time, limits already set in Syncthing (`sync limit` before vidsync kept them) are
- * taken as the device's own. Undefined when there is nothing to manage (no default known, none set).
+ * own, and Syncthing gets the smallest of all joined projects' limits. The first time, limits
+ * already set in Syncthing (`sync limit` before vidsync kept them) are taken as this project's own,
+ * unless another joined project keeps limits (then they are that project's). Undefined when there
+ * is nothing to manage (no default known, none set).
  */
-export async function followProjectLimits(options: {client: SyncthingClient; project: JoinedProject}): Promise<EffectiveLimits | undefined> {
-  const {client, project} = options
+export async function followProjectLimits(options: {client: SyncthingClient; home: string; project: JoinedProject}): Promise<EffectiveLimits | undefined> {
+  const {client, home, project} = options
   const settings = await project.settings()
-  let own = settings.limits
-  if (own === undefined) {
-    const current = await client.options()
+  if (settings.limits === undefined) {
+    const others = (await joinedProjects(home)).filter((other) => other.name !== project.name)
+    const othersKeepLimits = (await Promise.all(others.map(async (other) => (await other.settings()).limits !== undefined))).includes(true)
+    const current: Partial<OptionsConfig> = othersKeepLimits ? {} : await client.options()
     const up = Number(current.maxSendKbps ?? 0)
     const down = Number(current.maxRecvKbps ?? 0)
-    own = {...(up > 0 ? {upKiBps: up} : {}), ...(down > 0 ? {downKiBps: down} : {})}
-    if (project.manifest.syncLimits === undefined && Object.keys(own).length === 0) return undefined
+    const own = {...(up > 0 ? {upKiBps: up} : {}), ...(down > 0 ? {downKiBps: down} : {})}
+    if (project.manifest.syncLimits === undefined && Object.keys(own).length === 0 && !othersKeepLimits) return undefined
     await project.saveSettings({...settings, limits: own})
   }
-  return applyLimits(client, own, project.manifest.syncLimits)
+  return applyLimits(client, home)
 }
 
 /** A device's rate flag: a rate or none (this device's own), or "default" (the project's). */
@@ -94,8 +133,8 @@ const ownRate = (text: string, what: string): number | undefined => (text.trim()
 
 /**
  * `sync limit`: records this device's own limits in its joined project (`default` or `reset`
- * gives a direction back to the project's default) and applies them. Without a joined project
- * the limits go to Syncthing alone.
+ * gives a direction back to the project's default) and applies the smallest of all joined
+ * projects' limits. Without a joined project the limits go to Syncthing alone.
  */
 export async function setDeviceLimits(options: {client: SyncthingClient; home: string; project?: string; up?: string; down?: string; reset?: boolean}): Promise<EffectiveLimits> {
   const project = await JoinedProject.find({home: options.home, project: options.project}).catch((error: unknown) => {
@@ -111,16 +150,13 @@ export async function setDeviceLimits(options: {client: SyncthingClient; home: s
     if (rate === undefined) delete own[key]
     else own[key] = rate
   }
-  await project?.saveSettings({...settings, limits: own})
-  return applyLimits(options.client, own, project?.manifest.syncLimits)
-}
-
-/** The limits this device applies (KiB/s, 0: none) and where each comes from. */
-export type DeviceLimits = Omit<EffectiveLimits, 'limitBandwidthInLan'>
-
-/** The limits this device applies now and where each comes from (for `sync list`). */
-export async function deviceLimits(project: JoinedProject): Promise<DeviceLimits> {
-  return effectiveLimits((await project.settings()).limits ?? {}, project.manifest.syncLimits)
+  if (!project) {
+    const limits = effectiveLimits(own, undefined)
+    await options.client.patchOptions({maxSendKbps: limits.upKiBps, maxRecvKbps: limits.downKiBps, limitBandwidthInLan: true})
+    return {...limits, upProject: null, downProject: null, limitBandwidthInLan: true}
+  }
+  await project.saveSettings({...settings, limits: own})
+  return applyLimits(options.client, options.home)
 }
 
 /** Operator: the project's default limits for devices without their own ("none" or "default": no default). Unnamed directions keep theirs. */

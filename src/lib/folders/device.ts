@@ -442,7 +442,7 @@ export async function projectFolderStates(options: {client: SyncthingClient; hom
       return {...base, state, path: null, sizeBytes: folder.sizeBytes ?? null, syncState: null, localChanges: null}
     }),
   )
-  return {project: manifest.project, folders, bandwidth: await deviceLimits(joined)}
+  return {project: manifest.project, folders, bandwidth: await deviceLimits(options.home)}
 }
 
 export interface RevertResult {

@@ -1,6 +1,6 @@
 import {Chalk} from 'chalk'
 
-import {formatRate, limitFrom} from '../folders/bandwidth.js'
+import {describeLimit} from '../folders/bandwidth.js'
 import type {DeviceStatus} from '../up/status.js'
 import {formatWhen} from './time.js'
 
@@ -49,7 +49,7 @@ export function renderStatus(status: DeviceStatus, options: {color: boolean}): s
     lines.push(`rate      in ${formatBytes(status.rate.inBytesPerSecond)}/s, out ${formatBytes(status.rate.outBytesPerSecond)}/s`)
   }
   const {bandwidth} = status
-  lines.push(`limits    up ${formatRate(bandwidth.upKiBps)} (${limitFrom[bandwidth.upFrom]}), down ${formatRate(bandwidth.downKiBps)} (${limitFrom[bandwidth.downFrom]})`)
+  lines.push(`limits    up ${describeLimit(bandwidth, 'up')}, down ${describeLimit(bandwidth, 'down')}`)
   lines.push(`folders   ${syncthing.folders.length}`)
   for (const folder of syncthing.folders) {
     const done = folder.globalBytes - folder.needBytes

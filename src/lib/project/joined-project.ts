@@ -343,19 +343,22 @@ export async function replaceCertificate(project: JoinedProject, certPem: string
   return project.update({...project.manifest, fingerprint: cert.fingerprint, notAfter: cert.notAfter})
 }
 
+/** The names of the projects joined in `home`, sorted. */
+export async function joinedProjectNames(home: string): Promise<string[]> {
+  const entries = await readdir(projectsDir(home), {withFileTypes: true}).catch(() => [])
+  return entries.filter((entry) => entry.isDirectory() && !entry.name.startsWith('.')).map((entry) => entry.name).sort()
+}
+
 /** The directory of PROJECT, or of the only joined project when none is named. */
 export async function resolveProjectDir(options: {home: string; project?: string}): Promise<string> {
-  const joined = await readdir(projectsDir(options.home), {withFileTypes: true}).then(
-    (entries) => entries.filter((entry) => entry.isDirectory() && !entry.name.startsWith('.')).map((entry) => entry.name),
-    (): string[] => [],
-  )
+  const joined = await joinedProjectNames(options.home)
   const name = options.project ?? (joined.length === 1 ? joined[0] : undefined)
   if (name !== undefined && joined.includes(name)) return projectDir(options.home, name)
   if (options.project !== undefined) {
     throw new NotFoundError(`project "${options.project}" is not joined in ${options.home}: run \`vidsync join <bundle>\` first`)
   }
   if (joined.length === 0) throw new NotFoundError(`no project is joined in ${options.home}: run \`vidsync join <bundle>\` first`)
-  throw new InvalidInputError(`several projects are joined (${joined.sort().join(', ')}): name the one you mean`)
+  throw new InvalidInputError(`several projects are joined (${joined.join(', ')}): name the one you mean`)
 }
 
 /** The project installed in `dir` (for code that is given a directory). */

@@ -75,7 +75,7 @@ export async function deviceStatus(options: {home: string; project?: string; pre
   const overlayPeers = await overlayPeersOf(project, overlay)
   const versions = await toolReports({projectDir: dir})
   const certificates = await certificateCheck({home: options.home, project})
-  const bandwidth = await deviceLimits(project)
+  const bandwidth = await deviceLimits(options.home)
   let syncthing: DeviceStatus['syncthing']
   try {
     const {client} = await connectSyncthing({vidsyncHome: options.home})

@@ -149,7 +149,7 @@ export async function reconcile(options: ReconcileOptions): Promise<ReconcileRes
   await shareWithProjectDevices({client, projectCidr: manifest.cidr, folders: legacy})
   const {autoAccept, folderRoot} = await project.settings()
   const folderPass = await applyProjectFolders({client, manifest, userHome: options.userHome, autoAccept, folderRoot})
-  const bandwidth = await followProjectLimits({client, project})
+  const bandwidth = await followProjectLimits({client, home: options.home, project})
   const all = await projectFolders({client, project: manifest.project, projectCidr: manifest.cidr})
   return {...(refresh ? {refresh} : {}), ...(renewal ? {renewal} : {}), folders: all, accepted, ignored, projectFolders: folderPass, ...(bandwidth ? {bandwidth} : {}), removed, certificateWarnings}
 }
