@@ -25,7 +25,7 @@ import {deviceStatus} from '../src/lib/up/status.js'
 import {renderStatus} from '../src/lib/output/status.js'
 import {deviceTokenPath} from '../src/lib/join/invite.js'
 import {newSecret, sha256Hex} from '../src/lib/invites/secrets.js'
-import {createFolder, projectFolderSettings} from '../src/lib/folders/store.js'
+import {createFolder, listProjectFolders, projectFolderSettings} from '../src/lib/folders/store.js'
 import {ControlPlane, SqlRpc} from '../src/lib/store/control-plane.js'
 import {loadMigrations, migrate} from '../src/lib/store/migrate.js'
 import {PostgresClient} from '../src/lib/store/sql-client.js'
@@ -389,6 +389,9 @@ describe('project folders on devices (real Syncthing x3)', function () {
       await writeFile(deviceTokenPath(devices.b.home, 'films'), `${token}\n`, {mode: 0o600})
 
       const dir = join(devices.b.userHome, 'Dailies')
+      // A directory that cannot be shared creates no folder in the project: the directory is checked first.
+      expect((await expectRejects(shareProjectFolder({client: devices.b.client, home: devices.b.home, path: dir, controlPlane}), InvalidInputError)).message).to.match(/does not exist/)
+      expect(await listProjectFolders(controlPlane, {project: 'films'})).to.deep.equal([])
       await mkdir(dir)
       const shared = await shareProjectFolder({client: devices.b.client, home: devices.b.home, path: dir, controlPlane})
       expect(shared).to.include({name: 'dailies', mode: 'send-receive'})

@@ -19,7 +19,8 @@ async function processUid(pid: number): Promise<number | undefined> {
 /**
  * The README's flow for a person who is not root, for real: a throw-away user with sudo runs
  * `key create`, `join`, `sudo vidsync up`, `sync add` in a network namespace, against a lighthouse
- * and a second device run as root the way the other end-to-end tests run them.
+ * and a second device run as root the way the other end-to-end tests run them. Being no root, the
+ * user is also refused a directory it cannot write (root writes anywhere, so only here can it be tested).
  */
 describe('e2e: a non-root user follows the README with sudo', function () {
   this.timeout(600_000)
@@ -103,6 +104,27 @@ describe('e2e: a non-root user follows the README with sudo', function () {
     expect(up.json.installed[2]).to.match(new RegExp(`^agent for sudo as ${user} \\(pid \\d+; systemd is not the init system here .*; it does not start at login\\)$`))
     note(`sudo vidsync up installed: ${up.json.installed.join(' | ')}`)
     mesh.overlayIps.u = up.json.overlayIp
+
+    // Bad input: a directory this user cannot write (root's), to share or to accept an offer into,
+    // or to create one in: one line, exit 2 (invalid input), nothing in Syncthing, nothing on disk.
+    const locked = join(home, '..', 'locked')
+    await mkdir(locked, {mode: 0o755})
+    const folderCount = async () => (await mesh.rest('u', 'GET', '/rest/config/folders')).length
+    const before = await folderCount()
+    const notWritable = `${locked} is not writable by this user: Syncthing could not write what peers send`
+    const add = await asUser(['sync', 'add', locked])
+    expect([add.exitCode, add.json?.error?.message], add.stdout).to.deep.equal([2, notWritable])
+    await waitFor('shared offered to the user', async () => {
+      const {json} = await asUser(['sync', 'list'])
+      return json?.projectFolders?.find((folder: {name: string; state: string}) => folder.name === 'shared' && folder.state === 'offered')
+    }, {timeoutMs: 120_000, intervalMs: 1000})
+    const accept = await asUser(['sync', 'accept', 'shared', locked])
+    expect([accept.exitCode, accept.json?.error?.message], accept.stdout).to.deep.equal([2, notWritable])
+    const inside = join(locked, 'shared')
+    const acceptNew = await asUser(['sync', 'accept', 'shared', inside])
+    expect([acceptNew.exitCode, acceptNew.json?.error?.message], acceptNew.stdout).to.deep.equal([2, `cannot create ${inside}: ${locked} is not writable by this user`])
+    expect(await stat(inside).catch(() => undefined)).to.equal(undefined)
+    expect(await folderCount()).to.equal(before)
 
     const shared = join(home, 'shared')
     await mkdir(shared)

@@ -12,7 +12,7 @@ import type {FolderConfig, FolderType, SyncthingClient} from '../syncthing/clien
 import {formatBytes} from '../output/status.js'
 import {deviceLimits, type DeviceLimits} from './bandwidth.js'
 import {freeSpace} from '../platform/index.js'
-import {addFolder, type AddFolderResult, checkShareableDir, minDiskFreeBytes, type Peer, projectDeviceIds} from '../syncthing/folders.js'
+import {addFolder, type AddFolderResult, checkShareableDir, checkWritableDir, minDiskFreeBytes, type Peer, projectDeviceIds} from '../syncthing/folders.js'
 import {type AccessMode, checkFolderName, deviceCreateFolder, deviceFolderReport, deviceFolders, withSizes} from './store.js'
 
 /** Syncthing's folder ID of a project folder: the same on every device, whatever the local path. */
@@ -227,6 +227,8 @@ export async function shareProjectFolder(options: ShareFolderOptions): Promise<S
   const project = await JoinedProject.find({home: options.home, project: options.project})
   const {manifest} = project
   const path = resolve(options.path)
+  // Before the folder is looked up or created in the project: a directory that cannot be shared leaves nothing behind.
+  await checkWritableDir(path, options.path)
   const folder = await findOrCreate({home: options.home, project, name, controlPlane: options.controlPlane})
   accessibleType(manifest, folder)
   const folderId = syncthingFolderId(manifest.project, folder.id)

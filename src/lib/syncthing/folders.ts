@@ -182,15 +182,20 @@ export function isWithin(inner: string, outer: string): boolean {
   return rel === '' || (!rel.startsWith('..') && !rel.startsWith('/') && rel !== '..' && !/^[a-zA-Z]:/.test(rel))
 }
 
+/** Refuses a directory that is missing, a file, or not writable by this user (what the disk alone says). */
+export async function checkWritableDir(path: string, shown = path): Promise<void> {
+  const info = await stat(path).catch(() => undefined)
+  if (!info) throw new InvalidInputError(`${shown} does not exist: create the directory first`)
+  if (!info.isDirectory()) throw new InvalidInputError(`${shown} is not a directory`)
+  if (!(await access(path, constants.W_OK).then(() => true, () => false))) throw new InvalidInputError(`${shown} is not writable by this user: Syncthing could not write what peers send`)
+}
+
 /**
  * Refuses, before anything is written, a directory that cannot be shared as `folderId`: missing,
  * a file, not writable, or inside (or around) a directory another folder shares.
  */
 export async function checkShareableDir(client: SyncthingClient, path: string, folderId: string, shown = path): Promise<void> {
-  const info = await stat(path).catch(() => undefined)
-  if (!info) throw new InvalidInputError(`${shown} does not exist: create the directory first`)
-  if (!info.isDirectory()) throw new InvalidInputError(`${shown} is not a directory`)
-  if (!(await access(path, constants.W_OK).then(() => true, () => false))) throw new InvalidInputError(`${shown} is not writable by this user: Syncthing could not write what peers send`)
+  await checkWritableDir(path, shown)
   for (const other of await client.folders()) {
     if (other.id === folderId) continue
     if (isWithin(path, other.path) || isWithin(other.path, path)) {
