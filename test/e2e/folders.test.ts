@@ -1,23 +1,28 @@
 import {randomBytes} from 'node:crypto'
-import {mkdir, writeFile} from 'node:fs/promises'
+import {mkdir, readFile, writeFile} from 'node:fs/promises'
 import {join} from 'node:path'
 import {setTimeout as sleep} from 'node:timers/promises'
 
 import {expect} from 'chai'
 
-import {fileHash, Mesh, sha256, waitFor} from './helpers.js'
+import {arrivalRate, fileHash, Mesh, sha256, waitFor} from './helpers.js'
 
 const note = (text: string) => process.stdout.write(`      · ${text}\n`)
+
+const MiB = 1024 * 1024
 
 /**
  * Project folders (issue 13) end to end, with real nebula and Syncthing in network namespaces and
  * the CLI as the operator and users run it: a and b share differently named directories as the
- * project folder "footage"; "renders" (auto-accept) reaches the others on its own; c joins later in
- * group viewers, finds footage offered, accepts it (receive-only) and never sends its local edits.
+ * project folder "footage"; "renders" (auto-accept) reaches the others on its own; on the lab's
+ * 100 mbit links a's upload limit holds, and an ignore pattern added on a stops files everywhere; c
+ * joins later in group viewers, finds footage offered, accepts it (receive-only) and never sends
+ * its local edits.
  */
 describe('e2e: project folders across devices with differently named directories', function () {
   this.timeout(600_000)
-  const mesh = new Mesh({project: 'pf', cidr: '10.99.13.0/24', devices: ['a', 'b', 'c'], ownHomes: true})
+  // Every underlay link at 100 mbit (tc tbf), so that a limit below it is what holds, not the machine.
+  const mesh = new Mesh({project: 'pf', cidr: '10.99.13.0/24', devices: ['a', 'b', 'c'], ownHomes: true, shaping: {rate: 100e6}})
   const dirs: Record<string, string> = {}
   let footageId = ''
   let rendersId = ''
@@ -28,6 +33,12 @@ describe('e2e: project folders across devices with differently named directories
   }
 
   const scan = (node: string) => mesh.rest(node, 'POST', `/rest/db/scan?folder=${encodeURIComponent(footageId)}`)
+  /** Whether a device's Syncthing has `name` in footage's index at all (any device's version): false on its 404. */
+  const knows = (node: string, name: string) =>
+    mesh.rest(node, 'GET', `/rest/db/file?folder=${encodeURIComponent(footageId)}&file=${encodeURIComponent(name)}`).then(
+      () => true,
+      (error: Error) => (/: 404 /.test(error.message) ? false : Promise.reject(error)),
+    )
 
   before(async function () {
     this.timeout(300_000)
@@ -78,6 +89,42 @@ describe('e2e: project folders across devices with differently named directories
     expect(accepted).to.include({path: join(mesh.homes.b ?? '', 'vidsync', mesh.project, 'renders'), type: 'sendreceive'})
   })
 
+  it("a's upload limit (`sync limit --up`) holds within 10% on a 100 mbit link, measured as b receives", async () => {
+    // Syncthing counts its limit in KiB/s of its protocol's bytes inside TLS: about the file's bytes.
+    // Nebula, TLS and TCP/IP add some 7% on the wire (bench/limits.ts measures it), which the limit does not count.
+    for (const [limit, sizeMiB] of [['20mbit', 12], ['8mbit', 5]] as const) {
+      const {upKiBps} = (await mesh.must('a', ['sync', 'limit', '--up', limit])).json
+      const data = randomBytes(sizeMiB * MiB)
+      const name = `limited-${limit}.mov`
+      await writeFile(join(dirs.a ?? '', name), data)
+      await scan('a')
+      const {bytesPerSecond, totalSeconds} = await arrivalRate(dirs.b ?? '', name, data.length)
+      const ratio = bytesPerSecond / (upKiBps * 1024)
+      note(`limit ${limit} (${upKiBps} KiB/s): ${sizeMiB} MiB arrived on b at ${((bytesPerSecond * 8) / 1e6).toFixed(2)} mbit/s between 10% and 90% (${ratio.toFixed(3)} of the limit), ${totalSeconds.toFixed(1)} s in all`)
+      expect(ratio, `${limit}: received at ${ratio.toFixed(3)} of the limit`).to.be.within(0.9, 1.1)
+      await arrives('b', name, data)
+    }
+    await mesh.must('a', ['sync', 'limit', '--up', 'none'])
+  })
+
+  it('an ignore pattern added on a reaches b and stops files made on either', async () => {
+    const ignoreFile = join(dirs.a ?? '', '.vidsync-ignore')
+    await writeFile(ignoreFile, `${await readFile(ignoreFile, 'utf8')}(?d)*.proxy\n`)
+    await scan('a')
+    await waitFor('the new pattern on b', async () => ((await readFile(join(dirs.b ?? '', '.vidsync-ignore'), 'utf8').catch(() => '')).includes('*.proxy') ? true : undefined), {timeoutMs: 60_000})
+    await writeFile(join(dirs.b ?? '', 'take1.proxy'), 'a proxy made on b')
+    await writeFile(join(dirs.b ?? '', 'marker.txt'), 'made with the proxy')
+    await writeFile(join(dirs.a ?? '', 'take2.proxy'), 'a proxy made on a')
+    await scan('a')
+    await scan('b')
+    // marker.txt went in the same scan of b as take1.proxy: once it is on a, so is b's index of that scan.
+    await arrives('a', 'marker.txt', Buffer.from('made with the proxy'), 60_000)
+    expect(await knows('a', 'take1.proxy')).to.equal(false)
+    expect(await knows('b', 'take2.proxy')).to.equal(false)
+    expect(await fileHash(join(dirs.a ?? '', 'take1.proxy'))).to.equal(undefined)
+    expect(await fileHash(join(dirs.b ?? '', 'take2.proxy'))).to.equal(undefined)
+  })
+
   it('c joins later as a viewer: renders arrives on its own, footage is offered and accepted receive-only, c\'s edits are never sent', async () => {
     const bundle = await mesh.register('c', await mesh.prepare('c'), '--groups', 'viewers')
     await mesh.bringUp('c', bundle)
@@ -96,6 +143,11 @@ describe('e2e: project folders across devices with differently named directories
     expect(accepted).to.include({path: dirs.c, type: 'receiveonly', folderId: footageId})
     const take1 = await fileHash(join(dirs.a ?? '', 'take1.mov'), 4 * 1024 * 1024)
     await waitFor('take1.mov on c', async () => ((await fileHash(join(dirs.c ?? '', 'take1.mov'), 4 * 1024 * 1024)) === take1 ? true : undefined), {timeoutMs: 120_000})
+    // The pattern a added reached c with the folder: the proxies made on a and b are nowhere on c.
+    await arrives('c', 'marker.txt', Buffer.from('made with the proxy'))
+    expect(await readFile(join(dirs.c, '.vidsync-ignore'), 'utf8')).to.include('(?d)*.proxy')
+    expect(await knows('c', 'take1.proxy')).to.equal(false)
+    expect(await knows('c', 'take2.proxy')).to.equal(false)
 
     // A local edit on c: counted by `sync list`, never sent to a or b.
     await writeFile(join(dirs.c, 'take1.mov'), 'edited on the viewer')

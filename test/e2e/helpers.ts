@@ -6,6 +6,7 @@ import {expect} from 'chai'
 
 import {pollUntil} from '../../src/lib/poll.js'
 import {cli, root} from '../helpers/cli.js'
+import type {Shaping} from '../../src/lib/lab/netns.js'
 import {createLab, type Lab, removeLab, runIn} from '../helpers/netns.js'
 import {removeTempDirs, tempDir} from '../helpers/temp.js'
 
@@ -52,6 +53,37 @@ export async function fileHash(path: string, size?: number): Promise<string | un
   return data && sha256(data)
 }
 
+export interface ArrivalRate {
+  /** Bytes per second between the samples where 10% and 90% of the file had arrived. */
+  bytesPerSecond: number
+  /** From the first byte on disk to the file complete. */
+  totalSeconds: number
+}
+
+/**
+ * How fast a file of `size` bytes arrives in `dir`, measured on the receiver's disk: Syncthing
+ * writes the blocks it pulls into a sparse temp file (.syncthing.NAME.tmp, its allocated blocks are
+ * the bytes received) and renames it once complete. Sampled every 20 ms; the rate is taken between
+ * 10% and 90% so that the start (Syncthing's limiter lets a burst of 512 KiB through, requests are
+ * pipelined) and the end (hash check, rename) do not count.
+ */
+export async function arrivalRate(dir: string, name: string, size: number, timeoutMs = 120_000): Promise<ArrivalRate> {
+  const samples: {at: number; bytes: number}[] = []
+  const sample = async (): Promise<ArrivalRate | undefined> => {
+    const at = performance.now()
+    const complete = (await stat(join(dir, name)).catch(() => undefined))?.size === size
+    const temp = complete ? undefined : await stat(join(dir, `.syncthing.${name}.tmp`)).catch(() => undefined)
+    const bytes = complete ? size : Math.min(size, (temp?.blocks ?? 0) * 512)
+    if (bytes > 0) samples.push({at, bytes})
+    if (!complete) return undefined
+    const first = samples[0] ?? {at, bytes}
+    const crossing = (fraction: number) => samples.find((entry) => entry.bytes >= fraction * size) ?? {at, bytes}
+    const [low, high] = [crossing(0.1), crossing(0.9)]
+    return {bytesPerSecond: high.at > low.at ? ((high.bytes - low.bytes) * 1000) / (high.at - low.at) : Number.NaN, totalSeconds: (at - first.at) / 1000}
+  }
+  return pollUntil(sample, {timeoutMs, intervalMs: 20, what: `${name} whole in ${dir}`})
+}
+
 export interface RunResult {
   exitCode: number | undefined
   // eslint-disable-next-line @typescript-eslint/no-explicit-any
@@ -95,6 +127,8 @@ export interface MeshOptions {
   ownHomes?: boolean
   /** The lighthouse also relays (`lighthouse add --relay`) for devices that cannot reach each other. */
   relay?: boolean
+  /** Every node's underlay link shaped with tc (rate in bit/s, delay), as `vidsync lab up --rate` does. */
+  shaping?: Shaping
 }
 
 /**
@@ -119,6 +153,7 @@ export class Mesh {
   readonly env: Record<string, string>
   readonly ownHomes: boolean
   readonly relay: boolean
+  readonly shaping: Shaping | undefined
 
   constructor(options: MeshOptions) {
     this.project = options.project
@@ -127,6 +162,7 @@ export class Mesh {
     this.env = options.env ?? {}
     this.ownHomes = options.ownHomes ?? false
     this.relay = options.relay ?? false
+    this.shaping = options.shaping
   }
 
   /** Syncthing's ID of the project folder "shared" that `start` creates: <project>.<its stable ID>. */
@@ -168,7 +204,7 @@ export class Mesh {
 
   /** The lab, the operator's project and a running lighthouse. */
   async start(): Promise<void> {
-    this.lab = await createLab(['lh', ...this.devices])
+    this.lab = await createLab(['lh', ...this.devices], this.shaping)
     this.operator = await tempDir()
     for (const node of ['lh', ...this.devices]) this.homes[node] = await tempDir()
     this.caFingerprint = (await this.admin('ca', 'init')).fingerprint

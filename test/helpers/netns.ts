@@ -1,13 +1,14 @@
 import {execa} from 'execa'
 
-import {createNetns, type Netns, removeNetns} from '../../src/lib/lab/netns.js'
+import {createNetns, type Netns, removeNetns, type Shaping} from '../../src/lib/lab/netns.js'
 
 /** A network lab for tests: see src/lib/lab/netns.ts. */
 export type Lab = Netns
 
 let labCount = 0
 
-export const createLab = (names: string[]): Promise<Lab> => createNetns({prefix: `vst-${process.pid}-${labCount++}-`, nodes: names})
+/** `shaping` applies to every node's link in both directions (see Shaping). */
+export const createLab = (names: string[], shaping?: Shaping): Promise<Lab> => createNetns({prefix: `vst-${process.pid}-${labCount++}-`, nodes: names, shaping})
 
 /** Ends by PID whatever runs in the lab's namespaces, then deletes them by name. Idempotent. */
 export async function removeLab(lab: Lab | undefined): Promise<void> {
