@@ -58,8 +58,11 @@ export const run: BenchRun = async ({log}) => {
         const name = `r${round}-${limit}.bin`
         await writeFile(join(a, name), randomBytes(size))
         const sentBefore = await txBytes(mesh.ns('a'))
+        // Watching from before the scan: Syncthing answers the scan request once it is done, when b may be pulling already.
+        const arriving = arrivalRate(b, name, size)
+        arriving.catch(() => undefined) // awaited below; a failed scan must not leave it unhandled
         await mesh.scan('a')
-        const arrival = await arrivalRate(b, name, size)
+        const arrival = await arriving
         const sample = {
           mbps: (arrival.bytesPerSecond * 8) / 1e6,
           ratio: upKiBps > 0 ? arrival.bytesPerSecond / (upKiBps * 1024) : Number.NaN,
