@@ -82,14 +82,14 @@ export const run: BenchRun = async ({log}) => {
       rows.push(result(`no limit, 100 mbit link: received rate (${of})`, median(list.map((sample) => sample.mbps)), 'mbit/s'))
       continue
     }
-    const worst = Math.max(...list.map((sample) => Math.abs(sample.ratio - 1)))
+    const deviations = list.map((sample) => (sample.ratio - 1) * 100)
     rows.push(
       result(`--up ${limit}, 100 mbit link: received rate (${of})`, median(list.map((sample) => sample.mbps)), 'mbit/s'),
-      result(`--up ${limit}: received / limit (${of})`, median(list.map((sample) => sample.ratio)), 'x'),
-      result(`--up ${limit}: worst deviation from the limit over ${rounds} rounds`, worst * 100, '%', ['<', 10]),
+      result(`--up ${limit}: received rate above (+) or below (-) the limit (${of})`, median(deviations), '%'),
+      result(`--up ${limit}: largest deviation from the limit in ${rounds} rounds`, Math.max(...deviations.map(Math.abs)), '%', ['<', 10]),
     )
   }
-  const wire = [...samples.values()].flat().map((sample) => sample.wirePerByte)
-  rows.push(result(`bytes on the sender's underlay per file byte (median of all ${wire.length} transfers)`, median(wire), 'x'))
+  const wire = [...samples.values()].flat().map((sample) => (sample.wirePerByte - 1) * 100)
+  rows.push(result(`bytes on the sender's underlay (Ethernet frames) beyond the file's bytes (median of all ${wire.length} transfers)`, median(wire), '%'))
   return rows
 }
