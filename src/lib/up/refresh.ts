@@ -50,6 +50,8 @@ export class SyncCursor {
   channel?: string
   /** The project's Realtime topic (Supabase), once the control plane said. */
   topic?: string
+  /** This device's status at the last refresh (active, revoked, ...); undefined before the first. */
+  status?: string
   #nextPollAt = 0
   #notified = false
   /** A version this device applied and the control plane has not been told yet. */
@@ -168,6 +170,7 @@ export async function refreshFromControlPlane(options: {
   const sync = await options.controlPlane.deviceSync({token, knownVersion: cursor.version, syncthingId: options.syncthingId, appliedVersion})
   if (appliedVersion !== undefined) cursor.reported(appliedVersion)
   cursor.polled()
+  cursor.status = sync.state === 'unchanged' ? 'active' : sync.status
   const unchanged = {peersChanged: false, lighthousesChanged: false, blocklistChanged: false, casChanged: false, nebulaReloaded: false, revokedSyncthingIds: []}
   if (sync.state === 'unchanged') return {status: 'active', ...unchanged}
   if (sync.state === 'full' && sync.channel) cursor.channel = sync.channel

@@ -128,8 +128,11 @@ export async function reconcile(options: ReconcileOptions): Promise<ReconcileRes
       })
     : undefined
   if (options.controlPlane && refresh?.status === 'active') await refreshFolders({home: options.home, project: options.project, controlPlane: options.controlPlane, client})
+  // Every pass, not only those that refresh (the slow poll is a minute): a short-lived certificate
+  // or a rotation's new CA is noticed within an interval. Reading node.crt is all it costs until due.
+  const active = (refresh?.status ?? options.cursor?.status) === 'active'
   const renewal =
-    options.controlPlane && refresh?.status === 'active'
+    options.controlPlane && active
       ? await renewFromControlPlane({home: options.home, project: options.project, controlPlane: options.controlPlane})
       : undefined
   const project = await JoinedProject.find({home: options.home, project: options.project})
@@ -404,7 +407,8 @@ export async function runAgent(options: AgentOptions): Promise<void> {
         const {renewal} = pass
         if (renewal?.installed) options.log(`certificate renewed: ${renewal.fingerprint} valid until ${renewal.notAfter}${renewal.nebulaReloaded ? '; nebula reloaded' : ''}`)
         else if (renewal?.requested && !state.renewalRequested) {
-          options.log(renewal.keyChange === null || renewal.keyChange === 'none' ? 'a third of the certificate\'s life is left: renewal requested from the signer' : 'a certificate for the new key requested: it waits for the operator\'s approval, then the signer')
+          const reason = renewal.oldCa ? 'the certificate is from an older CA than the newest one trusted' : "a third of the certificate's life is left"
+          options.log(renewal.keyChange === null || renewal.keyChange === 'none' ? `${reason}: renewal requested from the signer` : 'a certificate for the new key requested: it waits for the operator\'s approval, then the signer')
         }
         state.renewalRequested = renewal?.requested ?? false
         logWarnings(pass.certificateWarnings)
