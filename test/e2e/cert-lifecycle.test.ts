@@ -41,10 +41,16 @@ describe('e2e: certificates renew, rotate and revoke under a running transfer (P
   const installed = async (node: string): Promise<{fingerprint: string; notAfter: string}> => JSON.parse(await readFile(join(projectDir(node), 'vidsync.json'), 'utf8'))
 
   before(async function () {
-    const started = Date.now()
+    let last = Date.now()
+    const lap = () => {
+      const since = seconds(Date.now() - last)
+      last = Date.now()
+      return since
+    }
     database = await createThrowawayDatabase('lifecycle')
     mesh = new Mesh({project: 'life', cidr: '10.99.14.0/24', devices, databaseUrl: await socketUrl(database.url)})
     await mesh.start()
+    const lighthouse = lap()
     // The lighthouse (a bundle, no device token) got the default lifetime; the devices get 2 minutes.
     const lifetime = await mesh.admin('project', 'set', mesh.project, '--cert-lifetime', `${lifetimeSeconds / 60}m`)
     expect(lifetime.certLifetime.deviceCertSeconds).to.equal(lifetimeSeconds)
@@ -54,7 +60,9 @@ describe('e2e: certificates renew, rotate and revoke under a running transfer (P
       stdin: 'ignore',
     })
     await mesh.joinWithInvite(devices)
+    const joined = lap()
     await Promise.all(devices.map((node) => mesh.startSharing(node, `${intervalSeconds}s`)))
+    const up = lap()
     for (const node of devices) ids[node] = await mesh.deviceId(node)
     await Promise.all(
       devices.map((node) =>
@@ -72,7 +80,7 @@ describe('e2e: certificates renew, rotate and revoke under a running transfer (P
       ),
     )
     for (const node of ['lh', ...devices]) nebulaPids[node] = await nebulaPid(node)
-    note(`setup: Postgres control plane, lighthouse, 3 devices joined with an invite and meshed in ${seconds(Date.now() - started)}`)
+    note(`setup: Postgres control plane and lighthouse ${lighthouse}, 3 devices joined with an invite ${joined}, up ${up}, meshed ${lap()}`)
   })
 
   afterEach(async function () {
@@ -158,10 +166,11 @@ describe('e2e: certificates renew, rotate and revoke under a running transfer (P
     const rotated = await mesh.admin('ca', 'rotate')
     const rotatedAt = Date.now()
     const newCa = rotated.ca.fingerprint as string
-    // The lighthouse joined from a bundle: the operator renews it and it joins the bundle (nebula reloads).
+    // The lighthouse joined from a bundle: the operator renews it and it joins the bundle (nebula
+    // reloads). Its key came in its first bundle (--generate-key), so it is the installed project's.
     const bundle = join(mesh.operator, 'lh-rotated.zip')
     await mesh.admin('device', 'renew', mesh.project, 'lh', '--duration', '1h', '--out', bundle)
-    expect((await mesh.must('lh', ['join', bundle])).json).to.include({changed: true, nebulaReloaded: true})
+    expect((await mesh.must('lh', ['join', bundle, '--key', join(projectDir('lh'), 'node.key')])).json).to.include({changed: true, nebulaReloaded: true})
     const resigned: Record<string, number> = {}
     await Promise.all(
       devices.map((node) =>
