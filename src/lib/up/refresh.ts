@@ -52,6 +52,8 @@ export class SyncCursor {
   topic?: string
   /** This device's status at the last refresh (active, revoked, ...); undefined before the first. */
   status?: string
+  /** The Syncthing IDs of the project's revoked devices, as of the last change: every pass keeps them out. */
+  revokedSyncthingIds: string[] = []
   #nextPollAt = 0
   #notified = false
   /** A version this device applied and the control plane has not been told yet. */
@@ -179,6 +181,7 @@ export async function refreshFromControlPlane(options: {
   if (sync.status !== 'active') return {status: sync.status, ...unchanged}
   // Asked only when the project changed: a revocation is such a change.
   const revokedSyncthingIds = (await options.controlPlane.deviceRevokedPeers({token})).map((peer) => peer.syncthingId)
+  cursor.revokedSyncthingIds = revokedSyncthingIds
 
   let project = await JoinedProject.find({home: options.home, project: options.project})
   const {manifest} = project

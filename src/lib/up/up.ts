@@ -138,8 +138,11 @@ export async function reconcile(options: ReconcileOptions): Promise<ReconcileRes
   const project = await JoinedProject.find({home: options.home, project: options.project})
   const {manifest} = project
   const {warnings: certificateWarnings} = await certificateCheck({home: options.home, project})
-  // First: a revoked device loses its shares and its place here before anything is shared again.
-  const removed = await removeDevices({client, deviceIds: refresh?.revokedSyncthingIds ?? []})
+  // First: a revoked device loses its shares and its place here before anything is shared again. The
+  // cursor keeps the list for the passes that do not refresh: a revoked device that connects again
+  // before nebula has cut it off (a pending device wakes the loop at once) is removed, never accepted.
+  const revoked = refresh?.revokedSyncthingIds.length ? refresh.revokedSyncthingIds : (options.cursor?.revokedSyncthingIds ?? [])
+  const removed = await removeDevices({client, deviceIds: revoked})
   // The version refreshed is now in nebula and Syncthing alike: the next refresh acknowledges it.
   if (refresh?.status === 'active') options.cursor?.applied()
   const folders = await projectFolders({client, project: manifest.project, projectCidr: manifest.cidr})
@@ -148,7 +151,7 @@ export async function reconcile(options: ReconcileOptions): Promise<ReconcileRes
   const legacy = folders.filter((id) => !id.startsWith(managed))
   const peers = manifest.peers.flatMap((peer) => (peer.syncthingId ? [{deviceId: peer.syncthingId, name: peer.name, overlayIp: peer.ip}] : []))
   await sharePeers({client, projectCidr: manifest.cidr, folders: legacy, peers})
-  const {accepted, ignored} = await acceptPendingDevices({client, projectCidr: manifest.cidr, folders: legacy})
+  const {accepted, ignored} = await acceptPendingDevices({client, projectCidr: manifest.cidr, folders: legacy, refused: revoked})
   await shareWithProjectDevices({client, projectCidr: manifest.cidr, folders: legacy})
   const {autoAccept, folderRoot} = await project.settings()
   const folderPass = await applyProjectFolders({client, manifest, userHome: options.userHome, autoAccept, folderRoot})
