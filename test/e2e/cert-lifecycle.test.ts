@@ -238,8 +238,9 @@ describe('e2e: certificates renew, rotate and revoke under a running transfer (P
       ),
     )
     note(`revoke: c removed from Syncthing on a after ${seconds(removed.a ?? 0)}, on b after ${seconds(removed.b ?? 0)} (loop interval ${intervalSeconds} s)`)
-    // Pushed (LISTEN/NOTIFY), so the next pass applies it; a REST round trip into the namespace adds up to a second.
-    for (const node of ['a', 'b']) expect(removed[node], `c's removal on ${node}, in ms`).to.be.at.most(intervalSeconds * 1000 + 2000)
+    // Pushed (LISTEN/NOTIFY), so the next pass applies it. Measured 3.7 to 3.9 s on a loaded 2-core
+    // machine: the pass, plus this test's look (each REST call starts a node process in the namespace).
+    for (const node of ['a', 'b']) expect(removed[node], `c's removal on ${node}, in ms`).to.be.at.most(intervalSeconds * 1000 + 3000)
 
     await waitFor('c cut off from a and b', async () => ((await mesh.reaches('c', 'a')) || (await mesh.reaches('c', 'b')) ? undefined : true), {timeoutMs: 30_000, intervalMs: 500})
     const acks = await waitFor(
