@@ -129,7 +129,7 @@ export async function reconcile(options: ReconcileOptions): Promise<ReconcileRes
     : undefined
   if (options.controlPlane && refresh?.status === 'active') await refreshFolders({home: options.home, project: options.project, controlPlane: options.controlPlane, client})
   // Every pass, not only those that refresh (the slow poll is a minute): a short-lived certificate
-  // or a rotation's new CA is noticed within an interval. Reading node.crt is all it costs until due.
+  // or a rotation's new CA is noticed within an interval, at one small call (the control plane's clock) a pass.
   const active = (refresh?.status ?? options.cursor?.status) === 'active'
   const renewal =
     options.controlPlane && active
