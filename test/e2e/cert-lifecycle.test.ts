@@ -1,6 +1,7 @@
 import {randomBytes} from 'node:crypto'
 import {readFile, writeFile} from 'node:fs/promises'
 import {join} from 'node:path'
+import {setTimeout as sleep} from 'node:timers/promises'
 
 import {expect} from 'chai'
 import {execa, type ResultPromise} from 'execa'
@@ -116,7 +117,7 @@ describe('e2e: certificates renew, rotate and revoke under a running transfer (P
           const history = seen[node] ?? []
           if (history.at(-1)?.fingerprint !== fingerprint) history.push({fingerprint, at: Date.now()})
         }
-        await new Promise((resolve) => setTimeout(resolve, 500))
+        await sleep(500)
       }
     })()
 
@@ -255,7 +256,7 @@ describe('e2e: certificates renew, rotate and revoke under a running transfer (P
     expect(acks.acknowledged).to.equal(2)
     expect(acks.pendingDevices).to.not.include.members(['a', 'b'])
     // Still out several passes later: neither layer lets it back.
-    await new Promise((resolve) => setTimeout(resolve, 3 * intervalSeconds * 1000))
+    await sleep(3 * intervalSeconds * 1000)
     expect(await mesh.reaches('c', 'a'), 'c reaches a').to.equal(false)
     expect(await mesh.reaches('c', 'b'), 'c reaches b').to.equal(false)
     for (const node of ['a', 'b']) {
