@@ -110,18 +110,20 @@ describe('CA rotation on Postgres', function () {
     expect((await controlPlane.projectTrustedCas({project: 'films'})).map((ca) => ca.fingerprint)).to.deep.equal([oldCa.fingerprint, newCa])
   })
 
-  it('the up refresh adds the endorsed CA; renewal then signs with the new CA and nebula -test accepts both CAs', async () => {
+  it('the up refresh adds the endorsed CA; the device asks for renewal at once, the signer signs with the new CA and nebula -test accepts both CAs', async () => {
     const refreshed = await refreshFromControlPlane({home: invited, project: 'films', controlPlane})
     expect(refreshed?.casChanged).to.equal(true)
     expect(await caFingerprints(caPath(invited))).to.deep.equal([oldCa.fingerprint, newCa])
-    const cert = await readCert(certPath(invited))
+    expect((await readCert(certPath(invited))).issuer).to.equal(oldCa.fingerprint)
     // Longer than the first certificate, so the device takes the renewed one as newer.
     await controlPlane.setCertLifetime({project: 'films', seconds: 540 * 86_400})
-    const late = new Date(Date.parse(cert.notAfter) - 60_000)
-    expect((await renewFromControlPlane({home: invited, project: 'films', controlPlane, now: late}))?.requested).to.equal(true)
+    // Long before a third of its life is left: its certificate is from an older CA than the newest one it trusts.
+    expect(await renewFromControlPlane({home: invited, project: 'films', controlPlane})).to.deep.include({due: true, oldCa: true, requested: true})
     expect((await signPendingRenewals({home: operator, controlPlane, project: 'films'})).signed).to.have.length(1)
-    expect((await renewFromControlPlane({home: invited, project: 'films', controlPlane, now: late}))?.installed).to.equal(true)
+    expect((await renewFromControlPlane({home: invited, project: 'films', controlPlane}))?.installed).to.equal(true)
     expect((await readCert(certPath(invited))).issuer).to.equal(newCa)
+    // From the newest CA now: nothing more to ask until a third of its life is left.
+    expect(await renewFromControlPlane({home: invited, project: 'films', controlPlane})).to.deep.include({due: false, oldCa: false, requested: false})
     await testNebulaConfig({configPath: join(invited, 'projects', 'films', 'nebula.yml')})
   })
 

@@ -129,6 +129,11 @@ export interface MeshOptions {
   relay?: boolean
   /** Every node's underlay link shaped with tc (rate in bit/s, delay), as `vidsync lab up --rate` does. */
   shaping?: Shaping
+  /**
+   * A Postgres control plane for the operator and the devices instead of the operator's embedded
+   * database: a URL that works inside the namespaces too (see `socketUrl` in test/helpers/postgres.ts).
+   */
+  databaseUrl?: string
 }
 
 /**
@@ -154,6 +159,7 @@ export class Mesh {
   readonly ownHomes: boolean
   readonly relay: boolean
   readonly shaping: Shaping | undefined
+  readonly databaseUrl: string
 
   constructor(options: MeshOptions) {
     this.project = options.project
@@ -163,6 +169,7 @@ export class Mesh {
     this.ownHomes = options.ownHomes ?? false
     this.relay = options.relay ?? false
     this.shaping = options.shaping
+    this.databaseUrl = options.databaseUrl ?? ''
   }
 
   /** Syncthing's ID of the project folder "shared" that `start` creates: <project>.<its stable ID>. */
@@ -177,11 +184,12 @@ export class Mesh {
   }
 
   /** The built CLI inside a node's namespace, as that device's user runs it (always --json). */
-  async on(node: string, args: string[], timeoutMs = 60_000): Promise<RunResult> {
+  async on(node: string, args: string[], timeoutMs = 60_000, input?: string): Promise<RunResult> {
     const result = await runIn(this.ns(node), process.execPath, [`${root}bin/run.js`, ...args, '--home', this.homes[node] ?? '', '--json'], {
       // The nebula service's root-only copy of the overlay: in the node's temp home, not the machine's /etc/vidsync.
-      env: {VIDSYNC_SYSTEM_DIR: join(this.homes[node] ?? '', 'system'), ...this.env, VIDSYNC_DATABASE_URL: '', ...(this.ownHomes ? {HOME: this.homes[node] ?? ''} : {})},
+      env: {VIDSYNC_SYSTEM_DIR: join(this.homes[node] ?? '', 'system'), ...this.env, VIDSYNC_DATABASE_URL: this.databaseUrl, ...(this.ownHomes ? {HOME: this.homes[node] ?? ''} : {})},
       timeoutMs,
+      input,
     })
     return {exitCode: result.exitCode, json: parseJson(result.stdout), stdout: result.stdout, stderr: result.stderr}
   }
@@ -193,11 +201,11 @@ export class Mesh {
     return result
   }
 
-  /** An operator command on the host (embedded backend in the operator's home); must succeed. */
+  /** An operator command on the host (embedded backend in the operator's home, or the Postgres control plane); must succeed. */
   // eslint-disable-next-line @typescript-eslint/no-explicit-any
   async admin(...args: string[]): Promise<any> {
     // The first command that opens the embedded database migrates it: slow on a loaded machine.
-    const result = await cli([...args, '--json'], {...this.env, VIDSYNC_HOME: this.operator}, {timeoutMs: 180_000})
+    const result = await cli([...args, '--json'], {...this.env, VIDSYNC_HOME: this.operator, VIDSYNC_DATABASE_URL: this.databaseUrl}, {timeoutMs: 180_000})
     expect(result.exitCode, `vidsync ${args.join(' ')}: ${result.stdout} ${result.stderr}`).to.equal(0)
     return result.json
   }
@@ -207,6 +215,7 @@ export class Mesh {
     this.lab = await createLab(['lh', ...this.devices], this.shaping)
     this.operator = await tempDir()
     for (const node of ['lh', ...this.devices]) this.homes[node] = await tempDir()
+    if (this.databaseUrl) await this.admin('db', 'migrate')
     this.caFingerprint = (await this.admin('ca', 'init')).fingerprint
     await this.admin('project', 'create', this.project, '--cidr', this.cidr, '--quarantine', '1m')
     await this.admin('pool', 'populate', this.project)
@@ -231,9 +240,26 @@ export class Mesh {
     return bundle
   }
 
+  /**
+   * Devices join with one invite code (Postgres control plane), each under its node's name, while
+   * the operator's `device approve --watch` approves them: they get a device token, so their `up`
+   * loop refreshes from the control plane and renews its certificate there.
+   */
+  async joinWithInvite(nodes: string[]): Promise<void> {
+    const {code} = await this.admin('invite', 'create', this.project, '--uses', String(nodes.length))
+    const joins = Promise.all(nodes.map((node) => this.on(node, ['join', '-', '--name', node, '--wait', '90s'], 120_000, code)))
+    await this.admin('device', 'approve', this.project, '--watch', '--count', String(nodes.length), '--timeout', '90s', '--yes')
+    for (const [index, joined] of (await joins).entries()) expect(joined.exitCode, `${nodes[index]}: join: ${joined.stdout} ${joined.stderr}`).to.equal(0)
+  }
+
   /** join, `up --detach`, `sync add <home>/shared`: the results of up and sync add. */
   async bringUp(node: string, bundle: string, interval = '1s'): Promise<{up: RunResult; added: RunResult}> {
     await this.must(node, ['join', bundle, '--ca-fingerprint', this.caFingerprint])
+    return this.startSharing(node, interval)
+  }
+
+  /** A joined device: `up --detach`, `sync add <home>/shared`: the results of up and sync add. */
+  async startSharing(node: string, interval = '1s'): Promise<{up: RunResult; added: RunResult}> {
     const up = await this.on(node, ['up', '--detach', '--interval', interval])
     expect(up.exitCode, `${node}: up: ${up.stdout} ${up.stderr}`).to.equal(0)
     this.overlayIps[node] = up.json.overlayIp

@@ -16,8 +16,9 @@ export async function removeLab(lab: Lab | undefined): Promise<void> {
 }
 
 /** Runs a program inside a namespace and waits for it (never rejects: check exitCode). */
-export function runIn(ns: string, file: string, args: string[], options: {timeoutMs?: number; env?: Record<string, string>} = {}) {
-  return execa('ip', ['netns', 'exec', ns, file, ...args], {reject: false, timeout: options.timeoutMs ?? 60_000, env: options.env, stdin: 'ignore'})
+export function runIn(ns: string, file: string, args: string[], options: {timeoutMs?: number; env?: Record<string, string>; input?: string} = {}) {
+  const stdin = options.input === undefined ? {stdin: 'ignore' as const} : {input: options.input}
+  return execa('ip', ['netns', 'exec', ns, file, ...args], {reject: false, timeout: options.timeoutMs ?? 60_000, env: options.env, ...stdin})
 }
 
 /** Starts a program inside a namespace without waiting; `ip netns exec` execs it, so the PID is the program's. */

@@ -31,3 +31,25 @@ export async function createThrowawayDatabase(label = 'test'): Promise<Throwaway
     drop: () => admin((client) => client.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`)).then(() => {}),
   }
 }
+
+/**
+ * The same database through the server's Unix socket: network namespaces cannot reach the host's
+ * loopback, but a socket is a file and the namespaces share the file system.
+ */
+export async function socketUrl(url: string): Promise<string> {
+  const client = new pg.Client({connectionString: url})
+  await client.connect()
+  try {
+    const [{setting: dirs}] = (await client.query("SELECT setting FROM pg_settings WHERE name = 'unix_socket_directories'")).rows
+    const [{setting: port}] = (await client.query("SELECT setting FROM pg_settings WHERE name = 'port'")).rows
+    const dir = String(dirs).split(',')[0]?.trim()
+    if (!dir) throw new Error('the test PostgreSQL listens on no Unix socket: start it with -k DIR (scripts/test does)')
+    const socket = new URL(url)
+    socket.hostname = 'localhost'
+    socket.port = String(port)
+    socket.searchParams.set('host', dir)
+    return socket.toString()
+  } finally {
+    await client.end()
+  }
+}

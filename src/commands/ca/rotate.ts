@@ -8,7 +8,7 @@ import {formatWhen} from '../../lib/output/time.js'
 
 export default class CaRotate extends ControlPlaneCommand<typeof CaRotate> {
   static override summary = 'Create the next CA, trusted alongside the current one, without an outage.'
-  static override description = `Creates a new CA in <home>/ca and moves the current one to <home>/ca/previous. The current CA's key endorses the new CA (signs its fingerprint), and every project of the control plane then lists both CAs: bundles carry both, and devices running \`vidsync up\` add the new CA at their next refresh once they checked the endorsement with the CA they pinned. From now on the new CA signs registrations and renewals, so devices move to it as they renew. When every active device holds a certificate from the new CA, run \`vidsync ca retire-old\`.`
+  static override description = `Creates a new CA in <home>/ca and moves the current one to <home>/ca/previous. The current CA's key endorses the new CA (signs its fingerprint), and every project of the control plane then lists both CAs: bundles carry both, and devices running \`vidsync up\` add the new CA at their next refresh once they checked the endorsement with the CA they pinned. From now on the new CA signs registrations and renewals; devices running \`vidsync up\` ask for a new-CA certificate at their next pass, which \`vidsync signer\` signs, and bundle-joined devices move to it as they are renewed. When every active device holds a certificate from the new CA, run \`vidsync ca retire-old\`.`
   static override examples = ['<%= config.bin %> <%= command.id %>', '<%= config.bin %> <%= command.id %> --name "Studio CA 2027" --json']
 
   static override flags = {

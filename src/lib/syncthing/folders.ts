@@ -439,6 +439,8 @@ export interface AcceptPendingOptions {
   folders: string[]
   /** Port the accepted devices listen on [default: 22000]. */
   syncPort?: number
+  /** Syncthing IDs never accepted (revoked devices, which may connect until nebula has cut them off): ignored. */
+  refused?: string[]
 }
 
 export interface PendingDecision {
@@ -463,7 +465,7 @@ export async function acceptPendingDevices(options: AcceptPendingOptions): Promi
   for (const [deviceId, pending] of Object.entries(await client.pendingDevices())) {
     const decision = {deviceId, name: pending.name, address: pending.address}
     const ip = hostOf(pending.address)
-    if (!inSubnet(network, ip)) {
+    if (!inSubnet(network, ip) || options.refused?.includes(deviceId)) {
       ignored.push(decision)
       continue
     }

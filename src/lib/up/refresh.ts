@@ -50,6 +50,10 @@ export class SyncCursor {
   channel?: string
   /** The project's Realtime topic (Supabase), once the control plane said. */
   topic?: string
+  /** This device's status at the last refresh (active, revoked, ...); undefined before the first. */
+  status?: string
+  /** The Syncthing IDs of the project's revoked devices, as of the last change: every pass keeps them out. */
+  revokedSyncthingIds: string[] = []
   #nextPollAt = 0
   #notified = false
   /** A version this device applied and the control plane has not been told yet. */
@@ -168,6 +172,7 @@ export async function refreshFromControlPlane(options: {
   const sync = await options.controlPlane.deviceSync({token, knownVersion: cursor.version, syncthingId: options.syncthingId, appliedVersion})
   if (appliedVersion !== undefined) cursor.reported(appliedVersion)
   cursor.polled()
+  cursor.status = sync.state === 'unchanged' ? 'active' : sync.status
   const unchanged = {peersChanged: false, lighthousesChanged: false, blocklistChanged: false, casChanged: false, nebulaReloaded: false, revokedSyncthingIds: []}
   if (sync.state === 'unchanged') return {status: 'active', ...unchanged}
   if (sync.state === 'full' && sync.channel) cursor.channel = sync.channel
@@ -176,6 +181,7 @@ export async function refreshFromControlPlane(options: {
   if (sync.status !== 'active') return {status: sync.status, ...unchanged}
   // Asked only when the project changed: a revocation is such a change.
   const revokedSyncthingIds = (await options.controlPlane.deviceRevokedPeers({token})).map((peer) => peer.syncthingId)
+  cursor.revokedSyncthingIds = revokedSyncthingIds
 
   let project = await JoinedProject.find({home: options.home, project: options.project})
   const {manifest} = project

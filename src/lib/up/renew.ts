@@ -6,14 +6,16 @@ import type {Tools} from '../exec.js'
 import {withTempDir} from '../files.js'
 import {readDeviceToken} from '../join/invite.js'
 import {reloadNebula} from '../nebula/process.js'
-import {readCert, verifyCert} from '../pki/cert.js'
+import {type CertInfo, readCert, readCerts, verifyCert} from '../pki/cert.js'
 import {validatePublicKey} from '../pki/keys.js'
 import {JoinedProject, replaceCertificate} from '../project/joined-project.js'
 import type {ControlPlane, KeyChange} from '../store/control-plane.js'
 
 export interface RenewalResult {
-  /** A third or less of the certificate's life is left. */
+  /** A third or less of the certificate's life is left, or a CA older than the newest one trusted signed it. */
   due: boolean
+  /** The certificate's CA is not the newest one this device trusts: a rotation is under way. */
+  oldCa: boolean
   /** A renewal was asked for in this pass (or one is waiting for the signer). */
   requested: boolean
   /** A renewed certificate was installed in this pass; nebula reloaded it (SIGHUP, tunnels kept). */
@@ -32,11 +34,17 @@ export interface RenewalResult {
 /** Renewal starts when this fraction of the certificate's life is left. */
 export const renewWhenLeft = 1 / 3
 
+/** The newest of the CAs a device trusts: the one a rotation added last is the one created last. */
+export function newestCa(cas: CertInfo[]): CertInfo | undefined {
+  return cas.reduce<CertInfo | undefined>((newest, ca) => (newest && Date.parse(newest.notBefore) >= Date.parse(ca.notBefore) ? newest : ca), undefined)
+}
+
 /**
  * The certificate half of the `up` loop for a device that joined with an invite: when a third of
  * its certificate's life is left by the control plane's clock (`now` overrides it; `clock` is this
- * device's) it asks the control plane for renewal, and once the operator's signer has signed,
- * installs the new certificate (same key, name and address, signed by the pinned CA, later than the
+ * device's), or when an older CA than the newest one it trusts signed it (after `ca rotate`, so that
+ * a rotation completes within a pass or two instead of at the next scheduled renewal), it asks the
+ * control plane for renewal, and once the operator's signer has signed, installs the new certificate (same key, name and address, signed by the pinned CA, later than the
  * one installed) and tells nebula to reload it. With a key pair waiting (`vidsync key rotate`) it
  * asks at once for a certificate for that key and installs it with the key. Records what it
  * learned for `status` (renewal.json). Undefined for a device joined from a bundle file (nothing to ask).
@@ -51,13 +59,14 @@ export async function renewFromControlPlane(options: {home: string; project: str
   const cert = await readCert(project.certPath, options.tools)
   const nextKey = await project.nextPublicKey()
   const nextKeyHex = nextKey === undefined ? undefined : validatePublicKey(nextKey).hex
+  const oldCa = cert.issuer !== newestCa(await readCerts(project.caPath, options.tools))?.fingerprint
   const newest = await options.controlPlane.deviceCertificate({token})
   const clockOffsetSeconds = Math.round((Date.parse(newest.serverNow) - (options.clock ?? (() => new Date()))().getTime()) / 1000)
   const now = (options.now ?? new Date(newest.serverNow)).getTime()
   const life = Date.parse(cert.notAfter) - Date.parse(cert.notBefore)
-  const due = nextKey !== undefined || Date.parse(cert.notAfter) - now <= life * renewWhenLeft
+  const due = nextKey !== undefined || oldCa || Date.parse(cert.notAfter) - now <= life * renewWhenLeft
   const open = {requestedAt: newest.renewalRequestedAt, keyChange: newest.keyChange}
-  const unchanged = {due, requested: false, installed: false, nebulaReloaded: false, fingerprint: cert.fingerprint, notAfter: cert.notAfter, ...open, clockOffsetSeconds}
+  const unchanged = {due, oldCa, requested: false, installed: false, nebulaReloaded: false, fingerprint: cert.fingerprint, notAfter: cert.notAfter, ...open, clockOffsetSeconds}
   const record = (state: {requestedAt: string | null; keyChange: KeyChange | null}) =>
     project.saveRenewalState({
       ...(state.requestedAt ? {requestedAt: state.requestedAt} : {}),

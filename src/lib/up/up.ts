@@ -128,15 +128,21 @@ export async function reconcile(options: ReconcileOptions): Promise<ReconcileRes
       })
     : undefined
   if (options.controlPlane && refresh?.status === 'active') await refreshFolders({home: options.home, project: options.project, controlPlane: options.controlPlane, client})
+  // Every pass, not only those that refresh (the slow poll is a minute): a short-lived certificate
+  // or a rotation's new CA is noticed within an interval, at one small call (the control plane's clock) a pass.
+  const active = (refresh?.status ?? options.cursor?.status) === 'active'
   const renewal =
-    options.controlPlane && refresh?.status === 'active'
+    options.controlPlane && active
       ? await renewFromControlPlane({home: options.home, project: options.project, controlPlane: options.controlPlane})
       : undefined
   const project = await JoinedProject.find({home: options.home, project: options.project})
   const {manifest} = project
   const {warnings: certificateWarnings} = await certificateCheck({home: options.home, project})
-  // First: a revoked device loses its shares and its place here before anything is shared again.
-  const removed = await removeDevices({client, deviceIds: refresh?.revokedSyncthingIds ?? []})
+  // First: a revoked device loses its shares and its place here before anything is shared again. The
+  // cursor keeps the list for the passes that do not refresh: a revoked device that connects again
+  // before nebula has cut it off (a pending device wakes the loop at once) is removed, never accepted.
+  const revoked = refresh?.revokedSyncthingIds.length ? refresh.revokedSyncthingIds : (options.cursor?.revokedSyncthingIds ?? [])
+  const removed = await removeDevices({client, deviceIds: revoked})
   // The version refreshed is now in nebula and Syncthing alike: the next refresh acknowledges it.
   if (refresh?.status === 'active') options.cursor?.applied()
   const folders = await projectFolders({client, project: manifest.project, projectCidr: manifest.cidr})
@@ -145,7 +151,7 @@ export async function reconcile(options: ReconcileOptions): Promise<ReconcileRes
   const legacy = folders.filter((id) => !id.startsWith(managed))
   const peers = manifest.peers.flatMap((peer) => (peer.syncthingId ? [{deviceId: peer.syncthingId, name: peer.name, overlayIp: peer.ip}] : []))
   await sharePeers({client, projectCidr: manifest.cidr, folders: legacy, peers})
-  const {accepted, ignored} = await acceptPendingDevices({client, projectCidr: manifest.cidr, folders: legacy})
+  const {accepted, ignored} = await acceptPendingDevices({client, projectCidr: manifest.cidr, folders: legacy, refused: revoked})
   await shareWithProjectDevices({client, projectCidr: manifest.cidr, folders: legacy})
   const {autoAccept, folderRoot} = await project.settings()
   const folderPass = await applyProjectFolders({client, manifest, userHome: options.userHome, autoAccept, folderRoot})
@@ -404,7 +410,8 @@ export async function runAgent(options: AgentOptions): Promise<void> {
         const {renewal} = pass
         if (renewal?.installed) options.log(`certificate renewed: ${renewal.fingerprint} valid until ${renewal.notAfter}${renewal.nebulaReloaded ? '; nebula reloaded' : ''}`)
         else if (renewal?.requested && !state.renewalRequested) {
-          options.log(renewal.keyChange === null || renewal.keyChange === 'none' ? 'a third of the certificate\'s life is left: renewal requested from the signer' : 'a certificate for the new key requested: it waits for the operator\'s approval, then the signer')
+          const reason = renewal.oldCa ? 'the certificate is from an older CA than the newest one trusted' : "a third of the certificate's life is left"
+          options.log(renewal.keyChange === null || renewal.keyChange === 'none' ? `${reason}: renewal requested from the signer` : 'a certificate for the new key requested: it waits for the operator\'s approval, then the signer')
         }
         state.renewalRequested = renewal?.requested ?? false
         logWarnings(pass.certificateWarnings)
