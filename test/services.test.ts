@@ -626,6 +626,7 @@ describe('signer service: `vidsync signer PROJECT --install` / `--uninstall`', (
 
     const status = () => signerServiceStatus({home, project: 'studio', platform: linux, intervalSeconds: 15})
     expect(await status()).to.deep.equal({
+      role: 'signer',
       project: 'studio',
       name: 'vidsync-signer.studio.service',
       manager: 'systemd',

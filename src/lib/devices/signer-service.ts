@@ -7,7 +7,7 @@ import {InvalidInputError, MissingDependencyError, UnavailableError} from '../er
 import {resolveTools, selfCommand, type Tools} from '../exec.js'
 import {loadCa} from '../pki/ca.js'
 import type {Platform, ServiceDefinition, ServiceManagerName, User} from '../platform/index.js'
-import {installService, isStale, readServiceSettings, uninstallService, writeServiceSettings, type ServiceSettings} from '../up/services.js'
+import {installService, isStale, readServiceSettings, type ServiceReport, uninstallService, writeServiceSettings, type ServiceSettings} from '../up/services.js'
 
 /**
  * `vidsync signer PROJECT` as a per-user service on the operator's machine, where the CA key is:
@@ -158,21 +158,12 @@ export async function uninstallSignerService(options: SignerServiceOptions): Pro
   }
 }
 
-/** What `signer --status` says (`--json`). */
-export interface SignerServiceStatus {
+/** What `signer --status` says (`--json`): the service as `status` reports the others, and its settings file. */
+export interface SignerServiceStatus extends ServiceReport {
+  role: 'signer'
   project: string
-  name: string
-  /** null where no service manager takes user services (then `fallback` says why). */
-  manager: ServiceManagerName | null
-  installed: boolean
-  running: boolean
-  pid: number | null
-  /** The manager's word for its state, or "not installed". */
-  state: string
-  /** Installed from another vidsync or with other settings (another --interval): `--install` would refuse. */
-  stale: boolean
+  /** The private signer.env, null when it holds no settings. */
   settingsPath: string | null
-  fallback?: string
   line: string
 }
 
@@ -186,7 +177,7 @@ export async function signerServiceStatus(options: SignerServiceOptions & {inter
   const fallback = await noServiceManager(options, user)
   if (fallback) {
     const line = `no signer service for ${project}: ${fallback.replace(/^cannot install the signer as a service: /, '')}`
-    return {project, name: definition.name, manager: null, installed: false, running: false, pid: null, state: 'not installed', stale: false, settingsPath: saved, fallback, line}
+    return {role: 'signer', project, name: definition.name, manager: null, installed: false, running: false, pid: null, state: 'not installed', stale: false, settingsPath: saved, fallback, line}
   }
   const state = await platform.serviceState(definition, user)
   const stale = isStale(definition, state)
@@ -194,5 +185,5 @@ export async function signerServiceStatus(options: SignerServiceOptions & {inter
   const line = `${definition.name} (${definition.manager}): ${shown}${state.pid ? `, pid ${state.pid}` : ''}${
     stale ? `; installed from another vidsync or with other settings: \`vidsync signer ${project} --uninstall\`, then \`--install\`` : ''
   }`
-  return {project, name: definition.name, manager: definition.manager, installed: state.installed, running: state.running, pid: state.pid ?? null, state: shown, stale, settingsPath: saved, line}
+  return {role: 'signer', project, name: definition.name, manager: definition.manager, installed: state.installed, running: state.running, pid: state.pid ?? null, state: shown, stale, settingsPath: saved, line}
 }

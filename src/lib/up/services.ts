@@ -15,9 +15,9 @@ import type {PushState} from './refresh.js'
  * checks for an older install, and undoes a half-done install.
  */
 
-/** A service as `status`, `doctor` and `up` report it. */
+/** A service as `status`, `doctor`, `up` and `signer --status` report it. */
 export interface ServiceReport {
-  role: 'nebula' | 'agent'
+  role: 'nebula' | 'agent' | 'signer'
   /** The service manager's name for it (unit, launchd label, SCM service, task). */
   name: string
   /** The manager that keeps it; null where none can (then vidsync's own supervisor does, see `fallback`). */
