@@ -44,8 +44,9 @@ export function newestCa(cas: CertInfo[]): CertInfo | undefined {
  * its certificate's life is left by the control plane's clock (`now` overrides it; `clock` is this
  * device's), or when an older CA than the newest one it trusts signed it (after `ca rotate`, so that
  * a rotation completes within a pass or two instead of at the next scheduled renewal), it asks the
- * control plane for renewal, and once the operator's signer has signed, installs the new certificate (same key, name and address, signed by the pinned CA, later than the
- * one installed) and tells nebula to reload it. With a key pair waiting (`vidsync key rotate`) it
+ * control plane for renewal, and once the operator's signer has signed, installs the new
+ * certificate (same key, name and address, signed by the pinned CA, later than the one installed)
+ * and tells nebula to reload it. With a key pair waiting (`vidsync key rotate`) it
  * asks at once for a certificate for that key and installs it with the key. Records what it
  * learned for `status` (renewal.json). Undefined for a device joined from a bundle file (nothing to ask).
  */
